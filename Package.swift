@@ -1,0 +1,59 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "provision",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "provision", targets: ["provision"]),
+        .library(name: "JobQueue", targets: ["JobQueue"]),
+        .library(name: "RedisClient", targets: ["RedisClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C bindings: nothing but the system libraries and the glue for variadic C calls.
+        .systemLibrary(
+            name: "CHiredis", pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
+        .target(name: "CCurlShim", dependencies: ["CCurl"]),
+
+        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        .target(
+            name: "JobQueue",
+            dependencies: ["RedisClient"],
+            plugins: ["EmbedScripts"]),
+        .target(
+            name: "Scheduler",
+            dependencies: [
+                "JobQueue", "RedisClient",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "provision",
+            dependencies: [
+                "JobQueue", "RedisClient", "Scheduler",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        // Build tooling: protocols/scripts/*.lua are compiled into JobQueue, so the files other
+        // languages load are byte for byte the ones the Swift workers run.
+        .executableTarget(name: "embed-scripts"),
+        .plugin(name: "EmbedScripts", capability: .buildTool(), dependencies: ["embed-scripts"]),
+
+        // Test helpers: private redis-server, process control, temporary folders.
+        .target(name: "TestSupport", dependencies: ["RedisClient"]),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
+        .testTarget(
+            name: "WorkerTests",
+            dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,28 @@
+#ifndef PROVISION_CCURLSHIM_H
+#define PROVISION_CCURLSHIM_H
+#include <curl/curl.h>
+
+/* Typed entry points for libcurl's variadic calls, which Swift cannot import. */
+
+/* CURLVERSION_NOW is a macro over an enum value that does not import. */
+curl_version_info_data *provision_curl_version_info(void);
+
+CURLcode provision_easy_setopt_long(CURL *handle, CURLoption option, long value);
+CURLcode provision_easy_setopt_off_t(CURL *handle, CURLoption option, curl_off_t value);
+CURLcode provision_easy_setopt_pointer(CURL *handle, CURLoption option, void *value);
+CURLcode provision_easy_setopt_string(CURL *handle, CURLoption option, const char *value);
+CURLcode provision_easy_setopt_write_callback(CURL *handle,
+    size_t (*callback)(char *ptr, size_t size, size_t nmemb, void *userdata));
+CURLcode provision_easy_setopt_header_callback(CURL *handle,
+    size_t (*callback)(char *ptr, size_t size, size_t nmemb, void *userdata));
+CURLcode provision_easy_setopt_xferinfo_callback(CURL *handle,
+    int (*callback)(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow));
+
+CURLcode provision_easy_getinfo_long(CURL *handle, CURLINFO info, long *value);
+CURLcode provision_easy_getinfo_off_t(CURL *handle, CURLINFO info, curl_off_t *value);
+CURLcode provision_easy_getinfo_string(CURL *handle, CURLINFO info, char **value);
+CURLcode provision_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value);
+
+CURLMcode provision_multi_setopt_long(CURLM *multi, CURLMoption option, long value);
+
+#endif

@@ -1,0 +1,195 @@
+import Foundation
+import RedisClient
+
+/// The machine-side and API-side operations of the Redis job protocol for one machine. Every state
+/// change runs inside `queue.lua`, so it is atomic and identical for callers in any language.
+public final class JobQueue: Sendable {
+    public let keys: MachineKeys
+    public let redis: RedisClient
+    private let script = QueueScript.queue
+
+    public init(redis: RedisClient, machine: String, prefix: String = "provision") throws(JobQueueError) {
+        self.keys = try MachineKeys(prefix: prefix, machine: machine)
+        self.redis = redis
+    }
+
+    /// Limits applied at enqueue (the script also enforces hard caps of its own).
+    public struct Limits: Sendable {
+        public var maxPayloadBytes = 65_536
+        public var maxJobs = 50_000
+        /// How long a superseded plan's job records stay readable.
+        public var retentionSeconds = 7 * 24 * 3600
+        public init() {}
+    }
+
+    /// What an accepted enqueue created.
+    public struct Enqueued: Sendable, Equatable {
+        public let generation: Int
+        public let jobs: Int
+        public let ready: Int
+    }
+
+    /// Enqueues a plan (JSON per protocols/schemas/plan.schema.json) atomically: either every job is
+    /// written or, when the plan is refused, nothing is.
+    public func enqueue(planJSON: String, replace: Bool = false, limits: Limits = Limits()) async throws(JobQueueError) -> Enqueued {
+        let reply = try await call(
+            "enqueue",
+            [keys.machine, planJSON, String(limits.maxPayloadBytes), String(limits.maxJobs), replace ? "1" : "0",
+             String(limits.retentionSeconds)])
+        guard let items = reply.array, items.count == 3, let generation = items[0].int, let jobs = items[1].int,
+            let ready = items[2].int
+        else { throw .protocolViolation("enqueue returned \(reply)") }
+        return Enqueued(generation: Int(generation), jobs: Int(jobs), ready: Int(ready))
+    }
+
+    /// Leases up to `count` ready jobs to `worker`. Also promotes due retries and takes back expired
+    /// leases (at most `upkeepLimit` of each), and reports a flip that upkeep caused.
+    public func claim(worker: String, count: Int, upkeepLimit: Int = 100) async throws(JobQueueError) -> (jobs: [ClaimedJob], flip: MachineFlip?) {
+        let reply = try await call("claim", [worker, String(count), String(upkeepLimit)])
+        guard let items = reply.array, let first = items.first else {
+            throw .protocolViolation("claim returned \(reply)")
+        }
+        var jobs: [ClaimedJob] = []
+        for item in items.dropFirst() {
+            guard let f = item.array, f.count == 11, let id = f[0].string, let kind = f[1].string,
+                let payload = f[2].string, let attempt = f[3].int, let maxAttempts = f[4].int,
+                let token = f[5].string, let leaseMs = f[6].int, let timeoutMs = f[7].int,
+                let plan = f[8].string, let generation = f[9].int
+            else { throw .protocolViolation("claim returned a job as \(item)") }
+            jobs.append(
+                ClaimedJob(
+                    id: id, kind: kind, payload: payload, attempt: Int(attempt), maxAttempts: Int(maxAttempts),
+                    lease: Lease(plan: plan, job: id, token: token), leaseMilliseconds: Int(leaseMs),
+                    timeoutMilliseconds: Int(timeoutMs), generation: Int(generation), label: f[10].string ?? ""))
+        }
+        return (jobs, first.string.flatMap(MachineFlip.init(rawValue:)))
+    }
+
+    /// Renews the leases a worker holds; returns the leases it has lost (expired, cancelled, superseded).
+    public func heartbeat(worker: String, leases: [Lease]) async throws(JobQueueError) -> Set<Lease> {
+        let reply = try await call("heartbeat", [worker] + leases.flatMap { [$0.plan, $0.job, $0.token] })
+        guard let held = reply.array, held.count == leases.count else {
+            throw .protocolViolation("heartbeat returned \(reply)")
+        }
+        return Set(zip(leases, held).compactMap { $1.int == 1 ? nil : $0 })
+    }
+
+    /// Marks the leased job succeeded and makes its dependents ready; only the current lease may.
+    public func complete(_ lease: Lease, resultJSON: String = "{}") async throws(JobQueueError) -> (outcome: CompletionOutcome, flip: MachineFlip?) {
+        let reply = try await call("complete", [lease.plan, lease.job, lease.token, resultJSON])
+        guard let items = reply.array, items.count == 2, let outcome = items[0].string.flatMap(CompletionOutcome.init(rawValue:))
+        else { throw .protocolViolation("complete returned \(reply)") }
+        return (outcome, items[1].string.flatMap(MachineFlip.init(rawValue:)))
+    }
+
+    /// Records a failed attempt: a retry after backoff while attempts remain and the error is
+    /// retryable, else dead (which fails its dependents and the machine).
+    public func fail(
+        _ lease: Lease, errorType: String, message: String, retryable: Bool = true,
+        jitter: Double = Double.random(in: 0..<1)
+    ) async throws(JobQueueError) -> (outcome: FailureOutcome, flip: MachineFlip?) {
+        let reply = try await call(
+            "fail", [lease.plan, lease.job, lease.token, errorType, message, retryable ? "1" : "0", String(jitter)])
+        guard let items = reply.array, items.count == 3, let kind = items[0].string else {
+            throw .protocolViolation("fail returned \(reply)")
+        }
+        let flip = items[1].string.flatMap(MachineFlip.init(rawValue:))
+        switch kind {
+        case "retry": return (.retry(delayMilliseconds: Int(items[2].int ?? 0)), flip)
+        case "dead": return (.dead, flip)
+        case "stale": return (.stale, flip)
+        default: throw .protocolViolation("fail returned \(reply)")
+        }
+    }
+
+    /// Hands a job back unfinished (graceful drain); the attempt does not count. False when stale.
+    public func release(_ lease: Lease) async throws(JobQueueError) -> Bool {
+        try await call("release", [lease.plan, lease.job, lease.token]).string == "released"
+    }
+
+    /// Cancels every unfinished job of the plan; returns how many were cancelled.
+    @discardableResult
+    public func cancel(plan: String, reason: String) async throws(JobQueueError) -> Int {
+        let reply = try await call("cancel", [plan, reason])
+        return Int(reply.array?.last?.int ?? 0)
+    }
+
+    /// Registers a worker (its info is JSON: id, host, pid, capabilities, …) and records a heartbeat.
+    public func register(worker: String, infoJSON: String) async throws(JobQueueError) {
+        _ = try await call("register", [worker, infoJSON])
+    }
+
+    public func unregister(worker: String) async throws(JobQueueError) {
+        _ = try await call("unregister", [worker])
+    }
+
+    /// The machine's status hash and failure reasons.
+    public func status() async throws(JobQueueError) -> MachineStatus {
+        let replies: [RedisReply]
+        do {
+            replies = try await redis.pipeline([["HGETALL", keys.status], ["LRANGE", keys.failures, "0", "-1"]])
+        } catch { throw .redis(error) }
+        guard replies.count == 2, let hash = replies[0].hash, let reasons = replies[1].array else {
+            throw .protocolViolation("status read returned \(replies)")
+        }
+        let decoder = JSONDecoder()
+        let failures = reasons.compactMap { reply -> FailureReason? in
+            guard case .bulk(let bytes) = reply else { return nil }
+            return try? decoder.decode(FailureReason.self, from: Data(bytes))
+        }
+        var counts: [String: Int] = [:]
+        for field in MachineStatus.countFields { counts[field] = hash[field].flatMap { Int($0) } ?? 0 }
+        return MachineStatus(
+            machineID: keys.machine,
+            state: hash["state"].flatMap(MachineStatus.State.init(rawValue:)) ?? .idle,
+            planID: hash["plan_id"], generation: hash["generation"].flatMap { Int($0) } ?? 0, counts: counts,
+            enqueuedAt: hash["enqueued_at"].flatMap { Int($0) }, startedAt: hash["started_at"].flatMap { Int($0) },
+            finishedAt: hash["finished_at"].flatMap { Int($0) }, failures: failures)
+    }
+
+    /// One job's record (all fields of its hash), or nil when it does not exist.
+    public func job(plan: String, id: String) async throws(JobQueueError) -> [String: String]? {
+        do {
+            let hash = try await redis.send("HGETALL", keys.job(plan: plan, id: id)).hash ?? [:]
+            return hash.isEmpty ? nil : hash
+        } catch { throw .redis(error) }
+    }
+
+    /// Every job of a plan, in enqueue order.
+    public func jobs(plan: String) async throws(JobQueueError) -> [[String: String]] {
+        do {
+            let ids = try await redis.send("LRANGE", keys.planJobs(plan), "0", "-1").array?.compactMap(\.string) ?? []
+            let replies = try await redis.pipeline(ids.map { ["HGETALL", keys.job(plan: plan, id: $0)] })
+            return replies.compactMap(\.hash)
+        } catch { throw .redis(error) }
+    }
+
+    /// Registered workers with their info JSON and last heartbeat (ms since the epoch).
+    public func workers() async throws(JobQueueError) -> [(id: String, info: String, heartbeat: Int?)] {
+        do {
+            let replies = try await redis.pipeline([
+                ["HGETALL", keys.workers], ["ZRANGE", keys.heartbeats, "0", "-1", "WITHSCORES"],
+            ])
+            let infos = replies[0].hash ?? [:]
+            let beats = replies[1].hash ?? [:]
+            return infos.keys.sorted().map { ($0, infos[$0] ?? "{}", beats[$0].flatMap { Double($0) }.map { Int($0) }) }
+        } catch { throw .redis(error) }
+    }
+
+    private func call(_ op: String, _ arguments: [String]) async throws(JobQueueError) -> RedisReply {
+        do {
+            return try await redis.eval(script, keys: keys.scriptKeys, arguments: [op, keys.base] + arguments)
+        } catch {
+            if let message = error.serverMessage {
+                if let reason = Self.stripCode("PLAN_INVALID", message) { throw .planRejected(reason) }
+                if let reason = Self.stripCode("BUSY", message) { throw .busy(reason) }
+            }
+            throw .redis(error)
+        }
+    }
+
+    private static func stripCode(_ code: String, _ message: String) -> String? {
+        guard message.hasPrefix(code + " ") else { return nil }
+        return String(message.dropFirst(code.count + 1))
+    }
+}

@@ -1,0 +1,41 @@
+/// The Redis key layout of one machine (protocols/redis.md): every key carries the machine id as
+/// a hash tag, so one machine's keys live in one cluster slot.
+public struct MachineKeys: Sendable, Equatable {
+    public let prefix: String
+    public let machine: String
+    /// `<prefix>:{<machine>}`, the start of every key of this machine.
+    public let base: String
+
+    public init(prefix: String = "provision", machine: String) throws(JobQueueError) {
+        guard Self.isValidMachineID(machine) else { throw .invalidMachineID(machine) }
+        guard !prefix.isEmpty, prefix.count <= 64,
+            prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._:-".contains($0)) })
+        else { throw .invalidPrefix(prefix) }
+        self.prefix = prefix
+        self.machine = machine
+        self.base = "\(prefix):{\(machine)}"
+    }
+
+    /// Machine ids are 1-64 letters, digits, `.`, `_` or `-`, starting with a letter or digit.
+    public static func isValidMachineID(_ id: String) -> Bool {
+        guard let first = id.first, id.count <= 64, first.isASCII, first.isLetter || first.isNumber else { return false }
+        return id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+    }
+
+    public var status: String { base + ":status" }
+    public var ready: String { base + ":ready" }
+    public var active: String { base + ":active" }
+    public var delayed: String { base + ":delayed" }
+    public var wake: String { base + ":wake" }
+    public var failures: String { base + ":failures" }
+    public var workers: String { base + ":workers" }
+    public var heartbeats: String { base + ":heartbeats" }
+    public var events: String { base + ":events" }
+
+    /// The keys every call of `queue.lua` declares, in order.
+    public var scriptKeys: [String] { [status, ready, active, delayed, wake, failures, workers, heartbeats, events] }
+
+    public func job(plan: String, id: String) -> String { "\(base):job:\(plan):\(id)" }
+    public func plan(_ plan: String) -> String { "\(base):plan:\(plan)" }
+    public func planJobs(_ plan: String) -> String { "\(base):plan:\(plan):jobs" }
+}

@@ -1,0 +1,15 @@
+import Foundation
+import RedisClient
+
+/// The queue protocol script, `protocols/scripts/queue.lua`, as embedded at build time.
+public enum QueueScript {
+    public static let queue: RedisScript = RedisScript(name: "queue", source: source(named: "queue"))
+
+    static func source(named name: String) -> String {
+        guard let encoded = EmbeddedScripts.base64[name], let data = Data(base64Encoded: encoded) else {
+            // The build embeds every script in protocols/scripts; a missing one is a broken build.
+            fatalError("protocols/scripts/\(name).lua was not embedded at build time")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

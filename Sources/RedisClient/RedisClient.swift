@@ -1,0 +1,204 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// A Redis client for Swift concurrency: one hiredis connection driven on its own serial queue, so
+/// blocking socket I/O never occupies the cooperative thread pool. Reconnects with backoff.
+///
+/// A command that fails because the connection broke is sent again once the connection is back
+/// (within `reconnectWindow`), so it may run twice on the server: callers send idempotent commands
+/// or scripts that refuse a repeat.
+public final class RedisClient: Sendable {
+    public let configuration: RedisConfiguration
+    private let queue: DispatchQueue
+    private let box: ConnectionBox
+    private let closed = ClosedFlag()
+
+    public init(configuration: RedisConfiguration, label: String = "redis") {
+        self.configuration = configuration
+        self.queue = DispatchQueue(label: "provision.redis.\(label)")
+        self.box = ConnectionBox(RedisConnection(configuration: configuration))
+    }
+
+    public convenience init(url: String, label: String = "redis") throws(RedisError) {
+        self.init(configuration: try RedisConfiguration(url: url), label: label)
+    }
+
+    /// Connects now rather than on the first command, so a wrong address fails early.
+    public func connect() async throws(RedisError) {
+        _ = try await perform("CONNECT") { _ throws(RedisError) in () }
+    }
+
+    /// Sends one command; an error reply is thrown as `RedisError.server`.
+    @discardableResult
+    public func send(_ arguments: [String]) async throws(RedisError) -> RedisReply {
+        let name = arguments.first?.uppercased() ?? "?"
+        let reply = try await perform(name) { connection throws(RedisError) in
+            try connection.command(arguments)
+        }
+        if case .error(let message) = reply {
+            throw .server(server: configuration.serverDescription, command: name, message: message)
+        }
+        return reply
+    }
+
+    @discardableResult
+    public func send(_ arguments: String...) async throws(RedisError) -> RedisReply {
+        try await send(arguments)
+    }
+
+    /// Sends commands in one round trip; error replies come back in place, not thrown.
+    public func pipeline(_ commands: [[String]]) async throws(RedisError) -> [RedisReply] {
+        if commands.isEmpty { return [] }
+        return try await perform("PIPELINE") { connection throws(RedisError) in
+            try connection.pipeline(commands, label: "PIPELINE")
+        }
+    }
+
+    /// Runs a Lua script with `EVALSHA`, loading it on first use and again after `NOSCRIPT`
+    /// (a restarted or flushed server). Error replies are thrown as `RedisError.server`.
+    public func eval(_ script: RedisScript, keys: [String], arguments: [String]) async throws(RedisError) -> RedisReply {
+        let label = "EVALSHA \(script.name)"
+        let box = self.box
+        let reply = try await perform(label) { connection throws(RedisError) in
+            try box.eval(script, keys: keys, arguments: arguments, on: connection)
+        }
+        if case .error(let message) = reply {
+            throw .server(server: configuration.serverDescription, command: label, message: message)
+        }
+        return reply
+    }
+
+    /// Runs several script calls in one round trip; error replies come back in place.
+    public func evalPipeline(_ calls: [(script: RedisScript, keys: [String], arguments: [String])]) async throws(RedisError) -> [RedisReply] {
+        if calls.isEmpty { return [] }
+        let box = self.box
+        let items = calls.map { ScriptCall(script: $0.script, keys: $0.keys, arguments: $0.arguments) }
+        return try await perform("EVALSHA pipeline") { connection throws(RedisError) in
+            try box.evalPipeline(items, on: connection)
+        }
+    }
+
+    /// Closes the connection; later commands fail at once.
+    public func close() {
+        closed.value.store(true, ordering: .sequentiallyConsistent)
+        let box = self.box
+        queue.async { box.connection.close() }
+    }
+
+    private func perform<T: Sendable>(
+        _ label: String, _ body: @escaping @Sendable (RedisConnection) throws(RedisError) -> T
+    ) async throws(RedisError) -> T {
+        let result: Result<T, RedisError> = await withCheckedContinuation { continuation in
+            queue.async { [box, closed, configuration] in
+                continuation.resume(
+                    returning: Self.withReconnect(
+                        box.connection, label: label, window: configuration.reconnectWindow, closed: closed, body))
+            }
+        }
+        return try result.get()
+    }
+
+    private static func withReconnect<T>(
+        _ connection: RedisConnection, label: String, window: Duration, closed: ClosedFlag,
+        _ body: (RedisConnection) throws(RedisError) -> T
+    ) -> Result<T, RedisError> {
+        let clock = ContinuousClock()
+        let deadline = clock.now + window
+        var attempt = 0
+        while true {
+            if closed.value.load(ordering: .sequentiallyConsistent) {
+                return .failure(.io(server: connection.server, command: label, reason: "the client was closed"))
+            }
+            do throws(RedisError) {
+                if !connection.isConnected { try connection.connect() }
+                return .success(try body(connection))
+            } catch {
+                guard error.isConnectionError else { return .failure(error) }
+                connection.close()
+                if clock.now >= deadline { return .failure(error) }
+                // Exponential backoff, 50 ms doubling to 2 s, with jitter so a fleet does not
+                // reconnect in lockstep after a Redis restart.
+                let base = min(2.0, 0.05 * pow(2.0, Double(min(attempt, 6))))
+                let pause = base * Double.random(in: 0.5...1.0)
+                attempt += 1
+                Thread.sleep(forTimeInterval: min(pause, max(0, Self.seconds(deadline - clock.now))))
+            }
+        }
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        let (s, atto) = duration.components
+        return Double(s) + Double(atto) / 1e18
+    }
+}
+
+/// Set once by `close()` from any thread, read on the client's queue.
+private final class ClosedFlag: Sendable {
+    let value = Atomic<Bool>(false)
+}
+
+struct ScriptCall: Sendable {
+    let script: RedisScript
+    let keys: [String]
+    let arguments: [String]
+}
+
+/// The connection and its script cache, only ever touched on the owning client's serial queue.
+private final class ConnectionBox: @unchecked Sendable {
+    let connection: RedisConnection
+    private var loaded: [String: String] = [:]  // script name -> SHA1 on the current server
+
+    init(_ connection: RedisConnection) { self.connection = connection }
+
+    func eval(_ script: RedisScript, keys: [String], arguments: [String], on connection: RedisConnection) throws(RedisError) -> RedisReply {
+        let known = try sha(of: script, on: connection)
+        let reply = try connection.command(evalsha(known, keys, arguments), label: "EVALSHA \(script.name)")
+        if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
+            loaded[script.name] = nil
+            let fresh = try sha(of: script, on: connection)
+            return try connection.command(evalsha(fresh, keys, arguments), label: "EVALSHA \(script.name)")
+        }
+        return reply
+    }
+
+    func evalPipeline(_ calls: [ScriptCall], on connection: RedisConnection) throws(RedisError) -> [RedisReply] {
+        var commands: [[String]] = []
+        for call in calls {
+            commands.append(evalsha(try sha(of: call.script, on: connection), call.keys, call.arguments))
+        }
+        var replies = try connection.pipeline(commands, label: "EVALSHA pipeline")
+        for (index, reply) in replies.enumerated() {
+            if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
+                loaded[calls[index].script.name] = nil
+                replies[index] = try eval(calls[index].script, keys: calls[index].keys, arguments: calls[index].arguments, on: connection)
+            }
+        }
+        return replies
+    }
+
+    private func sha(of script: RedisScript, on connection: RedisConnection) throws(RedisError) -> String {
+        if let sha = loaded[script.name] { return sha }
+        let reply = try connection.command(["SCRIPT", "LOAD", script.source], label: "SCRIPT LOAD \(script.name)")
+        guard case .bulk = reply, let sha = reply.string else {
+            throw .unexpectedReply(server: connection.server, command: "SCRIPT LOAD \(script.name)", reply: "\(reply)")
+        }
+        loaded[script.name] = sha
+        return sha
+    }
+
+    private func evalsha(_ sha: String, _ keys: [String], _ arguments: [String]) -> [String] {
+        ["EVALSHA", sha, String(keys.count)] + keys + arguments
+    }
+}
+
+/// A Lua script known by name; `RedisClient.eval` runs it by SHA1 and reloads it when needed.
+public struct RedisScript: Sendable, Hashable {
+    public let name: String
+    public let source: String
+
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+    }
+}

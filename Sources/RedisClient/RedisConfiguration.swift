@@ -1,0 +1,84 @@
+import Foundation
+
+/// Where and how to reach a Redis server, parsed from a `redis://` or `unix://` URL.
+public struct RedisConfiguration: Sendable, Equatable {
+    public enum Endpoint: Sendable, Equatable {
+        case tcp(host: String, port: Int)
+        case unix(path: String)
+    }
+
+    public var endpoint: Endpoint
+    public var username: String?
+    public var password: String?
+    public var database: Int
+    /// Bounds establishing the connection.
+    public var connectTimeout: Duration
+    /// Bounds every read and write; hiredis' connect timeout does not cover them.
+    public var commandTimeout: Duration
+    /// How long a client keeps trying to reconnect before a command fails.
+    public var reconnectWindow: Duration
+
+    public init(
+        endpoint: Endpoint, username: String? = nil, password: String? = nil, database: Int = 0,
+        connectTimeout: Duration = .seconds(5), commandTimeout: Duration = .seconds(10),
+        reconnectWindow: Duration = .seconds(60)
+    ) {
+        self.endpoint = endpoint
+        self.username = username
+        self.password = password
+        self.database = database
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        self.reconnectWindow = reconnectWindow
+    }
+
+    /// Parses `redis://[user:password@]host[:port][/db]` or `unix:///path/redis.sock[?db=N&password=P]`.
+    public init(url text: String) throws(RedisError) {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased()
+        else { throw RedisError.invalidURL(reason: "it is not a URL") }
+        let query = Dictionary(
+            (components.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { $1 })
+        var database = 0
+        switch scheme {
+        case "redis":
+            guard let host = components.host, !host.isEmpty else {
+                throw RedisError.invalidURL(reason: "it names no host")
+            }
+            let port = components.port ?? 6379
+            guard (1...65535).contains(port) else { throw RedisError.invalidURL(reason: "port \(port) is out of range") }
+            self.init(endpoint: .tcp(host: host, port: port))
+            let path = components.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            if !path.isEmpty {
+                guard let db = Int(path), db >= 0 else {
+                    throw RedisError.invalidURL(reason: "the database '\(path)' is not a number")
+                }
+                database = db
+            }
+            username = components.user.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding }
+            password = components.password?.removingPercentEncoding
+        case "unix", "redis+unix":
+            let path = components.path
+            guard path.hasPrefix("/") else { throw RedisError.invalidURL(reason: "a unix socket path must be absolute") }
+            self.init(endpoint: .unix(path: path))
+            username = query["user"].flatMap { $0.isEmpty ? nil : $0 }
+            password = query["password"]
+        case "rediss":
+            throw RedisError.invalidURL(reason: "TLS (rediss://) is not supported by this hiredis build")
+        default:
+            throw RedisError.invalidURL(reason: "the scheme '\(scheme)' is not redis:// or unix://")
+        }
+        if let db = query["db"] {
+            guard let value = Int(db), value >= 0 else { throw RedisError.invalidURL(reason: "db=\(db) is not a number") }
+            database = value
+        }
+        self.database = database
+    }
+
+    /// The server as it may be shown to people: never the password.
+    public var serverDescription: String {
+        switch endpoint {
+        case .tcp(let host, let port): return "redis://\(host):\(port)/\(database)"
+        case .unix(let path): return "unix://\(path)?db=\(database)"
+        }
+    }
+}

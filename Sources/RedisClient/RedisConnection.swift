@@ -1,0 +1,176 @@
+import CHiredis
+import Foundation
+
+/// One hiredis context, used from one thread at a time (hiredis contexts are not thread-safe).
+/// `RedisClient` confines each instance to its own serial queue.
+final class RedisConnection {
+    let configuration: RedisConfiguration
+    private var context: UnsafeMutablePointer<redisContext>?
+
+    init(configuration: RedisConfiguration) {
+        self.configuration = configuration
+    }
+
+    deinit { close() }
+
+    var isConnected: Bool { context != nil }
+
+    var server: String { configuration.serverDescription }
+
+    func close() {
+        if let context { redisFree(context) }
+        context = nil
+    }
+
+    func connect() throws(RedisError) {
+        close()
+        let connectTimeout = timeval(configuration.connectTimeout)
+        let made: UnsafeMutablePointer<redisContext>?
+        switch configuration.endpoint {
+        case .tcp(let host, let port):
+            made = redisConnectWithTimeout(host, Int32(port), connectTimeout)
+        case .unix(let path):
+            made = redisConnectUnixWithTimeout(path, connectTimeout)
+        }
+        guard let made else { throw .connectFailed(server: server, reason: "hiredis could not allocate a context") }
+        if made.pointee.err != 0 {
+            let reason = Self.errorText(made)
+            redisFree(made)
+            throw .connectFailed(server: server, reason: reason)
+        }
+        guard redisSetTimeout(made, timeval(configuration.commandTimeout)) == REDIS_OK else {
+            let reason = Self.errorText(made)
+            redisFree(made)
+            throw .connectFailed(server: server, reason: "could not set the command timeout: \(reason)")
+        }
+        if case .tcp = configuration.endpoint { _ = redisEnableKeepAlive(made) }
+        context = made
+
+        if let password = configuration.password {
+            var auth = ["AUTH"]
+            if let user = configuration.username { auth.append(user) }
+            auth.append(password)
+            if case .error(let message) = try command(auth, label: "AUTH") {
+                close()
+                throw .connectFailed(server: server, reason: "authentication failed (\(message))")
+            }
+        }
+        if configuration.database != 0,
+            case .error(let message) = try command(["SELECT", String(configuration.database)], label: "SELECT")
+        {
+            close()
+            throw .connectFailed(server: server, reason: "SELECT \(configuration.database) failed (\(message))")
+        }
+    }
+
+    /// Sends one command and reads its reply. Error replies are returned, not thrown; a broken
+    /// connection throws and leaves this connection closed.
+    func command(_ arguments: [String], label: String? = nil) throws(RedisError) -> RedisReply {
+        let name = label ?? arguments.first?.uppercased() ?? "?"
+        guard let context else { throw .io(server: server, command: name, reason: "not connected") }
+        let raw = Self.withArgv(arguments) { argc, argv, lengths in
+            redisCommandArgv(context, argc, argv, lengths)
+        }
+        guard let raw else { throw brokenConnection(context, command: name) }
+        defer { freeReplyObject(raw) }
+        return Self.decode(raw.assumingMemoryBound(to: redisReply.self))
+    }
+
+    /// Sends several commands in one write and reads all their replies (a pipeline).
+    func pipeline(_ commands: [[String]], label: String) throws(RedisError) -> [RedisReply] {
+        guard let context else { throw .io(server: server, command: label, reason: "not connected") }
+        for arguments in commands {
+            let status = Self.withArgv(arguments) { argc, argv, lengths in
+                redisAppendCommandArgv(context, argc, argv, lengths)
+            }
+            guard status == REDIS_OK else { throw brokenConnection(context, command: label) }
+        }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands {
+            var raw: UnsafeMutableRawPointer?
+            guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
+                throw brokenConnection(context, command: label)
+            }
+            replies.append(Self.decode(raw.assumingMemoryBound(to: redisReply.self)))
+            freeReplyObject(raw)
+        }
+        return replies
+    }
+
+    private func brokenConnection(_ context: UnsafeMutablePointer<redisContext>, command: String) -> RedisError {
+        var reason = Self.errorText(context)
+        if reason.isEmpty || reason.contains("Resource temporarily unavailable") {
+            reason = "no reply within \(configuration.commandTimeout) or the connection was lost"
+        }
+        close()
+        return .io(server: server, command: command, reason: reason)
+    }
+
+    private static func errorText(_ context: UnsafeMutablePointer<redisContext>) -> String {
+        withUnsafeBytes(of: context.pointee.errstr) { bytes in
+            let text = bytes.prefix { $0 != 0 }
+            return String(decoding: text, as: UTF8.self)
+        }
+    }
+
+    private static func withArgv<T>(
+        _ arguments: [String],
+        _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> T
+    ) -> T {
+        var buffers: [UnsafeMutablePointer<CChar>] = []
+        var lengths: [Int] = []
+        buffers.reserveCapacity(arguments.count)
+        lengths.reserveCapacity(arguments.count)
+        for argument in arguments {
+            let utf8 = argument.utf8
+            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(utf8.count, 1))
+            _ = UnsafeMutableBufferPointer(start: buffer, count: utf8.count).initialize(
+                from: utf8.lazy.map { CChar(bitPattern: $0) })
+            buffers.append(buffer)
+            lengths.append(utf8.count)
+        }
+        defer { buffers.forEach { $0.deallocate() } }
+        var argv: [UnsafePointer<CChar>?] = buffers.map { UnsafePointer($0) }
+        return argv.withUnsafeMutableBufferPointer { argvBuffer in
+            lengths.withUnsafeBufferPointer { lengthBuffer in
+                body(Int32(arguments.count), argvBuffer.baseAddress!, lengthBuffer.baseAddress!)
+            }
+        }
+    }
+
+    private static func decode(_ reply: UnsafeMutablePointer<redisReply>) -> RedisReply {
+        let r = reply.pointee
+        switch r.type {
+        case REDIS_REPLY_STRING:
+            return .bulk(bytes(r.str, r.len))
+        case REDIS_REPLY_STATUS:
+            return .status(String(decoding: bytes(r.str, r.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: bytes(r.str, r.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            return .integer(Int64(r.integer))
+        case REDIS_REPLY_ARRAY:
+            guard let elements = r.element else { return .array([]) }
+            return .array((0..<Int(r.elements)).compactMap { index in
+                elements[index].map { decode($0) }
+            })
+        default:
+            return .null
+        }
+    }
+
+    private static func bytes(_ pointer: UnsafeMutablePointer<CChar>?, _ length: Int) -> [UInt8] {
+        guard let pointer, length > 0 else { return [] }
+        return pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+            Array(UnsafeBufferPointer(start: $0, count: length))
+        }
+    }
+}
+
+extension timeval {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    }
+}

@@ -1,0 +1,549 @@
+-- provision job queue: every state transition of a machine's plan, in one script.
+--
+-- Call:  EVALSHA <sha> 9 <B>:status <B>:ready <B>:active <B>:delayed <B>:wake
+--                      <B>:failures <B>:workers <B>:heartbeats <B>:events
+--                      <op> <B> <op arguments...>
+-- where <B> is "<prefix>:{<machine_id>}" (the hash tag keeps one machine's keys in one cluster slot).
+-- The operations and their arguments are documented in protocols/redis.md. Errors are returned as
+-- error replies whose first word is a code (PLAN_INVALID, BUSY, BAD_REQUEST).
+--
+-- Time comes from the server (TIME), so leases never depend on the clocks of workers.
+
+local K_STATUS, K_READY, K_ACTIVE, K_DELAYED, K_WAKE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_FAILURES, K_WORKERS, K_HEARTBEATS = KEYS[6], KEYS[7], KEYS[8]
+
+local op = ARGV[1]
+local base = ARGV[2]
+
+local WAKE_MARKERS = 64          -- at most this many idle workers are woken at once
+local HARD_MAX_PAYLOAD = 1048576 -- bytes of one job's payload, whatever the caller asks
+local HARD_MAX_JOBS = 100000
+local MAX_REASONS = 1000
+local KINDS = { noop = true, sleep = true, download = true, node = true, ["python-deps"] = true,
+                comfyui = true, verify = true }
+local JOB_FIELDS = { id = true, kind = true, payload = true, depends_on = true, max_attempts = true,
+                     backoff_ms = true, backoff_max_ms = true, lease_ms = true, timeout_ms = true,
+                     label = true }
+local PLAN_FIELDS = { version = true, plan_id = true, machine_id = true, jobs = true, meta = true }
+
+-- cjson writes an empty table as {}; lists of ids are written by hand so they stay JSON arrays.
+local function encode_list(items)
+  local parts = {}
+  for i, item in ipairs(items) do parts[i] = cjson.encode(item) end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
+local function fail(code, sentence)
+  return redis.error_reply(code .. " " .. sentence)
+end
+
+if K_STATUS ~= base .. ":status" then
+  return fail("BAD_REQUEST", "KEYS[1] must be the status key of the base given as ARGV[2]")
+end
+
+local function now_ms()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function job_key(plan, id) return base .. ":job:" .. plan .. ":" .. id end
+local function plan_key(plan) return base .. ":plan:" .. plan end
+local function plan_jobs_key(plan) return base .. ":plan:" .. plan .. ":jobs" end
+
+-- Moves a job between states, keeping the status counters exact.
+local function move(jkey, from, to)
+  redis.call("HSET", jkey, "state", to)
+  redis.call("HINCRBY", K_STATUS, from, -1)
+  redis.call("HINCRBY", K_STATUS, to, 1)
+end
+
+local function wake(n)
+  if n <= 0 then return end
+  local markers = {}
+  for i = 1, math.min(n, WAKE_MARKERS) do markers[i] = "1" end
+  redis.call("LPUSH", K_WAKE, unpack(markers))
+  redis.call("LTRIM", K_WAKE, 0, WAKE_MARKERS - 1)
+end
+
+local function add_reason(reason)
+  redis.call("RPUSH", K_FAILURES, cjson.encode(reason))
+  redis.call("LTRIM", K_FAILURES, -MAX_REASONS, -1)
+end
+
+-- The machine flips at most once per generation: to ready when every job succeeded, to failed
+-- when the first job is dead. Returns the new state when this call flipped it, else "".
+local function flip_if_done(now)
+  local s = redis.call("HMGET", K_STATUS, "state", "total", "succeeded")
+  if s[1] ~= "pending" and s[1] ~= "running" then return "" end
+  if tonumber(s[3]) == tonumber(s[2]) then
+    redis.call("HSET", K_STATUS, "state", "ready", "finished_at", now)
+    return "ready"
+  end
+  return ""
+end
+
+local function flip_failed(now)
+  local state = redis.call("HGET", K_STATUS, "state")
+  if state ~= "pending" and state ~= "running" then return "" end
+  redis.call("HSET", K_STATUS, "state", "failed", "finished_at", now)
+  return "failed"
+end
+
+-- A dead job fails every job that waits on it, transitively, with dependency_failed.
+local function fail_dependents(plan, id, now)
+  local queue, head = { id }, 1
+  while queue[head] do
+    local cause = queue[head]
+    head = head + 1
+    local dependents = cjson.decode(redis.call("HGET", job_key(plan, cause), "dependents") or "[]")
+    for _, dep in ipairs(dependents) do
+      local dkey = job_key(plan, dep)
+      if redis.call("HGET", dkey, "state") == "waiting" then
+        move(dkey, "waiting", "failed")
+        local message = "dependency " .. cause .. " failed"
+        redis.call("HSET", dkey, "error_type", "dependency_failed", "error", message, "finished_at", now)
+        add_reason({ job = dep, kind = redis.call("HGET", dkey, "kind"), error_type = "dependency_failed",
+                     error = message, attempts = 0 })
+        queue[#queue + 1] = dep
+      end
+    end
+  end
+end
+
+local function make_dead(plan, id, jkey, from, error_type, message, now)
+  move(jkey, from, "dead")
+  redis.call("HSET", jkey, "error_type", error_type, "error", message, "finished_at", now)
+  redis.call("HDEL", jkey, "owner", "lease_until")
+  local f = redis.call("HMGET", jkey, "kind", "attempts")
+  add_reason({ job = id, kind = f[1], error_type = error_type, error = message, attempts = tonumber(f[2]) })
+  fail_dependents(plan, id, now)
+  return flip_failed(now)
+end
+
+-- Every claim does a bounded amount of upkeep, so no separate sweeper is needed: due retries
+-- become ready, and leases whose workers stopped heartbeating are taken back.
+local function maintain(plan, now, limit)
+  local promoted = 0
+  local due = redis.call("ZRANGEBYSCORE", K_DELAYED, "-inf", now, "LIMIT", 0, limit)
+  for _, id in ipairs(due) do
+    redis.call("ZREM", K_DELAYED, id)
+    local jkey = job_key(plan, id)
+    if redis.call("HGET", jkey, "state") == "delayed" then
+      move(jkey, "delayed", "ready")
+      redis.call("RPUSH", K_READY, id)
+      promoted = promoted + 1
+    end
+  end
+  local flipped = ""
+  local expired = redis.call("ZRANGEBYSCORE", K_ACTIVE, "-inf", now, "LIMIT", 0, limit)
+  for _, id in ipairs(expired) do
+    redis.call("ZREM", K_ACTIVE, id)
+    local jkey = job_key(plan, id)
+    local f = redis.call("HMGET", jkey, "state", "attempts", "max_attempts", "owner")
+    if f[1] == "active" then
+      redis.call("HINCRBY", K_STATUS, "reclaimed", 1)
+      local message = "worker " .. tostring(f[4]) .. " stopped renewing its lease on attempt " ..
+                      f[2] .. " of " .. f[3]
+      if tonumber(f[2]) >= tonumber(f[3]) then
+        local r = make_dead(plan, id, jkey, "active", "lease_expired", message, now)
+        if r ~= "" then flipped = r end
+      else
+        move(jkey, "active", "ready")
+        redis.call("HSET", jkey, "error_type", "lease_expired", "error", message)
+        redis.call("HDEL", jkey, "owner", "lease_until")
+        redis.call("LPUSH", K_READY, id) -- first in line: it was already running
+        redis.call("HINCRBY", K_STATUS, "retries", 1)
+        promoted = promoted + 1
+      end
+    end
+  end
+  return promoted, flipped
+end
+
+-- Checks a worker's (plan, job, token) against the job's current lease.
+local function leased(plan, id, token)
+  if redis.call("HGET", K_STATUS, "plan_id") ~= plan then return nil, "stale" end
+  local jkey = job_key(plan, id)
+  local f = redis.call("HMGET", jkey, "state", "token")
+  if f[1] == false then return nil, "stale" end
+  if f[2] ~= token then return nil, "stale" end
+  if f[1] ~= "active" then return nil, f[1] end
+  return jkey, "active"
+end
+
+---------------------------------------------------------------------------------------------------
+-- enqueue <machine_id> <plan_json> <max_payload_bytes> <max_jobs> <replace 0|1> <retention_seconds>
+---------------------------------------------------------------------------------------------------
+local function validate_plan(text, max_payload, max_jobs, machine)
+  local ok, plan = pcall(cjson.decode, text)
+  if not ok or type(plan) ~= "table" then return nil, "the plan is not a JSON object" end
+  for k, _ in pairs(plan) do
+    if not PLAN_FIELDS[k] then return nil, "the plan has an unknown field '" .. tostring(k) .. "'" end
+  end
+  if plan.version ~= 1 then return nil, "the plan's version must be 1" end
+  if type(plan.plan_id) ~= "string" or #plan.plan_id < 1 or #plan.plan_id > 100
+     or not string.match(plan.plan_id, "^[%w][%w%._%-]*$") then
+    return nil, "plan_id must be 1-100 characters of letters, digits, '.', '_' or '-'"
+  end
+  if plan.machine_id ~= nil and plan.machine_id ~= machine then
+    return nil, "the plan is addressed to machine '" .. tostring(plan.machine_id) ..
+                "', not to '" .. machine .. "'"
+  end
+  if plan.meta ~= nil and type(plan.meta) ~= "table" then return nil, "meta must be an object" end
+  if type(plan.jobs) ~= "table" or #plan.jobs == 0 then return nil, "the plan has no jobs" end
+  if #plan.jobs > max_jobs then
+    return nil, "the plan has " .. #plan.jobs .. " jobs, more than the limit of " .. max_jobs
+  end
+  local numbers = { max_attempts = { 1, 100, 3 }, backoff_ms = { 1, 3600000, 1000 },
+                    backoff_max_ms = { 1, 86400000, 300000 }, lease_ms = { 1000, 3600000, 30000 },
+                    timeout_ms = { 1000, 604800000, 21600000 } }
+  local seen = {}
+  for i, job in ipairs(plan.jobs) do
+    local where = "job #" .. i
+    if type(job) ~= "table" then return nil, where .. " is not an object" end
+    if type(job.id) ~= "string" or #job.id < 1 or #job.id > 200
+       or not string.match(job.id, "^[%w][%w%._:@%+%-]*$") then
+      return nil, where .. " needs an id of 1-200 letters, digits or . _ : @ + -"
+    end
+    where = "job '" .. job.id .. "'"
+    if seen[job.id] then return nil, where .. " appears twice" end
+    seen[job.id] = job
+    for k, _ in pairs(job) do
+      if not JOB_FIELDS[k] then return nil, where .. " has an unknown field '" .. tostring(k) .. "'" end
+    end
+    if type(job.kind) ~= "string" or not KINDS[job.kind] then
+      return nil, where .. " has an unknown kind '" .. tostring(job.kind) .. "'"
+    end
+    if job.payload == nil then job.payload = {} end
+    if type(job.payload) ~= "table" or (next(job.payload) ~= nil and job.payload[1] ~= nil) then
+      return nil, where .. " needs a payload that is a JSON object"
+    end
+    job.payload_json = cjson.encode(job.payload)
+    if #job.payload_json > max_payload then
+      return nil, where .. " has a payload of " .. #job.payload_json .. " bytes, more than the limit of " ..
+                  max_payload
+    end
+    if job.depends_on == nil then job.depends_on = {} end
+    if type(job.depends_on) ~= "table" then return nil, where .. " has depends_on that is not a list" end
+    for field, range in pairs(numbers) do
+      local v = job[field]
+      if v == nil then
+        job[field] = range[3]
+      elseif type(v) ~= "number" or v ~= math.floor(v) or v < range[1] or v > range[2] then
+        return nil, where .. " has " .. field .. " outside " .. range[1] .. ".." .. range[2]
+      end
+    end
+    if job.label ~= nil and (type(job.label) ~= "string" or #job.label > 200) then
+      return nil, where .. " has a label that is not a string of at most 200 characters"
+    end
+  end
+  -- Dependencies must exist, and the graph must be acyclic (Kahn's algorithm).
+  local indegree, dependents = {}, {}
+  for _, job in ipairs(plan.jobs) do
+    indegree[job.id] = 0
+    dependents[job.id] = {}
+  end
+  for _, job in ipairs(plan.jobs) do
+    local uniq = {}
+    for _, dep in ipairs(job.depends_on) do
+      if type(dep) ~= "string" then return nil, "job '" .. job.id .. "' has a dependency that is not a job id" end
+      if not seen[dep] then
+        return nil, "job '" .. job.id .. "' depends on '" .. dep .. "', which is not in the plan"
+      end
+      if dep == job.id then return nil, "job '" .. job.id .. "' depends on itself" end
+      if not uniq[dep] then
+        uniq[dep] = true
+        indegree[job.id] = indegree[job.id] + 1
+        table.insert(dependents[dep], job.id)
+      end
+    end
+    job.pending = indegree[job.id]
+  end
+  local remaining, queue, head = #plan.jobs, {}, 1
+  local left = {}
+  for id, n in pairs(indegree) do
+    left[id] = n
+    if n == 0 then queue[#queue + 1] = id end
+  end
+  while queue[head] do
+    local id = queue[head]
+    head = head + 1
+    remaining = remaining - 1
+    for _, d in ipairs(dependents[id]) do
+      left[d] = left[d] - 1
+      if left[d] == 0 then queue[#queue + 1] = d end
+    end
+  end
+  if remaining > 0 then
+    local cyclic = {}
+    for id, n in pairs(left) do if n > 0 then cyclic[#cyclic + 1] = id end end
+    table.sort(cyclic)
+    return nil, "the dependencies form a cycle through " .. table.concat(cyclic, ", ", 1, math.min(#cyclic, 5))
+  end
+  return plan, dependents
+end
+
+local function enqueue()
+  local machine, text = ARGV[3], ARGV[4]
+  local max_payload = math.min(tonumber(ARGV[5]) or 65536, HARD_MAX_PAYLOAD)
+  local max_jobs = math.min(tonumber(ARGV[6]) or 50000, HARD_MAX_JOBS)
+  local replace, retention = ARGV[7] == "1", tonumber(ARGV[8]) or 604800
+  if base ~= nil and not string.find(base, "{" .. machine .. "}", 1, true) then
+    return fail("BAD_REQUEST", "the key base must contain the machine id as a hash tag")
+  end
+  local plan, dependents = validate_plan(text, max_payload, max_jobs, machine)
+  if not plan then return fail("PLAN_INVALID", dependents) end
+
+  local current = redis.call("HMGET", K_STATUS, "plan_id", "state")
+  if (current[2] == "pending" or current[2] == "running") and not replace then
+    return fail("BUSY", "machine '" .. machine .. "' is still running plan '" .. current[1] ..
+                "'; cancel it or enqueue with replace to supersede it")
+  end
+  if redis.call("EXISTS", plan_key(plan.plan_id)) == 1 then
+    return fail("PLAN_INVALID", "plan '" .. plan.plan_id .. "' was already enqueued for machine '" .. machine .. "'")
+  end
+  local now = now_ms()
+
+  -- A new generation: the previous plan's records stay readable for `retention` seconds.
+  if current[1] then
+    local old = current[1]
+    for _, id in ipairs(redis.call("LRANGE", plan_jobs_key(old), 0, -1)) do
+      redis.call("EXPIRE", job_key(old, id), retention)
+    end
+    redis.call("EXPIRE", plan_jobs_key(old), retention)
+    redis.call("EXPIRE", plan_key(old), retention)
+    if current[2] == "pending" or current[2] == "running" then
+      redis.call("HSET", plan_key(old), "state", "superseded", "finished_at", now)
+    end
+  end
+  redis.call("DEL", K_READY, K_ACTIVE, K_DELAYED, K_FAILURES)
+
+  local generation = redis.call("HINCRBY", K_STATUS, "generation", 1)
+  local ready, ids = 0, {}
+  for _, job in ipairs(plan.jobs) do
+    local state = "waiting"
+    if job.pending == 0 then state = "ready" end
+    redis.call("HSET", job_key(plan.plan_id, job.id),
+      "id", job.id, "plan", plan.plan_id, "kind", job.kind, "payload", job.payload_json,
+      "label", job.label or "",
+      "depends_on", encode_list(job.depends_on), "dependents", encode_list(dependents[job.id]),
+      "pending", job.pending, "state", state, "attempts", 0, "max_attempts", job.max_attempts,
+      "backoff_ms", job.backoff_ms, "backoff_max_ms", job.backoff_max_ms, "lease_ms", job.lease_ms,
+      "timeout_ms", job.timeout_ms, "created_at", now)
+    if state == "ready" then
+      redis.call("RPUSH", K_READY, job.id)
+      ready = ready + 1
+    end
+    ids[#ids + 1] = job.id
+    if #ids == 1000 then
+      redis.call("RPUSH", plan_jobs_key(plan.plan_id), unpack(ids))
+      ids = {}
+    end
+  end
+  if #ids > 0 then redis.call("RPUSH", plan_jobs_key(plan.plan_id), unpack(ids)) end
+  local meta = "{}"
+  if plan.meta ~= nil then meta = cjson.encode(plan.meta) end
+  redis.call("HSET", plan_key(plan.plan_id), "plan_id", plan.plan_id, "generation", generation,
+             "jobs", #plan.jobs, "meta", meta, "enqueued_at", now, "state", "enqueued")
+  redis.call("HSET", K_STATUS, "plan_id", plan.plan_id, "machine_id", machine, "state", "pending",
+             "total", #plan.jobs, "waiting", #plan.jobs - ready, "ready", ready, "active", 0,
+             "delayed", 0, "succeeded", 0, "failed", 0, "dead", 0, "cancelled", 0, "retries", 0,
+             "reclaimed", 0, "enqueued_at", now, "announced", 0)
+  redis.call("HDEL", K_STATUS, "started_at", "finished_at")
+  wake(ready)
+  return { generation, #plan.jobs, ready }
+end
+
+---------------------------------------------------------------------------------------------------
+-- claim <worker_id> <max_jobs> <upkeep_limit>
+-- Returns { flipped, { job fields... }, ... }; each job is
+-- { id, kind, payload, attempt, max_attempts, token, lease_ms, timeout_ms, plan, generation, label }.
+---------------------------------------------------------------------------------------------------
+local function claim()
+  local worker, count, limit = ARGV[3], tonumber(ARGV[4]) or 1, tonumber(ARGV[5]) or 100
+  local s = redis.call("HMGET", K_STATUS, "plan_id", "state", "generation")
+  local plan, state = s[1], s[2]
+  local result = { "" }
+  if not plan or (state ~= "pending" and state ~= "running" and state ~= "failed") then return result end
+  local now = now_ms()
+  local promoted, flipped = maintain(plan, now, limit)
+  result[1] = flipped
+  if promoted > 0 then wake(promoted) end
+  local taken = 0
+  while taken < count do
+    local id = redis.call("LPOP", K_READY)
+    if not id then break end
+    local jkey = job_key(plan, id)
+    local f = redis.call("HMGET", jkey, "state", "kind", "payload", "attempts", "max_attempts", "lease_ms",
+                         "timeout_ms", "label")
+    if f[1] == "ready" then
+      local token = redis.call("HINCRBY", K_STATUS, "fence", 1)
+      local attempt = tonumber(f[4]) + 1
+      local deadline = now + tonumber(f[6])
+      move(jkey, "ready", "active")
+      redis.call("HSET", jkey, "attempts", attempt, "token", token, "owner", worker,
+                 "lease_until", deadline, "started_at", now)
+      redis.call("ZADD", K_ACTIVE, deadline, id)
+      result[#result + 1] = { id, f[2], f[3], attempt, f[5], tostring(token), f[6], f[7], plan, s[3], f[8] }
+      taken = taken + 1
+    end
+  end
+  if taken > 0 and state == "pending" then
+    redis.call("HSET", K_STATUS, "state", "running", "started_at", now)
+  end
+  return result
+end
+
+---------------------------------------------------------------------------------------------------
+-- heartbeat <worker_id> <plan> <job> <token> [<plan> <job> <token> ...]
+-- Renews each lease by its job's lease_ms; returns 1 per job still held, 0 per lease lost.
+---------------------------------------------------------------------------------------------------
+local function heartbeat()
+  local worker = ARGV[3]
+  local now = now_ms()
+  redis.call("ZADD", K_HEARTBEATS, now, worker)
+  local held = {}
+  local i = 4
+  while ARGV[i + 2] do
+    local jkey = leased(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+    if jkey and redis.call("HGET", jkey, "owner") == worker then
+      local deadline = now + tonumber(redis.call("HGET", jkey, "lease_ms"))
+      redis.call("HSET", jkey, "lease_until", deadline)
+      redis.call("ZADD", K_ACTIVE, deadline, ARGV[i + 1])
+      held[#held + 1] = 1
+    else
+      held[#held + 1] = 0
+    end
+    i = i + 3
+  end
+  return held
+end
+
+---------------------------------------------------------------------------------------------------
+-- complete <plan> <job> <token> <result_json>
+-- Returns { "ok" | "duplicate" | "stale", flipped }.
+---------------------------------------------------------------------------------------------------
+local function complete()
+  local plan, id, token, result = ARGV[3], ARGV[4], ARGV[5], ARGV[6] or "{}"
+  if #result > HARD_MAX_PAYLOAD then return fail("BAD_REQUEST", "the result of job '" .. id .. "' is too large") end
+  local jkey, state = leased(plan, id, token)
+  if not jkey then
+    if state == "succeeded" then return { "duplicate", "" } end
+    return { "stale", "" }
+  end
+  local now = now_ms()
+  move(jkey, "active", "succeeded")
+  redis.call("ZREM", K_ACTIVE, id)
+  redis.call("HSET", jkey, "finished_at", now, "result", result)
+  redis.call("HDEL", jkey, "owner", "lease_until")
+  local unlocked = 0
+  for _, dep in ipairs(cjson.decode(redis.call("HGET", jkey, "dependents") or "[]")) do
+    local dkey = job_key(plan, dep)
+    local left = redis.call("HINCRBY", dkey, "pending", -1)
+    if left == 0 and redis.call("HGET", dkey, "state") == "waiting" then
+      move(dkey, "waiting", "ready")
+      redis.call("RPUSH", K_READY, dep)
+      unlocked = unlocked + 1
+    end
+  end
+  wake(unlocked)
+  return { "ok", flip_if_done(now) }
+end
+
+---------------------------------------------------------------------------------------------------
+-- fail <plan> <job> <token> <error_type> <error_message> <retryable 0|1> <jitter 0..1>
+-- Returns { "retry" | "dead" | "stale", flipped, delay_ms }.
+---------------------------------------------------------------------------------------------------
+local function fail_job()
+  local plan, id, token = ARGV[3], ARGV[4], ARGV[5]
+  local error_type, message = ARGV[6] or "error", string.sub(ARGV[7] or "", 1, 4000)
+  local retryable, jitter = ARGV[8] == "1", math.min(math.max(tonumber(ARGV[9]) or 0.5, 0), 1)
+  local jkey = leased(plan, id, token)
+  if not jkey then return { "stale", "", 0 } end
+  local now = now_ms()
+  redis.call("ZREM", K_ACTIVE, id)
+  local f = redis.call("HMGET", jkey, "attempts", "max_attempts", "backoff_ms", "backoff_max_ms")
+  local attempts, max_attempts = tonumber(f[1]), tonumber(f[2])
+  if retryable and attempts < max_attempts then
+    -- Exponential backoff with "equal jitter": half fixed, half random (the random part is the
+    -- caller's, since a script's own random numbers repeat from call to call).
+    local delay = math.min(tonumber(f[4]), tonumber(f[3]) * 2 ^ (attempts - 1))
+    delay = math.floor(delay / 2 + delay / 2 * jitter)
+    move(jkey, "active", "delayed")
+    redis.call("HSET", jkey, "error_type", error_type, "error", message, "retry_at", now + delay)
+    redis.call("HDEL", jkey, "owner", "lease_until")
+    redis.call("ZADD", K_DELAYED, now + delay, id)
+    redis.call("HINCRBY", K_STATUS, "retries", 1)
+    return { "retry", "", delay }
+  end
+  return { "dead", make_dead(plan, id, jkey, "active", error_type, message, now), 0 }
+end
+
+---------------------------------------------------------------------------------------------------
+-- release <plan> <job> <token>
+-- A draining worker hands a job back unfinished; the attempt does not count.
+---------------------------------------------------------------------------------------------------
+local function release()
+  local plan, id, token = ARGV[3], ARGV[4], ARGV[5]
+  local jkey = leased(plan, id, token)
+  if not jkey then return "stale" end
+  redis.call("ZREM", K_ACTIVE, id)
+  move(jkey, "active", "ready")
+  redis.call("HINCRBY", jkey, "attempts", -1)
+  redis.call("HDEL", jkey, "owner", "lease_until", "token")
+  redis.call("LPUSH", K_READY, id)
+  wake(1)
+  return "released"
+end
+
+---------------------------------------------------------------------------------------------------
+-- cancel <plan> <reason>
+-- Every job not finished becomes cancelled; running jobs learn it at their next heartbeat.
+---------------------------------------------------------------------------------------------------
+local function cancel()
+  local plan, reason = ARGV[3], string.sub(ARGV[4] or "cancelled", 1, 1000)
+  local s = redis.call("HMGET", K_STATUS, "plan_id", "state")
+  if s[1] ~= plan then return fail("BAD_REQUEST", "plan '" .. plan .. "' is not the machine's current plan") end
+  if s[2] ~= "pending" and s[2] ~= "running" and s[2] ~= "failed" then return { s[2], 0 } end
+  local now, n = now_ms(), 0
+  for _, id in ipairs(redis.call("LRANGE", plan_jobs_key(plan), 0, -1)) do
+    local jkey = job_key(plan, id)
+    local state = redis.call("HGET", jkey, "state")
+    if state == "waiting" or state == "ready" or state == "active" or state == "delayed" then
+      move(jkey, state, "cancelled")
+      redis.call("HSET", jkey, "error_type", "cancelled", "error", reason, "finished_at", now)
+      redis.call("HDEL", jkey, "owner", "lease_until")
+      n = n + 1
+    end
+  end
+  redis.call("DEL", K_READY, K_ACTIVE, K_DELAYED)
+  if s[2] ~= "failed" then
+    redis.call("HSET", K_STATUS, "state", "cancelled", "finished_at", now, "cancel_reason", reason)
+  end
+  redis.call("HSET", plan_key(plan), "state", "cancelled")
+  return { "cancelled", n }
+end
+
+---------------------------------------------------------------------------------------------------
+-- register <worker_id> <info_json> | unregister <worker_id>
+---------------------------------------------------------------------------------------------------
+local function register()
+  local worker, info = ARGV[3], ARGV[4]
+  if #info > 16384 then return fail("BAD_REQUEST", "worker info is larger than 16 KiB") end
+  redis.call("HSET", K_WORKERS, worker, info)
+  redis.call("ZADD", K_HEARTBEATS, now_ms(), worker)
+  return "registered"
+end
+
+local function unregister()
+  redis.call("HDEL", K_WORKERS, ARGV[3])
+  redis.call("ZREM", K_HEARTBEATS, ARGV[3])
+  return "unregistered"
+end
+
+local ops = { enqueue = enqueue, claim = claim, heartbeat = heartbeat, complete = complete,
+              fail = fail_job, release = release, cancel = cancel, register = register,
+              unregister = unregister }
+local handler = ops[op]
+if not handler then return fail("BAD_REQUEST", "unknown operation '" .. tostring(op) .. "'") end
+return handler()

@@ -1,0 +1,244 @@
+import Foundation
+import JobQueue
+import Logging
+import RedisClient
+
+/// How one worker process behaves.
+public struct WorkerConfiguration: Sendable {
+    public var workerID: String
+    /// Jobs run at once in this process.
+    public var concurrency: Int
+    /// On shutdown, how long running jobs may take to finish before their leases are released.
+    public var drainTimeout: Duration = .seconds(30)
+    /// How long an idle worker blocks on the wake list before claiming again (promotes retries).
+    public var idleWaitSeconds = 1
+    /// Heartbeat pace when no job is running (the worker's own liveness).
+    public var idleHeartbeat: Duration = .seconds(5)
+    /// The supervisor's pid: when the worker is orphaned it drains and exits.
+    public var supervisorPID: Int32?
+
+    public init(workerID: String, concurrency: Int) {
+        self.workerID = workerID
+        self.concurrency = max(1, concurrency)
+    }
+
+    /// `host-pid-random`, unique across restarts and machines.
+    public static func makeWorkerID() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
+        let random = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        return "\(host)-\(getpid())-\(random)"
+    }
+}
+
+/// One worker process: claims the machine's jobs into at most `concurrency` slots, keeps their
+/// leases alive, reports each outcome, and drains on shutdown.
+public final class Worker: Sendable {
+    public let configuration: WorkerConfiguration
+    private let queue: JobQueue
+    private let beats: JobQueue
+    private let waker: RedisClient
+    private let registry: ExecutorRegistry
+    private let logger: Logger
+    private let active = ActiveJobs()
+
+    /// Each role gets its own connection: a blocking wait or a slow reply on one never delays
+    /// heartbeats on another.
+    public init(
+        redis: RedisConfiguration, machine: String, prefix: String = "provision", registry: ExecutorRegistry,
+        configuration: WorkerConfiguration, logger: Logger
+    ) throws(JobQueueError) {
+        self.configuration = configuration
+        self.queue = try JobQueue(redis: RedisClient(configuration: redis, label: "commands"), machine: machine, prefix: prefix)
+        self.beats = try JobQueue(redis: RedisClient(configuration: redis, label: "heartbeats"), machine: machine, prefix: prefix)
+        var blocking = redis
+        blocking.commandTimeout = max(redis.commandTimeout, .seconds(configuration.idleWaitSeconds + 5))
+        self.waker = RedisClient(configuration: blocking, label: "wake")
+        self.registry = registry
+        self.logger = logger
+    }
+
+    /// The most jobs that ran at once in this process.
+    public var peakConcurrency: Int { get async { await active.peak } }
+
+    /// Runs until `shutdown` is requested, then drains and returns.
+    public func run(until shutdown: Shutdown) async throws(JobQueueError) {
+        try await queue.register(worker: configuration.workerID, infoJSON: registrationJSON())
+        logger.info("worker registered", metadata: ["worker": "\(configuration.workerID)", "concurrency": "\(configuration.concurrency)"])
+        let heartbeats = Task { await heartbeatLoop(until: shutdown) }
+        let wakeOnStop = Task { [active] in
+            await shutdown.wait()
+            await active.wakeAll()
+        }
+        await claimLoop(until: shutdown)
+        await drain()
+        heartbeats.cancel()
+        wakeOnStop.cancel()
+        _ = await heartbeats.value
+        try? await queue.unregister(worker: configuration.workerID)
+        [queue.redis, beats.redis, waker].forEach { $0.close() }
+        logger.info("worker stopped", metadata: ["worker": "\(configuration.workerID)"])
+    }
+
+    private func claimLoop(until shutdown: Shutdown) async {
+        var failures = 0
+        while !shutdown.isRequested {
+            await active.waitForSlot(capacity: configuration.concurrency)
+            if shutdown.isRequested { break }
+            let free = configuration.concurrency - (await active.count)
+            if free <= 0 { continue }
+            do {
+                let (jobs, flip) = try await queue.claim(worker: configuration.workerID, count: free)
+                failures = 0
+                if let flip { logger.notice("machine flipped", metadata: ["state": "\(flip.rawValue)"]) }
+                if jobs.isEmpty {
+                    // Sleep until a script pushes a wake marker, or a second passes (due retries).
+                    _ = try await waker.send("BLPOP", queue.keys.wake, String(configuration.idleWaitSeconds))
+                    continue
+                }
+                for job in jobs {
+                    await active.launch(job) { [self] in await execute(job) }
+                }
+            } catch {
+                failures += 1
+                logger.error("claiming failed", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(min(5000, 100 * (1 << min(failures, 6)))))
+            }
+        }
+    }
+
+    private func execute(_ job: ClaimedJob) async {
+        let log = logger.with(job)
+        guard let executor = registry[job.kind] else {
+            await report(job, .failure(JobFailure(type: "unknown_kind", message: "this worker has no executor for job kind '\(job.kind)'", retryable: false)), log)
+            return
+        }
+        do throws(JobFailure) {
+            try executor.validate(payload: job.payload)
+        } catch {
+            await report(job, .failure(error), log)
+            return
+        }
+        log.debug("job started", metadata: ["attempt": "\(job.attempt)/\(job.maxAttempts)"])
+        let context = JobContext(workerID: configuration.workerID, logger: log)
+        let outcome: Result<String, any Error>
+        do {
+            outcome = .success(try await withTimeout(milliseconds: job.timeoutMilliseconds) {
+                try await executor.run(job, context: context)
+            })
+        } catch {
+            outcome = .failure(error)
+        }
+        if await active.isLost(job.lease) {
+            log.warning("lease lost; the result of this attempt is dropped")
+            return
+        }
+        if case .failure = outcome, Task.isCancelled {
+            // Cancelled by the drain: hand the job back for another worker, attempt not counted.
+            let released = (try? await queue.release(job.lease)) ?? false
+            log.notice("job released during shutdown", metadata: ["released": "\(released)"])
+            return
+        }
+        await report(job, outcome, log)
+    }
+
+    private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ log: Logger) async {
+        do {
+            switch outcome {
+            case .success(let result):
+                let (status, flip) = try await queue.complete(job.lease, resultJSON: result)
+                log.debug("job succeeded", metadata: ["outcome": "\(status.rawValue)"])
+                if status == .stale { log.warning("completion refused: the lease is stale") }
+                if let flip { log.notice("machine flipped", metadata: ["state": "\(flip.rawValue)"]) }
+            case .failure(let error):
+                let failure = Self.classify(error, job: job)
+                let (status, flip) = try await queue.fail(
+                    job.lease, errorType: failure.type, message: failure.message, retryable: failure.retryable)
+                log.warning("job failed", metadata: ["error_type": "\(failure.type)", "error": "\(failure.message)", "outcome": "\(status)"])
+                if let flip { log.notice("machine flipped", metadata: ["state": "\(flip.rawValue)"]) }
+            }
+        } catch {
+            // The lease will expire and another worker will run the job again.
+            log.error("could not report the job's outcome", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static func classify(_ error: any Error, job: ClaimedJob) -> JobFailure {
+        if let failure = error as? JobFailure { return failure }
+        if error is TimeoutError {
+            return JobFailure(type: "timeout", message: "job '\(job.id)' ran longer than its timeout of \(job.timeoutMilliseconds) ms", retryable: true)
+        }
+        return JobFailure(type: "error", message: "\(error)", retryable: true)
+    }
+
+    private func heartbeatLoop(until shutdown: Shutdown) async {
+        while !Task.isCancelled {
+            let shortest = await active.shortestLeaseMilliseconds
+            let pause = shortest.map { Duration.milliseconds(max(200, $0 / 3)) } ?? configuration.idleHeartbeat
+            try? await Task.sleep(for: min(pause, configuration.idleHeartbeat))
+            if Task.isCancelled { break }
+            if let parent = configuration.supervisorPID, getppid() != parent, !shutdown.isRequested {
+                logger.warning("the supervisor is gone; draining")
+                shutdown.request()
+            }
+            let leases = await active.leases
+            do {
+                let lost = try await beats.heartbeat(worker: configuration.workerID, leases: leases)
+                for lease in lost {
+                    logger.warning("lease lost", metadata: ["job": "\(lease.job)", "plan": "\(lease.plan)"])
+                    await active.loseLease(lease)
+                }
+            } catch {
+                logger.error("heartbeat failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func drain() async {
+        let running = await active.count
+        guard running > 0 else { return }
+        logger.notice("draining", metadata: ["running": "\(running)", "timeout": "\(configuration.drainTimeout)"])
+        let finished = Task { [active] in await active.waitUntilEmpty() }
+        let deadline = Task { [active, configuration] in
+            try await Task.sleep(for: configuration.drainTimeout)
+            await active.cancelAll()
+        }
+        await finished.value
+        deadline.cancel()
+    }
+
+    private func registrationJSON() -> String {
+        let info: [String: Any] = [
+            "id": configuration.workerID, "host": ProcessInfo.processInfo.hostName, "pid": Int(getpid()),
+            "capabilities": registry.kinds, "concurrency": configuration.concurrency,
+            "started_at": Int(Date().timeIntervalSince1970 * 1000),
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: info, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+struct TimeoutError: Error {}
+
+/// Runs `body`, cancelling it and throwing `TimeoutError` after `milliseconds`.
+func withTimeout<T: Sendable>(milliseconds: Int, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            throw TimeoutError()
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next() else { throw CancellationError() }
+        return first
+    }
+}
+
+extension Logger {
+    func with(_ job: ClaimedJob) -> Logger {
+        var copy = self
+        copy[metadataKey: "job"] = "\(job.id)"
+        copy[metadataKey: "kind"] = "\(job.kind)"
+        copy[metadataKey: "plan"] = "\(job.plan)"
+        return copy
+    }
+}

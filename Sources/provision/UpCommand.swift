@@ -1,0 +1,144 @@
+import ArgumentParser
+import Foundation
+import JobQueue
+import Logging
+import RedisClient
+import Scheduler
+
+struct UpCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Bring a machine up: enqueue a plan, run the workers, and wait for ready. Without --redis a private redis-server is started.")
+
+    @OptionGroup var queue: QueueOptions
+    @OptionGroup var pool: PoolOptions
+
+    @Option(help: "A plan file to enqueue (JSON per protocols/schemas/plan.schema.json). Without it, only workers run: the API side enqueues.")
+    var plan: String?
+
+    @Option(help: "Where the private redis-server keeps its data (env PROVISION_STATE_DIR).")
+    var stateDir: String?
+
+    @Option(help: "Give up after this many seconds.")
+    var timeout: Double = 24 * 3600
+
+    @Flag(help: "Keep the workers running after the machine is ready, until SIGTERM.")
+    var serve = false
+
+    func run() async throws {
+        try await reportingErrors {
+            let planText = try plan.map { try readPlanFile($0) }
+            try await bringUp(
+                queue: queue, pool: pool, planJSON: planText, stateDir: stateDir, timeout: timeout, serve: serve)
+        }
+    }
+}
+
+/// The main job: optional private Redis, enqueue, worker pool, progress until the machine settles.
+func bringUp(
+    queue: QueueOptions, pool: PoolOptions, planJSON: String?, stateDir: String?, timeout: Double, serve: Bool
+) async throws {
+    let logger = queue.bootstrapLogging(label: "provision.up")
+    let environment = ProcessInfo.processInfo.environment
+    let machine = (try? queue.machineID) ?? "local"
+
+    var privateRedis: LocalRedisServer?
+    let url: String
+    if let given = try? queue.redisURL {
+        url = given
+    } else {
+        let base = stateDir ?? environment["PROVISION_STATE_DIR"]
+            ?? ((environment["XDG_STATE_HOME"] ?? (NSHomeDirectory() + "/.local/state")) + "/provision")
+        let directory = URL(fileURLWithPath: base).appendingPathComponent("redis")
+        // A unix socket under the state directory: no TCP port, nothing reachable from outside.
+        let server = LocalRedisServer(directory: directory, listen: .socket(path: directory.appendingPathComponent("redis.sock").path))
+        try await server.start()
+        privateRedis = server
+        url = server.url
+        print("started a private redis-server (data in \(directory.path))")
+    }
+    defer { privateRedis?.stop() }
+
+    let jobQueue = try JobQueue(redis: try RedisClient(url: url, label: "up"), machine: machine, prefix: queue.keyPrefix)
+    let clock = ContinuousClock()
+    let started = clock.now
+    if let planJSON {
+        let enqueued = try await jobQueue.enqueue(planJSON: planJSON, replace: true)
+        print("enqueued \(enqueued.jobs) jobs for machine \(machine) (generation \(enqueued.generation))")
+    }
+
+    let shutdown = Shutdown()
+    let signals = shutdown.onSignals()
+    defer { signals.forEach { $0.cancel() } }
+    let supervisor = pool.supervisor(redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel, logger: logger)
+    let workers = Task { try await supervisor.run(until: shutdown) }
+    print("running \(pool.processes) worker processes × \(pool.concurrency) slots")
+
+    var status = try await jobQueue.status()
+    var lastLine = ""
+    let deadline = started + .milliseconds(Int(timeout * 1000))
+    while !shutdown.isRequested && (planJSON == nil || !(status.isSettled || status.state == .failed)) && clock.now < deadline {
+        try await Task.sleep(for: .milliseconds(planJSON == nil ? 1000 : 200))
+        status = try await jobQueue.status()
+        let line = "  \(status.state.rawValue): \(status.count("succeeded"))/\(status.count("total")) succeeded · \(status.count("active")) active · \(status.count("failed") + status.count("dead")) failed"
+        if line != lastLine && status.planID != nil {
+            print(line)
+            lastLine = line
+        }
+    }
+    let elapsed = clock.now - started
+    print(renderText(status))
+    print("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
+    if serve && status.state == .ready && !shutdown.isRequested {
+        print("ready; serving until SIGTERM")
+        await shutdown.wait()
+    }
+    shutdown.request()
+    try await workers.value
+    switch status.state {
+    case .ready: return
+    case .failed, .cancelled: throw ExitCode(1)
+    default:
+        if planJSON == nil { return }
+        throw ExitCode(2)
+    }
+}
+
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Provision a sample machine end to end with no network: private Redis, a sample plan, workers, ready.")
+
+    @OptionGroup var queue: QueueOptions
+    @OptionGroup var pool: PoolOptions
+
+    @Option(help: "Where the private redis-server keeps its data.")
+    var stateDir: String?
+
+    func run() async throws {
+        try await reportingErrors {
+            try await bringUp(
+                queue: queue, pool: pool, planJSON: demoPlan(), stateDir: stateDir, timeout: 600, serve: false)
+        }
+    }
+
+    /// The shape of a real machine's plan (core → custom nodes → Python requirements, model
+    /// downloads alongside), with `sleep` jobs standing in for the work.
+    func demoPlan() -> String {
+        var jobs: [[String: Any]] = [["id": "comfyui", "kind": "sleep", "payload": ["ms": 300], "label": "ComfyUI core"]]
+        let nodes = (1...8).map { "node:custom-node-\($0)" }
+        for node in nodes {
+            jobs.append(["id": node, "kind": "sleep", "payload": ["ms": Int.random(in: 150...400)], "depends_on": ["comfyui"]])
+        }
+        jobs.append(["id": "python-deps", "kind": "sleep", "payload": ["ms": 400], "depends_on": nodes])
+        for model in 1...6 {
+            jobs.append(["id": "model:model-\(model).safetensors", "kind": "sleep", "payload": ["ms": Int.random(in: 300...900)]])
+        }
+        jobs.append(["id": "verify", "kind": "noop", "depends_on": ["python-deps"] + (1...6).map { "model:model-\($0).safetensors" }])
+        let plan: [String: Any] = [
+            "version": 1, "plan_id": "demo-\(Int(Date().timeIntervalSince1970 * 1000))", "jobs": jobs,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: plan, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -21,7 +21,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             let text = try readPlanFile(plan)
             let jobQueue = try JobQueue(redis: try RedisClient(url: try queue.redisURL), machine: try queue.machineID, prefix: queue.keyPrefix)
             let enqueued = try await jobQueue.enqueue(planJSON: text, replace: replace)
-            print("enqueued \(enqueued.jobs) jobs for machine \(jobQueue.keys.machine) (generation \(enqueued.generation), \(enqueued.ready) ready now)")
+            say("enqueued \(enqueued.jobs) jobs for machine \(jobQueue.keys.machine) (generation \(enqueued.generation), \(enqueued.ready) ready now)")
         }
     }
 }
@@ -64,7 +64,7 @@ struct CancelCommand: AsyncParsableCommand {
                 throw UserFacingError(message: "Machine \(jobQueue.keys.machine) has no plan to cancel.")
             }
             let count = try await jobQueue.cancel(plan: plan, reason: reason)
-            print("cancelled \(count) jobs of plan \(plan)")
+            say("cancelled \(count) jobs of plan \(plan)")
         }
     }
 }

@@ -48,8 +48,6 @@ struct QueueOptions: ParsableArguments {
     var keyPrefix: String { prefix ?? ProcessInfo.processInfo.environment["PROVISION_PREFIX"] ?? "provision" }
 
     func bootstrapLogging(label: String = "provision") -> Logger {
-        // Progress lines must reach a pipe as they happen, not when the buffer fills.
-        setvbuf(stdout, nil, _IOLBF, 0)
         let level = (logLevel ?? ProcessInfo.processInfo.environment["PROVISION_LOG_LEVEL"]).flatMap(Logger.Level.init(rawValue:)) ?? .info
         LoggingSystem.bootstrap { name in
             var handler = StreamLogHandler.standardError(label: name)
@@ -84,4 +82,9 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
 /// The absolute path of this executable, for starting worker processes.
 func currentExecutable() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+}
+
+/// Writes one line to standard output at once (unbuffered), so progress reaches a pipe as it happens.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

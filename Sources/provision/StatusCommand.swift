@@ -27,14 +27,14 @@ struct StatusCommand: AsyncParsableCommand {
                 let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
                 while !status.isSettled && status.state != .failed {
                     if ContinuousClock.now >= deadline {
-                        print(render(status))
+                        say(render(status))
                         throw ExitCode(2)
                     }
                     try await Task.sleep(for: .milliseconds(200))
                     status = try await jobQueue.status()
                 }
             }
-            print(render(status))
+            say(render(status))
             if wait && status.state != .ready { throw ExitCode(1) }
         }
     }

@@ -55,7 +55,7 @@ func bringUp(
         try await server.start()
         privateRedis = server
         url = server.url
-        print("started a private redis-server (data in \(directory.path))")
+        say("started a private redis-server (data in \(directory.path))")
     }
     defer { privateRedis?.stop() }
 
@@ -64,7 +64,7 @@ func bringUp(
     let started = clock.now
     if let planJSON {
         let enqueued = try await jobQueue.enqueue(planJSON: planJSON, replace: true)
-        print("enqueued \(enqueued.jobs) jobs for machine \(machine) (generation \(enqueued.generation))")
+        say("enqueued \(enqueued.jobs) jobs for machine \(machine) (generation \(enqueued.generation))")
     }
 
     let shutdown = Shutdown()
@@ -72,7 +72,7 @@ func bringUp(
     defer { signals.forEach { $0.cancel() } }
     let supervisor = pool.supervisor(redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel, logger: logger)
     let workers = Task { try await supervisor.run(until: shutdown) }
-    print("running \(pool.processes) worker processes × \(pool.concurrency) slots")
+    say("running \(pool.processes) worker processes × \(pool.concurrency) slots")
 
     var status = try await jobQueue.status()
     var lastLine = ""
@@ -82,15 +82,15 @@ func bringUp(
         status = try await jobQueue.status()
         let line = "  \(status.state.rawValue): \(status.count("succeeded"))/\(status.count("total")) succeeded · \(status.count("active")) active · \(status.count("failed") + status.count("dead")) failed"
         if line != lastLine && status.planID != nil {
-            print(line)
+            say(line)
             lastLine = line
         }
     }
     let elapsed = clock.now - started
-    print(renderText(status))
-    print("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
+    say(renderText(status))
+    say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
     if serve && status.state == .ready && !shutdown.isRequested {
-        print("ready; serving until SIGTERM")
+        say("ready; serving until SIGTERM")
         await shutdown.wait()
     }
     shutdown.request()

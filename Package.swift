@@ -23,7 +23,8 @@ let package = Package(
             providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
 
-        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        .target(name: "ProcessControl"),
+        .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
         .target(
             name: "JobQueue",
             dependencies: ["RedisClient"],
@@ -31,7 +32,7 @@ let package = Package(
         .target(
             name: "Scheduler",
             dependencies: [
-                "JobQueue", "RedisClient",
+                "JobQueue", "RedisClient", "ProcessControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -48,7 +49,7 @@ let package = Package(
         .plugin(name: "EmbedScripts", capability: .buildTool(), dependencies: ["embed-scripts"]),
 
         // Test helpers: private redis-server, process control, temporary folders.
-        .target(name: "TestSupport", dependencies: ["RedisClient"]),
+        .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
         .testTarget(

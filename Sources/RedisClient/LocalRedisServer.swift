@@ -1,4 +1,5 @@
 import Foundation
+import ProcessControl
 import Synchronization
 
 /// A private `redis-server` started from this process: the embedded default of `provision up`
@@ -16,7 +17,7 @@ public final class LocalRedisServer: Sendable {
     public let listen: Listen
     public let password: String?
     public let appendOnly: Bool
-    private let process = Mutex<Process?>(nil)
+    private let process = Mutex<ChildProcess?>(nil)
 
     public init(directory: URL, listen: Listen, appendOnly: Bool = true, password: String? = nil) {
         self.directory = directory
@@ -57,11 +58,12 @@ public final class LocalRedisServer: Sendable {
         if let password { lines.append("requirepass \"\(password)\"") }
         _ = FileManager.default.createFile(atPath: config.path, contents: Data((lines.joined(separator: "\n") + "\n").utf8), attributes: [.posixPermissions: 0o600])
 
-        let server = Process()
-        server.executableURL = try Self.locate("redis-server")
-        server.arguments = [config.path]
-        server.standardOutput = FileHandle.nullDevice
-        try server.run()
+        let server: ChildProcess
+        do {
+            server = try ChildProcess("redis-server", [config.path])
+        } catch {
+            throw LocalRedisError.notStarted("\(error) (Debian: apt-get install -y redis-server)")
+        }
         process.withLock { $0 = server }
 
         let client = RedisClient(
@@ -84,18 +86,16 @@ public final class LocalRedisServer: Sendable {
 
     /// Stops the server: SIGTERM lets it finish writing the append-only file, SIGKILL is a crash.
     public func stop(signal: Int32 = SIGTERM) {
-        guard let server = process.withLock({ p -> Process? in defer { p = nil }; return p }) else { return }
-        guard server.isRunning else { return }
-        kill(server.processIdentifier, signal)
-        // Polled rather than `waitUntilExit`, which spins a run loop at full CPU off the main thread.
-        for _ in 0..<3000 where server.isRunning { usleep(10_000) }
-        if server.isRunning {
-            kill(server.processIdentifier, SIGKILL)
-            for _ in 0..<500 where server.isRunning { usleep(10_000) }
+        guard let server = process.withLock({ p -> ChildProcess? in defer { p = nil }; return p }) else { return }
+        if signal == SIGKILL {
+            server.signal(SIGKILL)
+            _ = server.waitBlocking(timeout: .seconds(10))
+        } else {
+            server.stop(grace: .seconds(30))
         }
     }
 
-    public var pid: Int32? { process.withLock { $0?.processIdentifier } }
+    public var pid: Int32? { process.withLock { $0?.pid } }
 
     deinit { stop() }
 
@@ -120,15 +120,6 @@ public final class LocalRedisServer: Sendable {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    static func locate(_ program: String) throws -> URL {
-        let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":")
-        for directory in paths + ["/usr/sbin", "/usr/bin"] {
-            let candidate = URL(fileURLWithPath: String(directory)).appendingPathComponent(program)
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        }
-        throw LocalRedisError.notInstalled(program)
-    }
-
     private func tail(of file: URL) -> String {
         guard let text = try? String(contentsOf: file, encoding: .utf8) else { return "" }
         return text.split(separator: "\n").suffix(5).joined(separator: "\n")
@@ -137,15 +128,15 @@ public final class LocalRedisServer: Sendable {
 
 /// Why a private redis-server could not be started.
 public enum LocalRedisError: Error, CustomStringConvertible {
-    case notInstalled(String)
+    case notStarted(String)
     case exited(log: String)
     case timeout
     case noPort
 
     public var description: String {
         switch self {
-        case .notInstalled(let program):
-            return "\(program) is not installed (Debian: apt-get install -y redis-server)."
+        case .notStarted(let reason):
+            return "redis-server could not be started: \(reason)"
         case .exited(let log):
             return "redis-server exited at start-up; its log ends with: \(log)"
         case .timeout:

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ProcessControl
 
 /// Keeps `processes` copies of a worker command running: restarts one that dies (with backoff),
 /// and on shutdown passes SIGTERM on and waits for every child to drain.
@@ -11,6 +12,8 @@ public final class Supervisor: Sendable {
         public var processes: Int
         /// How long children may drain after SIGTERM before they are killed.
         public var stopTimeout: Duration = .seconds(60)
+        /// Where the children's output goes (nil: inherit nothing, /dev/null).
+        public var outputPath: String?
 
         public init(executable: String, arguments: [String], environment: [String: String], processes: Int) {
             self.executable = executable
@@ -28,84 +31,64 @@ public final class Supervisor: Sendable {
         self.logger = logger
     }
 
-    private enum Event: Sendable {
-        case exited(slot: Int, pid: Int32, status: Int32, reason: Process.TerminationReason)
-        case restart(slot: Int)
-        case stop
+    private struct Slot {
+        var child: ChildProcess?
+        var startedAt: ContinuousClock.Instant?
+        var crashes = 0
+        var restartAt: ContinuousClock.Instant?
     }
 
     /// Runs the children until `shutdown`; returns once all have exited.
     public func run(until shutdown: Shutdown) async throws {
-        let (events, sink) = AsyncStream<Event>.makeStream()
-        var children: [Int: Process] = [:]
-        var startedAt: [Int: ContinuousClock.Instant] = [:]
-        var crashes: [Int: Int] = [:]
         let clock = ContinuousClock()
+        var slots = Array(repeating: Slot(), count: configuration.processes)
+        for index in slots.indices { slots[index].restartAt = clock.now }
 
-        func start(_ slot: Int) throws {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: configuration.executable)
-            process.arguments = configuration.arguments
-            process.environment = configuration.environment
-            process.terminationHandler = { finished in
-                sink.yield(.exited(slot: slot, pid: finished.processIdentifier, status: finished.terminationStatus, reason: finished.terminationReason))
-            }
-            try process.run()
-            children[slot] = process
-            startedAt[slot] = clock.now
-            logger.info("worker process started", metadata: ["slot": "\(slot)", "pid": "\(process.processIdentifier)"])
-        }
-
-        for slot in 0..<configuration.processes { try start(slot) }
-        let stopWatcher = Task {
-            await shutdown.wait()
-            sink.yield(.stop)
-        }
-        defer { stopWatcher.cancel() }
-
-        var stopping = false
-        for await event in events {
-            switch event {
-            case .stop:
-                stopping = true
-                logger.notice("stopping worker processes", metadata: ["count": "\(children.count)"])
-                for child in children.values where child.isRunning { kill(child.processIdentifier, SIGTERM) }
-                let pids = children.values.map(\.processIdentifier)
-                let timeout = configuration.stopTimeout
-                Task {
-                    try? await Task.sleep(for: timeout)
-                    for pid in pids { kill(pid, SIGKILL) }
-                }
-            case .exited(let slot, let pid, let status, let reason):
-                guard children[slot]?.processIdentifier == pid else { break }
-                children[slot] = nil
-                let how = reason == .uncaughtSignal ? "signal \(status)" : "exit status \(status)"
-                if stopping {
-                    logger.info("worker process exited", metadata: ["slot": "\(slot)", "pid": "\(pid)", "how": "\(how)"])
-                } else {
+        while !shutdown.isRequested {
+            for index in slots.indices {
+                if let child = slots[index].child, let ended = child.poll() {
                     // A child that lived a while counts as healthy: its next crash starts the
                     // backoff from scratch.
-                    let lived = startedAt[slot].map { clock.now - $0 } ?? .zero
-                    crashes[slot] = lived > .seconds(30) ? 1 : (crashes[slot] ?? 0) + 1
-                    let delay = Duration.milliseconds(min(30_000, 250 * (1 << min((crashes[slot] ?? 1) - 1, 7))))
-                    logger.warning("worker process died; restarting", metadata: ["slot": "\(slot)", "pid": "\(pid)", "how": "\(how)", "delay": "\(delay)"])
-                    Task {
-                        try? await Task.sleep(for: delay)
-                        sink.yield(.restart(slot: slot))
-                    }
+                    let lived = slots[index].startedAt.map { clock.now - $0 } ?? .zero
+                    slots[index].crashes = lived > .seconds(30) ? 1 : slots[index].crashes + 1
+                    let delay = Duration.milliseconds(min(30_000, 250 * (1 << min(slots[index].crashes - 1, 7))))
+                    slots[index].child = nil
+                    slots[index].restartAt = clock.now + delay
+                    logger.warning(
+                        "worker process died; restarting",
+                        metadata: ["slot": "\(index)", "pid": "\(child.pid)", "how": "\(ended)", "delay": "\(delay)"])
                 }
-            case .restart(let slot):
-                if !stopping && children[slot] == nil {
-                    do { try start(slot) } catch {
+                if slots[index].child == nil, let due = slots[index].restartAt, clock.now >= due {
+                    do {
+                        let child = try ChildProcess(
+                            configuration.executable, configuration.arguments, environment: configuration.environment,
+                            outputPath: configuration.outputPath)
+                        slots[index].child = child
+                        slots[index].startedAt = clock.now
+                        slots[index].restartAt = nil
+                        logger.info("worker process started", metadata: ["slot": "\(index)", "pid": "\(child.pid)"])
+                    } catch {
+                        slots[index].restartAt = clock.now + .seconds(5)
                         logger.error("could not start a worker process; trying again in 5 s", metadata: ["error": "\(error)"])
-                        Task {
-                            try? await Task.sleep(for: .seconds(5))
-                            sink.yield(.restart(slot: slot))
-                        }
                     }
                 }
             }
-            if stopping && children.isEmpty { break }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+
+        let children = slots.compactMap(\.child)
+        logger.notice("stopping worker processes", metadata: ["count": "\(children.count)"])
+        children.forEach { $0.signal(SIGTERM) }
+        let deadline = clock.now + configuration.stopTimeout
+        for child in children {
+            let remaining = deadline - clock.now
+            if let ended = await child.wait(timeout: max(remaining, .zero)) {
+                logger.info("worker process exited", metadata: ["pid": "\(child.pid)", "how": "\(ended)"])
+            } else {
+                logger.error("worker process did not drain in time; killing it", metadata: ["pid": "\(child.pid)"])
+                child.signal(SIGKILL)
+                _ = await child.wait(timeout: .seconds(5))
+            }
         }
     }
 }

@@ -1,0 +1,73 @@
+import Foundation
+import ProcessControl
+
+/// The `provision` executable the tests run: `PROVISION_BIN`, else this package's debug build.
+public func provisionExecutable() -> String {
+    if let path = ProcessInfo.processInfo.environment["PROVISION_BIN"], !path.isEmpty { return path }
+    // Sources/TestSupport/ProvisionProcess.swift -> package root
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return root.appendingPathComponent(".build/debug/provision").path
+}
+
+/// The package's root folder (for protocols/ and fixtures).
+public func packageRoot() -> URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+}
+
+/// A child process whose output is collected into a file, so it can be read while it runs.
+public final class TestProcess: Sendable {
+    public let child: ChildProcess
+    public let outputFile: URL
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        var env = ProcessInfo.processInfo.environment
+        for (key, value) in environment { env[key] = value }
+        outputFile = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("provision-child-\(UUID().uuidString).log")
+        child = try ChildProcess(executable, arguments, environment: env, outputPath: outputFile.path)
+    }
+
+    /// Runs `provision ARGS…`.
+    public static func provision(_ arguments: [String], environment: [String: String] = [:]) throws -> TestProcess {
+        try TestProcess(provisionExecutable(), arguments, environment: environment)
+    }
+
+    public var pid: Int32 { child.pid }
+    public var isRunning: Bool { child.isRunning }
+    public func signal(_ number: Int32) { child.signal(number) }
+
+    /// Waits for the exit status (128+N for signal N); nil on timeout.
+    public func wait(timeout: Duration = .seconds(60)) async -> Int32? {
+        switch await child.wait(timeout: timeout) {
+        case .exited(let status): return status
+        case .signalled(let number): return 128 + number
+        case nil: return nil
+        }
+    }
+
+    public var output: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
+
+    /// Stops the process for good (SIGKILL) if it still runs.
+    public func terminate() {
+        child.signal(SIGKILL)
+        _ = child.waitBlocking(timeout: .seconds(5))
+    }
+
+    deinit { terminate() }
+}
+
+/// The pids of the direct children of `pid` (from /proc), e.g. a supervisor's worker processes.
+public func childPIDs(of pid: Int32) -> [Int32] {
+    let path = "/proc/\(pid)/task/\(pid)/children"
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+    return text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+}
+
+/// Runs a command to completion and returns its exit status and combined output.
+public func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(120)) async throws -> (status: Int32, output: String) {
+    let child = try TestProcess(executable, arguments, environment: environment)
+    guard let status = await child.wait(timeout: timeout) else {
+        child.terminate()
+        return (-1, child.output + "\n[timed out]")
+    }
+    return (status, child.output)
+}

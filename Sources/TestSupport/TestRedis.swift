@@ -1,0 +1,61 @@
+import Foundation
+import RedisClient
+
+/// A real redis-server on a free loopback port with its data in a temporary folder, for one test.
+public final class TestRedis: Sendable {
+    public let server: LocalRedisServer
+    public let port: Int
+    public let directory: URL
+
+    public init(appendOnly: Bool = false, password: String? = nil) async throws {
+        directory = try makeTemporaryDirectory("redis")
+        port = try LocalRedisServer.freeLoopbackPort()
+        server = LocalRedisServer(directory: directory, listen: .loopback(port: port), appendOnly: appendOnly, password: password)
+        try await server.start()
+    }
+
+    public var url: String { server.url }
+
+    /// A client with short timeouts, so a broken test fails fast rather than hanging.
+    public func client(label: String = "test", reconnectWindow: Duration = .seconds(5)) throws -> RedisClient {
+        var configuration = try server.configuration
+        configuration.commandTimeout = .seconds(5)
+        configuration.reconnectWindow = reconnectWindow
+        return RedisClient(configuration: configuration, label: label)
+    }
+
+    /// Restarts the server on the same port and data (SIGTERM, or SIGKILL for a crash).
+    public func restart(signal: Int32 = SIGTERM, downtime: Duration = .zero) async throws {
+        server.stop(signal: signal)
+        if downtime > .zero { try await Task.sleep(for: downtime) }
+        try await server.start()
+    }
+
+    public func stop() {
+        server.stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit { stop() }
+}
+
+/// A fresh folder under the system's temporary directory.
+public func makeTemporaryDirectory(_ name: String) throws -> URL {
+    let url = URL(fileURLWithPath: NSTemporaryDirectory())
+        .appendingPathComponent("provision-tests-\(name)-\(UUID().uuidString.prefix(8))")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+public func eventually(
+    timeout: Duration = .seconds(30), every interval: Duration = .milliseconds(50),
+    _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: interval)
+    }
+    return try await condition()
+}

@@ -1,0 +1,151 @@
+import Foundation
+import RedisClient
+import TestSupport
+import Testing
+
+@Suite("Redis URLs")
+struct RedisURLTests {
+    @Test func parsesTCPWithUserPasswordAndDatabase() throws {
+        let c = try RedisConfiguration(url: "redis://worker:s3cr%40t@127.0.0.1:6380/3")
+        #expect(c.endpoint == .tcp(host: "127.0.0.1", port: 6380))
+        #expect(c.username == "worker")
+        #expect(c.password == "s3cr@t")
+        #expect(c.database == 3)
+        #expect(!c.serverDescription.contains("s3cr"))
+    }
+
+    @Test func parsesPasswordOnlyAndDefaults() throws {
+        let c = try RedisConfiguration(url: "redis://:pw@localhost")
+        #expect(c.endpoint == .tcp(host: "localhost", port: 6379))
+        #expect(c.username == nil)
+        #expect(c.password == "pw")
+        #expect(c.database == 0)
+    }
+
+    @Test func parsesUnixSocket() throws {
+        let c = try RedisConfiguration(url: "unix:///run/redis/redis.sock?db=2&password=x")
+        #expect(c.endpoint == .unix(path: "/run/redis/redis.sock"))
+        #expect(c.database == 2)
+        #expect(c.password == "x")
+    }
+
+    @Test(arguments: ["http://host", "redis://", "rediss://h:1", "redis://h:1/notanumber", "redis://h:99999", "unix://relative"])
+    func refusesUnusableURLs(_ url: String) {
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: url) }
+    }
+}
+
+@Suite("Redis client against a real redis-server", .serialized)
+struct RedisClientTests {
+    @Test func commandsRepliesAndPipelines() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = try redis.client()
+        #expect(try await client.send("PING") == .status("PONG"))
+        #expect(try await client.send("SET", "k", "v\u{0}binary") == .status("OK"))
+        #expect(try await client.send("GET", "k") == .bulk(Array("v\u{0}binary".utf8)))
+        #expect(try await client.send("INCRBY", "n", "41").int == 41)
+        #expect(try await client.send("GET", "missing") == .null)
+        #expect(try await client.send("HSET", "h", "a", "1", "b", "2").int == 2)
+        #expect(try await client.send("HGETALL", "h").hash == ["a": "1", "b": "2"])
+        let replies = try await client.pipeline([["INCR", "n"], ["INCR", "n"], ["LPUSH"]])
+        #expect(replies[0].int == 42 && replies[1].int == 43)
+        guard case .error(let message) = replies[2] else { Issue.record("expected an error reply"); return }
+        #expect(message.contains("wrong number of arguments"))
+        // Error replies of single commands are thrown, naming the server and the command.
+        do {
+            try await client.send("LPUSH", "k", "x")
+            Issue.record("LPUSH on a string must fail")
+        } catch {
+            #expect(error.description.contains("LPUSH"))
+            #expect(error.description.contains("127.0.0.1:\(redis.port)"))
+            #expect(!error.isConnectionError)
+        }
+    }
+
+    @Test func evalshaReloadsAfterScriptFlush() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = try redis.client()
+        let script = RedisScript(name: "sum", source: "return tonumber(ARGV[1]) + tonumber(ARGV[2])")
+        #expect(try await client.eval(script, keys: [], arguments: ["2", "3"]).int == 5)
+        try await client.send("SCRIPT", "FLUSH")
+        // The cached SHA1 is now unknown to the server: NOSCRIPT, reload, run.
+        #expect(try await client.eval(script, keys: [], arguments: ["4", "5"]).int == 9)
+        let evals = try await client.send("INFO", "commandstats").string ?? ""
+        #expect(evals.contains("cmdstat_evalsha:calls=3"))
+    }
+
+    @Test func reconnectsAfterServerRestart() async throws {
+        let redis = try await TestRedis(appendOnly: true)
+        defer { redis.stop() }
+        let client = try redis.client(reconnectWindow: .seconds(20))
+        try await client.send("SET", "survives", "yes")
+        try await Task.sleep(for: .milliseconds(1100))  // appendfsync everysec
+        try await redis.restart(downtime: .milliseconds(500))
+        #expect(try await client.send("GET", "survives").string == "yes")
+    }
+
+    @Test func commandTimeoutBoundsReads() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        var configuration = try redis.server.configuration
+        configuration.commandTimeout = .milliseconds(300)
+        configuration.reconnectWindow = .zero
+        let client = RedisClient(configuration: configuration)
+        let other = try redis.client()
+        let started = ContinuousClock.now
+        // A busy script blocks the server: the reply cannot arrive within the command timeout.
+        let busy = "local t = redis.call('TIME'); local s = t[1] * 1e6 + t[2]; repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 1500000; return 1"
+        async let blocker: RedisReply = other.send("EVAL", busy, "0")
+        try await Task.sleep(for: .milliseconds(100))
+        await #expect(throws: RedisError.self) { try await client.send("PING") }
+        #expect(ContinuousClock.now - started < .seconds(2))
+        _ = try await blocker
+    }
+
+    @Test func passwordIsRequiredAndNeverShown() async throws {
+        let secret = "pw-\(UUID().uuidString)"
+        let redis = try await TestRedis(password: secret)
+        defer { redis.stop() }
+        let good = try redis.client()
+        #expect(try await good.send("PING") == .status("PONG"))
+
+        var wrong = try redis.server.configuration
+        wrong.password = "not-\(secret)"
+        wrong.reconnectWindow = .zero
+        do {
+            try await RedisClient(configuration: wrong).send("PING")
+            Issue.record("a wrong password must be refused")
+        } catch {
+            #expect(error.description.contains("authentication failed"))
+            #expect(!error.description.contains(secret))
+        }
+    }
+
+    @Test func connectFailureNamesServerWithoutPassword() async throws {
+        let port = try LocalRedisServer.freeLoopbackPort()
+        var configuration = try RedisConfiguration(url: "redis://user:hunter2@127.0.0.1:\(port)/0")
+        configuration.reconnectWindow = .milliseconds(300)
+        let started = ContinuousClock.now
+        do {
+            try await RedisClient(configuration: configuration).send("PING")
+            Issue.record("nothing listens there")
+        } catch {
+            #expect(error.isConnectionError)
+            #expect(error.description.contains("127.0.0.1:\(port)"))
+            #expect(!error.description.contains("hunter2"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(3))
+    }
+
+    @Test func connectsOverUnixSocket() async throws {
+        let directory = try makeTemporaryDirectory("unix")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let server = LocalRedisServer(directory: directory, listen: .socket(path: directory.appendingPathComponent("r.sock").path), appendOnly: false)
+        try await server.start()
+        defer { server.stop() }
+        let client = RedisClient(configuration: try server.configuration)
+        #expect(try await client.send("PING") == .status("PONG"))
+    }
+}

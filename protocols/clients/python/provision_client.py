@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Reference Python client for the provision Redis protocol (API side).
+
+Enqueues plans for a machine, reads its status, cancels and waits, using only redis-py and the
+files in ``protocols/``: every state change goes through ``protocols/scripts/queue.lua`` (read
+from ``../../scripts/queue.lua`` relative to this file), exactly as the Swift workers call it.
+The contract is described in ``protocols/redis.md``.
+
+Library use::
+
+    import redis
+    from provision_client import ProvisionQueue
+
+    q = ProvisionQueue(redis.Redis.from_url("redis://localhost:6379/0"), "m1")
+    q.enqueue(plan_dict)            # {"generation": 1, "jobs": 10, "ready": 4}
+    q.wait(timeout_s=600)["state"]  # "ready", "failed", "cancelled" (or not settled on timeout)
+
+Command line::
+
+    python3 provision_client.py --redis URL --machine M enqueue PLAN.json [--replace]
+    python3 provision_client.py --redis URL --machine M status
+    python3 provision_client.py --redis URL --machine M wait --timeout S   # exit 0 ready, 1 failed/cancelled, 2 timeout
+    python3 provision_client.py --redis URL --machine M cancel [--reason TEXT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import redis
+
+try:
+    from redis.client import NEVER_DECODE as _NEVER_DECODE
+except ImportError:  # very old redis-py: replies follow the client's decode_responses
+    _NEVER_DECODE = "NEVER_DECODE"
+
+SCRIPT_PATH = Path(__file__).resolve().parent.parent.parent / "scripts" / "queue.lua"
+
+#: The keys every call of queue.lua declares, in this order (KEYS[1..9]).
+KEY_SUFFIXES = ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events")
+
+#: The integer fields of the status hash reported under "counts".
+COUNT_FIELDS = ("total", "waiting", "ready", "active", "delayed", "succeeded", "failed", "dead",
+                "cancelled", "retries", "reclaimed")
+
+MACHINE_STATES = ("idle", "pending", "running", "ready", "failed", "cancelled")
+SETTLED_STATES = ("ready", "failed", "cancelled")
+
+_MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class ProvisionError(Exception):
+    """Base class of the errors this client raises for a refused operation."""
+
+
+class PlanRejected(ProvisionError):
+    """The script refused the plan (error code PLAN_INVALID); nothing was written.
+
+    ``sentence`` is the script's one-sentence reason, without the code.
+    """
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+class MachineBusy(ProvisionError):
+    """The machine still runs another plan (error code BUSY); cancel it or enqueue with replace."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+class BadRequest(ProvisionError):
+    """The script refused the call itself (error code BAD_REQUEST), e.g. a foreign plan id on cancel."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+def _text(value: Any) -> Any:
+    """Decodes a bytes reply (clients without decode_responses) to str; other values pass through."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
+
+
+def _int(value: Any) -> Optional[int]:
+    """An integer hash field, or None when absent or not an integer."""
+    if value is None:
+        return None
+    try:
+        return int(_text(value))
+    except (TypeError, ValueError):
+        return None
+
+
+class ProvisionQueue:
+    """One machine's queue, seen from the API side.
+
+    :param redis: a ``redis.Redis`` (or ``redis.RedisCluster``) client; ``decode_responses`` may be
+        on or off. All keys of one machine share the hash tag ``{machine_id}``, so one cluster slot.
+    :param machine_id: 1-64 ASCII letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit.
+    :param prefix: the key prefix (default ``provision``): 1-64 ASCII letters, digits, ``.``, ``_``,
+        ``:`` or ``-`` (never ``{`` or ``}``, which would move the hash tag).
+    """
+
+    def __init__(self, redis: "redis.Redis", machine_id: str, prefix: str = "provision") -> None:
+        if not _MACHINE_ID.match(machine_id):
+            raise ValueError(f"the machine id {machine_id!r} is not 1-64 letters, digits, '.', '_' or '-'")
+        if not _PREFIX.match(prefix):
+            raise ValueError(f"the key prefix {prefix!r} is not 1-64 letters, digits, '.', '_', ':' or '-'")
+        self.redis = redis
+        self.machine_id = machine_id
+        self.prefix = prefix
+        #: ``<prefix>:{<machine_id>}``, the start of every key of this machine (ARGV[2]).
+        self.base = f"{prefix}:{{{machine_id}}}"
+        #: KEYS[1..9] of every script call.
+        self.keys: List[str] = [f"{self.base}:{suffix}" for suffix in KEY_SUFFIXES]
+        # register_script calls EVALSHA and falls back to SCRIPT LOAD + EVALSHA on NOSCRIPT.
+        self._script = redis.register_script(SCRIPT_PATH.read_text(encoding="utf-8"))
+
+    def key(self, suffix: str) -> str:
+        """The full name of one of this machine's keys, e.g. ``key("status")``."""
+        return f"{self.base}:{suffix}"
+
+    def call(self, op: str, *args: Union[str, int, float]) -> Any:
+        """Runs one operation of queue.lua (low level): ``EVALSHA sha 9 KEYS... op base args...``.
+
+        Error replies become :class:`PlanRejected`, :class:`MachineBusy` or :class:`BadRequest`;
+        any other Redis error is raised unchanged. Replies are returned with bytes decoded to str.
+        """
+        try:
+            reply = self._script(keys=self.keys, args=[op, self.base, *[str(a) for a in args]])
+        except redis.exceptions.ResponseError as error:
+            message = str(error)
+            if message.startswith("PLAN_INVALID "):
+                raise PlanRejected(message[len("PLAN_INVALID "):]) from None
+            # Redis' own "BUSY Redis is busy running a script..." shares the word: match the script's sentence.
+            if message.startswith("BUSY machine '"):
+                raise MachineBusy(message[len("BUSY "):]) from None
+            if message.startswith("BAD_REQUEST "):
+                raise BadRequest(message[len("BAD_REQUEST "):]) from None
+            raise
+        return _text(reply)
+
+    def enqueue(self, plan: Union[Dict[str, Any], str], replace: bool = False, max_payload_bytes: int = 65536,
+                max_jobs: int = 50000, retention_seconds: int = 604800) -> Dict[str, int]:
+        """Enqueues a plan (protocols/schemas/plan.schema.json) atomically: every job or nothing.
+
+        :param plan: the plan as a dict, or as JSON text.
+        :param replace: supersede a plan that is still pending or running (else :class:`MachineBusy`).
+        :param max_payload_bytes: the largest job payload accepted (the script caps it at 1 MiB).
+        :param max_jobs: the most jobs accepted (the script caps it at 100000).
+        :param retention_seconds: how long the previous plan's records stay readable.
+        :returns: ``{"generation": g, "jobs": n, "ready": r}``: the machine's new generation, the number
+            of jobs written and how many were ready at once (no dependencies).
+        :raises PlanRejected: the plan is invalid (the script's sentence says why) or its plan_id was
+            already enqueued for this machine.
+        :raises MachineBusy: the machine is pending or running another plan and replace is false.
+        """
+        text = plan if isinstance(plan, str) else json.dumps(plan, separators=(",", ":"))
+        generation, jobs, ready = self.call("enqueue", self.machine_id, text, int(max_payload_bytes), int(max_jobs),
+                                            "1" if replace else "0", int(retention_seconds))
+        return {"generation": int(generation), "jobs": int(jobs), "ready": int(ready)}
+
+    def status(self) -> Dict[str, Any]:
+        """The machine's status (protocols/schemas/status.schema.json): the status hash and the
+        failure reasons, read in one round trip. ``state`` is ``idle`` when no plan was ever enqueued."""
+        # Read undecoded whatever the client's decode_responses: the script cuts error messages and
+        # cancel reasons at a byte count, which can split a UTF-8 character; decode leniently here.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command("HGETALL", self.key("status"), **{_NEVER_DECODE: True})
+        pipe.execute_command("LRANGE", self.key("failures"), 0, -1, **{_NEVER_DECODE: True})
+        raw_hash, raw_reasons = pipe.execute()
+        if isinstance(raw_hash, list):  # RESP2 without a response callback: flat field/value list
+            raw_hash = dict(zip(raw_hash[0::2], raw_hash[1::2]))
+        fields = {_text(k): _text(v) for k, v in raw_hash.items()}
+        state = fields.get("state")
+        status: Dict[str, Any] = {
+            "machine_id": self.machine_id,
+            "state": state if state in MACHINE_STATES else "idle",
+        }
+        if fields.get("plan_id") is not None:
+            status["plan_id"] = fields["plan_id"]
+        status["generation"] = _int(fields.get("generation")) or 0
+        status["counts"] = {name: _int(fields.get(name)) or 0 for name in COUNT_FIELDS}
+        for name in ("enqueued_at", "started_at", "finished_at"):
+            value = _int(fields.get(name))
+            if value is not None:
+                status[name] = value
+        failures: List[Dict[str, Any]] = []
+        for raw in raw_reasons:
+            try:
+                reason = json.loads(_text(raw))
+            except ValueError:
+                continue
+            if not isinstance(reason, dict) or not all(isinstance(reason.get(k), str) for k in ("job", "error_type", "error")):
+                continue
+            item: Dict[str, Any] = {"job": reason["job"]}
+            if isinstance(reason.get("kind"), str):
+                item["kind"] = reason["kind"]
+            item["error_type"] = reason["error_type"]
+            item["error"] = reason["error"]
+            if isinstance(reason.get("attempts"), (int, float)):
+                item["attempts"] = int(reason["attempts"])
+            failures.append(item)
+        status["failures"] = failures
+        return status
+
+    def cancel(self, plan_id: str, reason: str = "cancelled") -> int:
+        """Cancels every unfinished job of the machine's current plan ``plan_id``.
+
+        Running jobs learn it at their next heartbeat. A plan already ready or cancelled is left as
+        it is. ``reason`` is stored (first 1000 bytes) on each cancelled job and as the status hash's
+        ``cancel_reason``.
+
+        :returns: how many jobs were cancelled (0 when the plan had already settled).
+        :raises BadRequest: ``plan_id`` is not the machine's current plan.
+        """
+        reply = self.call("cancel", plan_id, reason)
+        return int(reply[1])
+
+    def wait(self, timeout_s: float, poll_s: float = 0.2) -> Dict[str, Any]:
+        """Polls :meth:`status` until the machine is ready, failed or cancelled, or ``timeout_s`` passed.
+
+        Returns the last status read; on timeout its ``state`` is not one of ready/failed/cancelled.
+        Like ``provision status --wait`` it returns at the flip to ``failed``, even though jobs that do
+        not depend on the dead one may still be running.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        status = self.status()
+        while status["state"] not in SETTLED_STATES and time.monotonic() < deadline:
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            status = self.status()
+        return status
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
+    """The command line; returns the exit status."""
+    parser = argparse.ArgumentParser(description="Enqueue provision plans and read machine status over Redis.")
+    parser.add_argument("--redis", default=os.environ.get("REDIS_URL"),
+                        help="Redis URL: redis://[user:password@]host:port/db or unix:///path.sock (env REDIS_URL)")
+    parser.add_argument("--machine", default=os.environ.get("MACHINE_ID"), help="the machine id (env MACHINE_ID)")
+    parser.add_argument("--prefix", default=os.environ.get("PROVISION_PREFIX", "provision"),
+                        help="key prefix (env PROVISION_PREFIX, default provision)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    enqueue = commands.add_parser("enqueue", help="enqueue a plan file (or - for standard input)")
+    enqueue.add_argument("plan")
+    enqueue.add_argument("--replace", action="store_true", help="supersede a plan the machine is still running")
+    commands.add_parser("status", help="print the machine status as JSON")
+    wait = commands.add_parser("wait", help="wait until ready (exit 0), failed or cancelled (1), or timeout (2)")
+    wait.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
+    cancel = commands.add_parser("cancel", help="cancel the machine's current plan")
+    cancel.add_argument("--reason", default="cancelled by an operator")
+    args = parser.parse_args(argv)
+    if not args.redis or not args.machine:
+        parser.error("say which Redis (--redis or REDIS_URL) and which machine (--machine or MACHINE_ID)")
+
+    try:
+        queue = ProvisionQueue(redis.Redis.from_url(args.redis, decode_responses=True), args.machine, args.prefix)
+        if args.command == "enqueue":
+            text = sys.stdin.read() if args.plan == "-" else Path(args.plan).read_text(encoding="utf-8")
+            result = queue.enqueue(text, replace=args.replace)
+            print(json.dumps(result))
+            return 0
+        if args.command == "status":
+            print(json.dumps(queue.status(), sort_keys=True))
+            return 0
+        if args.command == "wait":
+            status = queue.wait(args.timeout)
+            print(json.dumps(status, sort_keys=True))
+            if status["state"] == "ready":
+                return 0
+            return 1 if status["state"] in SETTLED_STATES else 2
+        if args.command == "cancel":
+            plan_id = queue.status().get("plan_id")
+            if plan_id is None:
+                print(f"provision_client: machine {args.machine} has no plan to cancel", file=sys.stderr)
+                return 1
+            print(json.dumps({"plan_id": plan_id, "cancelled": queue.cancel(plan_id, args.reason)}))
+            return 0
+    except (ProvisionError, ValueError, OSError, redis.exceptions.RedisError) as error:
+        print(f"provision_client: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

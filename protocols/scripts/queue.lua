@@ -176,7 +176,7 @@ end
 ---------------------------------------------------------------------------------------------------
 local function validate_plan(text, max_payload, max_jobs, machine)
   local ok, plan = pcall(cjson.decode, text)
-  if not ok or type(plan) ~= "table" then return nil, "the plan is not a JSON object" end
+  if not ok or type(plan) ~= "table" or plan[1] ~= nil then return nil, "the plan is not a JSON object" end
   for k, _ in pairs(plan) do
     if not PLAN_FIELDS[k] then return nil, "the plan has an unknown field '" .. tostring(k) .. "'" end
   end

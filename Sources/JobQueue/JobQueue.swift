@@ -182,7 +182,7 @@ public final class JobQueue: Sendable {
         } catch {
             if let message = error.serverMessage {
                 if let reason = Self.stripCode("PLAN_INVALID", message) { throw .planRejected(reason) }
-                if let reason = Self.stripCode("BUSY", message) { throw .busy(reason) }
+                if let reason = Self.stripCode("MACHINE_BUSY", message) { throw .busy(reason) }
             }
             throw .redis(error)
         }

@@ -57,9 +57,12 @@ public final class TestProcess: Sendable {
 
 /// The pids of the direct children of `pid` (from /proc), e.g. a supervisor's worker processes.
 public func childPIDs(of pid: Int32) -> [Int32] {
-    let path = "/proc/\(pid)/task/\(pid)/children"
-    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-    return text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    // Each thread lists the children it spawned: read them all.
+    let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    return threads.flatMap { thread -> [Int32] in
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(thread)/children", encoding: .utf8)) ?? ""
+        return text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
 }
 
 /// Runs a command to completion and returns its exit status and combined output.

@@ -5,7 +5,7 @@
 --                      <op> <B> <op arguments...>
 -- where <B> is "<prefix>:{<machine_id>}" (the hash tag keeps one machine's keys in one cluster slot).
 -- The operations and their arguments are documented in protocols/redis.md. Errors are returned as
--- error replies whose first word is a code (PLAN_INVALID, BUSY, BAD_REQUEST).
+-- error replies whose first word is a code (PLAN_INVALID, MACHINE_BUSY, BAD_REQUEST).
 --
 -- Time comes from the server (TIME), so leases never depend on the clocks of workers.
 
@@ -37,8 +37,24 @@ local function fail(code, sentence)
   return redis.error_reply(code .. " " .. sentence)
 end
 
-if K_STATUS ~= base .. ":status" then
-  return fail("BAD_REQUEST", "KEYS[1] must be the status key of the base given as ARGV[2]")
+local KEY_NAMES = { "status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events" }
+for i, name in ipairs(KEY_NAMES) do
+  if KEYS[i] ~= base .. ":" .. name then
+    return fail("BAD_REQUEST", "KEYS[" .. i .. "] must be the " .. name .. " key of the base given as ARGV[2]")
+  end
+end
+
+-- Cuts text to at most n bytes without splitting a UTF-8 character.
+local function cut(text, n)
+  if #text <= n then return text end
+  local s = string.sub(text, 1, n)
+  local tail = string.match(s, "[\192-\255][\128-\191]*$")
+  if tail then
+    local lead = string.byte(tail, 1)
+    local need = (lead >= 240 and 4) or (lead >= 224 and 3) or 2
+    if #tail < need then s = string.sub(s, 1, #s - #tail) end
+  end
+  return s
 end
 
 local function now_ms()
@@ -185,8 +201,11 @@ local function validate_plan(text, max_payload, max_jobs, machine)
      or not string.match(plan.plan_id, "^[%w][%w%._%-]*$") then
     return nil, "plan_id must be 1-100 characters of letters, digits, '.', '_' or '-'"
   end
+  if plan.machine_id ~= nil and type(plan.machine_id) ~= "string" then
+    return nil, "machine_id must be a string"
+  end
   if plan.machine_id ~= nil and plan.machine_id ~= machine then
-    return nil, "the plan is addressed to machine '" .. tostring(plan.machine_id) ..
+    return nil, "the plan is addressed to machine '" .. cut(plan.machine_id, 100) ..
                 "', not to '" .. machine .. "'"
   end
   if plan.meta ~= nil and type(plan.meta) ~= "table" then return nil, "meta must be an object" end
@@ -224,7 +243,9 @@ local function validate_plan(text, max_payload, max_jobs, machine)
                   max_payload
     end
     if job.depends_on == nil then job.depends_on = {} end
-    if type(job.depends_on) ~= "table" then return nil, where .. " has depends_on that is not a list" end
+    if type(job.depends_on) ~= "table" or (next(job.depends_on) ~= nil and job.depends_on[1] == nil) then
+      return nil, where .. " has depends_on that is not a list"
+    end
     for field, range in pairs(numbers) do
       local v = job[field]
       if v == nil then
@@ -296,7 +317,7 @@ local function enqueue()
 
   local current = redis.call("HMGET", K_STATUS, "plan_id", "state")
   if (current[2] == "pending" or current[2] == "running") and not replace then
-    return fail("BUSY", "machine '" .. machine .. "' is still running plan '" .. current[1] ..
+    return fail("MACHINE_BUSY", "machine '" .. machine .. "' is still running plan '" .. current[1] ..
                 "'; cancel it or enqueue with replace to supersede it")
   end
   if redis.call("EXISTS", plan_key(plan.plan_id)) == 1 then
@@ -312,7 +333,7 @@ local function enqueue()
     end
     redis.call("EXPIRE", plan_jobs_key(old), retention)
     redis.call("EXPIRE", plan_key(old), retention)
-    if current[2] == "pending" or current[2] == "running" then
+    if current[2] == "pending" or current[2] == "running" or current[2] == "failed" then
       redis.call("HSET", plan_key(old), "state", "superseded", "finished_at", now)
     end
   end
@@ -349,7 +370,7 @@ local function enqueue()
              "total", #plan.jobs, "waiting", #plan.jobs - ready, "ready", ready, "active", 0,
              "delayed", 0, "succeeded", 0, "failed", 0, "dead", 0, "cancelled", 0, "retries", 0,
              "reclaimed", 0, "enqueued_at", now, "announced", 0)
-  redis.call("HDEL", K_STATUS, "started_at", "finished_at")
+  redis.call("HDEL", K_STATUS, "started_at", "finished_at", "cancel_reason")
   wake(ready)
   return { generation, #plan.jobs, ready }
 end
@@ -456,7 +477,7 @@ end
 ---------------------------------------------------------------------------------------------------
 local function fail_job()
   local plan, id, token = ARGV[3], ARGV[4], ARGV[5]
-  local error_type, message = ARGV[6] or "error", string.sub(ARGV[7] or "", 1, 4000)
+  local error_type, message = cut(ARGV[6] or "error", 100), cut(ARGV[7] or "", 4000)
   local retryable, jitter = ARGV[8] == "1", math.min(math.max(tonumber(ARGV[9]) or 0.5, 0), 1)
   local jkey = leased(plan, id, token)
   if not jkey then return { "stale", "", 0 } end
@@ -465,8 +486,8 @@ local function fail_job()
   local f = redis.call("HMGET", jkey, "attempts", "max_attempts", "backoff_ms", "backoff_max_ms")
   local attempts, max_attempts = tonumber(f[1]), tonumber(f[2])
   if retryable and attempts < max_attempts then
-    -- Exponential backoff with "equal jitter": half fixed, half random (the random part is the
-    -- caller's, since a script's own random numbers repeat from call to call).
+    -- Exponential backoff with "equal jitter": half fixed, half random. The random part is the
+    -- caller's: before Redis 7 a script's generator is reseeded identically on every call.
     local delay = math.min(tonumber(f[4]), tonumber(f[3]) * 2 ^ (attempts - 1))
     delay = math.floor(delay / 2 + delay / 2 * jitter)
     move(jkey, "active", "delayed")
@@ -501,7 +522,7 @@ end
 -- Every job not finished becomes cancelled; running jobs learn it at their next heartbeat.
 ---------------------------------------------------------------------------------------------------
 local function cancel()
-  local plan, reason = ARGV[3], string.sub(ARGV[4] or "cancelled", 1, 1000)
+  local plan, reason = ARGV[3], cut(ARGV[4] or "cancelled", 1000)
   local s = redis.call("HMGET", K_STATUS, "plan_id", "state")
   if s[1] ~= plan then return fail("BAD_REQUEST", "plan '" .. plan .. "' is not the machine's current plan") end
   if s[2] ~= "pending" and s[2] ~= "running" and s[2] ~= "failed" then return { s[2], 0 } end
@@ -517,8 +538,9 @@ local function cancel()
     end
   end
   redis.call("DEL", K_READY, K_ACTIVE, K_DELAYED)
+  redis.call("HSET", K_STATUS, "cancel_reason", reason)
   if s[2] ~= "failed" then
-    redis.call("HSET", K_STATUS, "state", "cancelled", "finished_at", now, "cancel_reason", reason)
+    redis.call("HSET", K_STATUS, "state", "cancelled", "finished_at", now)
   end
   redis.call("HSET", plan_key(plan), "state", "cancelled")
   return { "cancelled", n }

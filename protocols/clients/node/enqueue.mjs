@@ -34,7 +34,7 @@ export class ProvisionQueue {
     }
   }
 
-  /** Resolves to { generation, jobs, ready }; rejects with error.code PLAN_INVALID, BUSY or BAD_REQUEST. */
+  /** Resolves to { generation, jobs, ready }; rejects with error.code PLAN_INVALID, MACHINE_BUSY or BAD_REQUEST. */
   async enqueue(plan, { replace = false, maxPayloadBytes = 65536, maxJobs = 50000, retentionSeconds = 604800 } = {}) {
     const text = typeof plan === 'string' ? plan : JSON.stringify(plan);
     try {
@@ -42,9 +42,9 @@ export class ProvisionQueue {
         replace ? '1' : '0', retentionSeconds);
       return { generation, jobs, ready };
     } catch (error) {
-      // The script's errors are "<CODE> <sentence>"; Redis' own "BUSY Redis is busy running a script" is not ours.
-      const match = /^(PLAN_INVALID|BUSY|BAD_REQUEST) (.*)$/s.exec(String(error?.message));
-      if (!match || (match[1] === 'BUSY' && !match[2].startsWith('machine '))) throw error;
+      // The script's errors are "<CODE> <sentence>".
+      const match = /^(PLAN_INVALID|MACHINE_BUSY|BAD_REQUEST) (.*)$/s.exec(String(error?.message));
+      if (!match) throw error;
       throw Object.assign(new Error(match[2]), { code: match[1] });
     }
   }

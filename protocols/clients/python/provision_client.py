@@ -73,7 +73,7 @@ class PlanRejected(ProvisionError):
 
 
 class MachineBusy(ProvisionError):
-    """The machine still runs another plan (error code BUSY); cancel it or enqueue with replace."""
+    """The machine still runs another plan (error code MACHINE_BUSY); cancel it or enqueue with replace."""
 
     def __init__(self, sentence: str) -> None:
         super().__init__(sentence)
@@ -148,9 +148,8 @@ class ProvisionQueue:
             message = str(error)
             if message.startswith("PLAN_INVALID "):
                 raise PlanRejected(message[len("PLAN_INVALID "):]) from None
-            # Redis' own "BUSY Redis is busy running a script..." shares the word: match the script's sentence.
-            if message.startswith("BUSY machine '"):
-                raise MachineBusy(message[len("BUSY "):]) from None
+            if message.startswith("MACHINE_BUSY "):
+                raise MachineBusy(message[len("MACHINE_BUSY "):]) from None
             if message.startswith("BAD_REQUEST "):
                 raise BadRequest(message[len("BAD_REQUEST "):]) from None
             raise

@@ -92,6 +92,24 @@ def cpu_seconds(pid, with_reaped_children=True):
     return ticks / CLK_TCK
 
 
+def context_switches(pid):
+    """Voluntary + involuntary context switches of every thread of the process."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def tree_cpu(pid):
     return sum(cpu_seconds(p) for p in tree(pid))
 
@@ -256,6 +274,8 @@ def run_provision(a):
             wall = time.perf_counter() - t0
             cpu_workers = tree_cpu(worker.pid)
             cpu_redis = cpu_seconds(redis_pid, False) - cpu_redis0
+            switches = sum(context_switches(x) for x in tree(worker.pid))
+            threads = sum(len(os.listdir(f"/proc/{x}/task")) for x in tree(worker.pid))
             s1 = commandstats(r)
             status = json.loads(subprocess.run(
                 [a.bin, "status", "--redis", a.redis, "--machine", machine, "--json"],
@@ -276,6 +296,7 @@ def run_provision(a):
                 "script_usec_per_call": ev_usec / ev_calls if ev_calls else None,
                 "script_usec_per_job": ev_usec / a.jobs,
                 "cpu_s": {"redis": cpu_redis, "workers": cpu_workers},
+                "worker_context_switches_per_job": switches / a.jobs, "worker_threads": threads,
             }
             reps.append(p)
             print(f"  process: {a.jobs} jobs in {span_ms} ms (first start → last finish, server clock) → "
@@ -283,7 +304,8 @@ def run_provision(a):
                   f"status: {p['succeeded']} succeeded ({p['status_state']})", flush=True)
             print(f"           {ev_calls} EVALSHA = {p['scripts_per_job']:.3f} script calls/job, "
                   f"{p['script_usec_per_call']:.1f} µs each in Redis ({ev_usec / 1e6:.2f} s of Redis time); "
-                  f"CPU: redis {cpu_redis:.2f} s, workers {cpu_workers:.2f} s", flush=True)
+                  f"CPU: redis {cpu_redis:.2f} s, workers {cpu_workers:.2f} s; "
+                  f"{switches / a.jobs:.1f} context switches/job in {threads} worker threads", flush=True)
             if rep < a.repeat - 1:
                 stop(worker)
                 worker = None
@@ -390,6 +412,7 @@ def run_provision(a):
 def peer_env(a):
     env = dict(os.environ)
     env["BENCH_REDIS_URL"] = a.redis
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -499,17 +522,43 @@ def run_celery(a):
 # the Redis ceiling: trivial EVAL throughput
 # --------------------------------------------------------------------------------------------
 
-def run_ceiling(a):
-    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(a.port), "-n", str(a.requests), "-c", str(a.clients),
-           "-P", "1", "--csv", "eval", "return 1", "0"]
+def _redis_benchmark(port, requests, clients, command):
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests), "-c", str(clients),
+           "-P", "1", "--csv"] + command
     out = subprocess.run(cmd, capture_output=True, text=True)
-    rows = [line for line in out.stdout.splitlines() if line.startswith('"eval')]
+    rows = [line for line in out.stdout.splitlines() if line.startswith('"') and not line.startswith('"test"')]
     if not rows:
         raise SystemExit(f"redis-benchmark printed no result: {out.stdout} {out.stderr}")
     fields = [x.strip('"') for x in rows[-1].split('","')]
-    result = {"command": " ".join(cmd[:-3]) + ' eval "return 1" 0', "eval_per_s": float(fields[1]),
-              "p50_ms": float(fields[4]), "p99_ms": float(fields[6])}
-    print(f"  EVAL \"return 1\" 0: {result['eval_per_s']:,.0f} calls/s ({a.clients} clients, no pipelining)", flush=True)
+    return float(fields[1]), float(fields[4]), float(fields[6])
+
+
+def run_ceiling(a):
+    r = redis.Redis(host="127.0.0.1", port=a.port)
+    runs = []
+    for _ in range(a.repeat):  # median of a few: two cores shared by server and client are noisy
+        r.config_resetstat()
+        eps, p50, p99 = _redis_benchmark(a.port, a.requests, a.clients, ["eval", "return 1", "0"])
+        runs.append((eps, p50, p99, r.info("commandstats").get("cmdstat_eval", {}).get("usec_per_call")))
+    runs.sort()
+    eps, p50, p99, usec = runs[len(runs) // 2]
+    result = {"runs_eval_per_s": [x[0] for x in runs],"command": f"redis-benchmark -h 127.0.0.1 -p PORT -n {a.requests} -c {a.clients} -P 1 -q eval \"return 1\" 0",
+              "eval_per_s": eps, "p50_ms": p50, "p99_ms": p99, "eval_usec_per_call": usec}
+    print(f"  EVAL \"return 1\" 0: {eps:,.0f} calls/s (median of {', '.join(f'{x[0]:,.0f}' for x in runs)}; "
+          f"{a.clients} clients, no pipelining), {usec} µs per call in Redis", flush=True)
+    # The fixed cost of one queue.lua call: its cheapest operation (unregister: HDEL + ZREM).
+    with open(os.path.join(HERE, "..", "..", "protocols", "scripts", "queue.lua")) as f:
+        sha = r.script_load(f.read())
+    base = "provision:{bench}"
+    keys = [f"{base}:{k}" for k in ("status", "ready", "active", "delayed", "wake", "failures", "workers",
+                                    "heartbeats", "events")]
+    r.config_resetstat()
+    qps, _, _ = _redis_benchmark(a.port, a.requests, a.clients,
+                                 ["evalsha", sha, "9"] + keys + ["unregister", base, "bench-worker"])
+    qusec = r.info("commandstats").get("cmdstat_evalsha", {}).get("usec_per_call")
+    result.update({"queue_lua_unregister_per_s": qps, "queue_lua_unregister_usec_per_call": qusec})
+    print(f"  EVALSHA queue.lua unregister (its cheapest op, 2 commands): {qps:,.0f} calls/s, "
+          f"{qusec} µs per call in Redis", flush=True)
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2)
 
@@ -555,9 +604,9 @@ def run_report(a):
             per_proc = " (" + " + ".join(f"{x['rss_kib'] / 1024:.0f}" for x in s["rss"]["processes"]) + ")"
         rows.append([names.get(s["system"], s["system"]), fmt(s["jobs"]), fmt(s["enqueue"]["jobs_per_s"]),
                      fmt(p["jobs_per_s"]), lat or "n/a", mib(s["rss"]["rss_kib"]) + per_proc,
-                     fmt(1000 * cpu.get("workers", 0) / n, 2) + " / " + fmt(1000 * cpu.get("redis", 0) / n, 2)])
+                     fmt(1e6 * cpu.get("workers", 0) / n) + " / " + fmt(1e6 * cpu.get("redis", 0) / n)])
     header = ["system", "jobs", "enqueue jobs/s", "processing jobs/s", "p50 / p99 enqueue→start",
-              "worker RSS", "CPU ms/job workers / redis"]
+              "worker RSS", "CPU µs/job workers / redis"]
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
     table = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
@@ -581,6 +630,18 @@ def run_report(a):
         lines.append(f"          but queue.lua is not 'return 1': Redis spent {ours['process']['script_usec_per_job']:.1f} µs "
                      f"per job inside the scripts, so one Redis core caps us at {script_bound:,.0f} jobs/s "
                      f"→ ours = {rate / script_bound:.2f}× of that")
+        if ceiling.get("queue_lua_unregister_usec_per_call"):
+            lines.append(f"          fixed cost of one queue.lua call (its 2-command unregister op): "
+                         f"{ceiling['queue_lua_unregister_usec_per_call']:.1f} µs vs {ceiling['eval_usec_per_call']:.1f} µs "
+                         f"for 'return 1' ({ceiling['queue_lua_unregister_per_s']:,.0f} vs {eps:,.0f} calls/s)")
+    cpu = ours["process"]["cpu_s"]
+    w_us, r_us = 1e6 * cpu["workers"] / ours["jobs"], 1e6 * cpu["redis"] / ours["jobs"]
+    cores = os.cpu_count() or 1
+    ratios["cpu_bound_jobs_per_s"] = cores * 1e6 / (w_us + r_us)
+    lines.append(f"CPU per job (ours): workers {w_us:.0f} µs + redis-server {r_us:.0f} µs "
+                 f"(of which {ours['process']['script_usec_per_job']:.0f} µs inside queue.lua); "
+                 f"{cores} cores ÷ {w_us + r_us:.0f} µs = {ratios['cpu_bound_jobs_per_s']:,.0f} jobs/s if both were "
+                 f"100% busy, and {1e6 / r_us:,.0f} jobs/s if redis-server had a core to itself")
     for s in peers:
         pr = s["process"]["jobs_per_s"]
         if pr:
@@ -598,8 +659,14 @@ def run_report(a):
                  "peers' tasks run one tiny counter script each (the only way to time them on the server).")
     text = "\n".join(table + [""] + lines + [""] + ["note: " + n for n in notes])
     print(text)
+    versions = {}
+    for mod in ("rq", "celery", "redis"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            pass
     out = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": os.uname().nodename,
-           "cpus": os.cpu_count(), "redis": a.redis_version, "systems": [ours] + peers, "ceiling": ceiling,
+           "cpus": os.cpu_count(), "redis": a.redis_version, "python_packages": versions, "systems": [ours] + peers, "ceiling": ceiling,
            "ratios": ratios, "table": text}
     with open(a.json, "w") as f:
         json.dump(out, f, indent=2)
@@ -638,14 +705,19 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--requests", type=int, default=200000)
     p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", required=True)
     p = sub.add_parser("report")
     p.add_argument("--dir", required=True)
     p.add_argument("--json", required=True)
     p.add_argument("--redis-version", default="")
     a = ap.parse_args()
-    {"provision": run_provision, "rq": run_rq, "celery": run_celery, "ceiling": run_ceiling,
-     "report": run_report}[a.cmd](a)
+    try:
+        {"provision": run_provision, "rq": run_rq, "celery": run_celery, "ceiling": run_ceiling,
+         "report": run_report}[a.cmd](a)
+    except KeyboardInterrupt as stopped:  # the finally blocks above have stopped every worker
+        print(f"bench.py {a.cmd}: interrupted ({stopped})", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

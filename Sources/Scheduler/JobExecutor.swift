@@ -12,14 +12,31 @@ public protocol JobExecutor: Sendable {
     func run(_ job: ClaimedJob, context: JobContext) async throws -> String
 }
 
-/// What an executor gets besides the job: who runs it and where to log.
+/// What an executor gets besides the job: who runs it, where to log, where to report progress.
 public struct JobContext: Sendable {
     public let workerID: String
     public let logger: Logger
+    /// Reports progress of long jobs (bytes of a download); cheap to call often, the receiver throttles.
+    public let progress: @Sendable (JobProgress) -> Void
 
-    public init(workerID: String, logger: Logger) {
+    public init(workerID: String, logger: Logger, progress: @escaping @Sendable (JobProgress) -> Void = { _ in }) {
         self.workerID = workerID
         self.logger = logger
+        self.progress = progress
+    }
+}
+
+/// How far a running job has come.
+public struct JobProgress: Sendable, Equatable {
+    public var bytesDone: Int64
+    public var bytesTotal: Int64?
+    /// Bytes per second over the last interval, when the executor measures it.
+    public var bytesPerSecond: Double?
+
+    public init(bytesDone: Int64, bytesTotal: Int64?, bytesPerSecond: Double? = nil) {
+        self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal
+        self.bytesPerSecond = bytesPerSecond
     }
 }
 

@@ -22,6 +22,7 @@ let package = Package(
             name: "CCurl", pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
+        .target(name: "CSHA256", linkerSettings: [.linkedLibrary("crypto")]),
 
         .target(name: "ProcessControl"),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
@@ -35,10 +36,16 @@ let package = Package(
                 "JobQueue", "RedisClient", "ProcessControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .target(
+            name: "Downloader",
+            dependencies: [
+                "CCurl", "CCurlShim", "CSHA256", "Scheduler", "JobQueue",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "provision",
             dependencies: [
-                "JobQueue", "RedisClient", "Scheduler",
+                "JobQueue", "RedisClient", "Scheduler", "Downloader",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -52,6 +59,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
+        .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "WorkerTests",
             dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),

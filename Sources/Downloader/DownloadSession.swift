@@ -11,6 +11,8 @@ final class DownloadSession {
     private let clock = ContinuousClock()
     private let started: ContinuousClock.Instant
     private var fetchedBytes: Int64 = 0
+    /// `Retry-After` of the last probe response, for its backoff.
+    var lastRetryAfter: Double?
 
     var partialPath: String { request.destination + ".partial" }
     var statePath: String { request.destination + ".partial.state" }
@@ -43,7 +45,7 @@ final class DownloadSession {
         }
         var restarts = 0
         while true {
-            let remote = try probe()
+            let remote = try probeWithRetries()
             if let expected = request.expectedSize, let size = remote.size, size != expected {
                 throw .badResponse(url: shownURL, reason: "the server reports \(size) bytes where \(expected) were expected")
             }
@@ -60,9 +62,25 @@ final class DownloadSession {
         }
     }
 
+    /// The probe, retried like a chunk on transient failures (connection reset, 5xx, 429, stall).
+    private func probeWithRetries() throws(DownloadError) -> RemoteFile {
+        var attempt = 0
+        while true {
+            attempt += 1
+            if cancelled.isSet { throw .cancelled }
+            do throws(DownloadError) {
+                return try probe(attempt: attempt)
+            } catch {
+                guard error.isRetryable, error != .remoteChanged(url: shownURL), attempt < request.maxAttemptsPerChunk else { throw error }
+                Thread.sleep(forTimeInterval: backoff(attempt: attempt, retryAfter: lastRetryAfter))
+            }
+        }
+    }
+
     // MARK: Ranged download
 
     private func ranged(_ remote: RemoteFile, size: Int64, restarts: Int) throws(DownloadError) -> DownloadResult {
+        var restarts = restarts
         let connections = max(1, min(request.connections, 64))
         let chunkSize = request.chunkSize ?? Self.chunkSize(for: size, connections: connections)
         var table = ChunkTable(size: size, chunkSize: chunkSize)
@@ -76,6 +94,8 @@ final class DownloadSession {
                 hashedOffset = state.hashedOffset
             }
         } else {
+            // A partial file of another version of the remote file: start over, and say so.
+            if FileManager.default.fileExists(atPath: statePath) { restarts += 1 }
             discardPartial()
             try checkFreeSpace(needed: size)
             try createPartial(size: size)
@@ -200,7 +220,7 @@ final class DownloadSession {
         var attempts: [Int: Int] = [:]
         var notBefore: [Int: ContinuousClock.Instant] = [:]
         let url = URL(string: remote.url)
-        let baseHeaders = url.map { headers(for: $0, credentialHost: remote.credentialHost) } ?? []
+        let baseHeaders = url.map { headers(for: $0, credentialOrigin: remote.credentialOrigin) } ?? []
         let validator = remote.validator
         var lastTick = clock.now
         var lastSave = clock.now
@@ -377,7 +397,7 @@ final class DownloadSession {
             let handle = try EasyHandle()
             handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
             handle.set(CURLOPT_URL, remote.url)
-            if let url = URL(string: remote.url) { handle.setHeaders(headers(for: url, credentialHost: remote.credentialHost)) }
+            if let url = URL(string: remote.url) { handle.setHeaders(headers(for: url, credentialOrigin: remote.credentialOrigin)) }
             _ = provision_easy_setopt_header_callback(handle.raw, headerCallback)
             handle.set(CURLOPT_HEADERDATA, pointer: Unmanaged.passUnretained(stream.sink).toOpaque())
             _ = provision_easy_setopt_write_callback(handle.raw, Self.streamWrite)

@@ -4,6 +4,7 @@ import JobQueue
 import Logging
 import RedisClient
 import Scheduler
+import Downloader
 
 /// Options of a worker pool.
 struct PoolOptions: ParsableArguments {
@@ -15,6 +16,8 @@ struct PoolOptions: ParsableArguments {
 
     @Option(help: "Seconds running jobs may take to finish on shutdown before they are handed back.")
     var drainTimeout = 30
+
+    @OptionGroup var executors: ExecutorOptions
 
     func validate() throws {
         guard (1...64).contains(processes) else { throw ValidationError("--processes must be between 1 and 64.") }
@@ -32,6 +35,7 @@ struct PoolOptions: ParsableArguments {
             "--drain-timeout", String(drainTimeout), "--supervisor-pid", String(getpid()),
         ]
         if let logLevel { arguments += ["--log-level", logLevel] }
+        arguments += executors.arguments
         var configuration = Supervisor.Configuration(
             executable: currentExecutable(), arguments: arguments, environment: environment, processes: processes)
         configuration.stopTimeout = .seconds(drainTimeout + 15)
@@ -81,6 +85,8 @@ struct WorkerProcessCommand: AsyncParsableCommand {
     @Option(help: "Exit when this process is no longer the parent.")
     var supervisorPid: Int32?
 
+    @OptionGroup var executors: ExecutorOptions
+
     func run() async throws {
         try await reportingErrors {
             let logger = queue.bootstrapLogging(label: "provision.worker")
@@ -89,12 +95,45 @@ struct WorkerProcessCommand: AsyncParsableCommand {
             configuration.drainTimeout = .seconds(drainTimeout)
             configuration.supervisorPID = supervisorPid
             let worker = try Worker(
-                redis: redis, machine: try queue.machineID, prefix: queue.keyPrefix, registry: .builtin,
+                redis: redis, machine: try queue.machineID, prefix: queue.keyPrefix, registry: executors.registry(),
                 configuration: configuration, logger: logger)
             let shutdown = Shutdown()
             let signals = shutdown.onSignals()
             defer { signals.forEach { $0.cancel() } }
             try await worker.run(until: shutdown)
         }
+    }
+}
+
+/// Options of the job executors a worker offers.
+struct ExecutorOptions: ParsableArguments {
+    @Option(help: "Where download jobs place model files (env PROVISION_MODELS_ROOT).")
+    var modelsRoot: String?
+
+    @Option(help: "Parallel connections per download unless the job says otherwise.")
+    var downloadConnections = 8
+
+    @Flag(help: "Let download jobs fetch from loopback and private addresses (tests, local mirrors; env PROVISION_ALLOW_LOOPBACK=1).")
+    var allowLoopbackOrigins = false
+
+    var resolvedModelsRoot: String {
+        modelsRoot ?? ProcessInfo.processInfo.environment["PROVISION_MODELS_ROOT"] ?? "/workspace/ComfyUI/models"
+    }
+
+    var allowsLoopback: Bool {
+        allowLoopbackOrigins || ProcessInfo.processInfo.environment["PROVISION_ALLOW_LOOPBACK"] == "1"
+    }
+
+    /// The same options, for a child worker process.
+    var arguments: [String] {
+        var list = ["--models-root", resolvedModelsRoot, "--download-connections", String(downloadConnections)]
+        if allowsLoopback { list.append("--allow-loopback-origins") }
+        return list
+    }
+
+    func registry() -> ExecutorRegistry {
+        var registry = ExecutorRegistry.builtin
+        registry.register(DownloadExecutor(modelsRoot: resolvedModelsRoot, policy: URLPolicy(allowLoopback: allowsLoopback), defaultConnections: downloadConnections))
+        return registry
     }
 }

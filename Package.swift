@@ -42,10 +42,13 @@ let package = Package(
                 "CCurl", "CCurlShim", "CSHA256", "Scheduler", "JobQueue",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .target(
+            name: "Manifest",
+            dependencies: ["Downloader", "Scheduler", "JobQueue", "ProcessControl"]),
         .executableTarget(
             name: "provision",
             dependencies: [
-                "JobQueue", "RedisClient", "Scheduler", "Downloader",
+                "JobQueue", "RedisClient", "Scheduler", "Downloader", "Manifest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -60,6 +63,9 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
+        .testTarget(
+            name: "ManifestTests",
+            dependencies: ["Manifest", "Downloader", "Scheduler", "JobQueue", "TestSupport"]),
         .testTarget(
             name: "WorkerTests",
             dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),

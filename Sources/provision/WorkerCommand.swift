@@ -5,6 +5,7 @@ import Logging
 import RedisClient
 import Scheduler
 import Downloader
+import Manifest
 
 /// Options of a worker pool.
 struct PoolOptions: ParsableArguments {
@@ -116,6 +117,17 @@ struct ExecutorOptions: ParsableArguments {
     @Flag(help: "Let download jobs fetch from loopback and private addresses (tests, local mirrors; env PROVISION_ALLOW_LOOPBACK=1).")
     var allowLoopbackOrigins = false
 
+    @Option(help: "The folder holding ComfyUI/ that verify jobs check (env PROVISION_WORKSPACE; default: two levels above the models folder).")
+    var workspace: String?
+
+    var resolvedWorkspace: String {
+        if let workspace { return workspace }
+        if let configured = ProcessInfo.processInfo.environment["PROVISION_WORKSPACE"], !configured.isEmpty { return configured }
+        let models = resolvedModelsRoot
+        if models.hasSuffix("/ComfyUI/models") { return String(models.dropLast("/ComfyUI/models".count)) }
+        return "/workspace"
+    }
+
     var resolvedModelsRoot: String {
         modelsRoot ?? ProcessInfo.processInfo.environment["PROVISION_MODELS_ROOT"] ?? "/workspace/ComfyUI/models"
     }
@@ -126,7 +138,7 @@ struct ExecutorOptions: ParsableArguments {
 
     /// The same options, for a child worker process.
     var arguments: [String] {
-        var list = ["--models-root", resolvedModelsRoot, "--download-connections", String(downloadConnections)]
+        var list = ["--models-root", resolvedModelsRoot, "--workspace", resolvedWorkspace, "--download-connections", String(downloadConnections)]
         if allowsLoopback { list.append("--allow-loopback-origins") }
         return list
     }
@@ -134,6 +146,7 @@ struct ExecutorOptions: ParsableArguments {
     func registry() -> ExecutorRegistry {
         var registry = ExecutorRegistry.builtin
         registry.register(DownloadExecutor(modelsRoot: resolvedModelsRoot, policy: URLPolicy(allowLoopback: allowsLoopback), defaultConnections: downloadConnections))
+        registry.register(VerifyExecutor(workspace: resolvedWorkspace))
         return registry
     }
 }

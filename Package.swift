@@ -65,7 +65,8 @@ let package = Package(
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "ManifestTests",
-            dependencies: ["Manifest", "Downloader", "Scheduler", "JobQueue", "TestSupport"]),
+            dependencies: ["Manifest", "Downloader", "Scheduler", "JobQueue", "RedisClient", "TestSupport"],
+            exclude: ["Fixtures"]),
         .testTarget(
             name: "WorkerTests",
             dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),

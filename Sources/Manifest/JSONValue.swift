@@ -182,7 +182,7 @@ private struct JSONParser {
     }
 
     mutating func literal(_ word: String, _ value: JSONValue) throws(JSONParseError) -> JSONValue {
-        guard matches(word) else { throw failure("unexpected text where \(word) was expected") }
+        guard matches(word) else { throw failure("unexpected character '\(Character(UnicodeScalar(bytes[index])))'") }
         index += word.utf8.count
         return value
     }

@@ -27,6 +27,11 @@ public struct LockOptions: Sendable {
 public struct LockWarnings: Sendable, Equatable {
     public var nodeTypes: [String] = []
     public var models: [String] = []
+
+    public init(nodeTypes: [String] = [], models: [String] = []) {
+        self.nodeTypes = nodeTypes
+        self.models = models
+    }
 }
 
 /// Turns specs and workflows into a lockfile: every repository ref resolved to a commit (`git

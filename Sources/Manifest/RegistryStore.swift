@@ -43,9 +43,11 @@ public struct RegistryStore: Sendable {
         return try NodeRegistry(extensionMap: map, nodeList: list, source: "comfyui-manager \(version ?? "?") (PyPI wheel, cached in \(cacheDirectory))", version: version)
     }
 
-    /// The cached `model-list.json` (file name → URL and folder for models without a URL), if any.
-    public func modelList() -> [String: (url: String, directory: String)] {
-        guard let data = FileManager.default.contents(atPath: cacheDirectory + "/model-list.json"),
+    /// ComfyUI-Manager's `model-list.json` (file name → URL and folder, for models without a URL): beside
+    /// the registry file given as `override`, else in the cache; empty when there is none.
+    public func modelList(override: String? = nil) -> [String: (url: String, directory: String)] {
+        let folder = override.map { ($0 as NSString).deletingLastPathComponent } ?? cacheDirectory
+        guard let data = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent("model-list.json")),
             let document = try? JSONValue.parse(data, limits: JSONLimits(maxBytes: 64 << 20, maxDepth: 16)),
             let items = document["models"]?.array
         else { return [:] }

@@ -1,3 +1,4 @@
+import Downloader
 import Foundation
 
 /// The two ways ComfyUI saves a workflow.
@@ -90,6 +91,8 @@ public struct WorkflowLimits: Sendable {
 public struct Workflow: Sendable {
     public var name: String
     public var format: WorkflowFormat
+    /// SHA-256 of the file, when parsed from bytes.
+    public var sha256: String?
     var root: WorkflowGraph
     /// Subgraph definitions by id (UI format); a node whose type is one of these ids is an instance.
     var subgraphs: [String: WorkflowGraph]
@@ -110,7 +113,11 @@ public struct Workflow: Sendable {
         } catch {
             throw ManifestError("The workflow \(name) is not valid JSON: \(error).")
         }
-        return try parse(document, name: name, limits: limits)
+        var workflow = try parse(document, name: name, limits: limits)
+        var hasher = SHA256Hasher()
+        hasher.update(data)
+        workflow.sha256 = hasher.finalize()
+        return workflow
     }
 
     static func parse(_ document: JSONValue, name: String, limits: WorkflowLimits, unwrapped: Int = 0) throws(ManifestError) -> Workflow {
@@ -234,7 +241,7 @@ private struct UIFormat {
                 subgraphs["workflow/" + groupName] = inner
             }
         }
-        return Workflow(name: name, format: .ui, root: root, subgraphs: subgraphs, models: modelReferences(top["models"]))
+        return Workflow(name: name, format: .ui, sha256: nil, root: root, subgraphs: subgraphs, models: modelReferences(top["models"]))
     }
 
     func graph(_ object: [String: JSONValue], label: String, isSubgraph: Bool = false, checkLinks: Bool = true) throws(ManifestError) -> WorkflowGraph {
@@ -391,7 +398,7 @@ private struct APIFormat {
                 id: id, type: type, mode: .active, cnrID: meta?["cnr_id"]?.string, auxID: meta?["aux_id"]?.string,
                 version: meta?["ver"]?.string, models: modelReferences(meta?["models"]), values: values))
         }
-        return Workflow(name: name, format: .api, root: WorkflowGraph(nodes: nodes), subgraphs: [:], models: [])
+        return Workflow(name: name, format: .api, sha256: nil, root: WorkflowGraph(nodes: nodes), subgraphs: [:], models: [])
     }
 
     /// Numeric ids in numeric order ("2" before "10"), then the rest.

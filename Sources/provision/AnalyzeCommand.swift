@@ -60,10 +60,8 @@ struct AnalyzeCommand: AsyncParsableCommand {
     func run() async throws {
         let analysis: Analysis = try await reportingErrors {
             let loaded = try workflows.map { path throws -> (workflow: Workflow, sha256: String?) in
-                guard case .workflow(let workflow, let sha256) = try SpecDocument.load(path: path) else {
-                    throw UserFacingError(message: "\(path) is a manifest or lockfile, not a workflow.")
-                }
-                return (workflow, sha256)
+                let workflow = try Workflow.load(path: path)
+                return (workflow, workflow.sha256)
             }
             var preferred = Set<String>()
             if let prefer {

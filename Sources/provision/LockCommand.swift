@@ -72,7 +72,7 @@ struct LockCommand: AsyncParsableCommand {
             options.includeInactive = !skipInactive
             options.concurrency = concurrency
             if let scratch { options.scratchDirectory = scratch }
-            if hasWorkflows && !registryOptions.noRegistry { options.modelList = registryOptions.store.modelList() }
+            if hasWorkflows && !registryOptions.noRegistry { options.modelList = registryOptions.store.modelList(override: registryOptions.registry) }
             let toStandardOutput = output == "-"
             options.progress = { line in
                 if toStandardOutput { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { say(line) }

@@ -27,9 +27,11 @@ public struct AnalyzedWorkflow: Sendable, Equatable, Codable {
     public var nodeCount: Int
     public var subgraphInstances: Int
     public var nodeTypes: Int
+    /// Problems that did not stop the analysis (links to nodes that are not there).
+    public var warnings: [String]
 
     enum CodingKeys: String, CodingKey {
-        case name, format, sha256, nodeCount = "node_count", subgraphInstances = "subgraph_instances", nodeTypes = "node_types"
+        case name, format, sha256, nodeCount = "node_count", subgraphInstances = "subgraph_instances", nodeTypes = "node_types", warnings
     }
 }
 

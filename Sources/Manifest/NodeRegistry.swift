@@ -60,9 +60,10 @@ public struct NodeRegistry: Sendable {
     }
 
     /// Parses the map (and optionally the node list), refusing files of the wrong shape with one sentence.
-    public init(extensionMap: Data, nodeList: Data? = nil, source: String, version: String? = nil) throws(ManifestError) {
+    public init(extensionMap: Data, nodeList: Data? = nil, coreTypes: [String] = [], source: String, version: String? = nil) throws(ManifestError) {
         self.source = source
         self.version = version
+        self.coreTypes = Set(coreTypes)
         let limits = JSONLimits(maxBytes: 256 << 20, maxDepth: 32)
         let document: JSONValue
         do {
@@ -92,7 +93,7 @@ public struct NodeRegistry: Sendable {
             let meta = pair.count > 1 ? pair[1].object ?? [:] : [:]
             let repository = Self.displayURL(url)
             if Self.isCore(key) {
-                for name in names { if let name = name.string { coreTypes.insert(name) } }
+                for name in names { if let name = name.string { self.coreTypes.insert(name) } }
                 continue
             }
             let id = idsByKey[key] ?? Self.repositoryName(repository)

@@ -83,6 +83,9 @@ public struct WorkflowLimits: Sendable {
     public var maxNesting = 32
     /// Widget values of one node.
     public var maxValuesPerNode = 10_000
+    /// A UI-format link to a node that does not exist is an error (by default a warning: the editor
+    /// loads such files, and official templates contain them). API-format links are always checked.
+    public var strictLinks = false
 
     public init() {}
 }
@@ -93,6 +96,8 @@ public struct Workflow: Sendable {
     public var format: WorkflowFormat
     /// SHA-256 of the file, when parsed from bytes.
     public var sha256: String?
+    /// Problems that do not stop the analysis (UI-format links to nodes that are not there).
+    public var warnings: [String]
     var root: WorkflowGraph
     /// Subgraph definitions by id (UI format); a node whose type is one of these ids is an instance.
     var subgraphs: [String: WorkflowGraph]
@@ -201,9 +206,17 @@ func normalizedPath(_ text: String) -> String {
 }
 
 /// The UI (editor) format.
-private struct UIFormat {
+private final class UIFormat {
     let name: String
     let limits: WorkflowLimits
+    /// Links to nodes that are not there: the editor loads such files (official templates have them),
+    /// so they are reported, not fatal, unless `limits.strictLinks`.
+    var warnings: [String] = []
+
+    init(name: String, limits: WorkflowLimits) {
+        self.name = name
+        self.limits = limits
+    }
 
     func parse(_ top: [String: JSONValue]) throws(ManifestError) -> Workflow {
         let root = try graph(top, label: "")
@@ -241,7 +254,7 @@ private struct UIFormat {
                 subgraphs["workflow/" + groupName] = inner
             }
         }
-        return Workflow(name: name, format: .ui, sha256: nil, root: root, subgraphs: subgraphs, models: modelReferences(top["models"]))
+        return Workflow(name: name, format: .ui, sha256: nil, warnings: warnings, root: root, subgraphs: subgraphs, models: modelReferences(top["models"]))
     }
 
     func graph(_ object: [String: JSONValue], label: String, isSubgraph: Bool = false, checkLinks: Bool = true) throws(ManifestError) -> WorkflowGraph {
@@ -288,15 +301,23 @@ private struct UIFormat {
         guard values.count <= limits.maxValuesPerNode else {
             throw ManifestError("The workflow \(name) has \(values.count) widget values on node \(nodeID)\(place), more than the limit of \(limits.maxValuesPerNode).")
         }
+        // Names by position: the loader table knows the full widget order of the loaders it lists; else
+        // the node's widget inputs (newer editors list every widget there, older ones only those turned
+        // into inputs: a partial list cannot be aligned, so it is used only when it accounts for every value).
+        if let type = fields["type"]?.string, let known = ModelDirectories.loaders[type] {
+            return align(values, names: known.map(\.name)) ?? values.map { (name: nil, value: $0) }
+        }
         var names: [String] = []
-        if let inputs = fields["inputs"]?.array {
-            for input in inputs {
-                if let widget = input["widget"], let widgetName = widget["name"]?.string ?? input["name"]?.string { names.append(widgetName) }
-            }
+        for input in fields["inputs"]?.array ?? [] {
+            if let widget = input["widget"], let widgetName = widget["name"]?.string ?? input["name"]?.string { names.append(widgetName) }
         }
-        if names.isEmpty, let type = fields["type"]?.string, let known = ModelDirectories.loaders[type] {
-            names = known.map(\.name)
-        }
+        if let aligned = align(values, names: names, complete: true) { return aligned }
+        return values.map { (name: nil, value: $0) }
+    }
+
+    /// Pairs values with names in order, skipping the "control after generate" value that follows a seed
+    /// widget. With `complete`, nil unless every name and every value is used.
+    func align(_ values: [JSONValue], names: [String], complete: Bool = false) -> [(name: String?, value: JSONValue)]? {
         let controls: Set<String> = ["fixed", "increment", "decrement", "randomize"]
         var result: [(name: String?, value: JSONValue)] = []
         var nameIndex = 0
@@ -306,13 +327,13 @@ private struct UIFormat {
             result.append((name: widgetName, value: values[index]))
             nameIndex += 1
             index += 1
-            // A seed widget is followed by its "control after generate" value, which has no input of its own.
             if let widgetName, widgetName.lowercased().contains("seed"), index < values.count,
                 let next = values[index].string, controls.contains(next)
             {
                 index += 1
             }
         }
+        if complete && (names.isEmpty || nameIndex != names.count) { return nil }
         return result
     }
 
@@ -350,7 +371,9 @@ private struct UIFormat {
                 }
                 if ids.contains(end) { continue }
                 if isSubgraph && (end == "-10" || end == "-20") { continue }
-                throw ManifestError("The workflow \(name) is malformed: link \(linkID ?? "?")\(place) goes \(role) node \(end), which does not exist.")
+                let problem = "link \(linkID ?? "?")\(place) goes \(role) node \(end), which does not exist"
+                if limits.strictLinks { throw ManifestError("The workflow \(name) is malformed: \(problem).") }
+                if warnings.count < 100 { warnings.append(problem) }
             }
         }
     }
@@ -398,7 +421,7 @@ private struct APIFormat {
                 id: id, type: type, mode: .active, cnrID: meta?["cnr_id"]?.string, auxID: meta?["aux_id"]?.string,
                 version: meta?["ver"]?.string, models: modelReferences(meta?["models"]), values: values))
         }
-        return Workflow(name: name, format: .api, sha256: nil, root: WorkflowGraph(nodes: nodes), subgraphs: [:], models: [])
+        return Workflow(name: name, format: .api, sha256: nil, warnings: [], root: WorkflowGraph(nodes: nodes), subgraphs: [:], models: [])
     }
 
     /// Numeric ids in numeric order ("2" before "10"), then the rest.

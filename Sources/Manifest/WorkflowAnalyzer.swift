@@ -131,7 +131,7 @@ public struct WorkflowAnalyzer: Sendable {
             let summary = try expander.summary(of: workflow.root, mode: .active, depth: 0, label: "")
             workflows.append(AnalyzedWorkflow(
                 name: workflow.name, format: workflow.format, sha256: sha256, nodeCount: summary.nodeCount,
-                subgraphInstances: summary.instances, nodeTypes: summary.types.count))
+                subgraphInstances: summary.instances, nodeTypes: summary.types.count, warnings: workflow.warnings))
             for (type, count) in summary.types {
                 typeTotals[type, default: Occurrences()].add(count)
                 typeWorkflows[type, default: []].insert(workflow.name)

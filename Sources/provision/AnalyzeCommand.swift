@@ -50,7 +50,7 @@ struct AnalyzeCommand: AsyncParsableCommand {
     @Option(help: "A manifest or config_nodes.json whose repositories settle ambiguous node types.")
     var prefer: String?
 
-    @Flag(help: "Exit 2 when a node type is unresolved or ambiguous, or a model has no known folder.")
+    @Flag(help: "Refuse UI-format links to nodes that do not exist (by default a warning, as the editor loads such files); exit 2 when a node type is unresolved or ambiguous, or a model has no known folder.")
     var strict = false
 
     func validate() throws {
@@ -59,8 +59,13 @@ struct AnalyzeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let analysis: Analysis = try await reportingErrors {
+            var limits = WorkflowLimits()
+            limits.strictLinks = strict
             let loaded = try workflows.map { path throws -> (workflow: Workflow, sha256: String?) in
-                let workflow = try Workflow.load(path: path)
+                let workflow = try Workflow.load(path: path, limits: limits)
+                for warning in workflow.warnings {
+                    FileHandle.standardError.write(Data("provision: warning: \(path): \(warning).\n".utf8))
+                }
                 return (workflow, workflow.sha256)
             }
             var preferred = Set<String>()

@@ -7,7 +7,9 @@ import Testing
 struct HostileInputTests {
     func refusal(_ text: String) -> String? {
         do {
-            let workflow = try Workflow.parse(Data(text.utf8), name: "w.json")
+            var limits = WorkflowLimits()
+            limits.strictLinks = true
+            let workflow = try Workflow.parse(Data(text.utf8), name: "w.json", limits: limits)
             _ = try WorkflowAnalyzer(registry: NodeRegistry()).analyze([(workflow, nil)])
             return nil
         } catch {
@@ -41,6 +43,24 @@ struct HostileInputTests {
     ] as [(String, String?)])
     func malformedWorkflows(text: String, expected: String?) {
         #expect(refusal(text) == expected)
+    }
+
+    @Test func uiLinksToMissingNodesAreWarningsUnlessStrict() async throws {
+        // An official template (image_flux2_klein_image_edit_9b_distilled) has such links; the editor
+        // loads it, so the analysis goes on and says so. --strict (and the API format) refuse them.
+        let text = #"{"nodes": [{"id": 1, "type": "KSampler"}], "links": [[7, 1, 0, 99, 0, "MODEL"]]}"#
+        let workflow = try Workflow.parse(Data(text.utf8), name: "w.json")
+        #expect(workflow.warnings == ["link 7 goes to node 99, which does not exist"])
+        let analysis = try WorkflowAnalyzer(registry: NodeRegistry()).analyze([(workflow, nil)])
+        #expect(analysis.workflows.first?.warnings == ["link 7 goes to node 99, which does not exist"])
+
+        let folder = try makeTemporaryDirectory("links")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = try write(text, to: "w.json", in: folder)
+        let lenient = try await provision(["analyze", "--no-registry", path])
+        #expect(lenient.status == 0 && lenient.output.contains("provision: warning: \(path): link 7 goes to node 99, which does not exist."))
+        let strict = try await provision(["analyze", "--no-registry", "--strict", path])
+        #expect(strict.status == 1 && strict.output == "provision: The workflow \(path) is malformed: link 7 goes to node 99, which does not exist.\n")
     }
 
     @Test func deepNestingStopsAtTheDepthLimit() {

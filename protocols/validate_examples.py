@@ -5,6 +5,8 @@
 - examples/plan-*.json must pass schemas/plan.schema.json, and each job's payload must pass
   schemas/job-payloads/<kind>.schema.json when that file exists;
 - examples/status-*.json must pass schemas/status.schema.json;
+- examples/manifest-*.json, lockfile-*.json and analysis-*.json must pass manifest.schema.json,
+  lockfile.schema.json and analysis.schema.json;
 - examples/invalid/*.json are plans that queue.lua refuses (see examples/invalid/README.md). Those
   a schema can catch must fail plan.schema.json; those it cannot (cycles, missing or duplicate ids,
   another machine's plan) are listed, and must be listed in the README table.
@@ -97,6 +99,15 @@ def main() -> int:
         validate(path, plan, payload_errors)
     for path in sorted(EXAMPLES.glob("status-*.json")):
         validate(path, status)
+    for prefix in ("manifest", "lockfile", "analysis"):
+        validator = validators.get(f"{prefix}.schema.json")
+        examples = sorted(EXAMPLES.glob(f"{prefix}-*.json"))
+        if validator is None:
+            if examples:
+                check(f"schemas/{prefix}.schema.json", False, "missing, but examples use it")
+            continue
+        for path in examples:
+            validate(path, validator)
 
     readme = (EXAMPLES / "invalid" / "README.md").read_text(encoding="utf-8")
     found = {path.name: path for path in sorted((EXAMPLES / "invalid").glob("*.json"))}

@@ -55,6 +55,7 @@ public struct Locker: Sendable {
         var lockedModels: [LockedModel] = []
         var python = PythonRequirements()
         var workflows: [(Workflow, String)] = []
+        var carriedWorkflows: [LockedWorkflow] = []
 
         func addComfyUI(_ source: ComfyUISource) throws(ManifestError) {
             if let comfyui, comfyui != source { throw ManifestError("The inputs name ComfyUI twice, differently (\(comfyui.url) and \(source.url)).") }
@@ -75,6 +76,7 @@ public struct Locker: Sendable {
                 }
                 lockedNodes += lock.customNodes
                 lockedModels += lock.models
+                carriedWorkflows += lock.workflows ?? []
                 python.packages = (python.packages ?? []) + (lock.python?.packages ?? [])
                 python.constraints = (python.constraints ?? []) + (lock.python?.constraints ?? [])
             case .workflow(let workflow, let sha256):
@@ -140,6 +142,11 @@ public struct Locker: Sendable {
         for node in lockedNodes + resolvedNodes where allNodes[node.name.lowercased()] == nil { allNodes[node.name.lowercased()] = node }
         var allModels: [String: LockedModel] = [:]
         for model in lockedModels + resolvedModels where allModels[model.path] == nil { allModels[model.path] = model }
+        // Workflows described by input lockfiles stay described (the same file once).
+        var seenWorkflows = Set((lockedWorkflows ?? []).map { "\($0.name)\u{0}\($0.sha256)" })
+        for workflow in carriedWorkflows where seenWorkflows.insert("\(workflow.name)\u{0}\(workflow.sha256)").inserted {
+            lockedWorkflows = (lockedWorkflows ?? []) + [workflow]
+        }
         let packages = python.packages ?? []
         let constraints = python.constraints ?? []
         let lock = Lockfile(

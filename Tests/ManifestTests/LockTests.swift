@@ -238,6 +238,9 @@ struct LockTests {
         let workflows = try #require(lock.workflows)
         #expect(workflows.count == 1 && workflows[0].name == "wf.json" && workflows[0].unresolved == ["Mystery Node"])
         #expect(workflows[0].nodes.contains("GetNode") && workflows[0].models.contains("vae/ae.safetensors"))
+        // Locking the lock again changes nothing, its workflows included.
+        let again = try await provision(["lock", output, "-o", "-"])
+        #expect(again.status == 0 && again.output == (try String(contentsOfFile: output, encoding: .utf8)), "\(again.output)")
     }
 
     @Test func configNodesJSONOfTheOldSystemLocksThroughAMirror() async throws {

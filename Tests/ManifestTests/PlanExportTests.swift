@@ -49,6 +49,8 @@ struct PlanExportTests {
     }
 
     @Test func configNodesJSONBecomesAPlanThroughTheCLI() async throws {
+        // The old system's file is a manifest as it stands.
+        try await validateAgainstSchema(try String(contentsOfFile: fixture("config_nodes.json"), encoding: .utf8), schema: "manifest.schema.json")
         let result = try await provision(["plan", fixture("config_nodes.json"), "--machine", "gpu-7", "--plan-id", "from-config"])
         #expect(result.status == 0, "\(result.output)")
         try await validateAgainstSchema(result.output, schema: "plan.schema.json", payloads: true)

@@ -24,7 +24,8 @@ let package = Package(
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .target(name: "CSHA256", linkerSettings: [.linkedLibrary("crypto")]),
 
-        .target(name: "ProcessControl"),
+        .target(name: "CSpawn"),
+        .target(name: "ProcessControl", dependencies: ["CSpawn"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
         .target(
             name: "JobQueue",
@@ -42,10 +43,16 @@ let package = Package(
                 "CCurl", "CCurlShim", "CSHA256", "Scheduler", "JobQueue",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .target(
+            name: "NodeInstaller",
+            dependencies: [
+                "Scheduler", "JobQueue", "ProcessControl",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "provision",
             dependencies: [
-                "JobQueue", "RedisClient", "Scheduler", "Downloader",
+                "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -59,6 +66,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
+        .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "TestSupport"]),
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "WorkerTests",

@@ -149,7 +149,11 @@ public struct NodeExecutor: JobExecutor {
         }
         guard output.succeeded else {
             let how = output.termination.map { "\($0)" } ?? "it ran longer than \(configuration.installScriptTimeout)"
-            let tail = output.output.split(separator: "\n").suffix(3).joined(separator: " / ")
+            // The script's own words, minus any secret it was given.
+            var tail = output.output.split(separator: "\n").suffix(3).joined(separator: " / ")
+            for key in (payload.env ?? [:]).keys {
+                if let value = environment[key], value.count >= 4 { tail = tail.replacingOccurrences(of: value, with: "***") }
+            }
             throw JobFailure(type: "install_script_failed", message: "install.py of \(payload.name) failed (\(how)): \(tail.prefix(500))", retryable: true)
         }
         return true

@@ -16,6 +16,10 @@ public struct NodeInstallerConfiguration: Sendable {
     public var systemPython = "python3"
     /// uv (from PyPI) resolves and installs requirements.
     public var uv = "uv"
+    /// Package sources for uv: a wheelhouse (`--find-links`) and whether to skip the index, for
+    /// offline machines and tests.
+    public var findLinks: [String] = []
+    public var noIndex = false
     public var environment: [String: String] = ProcessInfo.processInfo.environment
 
     public init(workspace: Workspace, sources: GitSourcePolicy = GitSourcePolicy()) {

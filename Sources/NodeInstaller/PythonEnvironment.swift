@@ -69,8 +69,9 @@ struct PythonEnvironment: Sendable {
     }
 
     private func uv(_ arguments: [String]) async throws(JobFailure) -> ChildProcess.Output {
+        let sources = configuration.findLinks.flatMap { ["--find-links", $0] } + (configuration.noIndex ? ["--no-index"] : [])
         do {
-            return try await ChildProcess.run(configuration.uv, arguments, environment: configuration.environment, timeout: .seconds(1800))
+            return try await ChildProcess.run(configuration.uv, arguments + sources, environment: configuration.environment, timeout: .seconds(1800))
         } catch {
             throw JobFailure(type: "uv_missing", message: "uv could not be run (\(error)); install it with pip install uv or point --uv at it", retryable: false)
         }

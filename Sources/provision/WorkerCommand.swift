@@ -138,6 +138,12 @@ struct ExecutorOptions: ParsableArguments {
     @Option(help: "The Python that creates the environment.")
     var python = "python3"
 
+    @Option(help: "A folder of wheels uv may install from (repeatable; offline machines).")
+    var findLinks: [String] = []
+
+    @Flag(help: "Install Python packages only from --find-links, never from an index.")
+    var noIndex = false
+
     var resolvedWorkspace: String {
         workspace ?? ProcessInfo.processInfo.environment["PROVISION_WORKSPACE"] ?? "/workspace"
     }
@@ -163,6 +169,8 @@ struct ExecutorOptions: ParsableArguments {
         if allowLocalSources { list.append("--allow-local-sources") }
         if force { list.append("--force") }
         if let uv { list += ["--uv", uv] }
+        for folder in findLinks { list += ["--find-links", folder] }
+        if noIndex { list.append("--no-index") }
         for rule in gitRewrites { list += ["--git-rewrite", rule] }
         return list
     }
@@ -179,6 +187,8 @@ struct ExecutorOptions: ParsableArguments {
         nodes.gitSlots = gitSlots
         nodes.systemPython = python
         nodes.uv = uv ?? ProcessInfo.processInfo.environment["PROVISION_UV"] ?? "uv"
+        nodes.findLinks = findLinks
+        nodes.noIndex = noIndex
         registry.register(NodeExecutor(configuration: nodes))
         registry.register(ComfyUIExecutor(configuration: nodes))
         registry.register(PythonDepsExecutor(configuration: nodes))

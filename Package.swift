@@ -24,7 +24,8 @@ let package = Package(
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .target(name: "CSHA256", linkerSettings: [.linkedLibrary("crypto")]),
 
-        .target(name: "ProcessControl"),
+        .target(name: "CSpawn"),
+        .target(name: "ProcessControl", dependencies: ["CSpawn"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
         .target(
             name: "JobQueue",
@@ -43,12 +44,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
+            name: "NodeInstaller",
+            dependencies: [
+                "Scheduler", "JobQueue", "ProcessControl",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
             name: "Manifest",
             dependencies: ["Downloader", "Scheduler", "JobQueue", "ProcessControl"]),
         .executableTarget(
             name: "provision",
             dependencies: [
-                "JobQueue", "RedisClient", "Scheduler", "Downloader", "Manifest",
+                "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Manifest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -62,6 +69,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
+        .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "TestSupport"]),
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "ManifestTests",

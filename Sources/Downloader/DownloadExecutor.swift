@@ -83,26 +83,11 @@ public struct DownloadExecutor: JobExecutor {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// `${VAR}` in header values comes from the worker's environment; a missing variable is an error
-    /// that names the variable, never a value.
+    /// Header values with `${VAR}` expanded from the worker's environment.
     func expandHeaders(_ headers: [String: String]) throws(JobFailure) -> [(name: String, value: String)] {
         var result: [(name: String, value: String)] = []
         for (name, template) in headers.sorted(by: { $0.key < $1.key }) {
-            var value = ""
-            var rest = Substring(template)
-            while let open = rest.range(of: "${") {
-                value += rest[..<open.lowerBound]
-                guard let close = rest[open.upperBound...].firstIndex(of: "}") else {
-                    throw .invalidPayload("header \(name) has an unclosed ${")
-                }
-                let variable = String(rest[open.upperBound..<close])
-                guard let found = environment[variable] else {
-                    throw JobFailure(type: "missing_variable", message: "header \(name) needs the environment variable \(variable), which is not set on this worker", retryable: false)
-                }
-                value += found
-                rest = rest[rest.index(after: close)...]
-            }
-            value += rest
+            let value = try EnvironmentTemplate.expand(template, environment: environment, field: "header \(name)")
             guard !value.contains("\r"), !value.contains("\n") else { throw .invalidPayload("header \(name) contains a line break") }
             result.append((name, value))
         }

@@ -6,6 +6,7 @@ import RedisClient
 import Scheduler
 import Downloader
 import Manifest
+import NodeInstaller
 
 /// Options of a worker pool.
 struct PoolOptions: ParsableArguments {
@@ -108,7 +109,10 @@ struct WorkerProcessCommand: AsyncParsableCommand {
 
 /// Options of the job executors a worker offers.
 struct ExecutorOptions: ParsableArguments {
-    @Option(help: "Where download jobs place model files (env PROVISION_MODELS_ROOT).")
+    @Option(help: "The machine's workspace: ComfyUI, custom nodes, models and the Python environment live here (env PROVISION_WORKSPACE).")
+    var workspace: String?
+
+    @Option(help: "Where download jobs place model files (default: WORKSPACE/ComfyUI/models; env PROVISION_MODELS_ROOT).")
     var modelsRoot: String?
 
     @Option(help: "Parallel connections per download unless the job says otherwise.")
@@ -117,35 +121,78 @@ struct ExecutorOptions: ParsableArguments {
     @Flag(help: "Let download jobs fetch from loopback and private addresses (tests, local mirrors; env PROVISION_ALLOW_LOOPBACK=1).")
     var allowLoopbackOrigins = false
 
-    @Option(help: "The folder holding ComfyUI/ that verify jobs check (env PROVISION_WORKSPACE; default: two levels above the models folder).")
-    var workspace: String?
+    @Option(name: .customLong("git-rewrite"), help: "Rewrite git URLs starting with FROM to start with TO, like git's insteadOf (repeatable): FROM=TO.")
+    var gitRewrites: [String] = []
+
+    @Flag(help: "Allow file:// and local git sources (mirrors, tests).")
+    var allowLocalSources = false
+
+    @Flag(help: "Replace custom nodes or ComfyUI found at another commit or with local changes.")
+    var force = false
+
+    @Option(help: "Git operations at once on this machine, across worker processes.")
+    var gitSlots = 5
+
+    @Option(help: "The uv executable (env PROVISION_UV).")
+    var uv: String?
+
+    @Option(help: "The Python that creates the environment.")
+    var python = "python3"
+
+    @Option(help: "A folder of wheels uv may install from (repeatable; offline machines).")
+    var findLinks: [String] = []
+
+    @Flag(help: "Install Python packages only from --find-links, never from an index.")
+    var noIndex = false
 
     var resolvedWorkspace: String {
-        if let workspace { return workspace }
-        if let configured = ProcessInfo.processInfo.environment["PROVISION_WORKSPACE"], !configured.isEmpty { return configured }
-        let models = resolvedModelsRoot
-        if models.hasSuffix("/ComfyUI/models") { return String(models.dropLast("/ComfyUI/models".count)) }
-        return "/workspace"
+        workspace ?? ProcessInfo.processInfo.environment["PROVISION_WORKSPACE"] ?? "/workspace"
     }
 
     var resolvedModelsRoot: String {
-        modelsRoot ?? ProcessInfo.processInfo.environment["PROVISION_MODELS_ROOT"] ?? "/workspace/ComfyUI/models"
+        modelsRoot ?? ProcessInfo.processInfo.environment["PROVISION_MODELS_ROOT"] ?? resolvedWorkspace + "/ComfyUI/models"
     }
 
     var allowsLoopback: Bool {
         allowLoopbackOrigins || ProcessInfo.processInfo.environment["PROVISION_ALLOW_LOOPBACK"] == "1"
     }
 
+    func validate() throws {
+        for rule in gitRewrites where !rule.contains("=") { throw ValidationError("--git-rewrite takes FROM=TO.") }
+        guard (1...64).contains(gitSlots) else { throw ValidationError("--git-slots must be between 1 and 64.") }
+    }
+
     /// The same options, for a child worker process.
     var arguments: [String] {
-        var list = ["--models-root", resolvedModelsRoot, "--workspace", resolvedWorkspace, "--download-connections", String(downloadConnections)]
+        var list = ["--workspace", resolvedWorkspace, "--models-root", resolvedModelsRoot, "--download-connections", String(downloadConnections),
+                    "--git-slots", String(gitSlots), "--python", python]
         if allowsLoopback { list.append("--allow-loopback-origins") }
+        if allowLocalSources { list.append("--allow-local-sources") }
+        if force { list.append("--force") }
+        if let uv { list += ["--uv", uv] }
+        for folder in findLinks { list += ["--find-links", folder] }
+        if noIndex { list.append("--no-index") }
+        for rule in gitRewrites { list += ["--git-rewrite", rule] }
         return list
     }
 
     func registry() -> ExecutorRegistry {
         var registry = ExecutorRegistry.builtin
         registry.register(DownloadExecutor(modelsRoot: resolvedModelsRoot, policy: URLPolicy(allowLoopback: allowsLoopback), defaultConnections: downloadConnections))
+        let rewrites = gitRewrites.compactMap { rule -> (from: String, to: String)? in
+            guard let equals = rule.firstIndex(of: "=") else { return nil }
+            return (String(rule[..<equals]), String(rule[rule.index(after: equals)...]))
+        }
+        var nodes = NodeInstallerConfiguration(workspace: Workspace(root: resolvedWorkspace), sources: GitSourcePolicy(rewrites: rewrites, allowLocal: allowLocalSources))
+        nodes.force = force
+        nodes.gitSlots = gitSlots
+        nodes.systemPython = python
+        nodes.uv = uv ?? ProcessInfo.processInfo.environment["PROVISION_UV"] ?? "uv"
+        nodes.findLinks = findLinks
+        nodes.noIndex = noIndex
+        registry.register(NodeExecutor(configuration: nodes))
+        registry.register(ComfyUIExecutor(configuration: nodes))
+        registry.register(PythonDepsExecutor(configuration: nodes))
         registry.register(VerifyExecutor(workspace: resolvedWorkspace))
         return registry
     }

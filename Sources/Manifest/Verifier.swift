@@ -243,9 +243,14 @@ public struct Verifier: Sendable {
                 except Exception as error:
                     entry.update(status="error", detail=str(error)[:300])
                 results.append(entry)
-            check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300)
-            problems = [l for l in check.stdout.splitlines() if l.strip() and "No broken requirements" not in l]
-            print("PROVISION-VERIFY " + json.dumps({"packages": results, "pip_check": {"status": check.returncode, "problems": problems[:50]}}))
+            import importlib.util
+            if importlib.util.find_spec("pip") is None:
+                pip_check = {"status": None, "problems": []}
+            else:
+                check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300)
+                problems = [l for l in check.stdout.splitlines() if l.strip() and "No broken requirements" not in l]
+                pip_check = {"status": check.returncode, "problems": problems[:50]}
+            print("PROVISION-VERIFY " + json.dumps({"packages": results, "pip_check": pip_check}))
             """
         let encoded = (try? JSONEncoder().encode(requirements)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
         let result: CommandResult
@@ -266,7 +271,9 @@ public struct Verifier: Sendable {
                 expected: entry["requirement"]?.string, actual: entry["installed"]?.string, detail: entry["detail"]?.string))
         }
         let problems = (document["pip_check"]?["problems"]?.array ?? []).compactMap(\.string)
-        if document["pip_check"]?["status"]?.int != 0 || !problems.isEmpty {
+        if document["pip_check"]?["status"] == .null {
+            checks.append(VerificationCheck(kind: "python", name: "pip check", status: "ok", detail: "pip is not installed in \(python); dependencies between packages not checked"))
+        } else if document["pip_check"]?["status"]?.int != 0 || !problems.isEmpty {
             checks.append(VerificationCheck(kind: "python", name: "pip check", status: "conflict", detail: problems.isEmpty ? "pip check failed" : problems.prefix(5).joined(separator: "; ")))
         } else {
             checks.append(VerificationCheck(kind: "python", name: "pip check", status: "ok", detail: "no broken requirements"))

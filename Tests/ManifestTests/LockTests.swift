@@ -240,7 +240,8 @@ struct LockTests {
         #expect(workflows[0].nodes.contains("GetNode") && workflows[0].models.contains("vae/ae.safetensors"))
         // Locking the lock again changes nothing, its workflows included.
         let again = try await provision(["lock", output, "-o", "-"])
-        #expect(again.status == 0 && again.output == (try String(contentsOfFile: output, encoding: .utf8)), "\(again.output)")
+        let written = try String(contentsOfFile: output, encoding: .utf8)
+        #expect(again.status == 0 && again.output == written, "\(again.output)")
     }
 
     @Test func configNodesJSONOfTheOldSystemLocksThroughAMirror() async throws {

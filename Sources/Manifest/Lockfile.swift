@@ -218,6 +218,7 @@ public enum SpecDocument: Sendable {
             throw ManifestError("The file \(path) is \(document.kindDescription), not a manifest, lockfile or workflow object.")
         }
         if top["lock_version"] != nil { return .lockfile(try Lockfile.parse(data, name: path)) }
+        if Discovery.isResponse(top) { return .spec(try Discovery.merge([(path, data)])) }
         if top["custom_nodes"] != nil || top["comfyui"] != nil || (top["models"] != nil && top["nodes"] == nil) || top["python"] != nil {
             let spec = try decodeDocument(Spec.self, from: data, name: path, what: "manifest")
             try SpecRules.validate(spec, name: path)

@@ -13,8 +13,7 @@ struct UpCommand: AsyncParsableCommand {
     @OptionGroup var queue: QueueOptions
     @OptionGroup var pool: PoolOptions
 
-    @Option(help: "A plan file to enqueue (JSON per protocols/schemas/plan.schema.json). Without it, only workers run: the API side enqueues.")
-    var plan: String?
+    @OptionGroup var source: PlanSource
 
     @Option(help: "Where the private redis-server keeps its data (env PROVISION_STATE_DIR).")
     var stateDir: String?
@@ -27,7 +26,7 @@ struct UpCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let planText = try plan.map { try readPlanFile($0) }
+            let planText = try await source.planJSON(machine: (try? queue.machineID) ?? "local")
             try await bringUp(
                 queue: queue, pool: pool, planJSON: planText, stateDir: stateDir, timeout: timeout, serve: serve)
         }

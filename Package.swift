@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // C bindings: nothing but the system libraries and the glue for variadic C calls.
@@ -35,10 +36,26 @@ let package = Package(
                 "JobQueue", "RedisClient", "ProcessControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
+        .target(
+            name: "Telemetry",
+            dependencies: ["JobQueue", "RedisClient", "Scheduler", .product(name: "Logging", package: "swift-log")]),
+        // Machine status for people and the fleet: the flip's announcement, stalled detection, metrics.
+        .target(
+            name: "Aggregator",
+            dependencies: ["JobQueue", "RedisClient", "Scheduler", "Telemetry", .product(name: "Logging", package: "swift-log")]),
+        // HTTP on 9090: /health, /status, /metrics.
+        .target(
+            name: "HealthServer",
+            dependencies: [
+                "Aggregator", "JobQueue", "Telemetry",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "provision",
             dependencies: [
-                "JobQueue", "RedisClient", "Scheduler",
+                "JobQueue", "RedisClient", "Scheduler", "Telemetry", "Aggregator", "HealthServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -55,6 +72,13 @@ let package = Package(
         .testTarget(
             name: "WorkerTests",
             dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),
+        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "JobQueue", "RedisClient", "TestSupport"]),
+        .testTarget(
+            name: "AggregatorTests",
+            dependencies: ["Aggregator", "Telemetry", "JobQueue", "RedisClient", "TestSupport"]),
+        .testTarget(
+            name: "HealthServerTests",
+            dependencies: ["HealthServer", "Aggregator", "JobQueue", "RedisClient", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,164 @@
+import Foundation
+import JobQueue
+import RedisClient
+import Synchronization
+
+/// Buffers a process's step events, job progress and metric counts, and writes them to Redis in
+/// batches from a background task: `XADD B:events MAXLEN ~ N` per event, `HSET`/`HDEL B:progress`,
+/// `HINCRBY B:metrics`, one pipelined round trip per flush. Recording is a lock and an append, so the
+/// job path never waits for Redis. Entries of one process keep their order in the stream.
+public final class EventPublisher: Sendable {
+    /// How a publisher batches and caps.
+    public struct Configuration: Sendable {
+        /// `MAXLEN ~` of the machine's event stream.
+        public var maxLength = 10_000
+        /// How often buffered records are written.
+        public var flushInterval: Duration = .milliseconds(25)
+        /// Events kept while Redis is unreachable; older ones are dropped (and counted) beyond it.
+        public var maxBuffered = 100_000
+        /// How long a job's progress record lives without an update (a crashed worker's is not removed).
+        public var progressTTLSeconds = 86_400
+
+        public init() {}
+    }
+
+    private struct Pending {
+        var events: [String] = []
+        /// job id -> progress JSON, or nil to delete it.
+        var progress: [String: String?] = [:]
+        var counters: [String: Int64] = [:]
+        var dropped: Int64 = 0
+    }
+
+    public let keys: MachineKeys
+    public let context: EventContext
+    public let redactor: Redactor
+    public let configuration: Configuration
+    private let redis: RedisClient
+    private let pending = Mutex(Pending())
+    private let writer = FlushWriter()
+
+    public init(
+        redis: RedisClient, keys: MachineKeys, context: EventContext, redactor: Redactor,
+        configuration: Configuration = Configuration()
+    ) {
+        self.redis = redis
+        self.keys = keys
+        self.context = context
+        self.redactor = redactor
+        self.configuration = configuration
+    }
+
+    /// Records an event (encoded and redacted now, written at the next flush).
+    public func emit(_ event: StepEvent) {
+        let json = redactor.scrub(event.json(context: context))
+        pending.withLock { state in
+            state.events.append(json)
+            if state.events.count > configuration.maxBuffered {
+                let excess = state.events.count - configuration.maxBuffered
+                state.events.removeFirst(excess)
+                state.dropped += Int64(excess)
+            }
+        }
+    }
+
+    /// Records the latest progress of a running job (JSON object text); only the newest per flush is written.
+    public func setProgress(job: String, json: String) {
+        let scrubbed = redactor.scrub(json)
+        pending.withLock { $0.progress[job] = .some(scrubbed) }
+    }
+
+    /// Removes a job's progress record (the attempt ended).
+    public func clearProgress(job: String) {
+        pending.withLock { $0.progress[job] = .some(nil) }
+    }
+
+    /// Adds to a counter of `B:metrics` (coalesced per flush).
+    public func count(_ field: String, by amount: Int64 = 1) {
+        guard amount != 0 else { return }
+        pending.withLock { $0.counters[field, default: 0] += amount }
+    }
+
+    /// Records still waiting to be written.
+    public var bufferedEvents: Int { pending.withLock { $0.events.count } }
+
+    /// Writes everything recorded so far; returns once Redis has it (or the write failed and the
+    /// events were put back for the next flush).
+    public func flush() async {
+        await writer.serialized { [self] in await write() }
+    }
+
+    /// Flushes every `flushInterval` until the surrounding task is cancelled, then flushes once more.
+    public func run() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.flushInterval)
+            await flush()
+        }
+        await flush()
+    }
+
+    private func write() async {
+        let batch = pending.withLock { state -> Pending in
+            let taken = state
+            state = Pending()
+            return taken
+        }
+        var counters = batch.counters
+        if batch.dropped > 0 { counters[MetricField.eventsDropped, default: 0] += batch.dropped }
+        if batch.events.isEmpty && batch.progress.isEmpty && counters.isEmpty { return }
+        var commands: [[String]] = []
+        commands.reserveCapacity(batch.events.count + batch.progress.count + counters.count + 1)
+        let maxLength = String(configuration.maxLength)
+        for event in batch.events {
+            commands.append(["XADD", keys.events, "MAXLEN", "~", maxLength, "*", "event", event])
+        }
+        var touchedProgress = false
+        for (job, json) in batch.progress {
+            if let json {
+                commands.append(["HSET", keys.progress, job, json])
+                touchedProgress = true
+            } else {
+                commands.append(["HDEL", keys.progress, job])
+            }
+        }
+        if touchedProgress { commands.append(["EXPIRE", keys.progress, String(configuration.progressTTLSeconds)]) }
+        for (field, amount) in counters.sorted(by: { $0.key < $1.key }) {
+            commands.append(["HINCRBY", keys.metrics, field, String(amount)])
+        }
+        do {
+            _ = try await redis.pipeline(commands)
+        } catch {
+            // Redis is away: keep the events for the next flush (bounded), merge the rest back.
+            pending.withLock { state in
+                state.events.insert(contentsOf: batch.events, at: 0)
+                if state.events.count > configuration.maxBuffered {
+                    let excess = state.events.count - configuration.maxBuffered
+                    state.events.removeFirst(excess)
+                    state.dropped += Int64(excess)
+                }
+                for (job, json) in batch.progress where state.progress[job] == nil { state.progress[job] = json }
+                for (field, amount) in counters { state.counters[field, default: 0] += amount }
+            }
+        }
+    }
+
+    /// Closes the publisher's connection (after a final `flush`).
+    public func close() {
+        redis.close()
+    }
+}
+
+/// Runs flushes one at a time, so batches reach Redis in the order they were taken (an actor alone
+/// would interleave them at the `await`).
+private actor FlushWriter {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func serialized(_ body: @Sendable () async -> Void) async {
+        while busy { await withCheckedContinuation { waiters.append($0) } }
+        busy = true
+        await body()
+        busy = false
+        if !waiters.isEmpty { waiters.removeFirst().resume() }
+    }
+}

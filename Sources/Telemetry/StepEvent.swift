@@ -1,0 +1,222 @@
+import Foundation
+
+/// A value of an event attribute: the JSON scalar types.
+public enum EventValue: Sendable, Equatable, Codable {
+    case string(String)
+    case int(Int64)
+    case double(Double)
+    case bool(Bool)
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let bool = try? container.decode(Bool.self) {
+            self = .bool(bool)
+        } else if let int = try? container.decode(Int64.self) {
+            self = .int(int)
+        } else if let double = try? container.decode(Double.self) {
+            self = .double(double)
+        } else {
+            self = .string(try container.decode(String.self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try container.encode(s)
+        case .int(let i): try container.encode(i)
+        case .double(let d): try container.encode(d)
+        case .bool(let b): try container.encode(b)
+        }
+    }
+
+    public var string: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    public var int: Int64? {
+        switch self {
+        case .int(let i): return i
+        case .double(let d) where d == d.rounded() && abs(d) < 9e18: return Int64(d)
+        default: return nil
+        }
+    }
+
+    public var double: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
+}
+
+extension StepEvent {
+    /// Decodes one stored event (a flat JSON object); `null` attributes are left out.
+    public static func decode(_ json: String) -> [String: EventValue]? {
+        guard let object = try? JSONDecoder().decode([String: EventValue?].self, from: Data(json.utf8)) else { return nil }
+        return object.compactMapValues { $0 }
+    }
+}
+
+/// One step event (protocols/events.md): a name, its step, trace and span ids, and attributes.
+/// The machine-wide attributes (machine id, GPU mode, workers) are added when it is encoded.
+public struct StepEvent: Sendable {
+    public var name: String
+    public var step: Step
+    /// Nanoseconds since the Unix epoch, from this host's clock.
+    public var timestamp: Int64
+    /// The plan id; nil for events outside any plan (a worker connecting before a plan exists).
+    public var traceID: String?
+    /// The job id for job events, else a `step/N…` id.
+    public var spanID: String
+    public var parentSpanID: String?
+    /// Set on events that end something (`.complete`, failures).
+    public var durationMilliseconds: Double?
+    /// Further attributes, in the order they are written.
+    public var attributes: [(key: String, value: EventValue)]
+
+    public init(
+        name: String, step: Step, timestamp: Int64 = StepEvent.now(), traceID: String?, spanID: String,
+        parentSpanID: String?, durationMilliseconds: Double? = nil, attributes: [(key: String, value: EventValue)] = []
+    ) {
+        self.name = name
+        self.step = step
+        self.timestamp = timestamp
+        self.traceID = traceID
+        self.spanID = spanID
+        self.parentSpanID = parentSpanID
+        self.durationMilliseconds = durationMilliseconds
+        self.attributes = attributes
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    public static func now() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+    }
+
+    /// The event as one flat JSON object (protocols/schemas/event.schema.json).
+    public func json(context: EventContext) -> String {
+        var out = JSONObjectWriter(capacity: 512)
+        out.add("event", name)
+        out.add("timestamp", timestamp)
+        out.add("machine_id", context.machineID)
+        out.add("step_number", Int64(step.number))
+        out.add("step_name", step.name)
+        out.add("phase", step.phase)
+        out.add("gpu_mode", context.gpuMode)
+        if let count = context.gpuCount { out.add("gpu_count", Int64(count)) }
+        out.add("workers_config", context.workersConfig)
+        out.add("trace_id", traceID)
+        out.add("span_id", spanID)
+        out.add("parent_span_id", parentSpanID)
+        if let durationMilliseconds { out.add("duration_ms", durationMilliseconds) }
+        for (key, value) in attributes { out.add(key, value) }
+        return out.finish()
+    }
+}
+
+/// Writes one JSON object by hand: the hot path encodes thousands of events a second, and this is
+/// several times cheaper than JSONSerialization. Keys are written as given (callers use plain names).
+public struct JSONObjectWriter: Sendable {
+    private var text: String
+    private var empty = true
+
+    public init(capacity: Int = 256) {
+        text = "{"
+        text.reserveCapacity(capacity)
+    }
+
+    private mutating func key(_ name: String) {
+        if !empty { text.append(",") }
+        empty = false
+        text.append("\"")
+        JSONObjectWriter.escape(name, into: &text)
+        text.append("\":")
+    }
+
+    public mutating func add(_ name: String, _ value: String?) {
+        key(name)
+        guard let value else {
+            text.append("null")
+            return
+        }
+        text.append("\"")
+        JSONObjectWriter.escape(value, into: &text)
+        text.append("\"")
+    }
+
+    public mutating func add(_ name: String, _ value: Int64) {
+        key(name)
+        text.append(String(value))
+    }
+
+    public mutating func add(_ name: String, _ value: Double) {
+        key(name)
+        text.append(JSONObjectWriter.number(value))
+    }
+
+    public mutating func add(_ name: String, _ value: Bool) {
+        key(name)
+        text.append(value ? "true" : "false")
+    }
+
+    public mutating func add(_ name: String, _ value: EventValue) {
+        switch value {
+        case .string(let s): add(name, s)
+        case .int(let i): add(name, i)
+        case .double(let d): add(name, d)
+        case .bool(let b): add(name, b)
+        }
+    }
+
+    /// Adds JSON text that is already encoded (an array or object).
+    public mutating func addRaw(_ name: String, _ json: String) {
+        key(name)
+        text.append(json)
+    }
+
+    public mutating func finish() -> String {
+        text.append("}")
+        return text
+    }
+
+    /// A finite JSON number: integers without a fraction, others with up to 3 decimals; NaN and
+    /// infinities (which JSON cannot hold) become 0.
+    public static func number(_ value: Double) -> String {
+        guard value.isFinite else { return "0" }
+        if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        return String(format: "%.3f", value)
+    }
+
+    /// Appends `value` with JSON string escaping (quotes, backslashes and control characters).
+    public static func escape(_ value: String, into out: inout String) {
+        var needs = false
+        for byte in value.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {
+            needs = true
+            break
+        }
+        if !needs {
+            out.append(value)
+            return
+        }
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out.append("\\\"")
+            case "\\": out.append("\\\\")
+            case "\n": out.append("\\n")
+            case "\r": out.append("\\r")
+            case "\t": out.append("\\t")
+            default:
+                if scalar.value < 0x20 {
+                    out.append(String(format: "\\u%04x", scalar.value))
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+    }
+}

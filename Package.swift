@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // C bindings: nothing but the system libraries and the glue for variadic C calls.
@@ -50,6 +51,7 @@ let package = Package(
             dependencies: [
                 "Aggregator", "JobQueue", "Telemetry",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -72,13 +74,24 @@ let package = Package(
         .testTarget(
             name: "WorkerTests",
             dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),
-        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "JobQueue", "RedisClient", "TestSupport"]),
+        .testTarget(
+            name: "TelemetryTests",
+            dependencies: [
+                "Telemetry", "Aggregator", "Scheduler", "JobQueue", "RedisClient", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "AggregatorTests",
-            dependencies: ["Aggregator", "Telemetry", "JobQueue", "RedisClient", "TestSupport"]),
+            dependencies: [
+                "Aggregator", "Telemetry", "Scheduler", "JobQueue", "RedisClient", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "HealthServerTests",
-            dependencies: ["HealthServer", "Aggregator", "JobQueue", "RedisClient", "TestSupport"]),
+            dependencies: [
+                "HealthServer", "Aggregator", "Telemetry", "JobQueue", "RedisClient", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

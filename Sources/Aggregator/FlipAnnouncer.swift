@@ -122,7 +122,8 @@ public final class FlipAnnouncer: WorkerObserver {
             let duplicate = reply.array?.first?.string == "duplicate"
             if publisher != nil { try? await Task.sleep(for: configuration.settle) }
             await publisher?.flush()
-            let event = redactor.scrub(stepEvent(announcement).json(context: context))
+            // With events off, the generation is marked announced and nothing goes to B:events.
+            let event = publisher == nil ? "" : redactor.scrub(stepEvent(announcement).json(context: context))
             let marked = try await queue.announced(
                 claimant: claimant, eventJSON: event, eventsMaxLength: publisher?.configuration.maxLength ?? 10_000)
             guard marked else { return .lost }

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import JobQueue
 import Logging
+import ServiceLifecycle
 import Synchronization
 import Telemetry
 
@@ -26,7 +27,7 @@ public final class HealthServer: Sendable {
     public let configuration: Configuration
     private let monitor: MachineMonitor
     private let logger: Logger
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let running = Mutex<(group: ServiceGroup, task: Task<Void, Never>)?>(nil)
 
     public init(monitor: MachineMonitor, configuration: Configuration = Configuration(), logger: Logger) {
         self.monitor = monitor
@@ -45,26 +46,28 @@ public final class HealthServer: Sendable {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "provision"),
             onServerRunning: { channel in gate.finish(.success(channel.localAddress?.port ?? 0)) },
             logger: serverLogger)
-        let running = Task {
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: serverLogger))
+        let address = "\(configuration.host):\(configuration.port)"
+        let task = Task {
             do {
-                try await app.run()
+                try await group.run()
                 gate.finish(.failure(.stopped))
             } catch {
-                gate.finish(.failure(.cannotListen(address: "\(configuration.host):\(configuration.port)", reason: "\(error)")))
+                gate.finish(.failure(.cannotListen(address: address, reason: "\(error)")))
             }
         }
-        task.withLock { $0 = running }
+        running.withLock { $0 = (group, task) }
         return try await gate.wait().get()
     }
 
-    /// Stops listening and returns once the server is down.
+    /// Stops listening (gracefully: requests in flight are answered) and returns once the server is down.
     public func stop() async {
-        guard let running = task.withLock({ state -> Task<Void, Never>? in
+        guard let (group, task) = running.withLock({ state -> (ServiceGroup, Task<Void, Never>)? in
             defer { state = nil }
             return state
         }) else { return }
-        running.cancel()
-        await running.value
+        await group.triggerGracefulShutdown()
+        await task.value
     }
 
     func makeRouter() -> Router<BasicRequestContext> {

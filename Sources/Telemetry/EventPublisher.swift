@@ -37,6 +37,8 @@ public final class EventPublisher: Sendable {
     private let redis: RedisClient
     private let pending = Mutex(Pending())
     private let writer = FlushWriter()
+    /// The fixed fields of each step's events, encoded once.
+    private let fixed: [Int: String]
 
     public init(
         redis: RedisClient, keys: MachineKeys, context: EventContext, redactor: Redactor,
@@ -47,11 +49,38 @@ public final class EventPublisher: Sendable {
         self.context = context
         self.redactor = redactor
         self.configuration = configuration
+        var fixed: [Int: String] = [:]
+        for step in [Step.healthServer, .customNodes, .models, .workerConnection, .machineReady] {
+            fixed[step.number] = StepEvent.fixedFields(step: step, context: context)
+        }
+        self.fixed = fixed
     }
 
     /// Records an event (encoded and redacted now, written at the next flush).
     public func emit(_ event: StepEvent) {
-        let json = redactor.scrub(event.json(context: context))
+        let fields = fixed[event.step.number] ?? StepEvent.fixedFields(step: event.step, context: context)
+        append(redactor.scrub(event.json(fixed: fields)))
+    }
+
+    /// Records an event whose further attributes `attributes` writes straight into the JSON: the
+    /// job path's way, with no intermediate attribute list.
+    public func emit(
+        name: String, step: Step, traceID: String?, spanID: String, parentSpanID: String?,
+        durationMilliseconds: Double? = nil, attributes: (inout JSONObjectWriter) -> Void
+    ) {
+        var out = JSONObjectWriter(capacity: 640)
+        out.add("event", name)
+        out.add("timestamp", StepEvent.now())
+        out.appendFields(fixed[step.number] ?? StepEvent.fixedFields(step: step, context: context))
+        out.add("trace_id", traceID)
+        out.add("span_id", spanID)
+        out.add("parent_span_id", parentSpanID)
+        if let durationMilliseconds { out.add("duration_ms", durationMilliseconds) }
+        attributes(&out)
+        append(redactor.scrub(out.finish()))
+    }
+
+    private func append(_ json: String) {
         pending.withLock { state in
             state.events.append(json)
             if state.events.count > configuration.maxBuffered {
@@ -77,6 +106,13 @@ public final class EventPublisher: Sendable {
     public func count(_ field: String, by amount: Int64 = 1) {
         guard amount != 0 else { return }
         pending.withLock { $0.counters[field, default: 0] += amount }
+    }
+
+    /// Adds to several counters at once.
+    public func count(_ amounts: [(field: String, amount: Int64)]) {
+        pending.withLock { state in
+            for (field, amount) in amounts where amount != 0 { state.counters[field, default: 0] += amount }
+        }
     }
 
     /// Records still waiting to be written.

@@ -2,11 +2,11 @@ import Logging
 
 /// A log handler that masks secrets (`Redactor`) in the message and metadata before another
 /// handler writes them.
-public struct RedactingLogHandler: LogHandler {
-    public var wrapped: any LogHandler
+public struct RedactingLogHandler<Wrapped: LogHandler>: LogHandler {
+    public var wrapped: Wrapped
     public let redactor: Redactor
 
-    public init(wrapping handler: any LogHandler, redactor: Redactor) {
+    public init(wrapping handler: Wrapped, redactor: Redactor) {
         self.wrapped = handler
         self.redactor = redactor
     }

@@ -51,6 +51,12 @@ public struct Redactor: Sendable {
 
     /// `text` with every secret masked. Cheap when there is nothing to mask (a byte search per secret).
     public func scrub(_ text: String) -> String {
+        // The common case, nothing to mask, reads the string in place without copying it.
+        let clean = text.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
+            if Self.contains(Self.urlMarker, in: buffer) { return false }
+            return !needles.contains { Self.contains($0, in: buffer) }
+        }
+        if clean == true { return text }
         var bytes = Array(text.utf8)
         var changed = false
         for needle in needles where Self.find(needle, in: bytes, from: 0) != nil {
@@ -152,6 +158,27 @@ public struct Redactor: Sendable {
     }
 
     // MARK: bytes
+
+    private static let urlMarker = Array("://".utf8)
+
+    private static func contains(_ needle: [UInt8], in hay: UnsafeBufferPointer<UInt8>) -> Bool {
+        let n = needle.count
+        guard n > 0, hay.count >= n else { return false }
+        return needle.withUnsafeBufferPointer { pin -> Bool in
+            let first = pin[0]
+            var i = 0
+            let last = hay.count - n
+            while i <= last {
+                if hay[i] == first {
+                    var j = 1
+                    while j < n && hay[i + j] == pin[j] { j += 1 }
+                    if j == n { return true }
+                }
+                i += 1
+            }
+            return false
+        }
+    }
 
     static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
         let n = needle.count

@@ -100,9 +100,13 @@ public struct StepEvent: Sendable {
 
     /// The event as one flat JSON object (protocols/schemas/event.schema.json).
     public func json(context: EventContext) -> String {
-        var out = JSONObjectWriter(capacity: 512)
-        out.add("event", name)
-        out.add("timestamp", timestamp)
+        json(fixed: Self.fixedFields(step: step, context: context))
+    }
+
+    /// The fields that only depend on the step and the machine (`machine_id` … `workers_config`),
+    /// encoded once: a publisher caches them per step.
+    public static func fixedFields(step: Step, context: EventContext) -> String {
+        var out = JSONObjectWriter(capacity: 256)
         out.add("machine_id", context.machineID)
         out.add("step_number", Int64(step.number))
         out.add("step_name", step.name)
@@ -110,6 +114,16 @@ public struct StepEvent: Sendable {
         out.add("gpu_mode", context.gpuMode)
         if let count = context.gpuCount { out.add("gpu_count", Int64(count)) }
         out.add("workers_config", context.workersConfig)
+        let text = out.finish()
+        return String(text.dropFirst().dropLast())
+    }
+
+    /// The event as JSON, with its fixed fields already encoded by `fixedFields`.
+    public func json(fixed: String) -> String {
+        var out = JSONObjectWriter(capacity: 512)
+        out.add("event", name)
+        out.add("timestamp", timestamp)
+        out.appendFields(fixed)
         out.add("trace_id", traceID)
         out.add("span_id", spanID)
         out.add("parent_span_id", parentSpanID)
@@ -173,6 +187,14 @@ public struct JSONObjectWriter: Sendable {
         }
     }
 
+    /// Adds `"key":value` pairs that are already encoded, comma-separated.
+    public mutating func appendFields(_ fields: String) {
+        guard !fields.isEmpty else { return }
+        if !empty { text.append(",") }
+        empty = false
+        text.append(fields)
+    }
+
     /// Adds JSON text that is already encoded (an array or object).
     public mutating func addRaw(_ name: String, _ json: String) {
         key(name)
@@ -189,7 +211,19 @@ public struct JSONObjectWriter: Sendable {
     public static func number(_ value: Double) -> String {
         guard value.isFinite else { return "0" }
         if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
-        return String(format: "%.3f", value)
+        guard abs(value) < 1e12 else { return String(Int64(value.rounded())) }
+        // Three decimals without Foundation's formatter (it is slow on the hot path).
+        let thousandths = Int64((abs(value) * 1000).rounded())
+        let fraction = thousandths % 1000
+        var text = value < 0 && thousandths > 0 ? "-" : ""
+        text += String(thousandths / 1000)
+        if fraction != 0 {
+            var digits = String(fraction)
+            while digits.count < 3 { digits = "0" + digits }
+            while digits.hasSuffix("0") { digits.removeLast() }
+            text += "." + digits
+        }
+        return text
     }
 
     /// Appends `value` with JSON string escaping (quotes, backslashes and control characters).

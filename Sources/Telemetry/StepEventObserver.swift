@@ -21,6 +21,27 @@ public final class StepEventObserver: WorkerObserver {
     private let progress = Mutex<[Lease: ProgressState]>([:])
     private let clock = ContinuousClock()
 
+    /// The counter names of one job kind, built once.
+    private struct KindFields {
+        let buckets: [String]
+        let sum: String
+        let count: String
+        let succeeded: String
+        let retried: String
+        let dead: String
+
+        init(_ kind: String) {
+            buckets = (0...MetricField.durationBuckets.count).map { MetricField.durationBucket(kind: kind, index: $0) }
+            sum = MetricField.durationSumMilliseconds(kind: kind)
+            count = MetricField.durationCount(kind: kind)
+            succeeded = MetricField.attempts(kind: kind, outcome: "succeeded")
+            retried = MetricField.attempts(kind: kind, outcome: "retried")
+            dead = MetricField.attempts(kind: kind, outcome: "dead")
+        }
+    }
+
+    private let kindFields = Mutex<[String: KindFields]>([:])
+
     public init(publisher: EventPublisher, progressInterval: Duration = .seconds(1)) {
         self.publisher = publisher
         self.progressInterval = progressInterval
@@ -40,7 +61,7 @@ public final class StepEventObserver: WorkerObserver {
 
     public func jobStarted(_ job: ClaimedJob, workerID: String) {
         let step = Step.forJob(kind: job.kind, id: job.id)
-        publisher.emit(jobEvent(job, step: step, name: step.event + EventName.start, workerID: workerID))
+        emitJob(job, step: step, name: step.event + EventName.start) { out in out.add("worker_id", workerID) }
     }
 
     public func jobProgress(_ job: ClaimedJob, _ report: JobProgress) {
@@ -68,9 +89,9 @@ public final class StepEventObserver: WorkerObserver {
         guard let due else { return }
         publisher.count(MetricField.bytesDownloaded, by: due.bytes)
         let step = Step.forJob(kind: job.kind, id: job.id)
-        var event = jobEvent(job, step: step, name: step.event + EventName.progress, workerID: nil)
-        event.attributes += Self.progressAttributes(report, rate: due.rate)
-        publisher.emit(event)
+        emitJob(job, step: step, name: step.event + EventName.progress) { out in
+            Self.writeProgress(report, rate: due.rate, into: &out)
+        }
         var record = JSONObjectWriter(capacity: 200)
         record.add("plan", job.plan)
         record.add("kind", job.kind)
@@ -86,32 +107,29 @@ public final class StepEventObserver: WorkerObserver {
         let state = endProgress(job, counting: outcome == .ok)
         guard outcome == .ok else { return }
         let step = Step.forJob(kind: job.kind, id: job.id)
-        var event = jobEvent(job, step: step, name: step.event + EventName.complete, workerID: nil)
-        event.durationMilliseconds = duration / .milliseconds(1)
-        if let state { event.attributes += Self.progressAttributes(state.latest, rate: state.rate) }
-        publisher.emit(event)
+        emitJob(job, step: step, name: step.event + EventName.complete, duration: duration) { out in
+            if let state { Self.writeProgress(state.latest, rate: state.rate, into: &out) }
+        }
         recordDuration(job, duration, outcome: "succeeded")
     }
 
     public func jobFailed(_ job: ClaimedJob, failure: JobFailure, outcome: FailureOutcome, duration: Duration) {
         _ = endProgress(job, counting: false)
-        let willRetry: Bool
-        var extra: [(key: String, value: EventValue)] = []
+        let delay: Int?
         switch outcome {
         case .stale: return
-        case .dead: willRetry = false
-        case .retry(let delay):
-            willRetry = true
-            extra.append(("retry_delay_ms", .int(Int64(delay))))
+        case .dead: delay = nil
+        case .retry(let milliseconds): delay = milliseconds
         }
+        let willRetry = delay != nil
         let step = Step.forJob(kind: job.kind, id: job.id)
-        var event = jobEvent(job, step: step, name: EventName.failure, workerID: nil)
-        event.durationMilliseconds = duration / .milliseconds(1)
-        event.attributes += [
-            ("error_type", .string(failure.type)), ("error_message", .string(failure.message)),
-            ("retry_attempt", .int(Int64(job.attempt))), ("will_retry", .bool(willRetry)),
-        ] + extra
-        publisher.emit(event)
+        emitJob(job, step: step, name: EventName.failure, duration: duration) { out in
+            out.add("error_type", failure.type)
+            out.add("error_message", failure.message)
+            out.add("retry_attempt", Int64(job.attempt))
+            out.add("will_retry", willRetry)
+            if let delay { out.add("retry_delay_ms", Int64(delay)) }
+        }
         recordDuration(job, duration, outcome: willRetry ? "retried" : "dead")
     }
 
@@ -125,23 +143,28 @@ public final class StepEventObserver: WorkerObserver {
 
     // MARK: helpers
 
-    private func jobEvent(_ job: ClaimedJob, step: Step, name: String, workerID: String?) -> StepEvent {
-        var attributes: [(key: String, value: EventValue)] = [
-            ("job_id", .string(job.id)), ("job_kind", .string(job.kind)),
-            ("component", .string(job.label.isEmpty ? Step.component(ofJob: job.id) : job.label)),
-            ("attempt", .int(Int64(job.attempt))), ("max_attempts", .int(Int64(job.maxAttempts))),
-            ("generation", .int(Int64(job.generation))),
-        ]
-        if let workerID { attributes.append(("worker_id", .string(workerID))) }
-        return StepEvent(
-            name: name, step: step, traceID: job.plan, spanID: job.id, parentSpanID: step.spanID, attributes: attributes)
+    /// A job event: trace = plan, span = job, parent = the step's span, and the job's attributes.
+    private func emitJob(
+        _ job: ClaimedJob, step: Step, name: String, duration: Duration? = nil, _ more: (inout JSONObjectWriter) -> Void
+    ) {
+        publisher.emit(
+            name: name, step: step, traceID: job.plan, spanID: job.id, parentSpanID: step.spanID,
+            durationMilliseconds: duration.map { $0 / .milliseconds(1) }
+        ) { out in
+            out.add("job_id", job.id)
+            out.add("job_kind", job.kind)
+            out.add("component", job.label.isEmpty ? Step.component(ofJob: job.id) : job.label)
+            out.add("attempt", Int64(job.attempt))
+            out.add("max_attempts", Int64(job.maxAttempts))
+            out.add("generation", Int64(job.generation))
+            more(&out)
+        }
     }
 
-    private static func progressAttributes(_ report: JobProgress, rate: Double?) -> [(key: String, value: EventValue)] {
-        var attributes: [(key: String, value: EventValue)] = [("bytes_done", .int(report.bytesDone))]
-        if let total = report.bytesTotal { attributes.append(("bytes_total", .int(total))) }
-        if let rate { attributes.append(("bytes_per_second", .double(rate))) }
-        return attributes
+    private static func writeProgress(_ report: JobProgress, rate: Double?, into out: inout JSONObjectWriter) {
+        out.add("bytes_done", report.bytesDone)
+        if let total = report.bytesTotal { out.add("bytes_total", total) }
+        if let rate { out.add("bytes_per_second", rate) }
     }
 
     /// Forgets a job's progress; on success also counts the bytes it received since the last publish.
@@ -156,9 +179,16 @@ public final class StepEventObserver: WorkerObserver {
 
     private func recordDuration(_ job: ClaimedJob, _ duration: Duration, outcome: String) {
         let seconds = duration / .seconds(1)
-        publisher.count(MetricField.durationBucket(kind: job.kind, index: MetricField.bucketIndex(seconds: seconds)))
-        publisher.count(MetricField.durationSumMilliseconds(kind: job.kind), by: Int64((seconds * 1000).rounded()))
-        publisher.count(MetricField.durationCount(kind: job.kind))
-        publisher.count(MetricField.attempts(kind: job.kind, outcome: outcome))
+        let fields = kindFields.withLock { cache -> KindFields in
+            if let known = cache[job.kind] { return known }
+            let made = KindFields(job.kind)
+            cache[job.kind] = made
+            return made
+        }
+        let attempts = outcome == "succeeded" ? fields.succeeded : outcome == "retried" ? fields.retried : fields.dead
+        publisher.count([
+            (fields.buckets[MetricField.bucketIndex(seconds: seconds)], 1), (fields.sum, Int64((seconds * 1000).rounded())),
+            (fields.count, 1), (attempts, 1),
+        ])
     }
 }

@@ -13,6 +13,22 @@ public struct ClaimedJob: Sendable, Equatable {
     public let label: String
 
     public var plan: String { lease.plan }
+
+    public init(
+        id: String, kind: String, payload: String, attempt: Int, maxAttempts: Int, lease: Lease, leaseMilliseconds: Int,
+        timeoutMilliseconds: Int, generation: Int, label: String
+    ) {
+        self.id = id
+        self.kind = kind
+        self.payload = payload
+        self.attempt = attempt
+        self.maxAttempts = maxAttempts
+        self.lease = lease
+        self.leaseMilliseconds = leaseMilliseconds
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.generation = generation
+        self.label = label
+    }
 }
 
 /// The proof that a worker holds a job: only the newest token of a job may finish it.

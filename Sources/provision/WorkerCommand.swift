@@ -39,6 +39,9 @@ struct PoolOptions: ParsableArguments {
         var configuration = Supervisor.Configuration(
             executable: currentExecutable(), arguments: arguments, environment: environment, processes: processes)
         configuration.stopTimeout = .seconds(drainTimeout + 15)
+        // The children log where the supervisor logs: /proc/self/fd/2, opened in the child at spawn
+        // time, is the standard error it inherited from this process.
+        configuration.outputPath = "/proc/self/fd/2"
         return Supervisor(configuration: configuration, logger: logger)
     }
 

@@ -133,7 +133,7 @@ struct HealthServerTests {
         #expect(values["provision_machine_ready"] == 1 && values["provision_machine_state{state=ready}"] == 1)
         #expect(values["provision_plan_retries"] == 1 && values["provision_job_retries_total"] == 1)
         #expect(values["provision_download_bytes_total"] == 300_000)
-        #expect(values["provision_job_duration_seconds_count{kind=noop}"] == 7)
+        #expect(values["provision_job_duration_seconds_count{kind=noop}"] == 6)
         #expect(values["provision_job_duration_seconds_count{kind=sleep}"] == 3)
         #expect(values["provision_job_duration_seconds_bucket{kind=sleep,le=+Inf}"] == 3)
         #expect((values["provision_job_duration_seconds_sum{kind=sleep}"] ?? 0) >= 1.2)

@@ -24,8 +24,10 @@ let package = Package(
             name: "CCurl", pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
+        .target(name: "CSHA256", linkerSettings: [.linkedLibrary("crypto")]),
 
-        .target(name: "ProcessControl"),
+        .target(name: "CSpawn"),
+        .target(name: "ProcessControl", dependencies: ["CSpawn"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
         .target(
             name: "JobQueue",
@@ -35,6 +37,18 @@ let package = Package(
             name: "Scheduler",
             dependencies: [
                 "JobQueue", "RedisClient", "ProcessControl",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "Downloader",
+            dependencies: [
+                "CCurl", "CCurlShim", "CSHA256", "Scheduler", "JobQueue",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "NodeInstaller",
+            dependencies: [
+                "Scheduler", "JobQueue", "ProcessControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
@@ -57,7 +71,8 @@ let package = Package(
         .executableTarget(
             name: "provision",
             dependencies: [
-                "JobQueue", "RedisClient", "Scheduler", "Telemetry", "Aggregator", "HealthServer",
+                "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
+                "HealthServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -71,6 +86,8 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
+        .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "TestSupport"]),
+        .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "WorkerTests",
             dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),

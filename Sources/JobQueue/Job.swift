@@ -15,8 +15,8 @@ public struct ClaimedJob: Sendable, Equatable {
     public var plan: String { lease.plan }
 
     public init(
-        id: String, kind: String, payload: String, attempt: Int, maxAttempts: Int, lease: Lease, leaseMilliseconds: Int,
-        timeoutMilliseconds: Int, generation: Int, label: String
+        id: String, kind: String, payload: String, attempt: Int = 1, maxAttempts: Int = 3, lease: Lease,
+        leaseMilliseconds: Int = 30_000, timeoutMilliseconds: Int = 3_600_000, generation: Int = 1, label: String = ""
     ) {
         self.id = id
         self.kind = kind

@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 import Synchronization
 
@@ -25,10 +26,11 @@ public final class ChildProcess: Sendable {
     public let executable: String
     private let termination = Mutex<Termination?>(nil)
 
-    /// Starts `executable` (a path, or a name looked up in PATH). Output goes to `outputPath`
-    /// (appended) or nowhere; standard input is /dev/null.
+    /// Starts `executable` (a path, or a name looked up in PATH) in `workingDirectory`. Output goes
+    /// to `outputPath` (appended) or nowhere; standard input is /dev/null.
     public init(
-        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
+        workingDirectory: String? = nil
     ) throws(ChildProcessError) {
         let path = executable.contains("/") ? executable : try Self.locate(executable)
         self.executable = path
@@ -39,6 +41,7 @@ public final class ChildProcess: Sendable {
         let output = outputPath ?? "/dev/null"
         posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        if let workingDirectory { provision_spawn_addchdir(&actions, workingDirectory) }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -113,6 +116,32 @@ public final class ChildProcess: Sendable {
         if let done = waitBlocking(timeout: grace) { return done }
         signal(SIGKILL)
         return waitBlocking(timeout: .seconds(5))
+    }
+
+    /// What `run` returns: how the command ended and everything it printed (stdout and stderr).
+    public struct Output: Sendable {
+        public var termination: Termination?
+        public var output: String
+        /// True when the command exited 0 within its time.
+        public var succeeded: Bool { termination == .exited(0) }
+    }
+
+    /// Runs a command to completion (killed after `timeout`) and collects its output.
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+        workingDirectory: String? = nil, timeout: Duration = .seconds(600)
+    ) async throws(ChildProcessError) -> Output {
+        let log = NSTemporaryDirectory() + "provision-run-\(UUID().uuidString).log"
+        defer { unlink(log) }
+        let child = try ChildProcess(executable, arguments, environment: environment, outputPath: log, workingDirectory: workingDirectory)
+        var ended = await child.wait(timeout: timeout)
+        if ended == nil {
+            child.signal(SIGKILL)
+            ended = nil
+            _ = await child.wait(timeout: .seconds(5))
+        }
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        return Output(termination: ended, output: text)
     }
 
     /// Finds `program` in PATH (and the sbin folders, where Debian puts some servers).

@@ -113,8 +113,8 @@ final class MachineServices: Sendable {
 /// Runs one worker process with its telemetry: step events and progress (unless `events` is off)
 /// and the flip announcement (always: the fleet must learn the flip even without events).
 func runWorkerProcess(
-    redis: RedisConfiguration, keys: MachineKeys, configuration: WorkerConfiguration, events: Bool, logger: Logger,
-    until shutdown: Shutdown
+    redis: RedisConfiguration, keys: MachineKeys, registry: ExecutorRegistry, configuration: WorkerConfiguration,
+    events: Bool, logger: Logger, until shutdown: Shutdown
 ) async throws {
     let context = EventContext.fromEnvironment(
         machineID: keys.machine, defaultWorkersConfig: "processes=1,concurrency=\(configuration.concurrency)")
@@ -133,7 +133,7 @@ func runWorkerProcess(
     var worker = configuration
     worker.redact = { processRedactor.scrub($0) }
     let runner = try Worker(
-        redis: redis, machine: keys.machine, prefix: keys.prefix, registry: .builtin, configuration: worker,
+        redis: redis, machine: keys.machine, prefix: keys.prefix, registry: registry, configuration: worker,
         logger: logger, observers: observers)
     let flusher = publisher.map { publisher in Task { await publisher.run() } }
     let watch = Task { await announcer.watch() }

@@ -4,6 +4,8 @@ import JobQueue
 import Logging
 import RedisClient
 import Scheduler
+import Downloader
+import NodeInstaller
 
 /// Options of a worker pool.
 struct PoolOptions: ParsableArguments {
@@ -15,6 +17,8 @@ struct PoolOptions: ParsableArguments {
 
     @Option(help: "Seconds running jobs may take to finish on shutdown before they are handed back.")
     var drainTimeout = 30
+
+    @OptionGroup var executors: ExecutorOptions
 
     func validate() throws {
         guard (1...64).contains(processes) else { throw ValidationError("--processes must be between 1 and 64.") }
@@ -36,6 +40,7 @@ struct PoolOptions: ParsableArguments {
         ]
         if let logLevel { arguments += ["--log-level", logLevel] }
         if !events { arguments.append("--no-events") }
+        arguments += executors.arguments
         var configuration = Supervisor.Configuration(
             executable: currentExecutable(), arguments: arguments, environment: environment, processes: processes)
         configuration.stopTimeout = .seconds(drainTimeout + 15)
@@ -110,6 +115,8 @@ struct WorkerProcessCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Publish step events.")
     var events = true
 
+    @OptionGroup var executors: ExecutorOptions
+
     func run() async throws {
         try await reportingErrors {
             let logger = queue.bootstrapLogging(label: "provision.worker")
@@ -122,7 +129,98 @@ struct WorkerProcessCommand: AsyncParsableCommand {
             let signals = shutdown.onSignals()
             defer { signals.forEach { $0.cancel() } }
             try await runWorkerProcess(
-                redis: redis, keys: keys, configuration: configuration, events: events, logger: logger, until: shutdown)
+                redis: redis, keys: keys, registry: executors.registry(), configuration: configuration, events: events,
+                logger: logger, until: shutdown)
         }
+    }
+}
+
+/// Options of the job executors a worker offers.
+struct ExecutorOptions: ParsableArguments {
+    @Option(help: "The machine's workspace: ComfyUI, custom nodes, models and the Python environment live here (env PROVISION_WORKSPACE).")
+    var workspace: String?
+
+    @Option(help: "Where download jobs place model files (default: WORKSPACE/ComfyUI/models; env PROVISION_MODELS_ROOT).")
+    var modelsRoot: String?
+
+    @Option(help: "Parallel connections per download unless the job says otherwise.")
+    var downloadConnections = 8
+
+    @Flag(help: "Let download jobs fetch from loopback and private addresses (tests, local mirrors; env PROVISION_ALLOW_LOOPBACK=1).")
+    var allowLoopbackOrigins = false
+
+    @Option(name: .customLong("git-rewrite"), help: "Rewrite git URLs starting with FROM to start with TO, like git's insteadOf (repeatable): FROM=TO.")
+    var gitRewrites: [String] = []
+
+    @Flag(help: "Allow file:// and local git sources (mirrors, tests).")
+    var allowLocalSources = false
+
+    @Flag(help: "Replace custom nodes or ComfyUI found at another commit or with local changes.")
+    var force = false
+
+    @Option(help: "Git operations at once on this machine, across worker processes.")
+    var gitSlots = 5
+
+    @Option(help: "The uv executable (env PROVISION_UV).")
+    var uv: String?
+
+    @Option(help: "The Python that creates the environment.")
+    var python = "python3"
+
+    @Option(help: "A folder of wheels uv may install from (repeatable; offline machines).")
+    var findLinks: [String] = []
+
+    @Flag(help: "Install Python packages only from --find-links, never from an index.")
+    var noIndex = false
+
+    var resolvedWorkspace: String {
+        workspace ?? ProcessInfo.processInfo.environment["PROVISION_WORKSPACE"] ?? "/workspace"
+    }
+
+    var resolvedModelsRoot: String {
+        modelsRoot ?? ProcessInfo.processInfo.environment["PROVISION_MODELS_ROOT"] ?? resolvedWorkspace + "/ComfyUI/models"
+    }
+
+    var allowsLoopback: Bool {
+        allowLoopbackOrigins || ProcessInfo.processInfo.environment["PROVISION_ALLOW_LOOPBACK"] == "1"
+    }
+
+    func validate() throws {
+        for rule in gitRewrites where !rule.contains("=") { throw ValidationError("--git-rewrite takes FROM=TO.") }
+        guard (1...64).contains(gitSlots) else { throw ValidationError("--git-slots must be between 1 and 64.") }
+    }
+
+    /// The same options, for a child worker process.
+    var arguments: [String] {
+        var list = ["--workspace", resolvedWorkspace, "--models-root", resolvedModelsRoot, "--download-connections", String(downloadConnections),
+                    "--git-slots", String(gitSlots), "--python", python]
+        if allowsLoopback { list.append("--allow-loopback-origins") }
+        if allowLocalSources { list.append("--allow-local-sources") }
+        if force { list.append("--force") }
+        if let uv { list += ["--uv", uv] }
+        for folder in findLinks { list += ["--find-links", folder] }
+        if noIndex { list.append("--no-index") }
+        for rule in gitRewrites { list += ["--git-rewrite", rule] }
+        return list
+    }
+
+    func registry() -> ExecutorRegistry {
+        var registry = ExecutorRegistry.builtin
+        registry.register(DownloadExecutor(modelsRoot: resolvedModelsRoot, policy: URLPolicy(allowLoopback: allowsLoopback), defaultConnections: downloadConnections))
+        let rewrites = gitRewrites.compactMap { rule -> (from: String, to: String)? in
+            guard let equals = rule.firstIndex(of: "=") else { return nil }
+            return (String(rule[..<equals]), String(rule[rule.index(after: equals)...]))
+        }
+        var nodes = NodeInstallerConfiguration(workspace: Workspace(root: resolvedWorkspace), sources: GitSourcePolicy(rewrites: rewrites, allowLocal: allowLocalSources))
+        nodes.force = force
+        nodes.gitSlots = gitSlots
+        nodes.systemPython = python
+        nodes.uv = uv ?? ProcessInfo.processInfo.environment["PROVISION_UV"] ?? "uv"
+        nodes.findLinks = findLinks
+        nodes.noIndex = noIndex
+        registry.register(NodeExecutor(configuration: nodes))
+        registry.register(ComfyUIExecutor(configuration: nodes))
+        registry.register(PythonDepsExecutor(configuration: nodes))
+        return registry
     }
 }

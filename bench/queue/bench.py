@@ -264,7 +264,8 @@ def run_provision(a):
             t0 = time.perf_counter()
             worker = subprocess.Popen(
                 [a.bin, "worker", "--redis", a.redis, "--machine", machine, "--processes", str(a.processes),
-                 "--concurrency", str(a.concurrency), "--log-level", "warning"],
+                 "--concurrency", str(a.concurrency), "--log-level", "warning", "--health-port", "0"]
+                + ([] if a.events else ["--no-events"]),
                 stdout=open(os.path.join(a.workdir, "provision-worker.log"), "a"), stderr=subprocess.STDOUT)
 
             def done():
@@ -657,6 +658,10 @@ def run_report(a):
                  "workers start after the whole backlog is enqueued.")
     notes.append("Celery: prefork pool, --concurrency 2, result backend disabled (task_ignore_result); "
                  "peers' tasks run one tiny counter script each (the only way to time them on the server).")
+    with open("/proc/loadavg") as f:
+        load_after = f.read().split()[:3]
+    notes.append(f"load average before the run {a.load_before or '?'}, at the end {' '.join(load_after)} (1/5/15 min): "
+                 f"a load above ~0.5 at the start means something else shared the {os.cpu_count()} CPUs.")
     text = "\n".join(table + [""] + lines + [""] + ["note: " + n for n in notes])
     print(text)
     versions = {}
@@ -666,7 +671,7 @@ def run_report(a):
         except Exception:
             pass
     out = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": os.uname().nodename,
-           "cpus": os.cpu_count(), "redis": a.redis_version, "python_packages": versions, "systems": [ours] + peers, "ceiling": ceiling,
+           "cpus": os.cpu_count(), "redis": a.redis_version, "load_before": a.load_before, "load_after": load_after, "python_packages": versions, "systems": [ours] + peers, "ceiling": ceiling,
            "ratios": ratios, "table": text}
     with open(a.json, "w") as f:
         json.dump(out, f, indent=2)
@@ -693,6 +698,7 @@ def main():
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--live-jobs", type=int, default=2000)
     p.add_argument("--profile-jobs", type=int, default=0)
+    p.add_argument("--no-events", dest="events", action="store_false", help="workers without step events")
     p.add_argument("--repeat", type=int, default=3)
     p = sub.add_parser("rq")
     common(p)
@@ -711,6 +717,7 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--json", required=True)
     p.add_argument("--redis-version", default="")
+    p.add_argument("--load-before", default="")
     a = ap.parse_args()
     try:
         {"provision": run_provision, "rq": run_rq, "celery": run_celery, "ceiling": run_ceiling,

@@ -1,0 +1,97 @@
+import Foundation
+
+/// The chunks of one file and how much of each is written, shared by the transfer loop (which
+/// writes) and the hasher (which follows the written prefix). All access holds `condition`.
+final class ChunkTable: @unchecked Sendable {
+    let size: Int64
+    let chunkSize: Int64
+    private(set) var written: [Int64]
+    private let condition = NSCondition()
+    /// The hasher's position and state, saved with the chunk progress for resume.
+    private var hashedOffset: Int64 = 0
+    private var hashState = Data()
+    private var stopped = false
+
+    init(size: Int64, chunkSize: Int64, written: [Int64]? = nil) {
+        self.size = size
+        self.chunkSize = max(1, chunkSize)
+        let count = size == 0 ? 0 : Int((size + self.chunkSize - 1) / self.chunkSize)
+        self.written = (written?.count == count ? written : nil) ?? Array(repeating: 0, count: count)
+    }
+
+    var count: Int { written.count }
+
+    func start(of index: Int) -> Int64 { Int64(index) * chunkSize }
+    func length(of index: Int) -> Int64 { min(chunkSize, size - start(of: index)) }
+
+    func add(_ bytes: Int64, to index: Int) {
+        condition.lock()
+        written[index] += bytes
+        condition.signal()
+        condition.unlock()
+    }
+
+    func snapshot() -> (written: [Int64], hashedOffset: Int64, hashState: Data) {
+        condition.lock()
+        defer { condition.unlock() }
+        return (written, hashedOffset, hashState)
+    }
+
+    var bytesDone: Int64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return written.reduce(0, +)
+    }
+
+    func isComplete(_ index: Int) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return written[index] >= length(of: index)
+    }
+
+    /// The end of the contiguous written prefix.
+    private func watermarkLocked() -> Int64 {
+        var offset: Int64 = 0
+        for index in written.indices {
+            let length = length(of: index)
+            offset += written[index]
+            if written[index] < length { break }
+        }
+        return offset
+    }
+
+    /// Waits until the written prefix passes `offset` (or a stop); returns the new prefix end.
+    func waitForPrefix(beyond offset: Int64) -> Int64? {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            let mark = watermarkLocked()
+            if mark > offset { return mark }
+            if stopped { return nil }
+            _ = condition.wait(until: Date(timeIntervalSinceNow: 0.1))
+        }
+    }
+
+    func recordHash(offset: Int64, state: Data) {
+        condition.lock()
+        hashedOffset = offset
+        hashState = state
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until the hasher has covered the whole file (or stopped).
+    func waitForHash() -> Int64 {
+        condition.lock()
+        defer { condition.unlock() }
+        while hashedOffset < size && !stopped { _ = condition.wait(until: Date(timeIntervalSinceNow: 0.1)) }
+        return hashedOffset
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}

@@ -1,0 +1,568 @@
+import CCurl
+import CCurlShim
+import Foundation
+
+/// One download, run on its own thread: probe, plan chunks (or one stream), fetch with libcurl's
+/// multi interface into `NAME.partial`, hash the written prefix as it grows, verify, rename.
+final class DownloadSession {
+    let request: DownloadRequest
+    private let cancelled: CancelFlag
+    private let reportProgress: @Sendable (DownloadProgress) -> Void
+    private let clock = ContinuousClock()
+    private let started: ContinuousClock.Instant
+    private var fetchedBytes: Int64 = 0
+    /// `Retry-After` of the last probe response, for its backoff.
+    var lastRetryAfter: Double?
+
+    var partialPath: String { request.destination + ".partial" }
+    var statePath: String { request.destination + ".partial.state" }
+
+    init(request: DownloadRequest, cancelled: CancelFlag, progress: @escaping @Sendable (DownloadProgress) -> Void) {
+        self.request = request
+        self.cancelled = cancelled
+        self.reportProgress = progress
+        self.started = ContinuousClock().now
+    }
+
+    func run() -> Result<DownloadResult, DownloadError> {
+        do throws(DownloadError) {
+            return .success(try perform())
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private var shownURL: String { URLPolicy.redact(request.url) }
+
+    private func perform() throws(DownloadError) -> DownloadResult {
+        if let expected = request.expectedSHA256?.lowercased(), FileManager.default.fileExists(atPath: request.destination) {
+            let size = fileSize(request.destination)
+            if request.expectedSize == nil || request.expectedSize == size,
+                let actual = try? SHA256Hasher.hashFile(at: request.destination), actual == expected
+            {
+                return result(bytes: size, sha256: actual, skipped: true, resumed: 0, ranged: false, restarts: 0)
+            }
+        }
+        var restarts = 0
+        while true {
+            let remote = try probeWithRetries()
+            if let expected = request.expectedSize, let size = remote.size, size != expected {
+                throw .badResponse(url: shownURL, reason: "the server reports \(size) bytes where \(expected) were expected")
+            }
+            do throws(DownloadError) {
+                if remote.acceptsRanges, let size = remote.size {
+                    return try ranged(remote, size: size, restarts: restarts)
+                }
+                return try singleStream(remote, restarts: restarts)
+            } catch .remoteChanged where restarts < 2 {
+                // The file changed under us: what we have belongs to another version. Start over.
+                restarts += 1
+                discardPartial()
+            }
+        }
+    }
+
+    /// The probe, retried like a chunk on transient failures (connection reset, 5xx, 429, stall).
+    private func probeWithRetries() throws(DownloadError) -> RemoteFile {
+        var attempt = 0
+        while true {
+            attempt += 1
+            if cancelled.isSet { throw .cancelled }
+            do throws(DownloadError) {
+                return try probe(attempt: attempt)
+            } catch {
+                guard error.isRetryable, error != .remoteChanged(url: shownURL), attempt < request.maxAttemptsPerChunk else { throw error }
+                Thread.sleep(forTimeInterval: backoff(attempt: attempt, retryAfter: lastRetryAfter))
+            }
+        }
+    }
+
+    // MARK: Ranged download
+
+    private func ranged(_ remote: RemoteFile, size: Int64, restarts: Int) throws(DownloadError) -> DownloadResult {
+        var restarts = restarts
+        let connections = max(1, min(request.connections, 64))
+        let chunkSize = request.chunkSize ?? Self.chunkSize(for: size, connections: connections)
+        var table = ChunkTable(size: size, chunkSize: chunkSize)
+        var hasher = SHA256Hasher()
+        var hashedOffset: Int64 = 0
+
+        if let state = ResumeState.load(statePath), state.matches(remote, size: size), fileSize(partialPath) == size {
+            table = ChunkTable(size: size, chunkSize: state.chunkSize, written: state.written)
+            if let restored = state.hasher {
+                hasher = restored
+                hashedOffset = state.hashedOffset
+            }
+        } else {
+            // A partial file of another version of the remote file: start over, and say so.
+            if FileManager.default.fileExists(atPath: statePath) { restarts += 1 }
+            discardPartial()
+            try checkFreeSpace(needed: size)
+            try createPartial(size: size)
+        }
+        let resumed = table.bytesDone
+        let fd = open(partialPath, O_RDWR)
+        guard fd >= 0 else { throw ioError(partialPath, "open") }
+        defer { close(fd) }
+
+        table.recordHash(offset: hashedOffset, state: hasher.savedState)
+        let hashing = startHasher(fd: fd, table: table, hasher: hasher, from: hashedOffset)
+        do throws(DownloadError) {
+            try transferChunks(remote, table: table, fd: fd, connections: connections)
+        } catch {
+            table.stop()
+            hashing.wait()
+            saveState(remote, table: table)
+            throw error
+        }
+        _ = table.waitForHash()
+        hashing.wait()
+        let snapshot = table.snapshot()
+        guard var final = SHA256Hasher(savedState: snapshot.hashState), snapshot.hashedOffset == size else {
+            throw .io(path: partialPath, operation: "hash", reason: "the hasher stopped at byte \(snapshot.hashedOffset) of \(size)")
+        }
+        let digest = final.finalize()
+        try place(fd: fd, size: size, digest: digest)
+        return result(bytes: size, sha256: digest, skipped: false, resumed: resumed, ranged: true, restarts: restarts)
+    }
+
+    /// 16-64 MiB chunks, about four per connection, so the last chunks do not leave connections idle.
+    static func chunkSize(for size: Int64, connections: Int) -> Int64 {
+        let target = size / Int64(max(1, connections) * 4)
+        return min(64 << 20, max(16 << 20, target))
+    }
+
+    /// Follows the written prefix with SHA-256, reading back from the page cache, on its own thread.
+    private func startHasher(fd: Int32, table: ChunkTable, hasher: SHA256Hasher, from offset: Int64) -> HasherThread {
+        let thread = HasherThread(fd: fd, table: table, hasher: hasher, offset: offset)
+        thread.start()
+        return thread
+    }
+
+    private final class Transfer {
+        let index: Int
+        let start: Int64
+        let end: Int64
+        let fd: Int32
+        let table: ChunkTable
+        let sink = HeaderSink()
+        var received: Int64 = 0
+        var checked = false
+        var problem: String?
+        var remoteChanged = false
+
+        init(index: Int, start: Int64, end: Int64, fd: Int32, table: ChunkTable) {
+            self.index = index
+            self.start = start
+            self.end = end
+            self.fd = fd
+            self.table = table
+        }
+
+        var length: Int64 { end - start + 1 }
+
+        /// Checks the response before its first byte is written; false aborts the transfer.
+        func accept(_ bytes: UnsafeRawBufferPointer) -> Bool {
+            if !checked {
+                checked = true
+                let headers = sink.headers
+                if headers.status == 200 {
+                    remoteChanged = true
+                    return false
+                }
+                guard headers.status == 206 else { return false }
+                guard let range = headers.contentRange, range.start == start, range.end == end else {
+                    problem = "the server sent a different range than requested"
+                    return false
+                }
+            }
+            guard received + Int64(bytes.count) <= length else {
+                problem = "the server sent more bytes than requested"
+                return false
+            }
+            var done = 0
+            while done < bytes.count {
+                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(start + received + Int64(done)))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    problem = "writing the partial file failed: \(String(cString: strerror(errno)))"
+                    return false
+                }
+                done += n
+            }
+            received += Int64(bytes.count)
+            table.add(Int64(bytes.count), to: index)
+            return true
+        }
+    }
+
+    private static let chunkWrite: @convention(c) (UnsafeMutablePointer<CChar>?, Int, Int, UnsafeMutableRawPointer?) -> Int = {
+        data, size, count, context in
+        let length = size * count
+        guard let context else { return 0 }
+        let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
+        guard length > 0, let data else { return length }
+        return transfer.accept(UnsafeRawBufferPointer(start: data, count: length)) ? length : 0
+    }
+
+    private func transferChunks(_ remote: RemoteFile, table: ChunkTable, fd: Int32, connections: Int) throws(DownloadError) {
+        guard let multi = curl_multi_init() else { throw .transport(url: shownURL, reason: "libcurl could not start", attempts: 0) }
+        defer { curl_multi_cleanup(multi) }
+        // One request per connection: a CDN caps each connection, so HTTP/2 multiplexing would not help.
+        _ = provision_multi_setopt_long(multi, CURLMOPT_PIPELINING, 0)
+        _ = provision_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, connections)
+
+        var pending = (0..<table.count).filter { !table.isComplete($0) }
+        let slotCount = min(connections, max(1, pending.count))
+        var handles: [EasyHandle] = []
+        for _ in 0..<slotCount { handles.append(try EasyHandle()) }
+        var inFlight: [Int: (transfer: Transfer, retained: Unmanaged<Transfer>)] = [:]  // slot → transfer
+        var attempts: [Int: Int] = [:]
+        var notBefore: [Int: ContinuousClock.Instant] = [:]
+        let url = URL(string: remote.url)
+        let baseHeaders = url.map { headers(for: $0, credentialOrigin: remote.credentialOrigin) } ?? []
+        let validator = remote.validator
+        var lastTick = clock.now
+        var lastSave = clock.now
+        var lastBytes = table.bytesDone
+
+        defer {
+            for (slot, entry) in inFlight {
+                curl_multi_remove_handle(multi, handles[slot].raw)
+                entry.retained.release()
+            }
+        }
+
+        while !pending.isEmpty || !inFlight.isEmpty {
+            if cancelled.isSet { throw .cancelled }
+            let now = clock.now
+            for slot in handles.indices where inFlight[slot] == nil {
+                let busy = Set(inFlight.values.map(\.transfer.index))
+                guard let position = pending.firstIndex(where: { !busy.contains($0) && (notBefore[$0].map { $0 <= now } ?? true) }) else { break }
+                let index = pending.remove(at: position)
+                let start = table.start(of: index) + table.snapshot().written[index]
+                let end = table.start(of: index) + table.length(of: index) - 1
+                let transfer = Transfer(index: index, start: start, end: end, fd: fd, table: table)
+                let retained = Unmanaged.passRetained(transfer)
+                let handle = handles[slot]
+                handle.reset()
+                handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
+                handle.set(CURLOPT_URL, remote.url)
+                handle.set(CURLOPT_RANGE, "\(start)-\(end)")
+                handle.setHeaders(baseHeaders + (validator.map { ["If-Range: \($0)"] } ?? []))
+                _ = provision_easy_setopt_header_callback(handle.raw, headerCallback)
+                handle.set(CURLOPT_HEADERDATA, pointer: Unmanaged.passUnretained(transfer.sink).toOpaque())
+                _ = provision_easy_setopt_write_callback(handle.raw, Self.chunkWrite)
+                handle.set(CURLOPT_WRITEDATA, pointer: retained.toOpaque())
+                curl_multi_add_handle(multi, handle.raw)
+                inFlight[slot] = (transfer, retained)
+            }
+
+            var running: Int32 = 0
+            curl_multi_perform(multi, &running)
+            var left: Int32 = 0
+            while let message = curl_multi_info_read(multi, &left) {
+                guard message.pointee.msg == CURLMSG_DONE,
+                    let slot = handles.firstIndex(where: { $0.raw == message.pointee.easy_handle }),
+                    let entry = inFlight.removeValue(forKey: slot)
+                else { continue }
+                let code = message.pointee.data.result
+                curl_multi_remove_handle(multi, handles[slot].raw)
+                entry.retained.release()
+                let transfer = entry.transfer
+                fetchedBytes += transfer.received
+                if code == CURLE_OK && table.isComplete(transfer.index) { continue }
+                if transfer.remoteChanged { throw .remoteChanged(url: shownURL) }
+                let attempt = transfer.received >= (1 << 20) ? 1 : (attempts[transfer.index] ?? 0) + 1
+                attempts[transfer.index] = attempt
+                let failure = classify(code: code, transfer: transfer, attempts: attempt)
+                if !failure.retryable || attempt >= request.maxAttemptsPerChunk { throw failure.error }
+                notBefore[transfer.index] = clock.now + .milliseconds(Int(backoff(attempt: attempt, retryAfter: transfer.sink.headers.retryAfterSeconds) * 1000))
+                pending.append(transfer.index)
+                pending.sort()
+            }
+
+            if clock.now - lastTick >= .milliseconds(250) {
+                let done = table.bytesDone
+                let seconds = Self.seconds(clock.now - lastTick)
+                reportProgress(DownloadProgress(bytesDone: done, bytesTotal: table.size, bytesPerSecond: Double(done - lastBytes) / max(seconds, 0.001), activeConnections: inFlight.count))
+                lastBytes = done
+                lastTick = clock.now
+            }
+            if clock.now - lastSave >= .seconds(1) {
+                saveState(remote, table: table)
+                lastSave = clock.now
+            }
+            if !pending.isEmpty || !inFlight.isEmpty {
+                var ready: Int32 = 0
+                curl_multi_poll(multi, nil, 0, inFlight.isEmpty ? 20 : 100, &ready)
+            }
+        }
+    }
+
+    private func classify(code: CURLcode, transfer: Transfer, attempts: Int) -> (error: DownloadError, retryable: Bool) {
+        let status = transfer.sink.headers.status
+        if let problem = transfer.problem {
+            return (.badResponse(url: shownURL, reason: problem), true)
+        }
+        if status >= 400 || (status >= 300 && status < 400) {
+            let error = DownloadError.http(url: shownURL, status: status, attempts: attempts)
+            return (error, status == 408 || status == 429 || status >= 500)
+        }
+        if code == CURLE_OPERATION_TIMEDOUT {
+            return (.stalled(url: shownURL, seconds: request.stallSeconds, attempts: attempts), true)
+        }
+        if code == CURLE_OK {
+            return (.transport(url: shownURL, reason: "the connection closed before the chunk was complete", attempts: attempts), true)
+        }
+        return (.transport(url: shownURL, reason: String(cString: curl_easy_strerror(code)), attempts: attempts), true)
+    }
+
+    private func backoff(attempt: Int, retryAfter: Double?) -> Double {
+        if let retryAfter { return min(retryAfter, request.retryMaxSeconds * 4) }
+        let base = min(request.retryMaxSeconds, request.retryBaseSeconds * pow(2, Double(attempt - 1)))
+        return base * Double.random(in: 0.5...1.0)
+    }
+
+    // MARK: Single stream (no Range support, or unknown size)
+
+    private final class Stream {
+        let fd: Int32
+        let sink = HeaderSink()
+        var hasher = SHA256Hasher()
+        var received: Int64 = 0
+        var problem: String?
+        let cancelled: CancelFlag
+        let tick: (Int64) -> Void
+
+        init(fd: Int32, cancelled: CancelFlag, tick: @escaping (Int64) -> Void) {
+            self.fd = fd
+            self.cancelled = cancelled
+            self.tick = tick
+        }
+    }
+
+    private static let streamWrite: @convention(c) (UnsafeMutablePointer<CChar>?, Int, Int, UnsafeMutableRawPointer?) -> Int = {
+        data, size, count, context in
+        let length = size * count
+        guard let context else { return 0 }
+        let stream = Unmanaged<Stream>.fromOpaque(context).takeUnretainedValue()
+        guard stream.sink.headers.status == 200 else { return 0 }
+        guard length > 0, let data else { return length }
+        let bytes = UnsafeRawBufferPointer(start: data, count: length)
+        var done = 0
+        while done < length {
+            let n = write(stream.fd, data + done, length - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                stream.problem = "writing the partial file failed: \(String(cString: strerror(errno)))"
+                return 0
+            }
+            done += n
+        }
+        stream.hasher.update(bytes)
+        stream.received += Int64(length)
+        stream.tick(stream.received)
+        return length
+    }
+
+    private static let streamProgress: @convention(c) (UnsafeMutableRawPointer?, curl_off_t, curl_off_t, curl_off_t, curl_off_t) -> Int32 = {
+        context, _, _, _, _ in
+        guard let context else { return 0 }
+        return Unmanaged<Stream>.fromOpaque(context).takeUnretainedValue().cancelled.isSet ? 1 : 0
+    }
+
+    private func singleStream(_ remote: RemoteFile, restarts: Int) throws(DownloadError) -> DownloadResult {
+        var attempt = 0
+        while true {
+            attempt += 1
+            if cancelled.isSet { throw .cancelled }
+            discardPartial()
+            if let size = remote.size { try checkFreeSpace(needed: size) }
+            let fd = open(partialPath, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+            guard fd >= 0 else { throw ioError(partialPath, "create") }
+            defer { close(fd) }
+            var lastTick = clock.now
+            var lastBytes: Int64 = 0
+            let total = remote.size
+            let stream = Stream(fd: fd, cancelled: cancelled) { [self] received in
+                guard clock.now - lastTick >= .milliseconds(250) else { return }
+                let seconds = Self.seconds(clock.now - lastTick)
+                reportProgress(DownloadProgress(bytesDone: received, bytesTotal: total, bytesPerSecond: Double(received - lastBytes) / max(seconds, 0.001), activeConnections: 1))
+                lastBytes = received
+                lastTick = clock.now
+            }
+            let retained = Unmanaged.passRetained(stream)
+            defer { retained.release() }
+            let handle = try EasyHandle()
+            handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
+            handle.set(CURLOPT_URL, remote.url)
+            if let url = URL(string: remote.url) { handle.setHeaders(headers(for: url, credentialOrigin: remote.credentialOrigin)) }
+            _ = provision_easy_setopt_header_callback(handle.raw, headerCallback)
+            handle.set(CURLOPT_HEADERDATA, pointer: Unmanaged.passUnretained(stream.sink).toOpaque())
+            _ = provision_easy_setopt_write_callback(handle.raw, Self.streamWrite)
+            handle.set(CURLOPT_WRITEDATA, pointer: retained.toOpaque())
+            _ = provision_easy_setopt_xferinfo_callback(handle.raw, Self.streamProgress)
+            handle.set(CURLOPT_XFERINFODATA, pointer: retained.toOpaque())
+            handle.set(CURLOPT_NOPROGRESS, 0)
+            let code = curl_easy_perform(handle.raw)
+            fetchedBytes += stream.received
+            if cancelled.isSet { throw .cancelled }
+            let status = stream.sink.headers.status
+            if code == CURLE_OK && status == 200 && (total == nil || stream.received == total) {
+                let digest = stream.hasher.finalize()
+                try place(fd: fd, size: stream.received, digest: digest)
+                return result(bytes: stream.received, sha256: digest, skipped: false, resumed: 0, ranged: false, restarts: restarts)
+            }
+            let error: DownloadError
+            var retryable = true
+            if let problem = stream.problem {
+                error = .io(path: partialPath, operation: "write", reason: problem)
+            } else if status != 200 && status != 0 {
+                error = .http(url: shownURL, status: status, attempts: attempt)
+                retryable = status == 408 || status == 429 || status >= 500
+            } else if code == CURLE_OPERATION_TIMEDOUT {
+                error = .stalled(url: shownURL, seconds: request.stallSeconds, attempts: attempt)
+            } else if code == CURLE_OK {
+                error = .sizeMismatch(path: request.destination, expected: total ?? -1, actual: stream.received)
+            } else {
+                error = .transport(url: shownURL, reason: String(cString: curl_easy_strerror(code)), attempts: attempt)
+            }
+            if !retryable || attempt >= request.maxAttemptsPerChunk {
+                discardPartial()
+                throw error
+            }
+            Thread.sleep(forTimeInterval: backoff(attempt: attempt, retryAfter: stream.sink.headers.retryAfterSeconds))
+        }
+    }
+
+    // MARK: Files
+
+    /// Size and hash checked, then the partial file becomes the final one in one rename.
+    private func place(fd: Int32, size: Int64, digest: String) throws(DownloadError) {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw ioError(partialPath, "inspect") }
+        if Int64(info.st_size) != size {
+            discardPartial()
+            throw .sizeMismatch(path: request.destination, expected: size, actual: Int64(info.st_size))
+        }
+        if let expected = request.expectedSize, expected != size {
+            discardPartial()
+            throw .sizeMismatch(path: request.destination, expected: expected, actual: size)
+        }
+        if let expected = request.expectedSHA256?.lowercased(), expected != digest {
+            discardPartial()
+            throw .hashMismatch(path: request.destination, expected: expected, actual: digest)
+        }
+        guard fsync(fd) == 0 else { throw ioError(partialPath, "flush") }
+        guard rename(partialPath, request.destination) == 0 else { throw ioError(request.destination, "rename the partial file to") }
+        unlink(statePath)
+        let directory = (request.destination as NSString).deletingLastPathComponent
+        let dirfd = open(directory.isEmpty ? "." : directory, O_RDONLY)
+        if dirfd >= 0 {
+            fsync(dirfd)
+            close(dirfd)
+        }
+    }
+
+    private func createPartial(size: Int64) throws(DownloadError) {
+        let fd = open(partialPath, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw ioError(partialPath, "create") }
+        defer { close(fd) }
+        if size > 0 {
+            // Reserve the space now, so a full disk fails here and not at 90 %.
+            let status = posix_fallocate(fd, 0, off_t(size))
+            if status != 0 {
+                if status == ENOSPC { throw .insufficientSpace(path: request.destination, needed: size, available: freeSpace()) }
+                guard ftruncate(fd, off_t(size)) == 0 else { throw ioError(partialPath, "size") }
+            }
+        }
+    }
+
+    private func checkFreeSpace(needed: Int64) throws(DownloadError) {
+        let available = freeSpace()
+        if available >= 0 && available < needed {
+            throw .insufficientSpace(path: request.destination, needed: needed, available: available)
+        }
+    }
+
+    private func freeSpace() -> Int64 {
+        var info = statvfs()
+        let directory = (request.destination as NSString).deletingLastPathComponent
+        guard statvfs(directory.isEmpty ? "." : directory, &info) == 0 else { return -1 }
+        return Int64(info.f_bavail) * Int64(info.f_frsize)
+    }
+
+    private func discardPartial() {
+        unlink(partialPath)
+        unlink(statePath)
+    }
+
+    private func saveState(_ remote: RemoteFile, table: ChunkTable) {
+        let snapshot = table.snapshot()
+        let state = ResumeState(
+            url: URLPolicy.redact(request.url), size: table.size, validator: remote.validator, chunkSize: table.chunkSize,
+            written: snapshot.written, hashedOffset: snapshot.hashedOffset, hashState: snapshot.hashState.base64EncodedString())
+        state.save(statePath)
+    }
+
+    private func fileSize(_ path: String) -> Int64 {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int64(info.st_size) : -1
+    }
+
+    private func ioError(_ path: String, _ operation: String) -> DownloadError {
+        .io(path: path, operation: operation, reason: String(cString: strerror(errno)))
+    }
+
+    private func result(bytes: Int64, sha256: String, skipped: Bool, resumed: Int64, ranged: Bool, restarts: Int) -> DownloadResult {
+        DownloadResult(
+            path: request.destination, bytes: bytes, sha256: sha256, skipped: skipped, resumedBytes: resumed,
+            fetchedBytes: fetchedBytes, seconds: Self.seconds(clock.now - started), ranged: ranged, restarts: restarts)
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        let (s, atto) = duration.components
+        return Double(s) + Double(atto) / 1e18
+    }
+}
+
+/// Hashes the written prefix of the partial file as it grows.
+final class HasherThread: @unchecked Sendable {
+    private let fd: Int32
+    private let table: ChunkTable
+    private var hasher: SHA256Hasher
+    private var offset: Int64
+    private let done = DispatchSemaphore(value: 0)
+
+    init(fd: Int32, table: ChunkTable, hasher: SHA256Hasher, offset: Int64) {
+        self.fd = fd
+        self.table = table
+        self.hasher = hasher
+        self.offset = offset
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            defer { done.signal() }
+            let size = 8 << 20
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+            defer { buffer.deallocate() }
+            while offset < table.size, let mark = table.waitForPrefix(beyond: offset) {
+                while offset < mark {
+                    let want = Int(min(Int64(size), mark - offset))
+                    let n = pread(fd, buffer.baseAddress, want, off_t(offset))
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 { return }
+                    hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                    offset += Int64(n)
+                    table.recordHash(offset: offset, state: hasher.savedState)
+                }
+            }
+        }
+        thread.name = "provision-sha256"
+        thread.start()
+    }
+
+    func wait() { done.wait() }
+}

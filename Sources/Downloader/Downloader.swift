@@ -1,0 +1,93 @@
+import Foundation
+import Synchronization
+
+/// One file to fetch and where to put it.
+public struct DownloadRequest: Sendable {
+    public var url: String
+    /// The final path (already confined by the caller; see `Destination`).
+    public var destination: String
+    public var expectedSHA256: String?
+    public var expectedSize: Int64?
+    /// Parallel connections for one file.
+    public var connections = 8
+    /// Chunk size; nil picks one from the file size (16-64 MiB).
+    public var chunkSize: Int64?
+    /// Extra request headers (sent only to the URL's own host, never after a redirect to another).
+    public var headers: [(name: String, value: String)] = []
+    public var policy = URLPolicy()
+    /// Where tokens (HF_TOKEN, CIVITAI_TOKEN) are read from.
+    public var environment: [String: String] = ProcessInfo.processInfo.environment
+    /// A request that receives nothing for this long is abandoned and retried.
+    public var stallSeconds = 30
+    public var connectTimeoutSeconds = 30
+    /// Attempts per chunk (connection reset, timeout, 5xx, 429) before the download fails.
+    public var maxAttemptsPerChunk = 6
+    /// Backoff before the n-th retry of a chunk: base × 2^(n-1), capped, with jitter.
+    public var retryBaseSeconds = 0.5
+    public var retryMaxSeconds = 30.0
+    public var userAgent = "provision/0.1"
+
+    public init(url: String, destination: String) {
+        self.url = url
+        self.destination = destination
+    }
+}
+
+/// What a finished download did.
+public struct DownloadResult: Sendable, Equatable {
+    public var path: String
+    public var bytes: Int64
+    public var sha256: String
+    /// The file was already in place with the expected hash: nothing was fetched.
+    public var skipped: Bool
+    /// Bytes found already downloaded in a partial file and not fetched again.
+    public var resumedBytes: Int64
+    /// Bytes received over the network.
+    public var fetchedBytes: Int64
+    public var seconds: Double
+    /// Ranged chunks, or one stream for a server without Range support.
+    public var ranged: Bool
+    /// Times the download started over because the remote file changed.
+    public var restarts: Int
+}
+
+/// Progress of one download, reported about four times a second.
+public struct DownloadProgress: Sendable, Equatable {
+    public var bytesDone: Int64
+    public var bytesTotal: Int64?
+    public var bytesPerSecond: Double
+    public var activeConnections: Int
+}
+
+/// Fetches files over HTTP(S) with parallel Range requests on libcurl, resumably and verified.
+public struct Downloader: Sendable {
+    public init() {}
+
+    /// Downloads `request` on a thread of its own (libcurl's multi loop blocks), honouring task cancellation.
+    public func download(
+        _ request: DownloadRequest, progress: @escaping @Sendable (DownloadProgress) -> Void = { _ in }
+    ) async throws(DownloadError) -> DownloadResult {
+        let cancelled = CancelFlag()
+        let result: Result<DownloadResult, DownloadError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let thread = Thread {
+                    let session = DownloadSession(request: request, cancelled: cancelled, progress: progress)
+                    continuation.resume(returning: session.run())
+                }
+                thread.name = "provision-download"
+                thread.stackSize = 1 << 20
+                thread.start()
+            }
+        } onCancel: {
+            cancelled.set()
+        }
+        return try result.get()
+    }
+}
+
+/// Set from any thread to stop a download at its next step.
+final class CancelFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
+}

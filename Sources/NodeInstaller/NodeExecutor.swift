@@ -1,0 +1,161 @@
+import Foundation
+import JobQueue
+import ProcessControl
+import Scheduler
+
+/// The `node` job kind: one custom node cloned at its pin into `custom_nodes/NAME`, via a staging
+/// folder and one rename, with its `.env` and `install.py`. Requirements are installed later, all
+/// nodes together, by `python-deps`.
+public struct NodeExecutor: JobExecutor {
+    public let kind = "node"
+    public var configuration: NodeInstallerConfiguration
+
+    public init(configuration: NodeInstallerConfiguration) {
+        self.configuration = configuration
+    }
+
+    struct Payload: Decodable {
+        var name: String
+        var url: String
+        var commit: String?
+        var tag: String?
+        var branch: String?
+        var recursive: Bool?
+        var requirements: Bool?
+        var env: [String: String]?
+        var install_order: Int?
+        var force: Bool?
+    }
+
+    public func validate(payload: String) throws(JobFailure) {
+        _ = try checked(payload)
+    }
+
+    private func checked(_ text: String) throws(JobFailure) -> (Payload, RefPin, String) {
+        let payload = try decodePayload(Payload.self, text, kind: "node", shape: "{\"name\", \"url\"} with commit, tag or branch")
+        guard Workspace.isSafeNodeName(payload.name) else {
+            throw .invalidPayload("the node name '\(payload.name.prefix(60))' must be a plain folder name (letters, digits, '.', '_', '-')")
+        }
+        let pin = try RefPin(commit: payload.commit, tag: payload.tag, branch: payload.branch, owner: "node \(payload.name)")
+        for key in (payload.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
+            throw .invalidPayload("node \(payload.name) has the env key '\(key.prefix(60))', which is not an identifier")
+        }
+        return (payload, pin, try configuration.sources.resolve(payload.url))
+    }
+
+    public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
+        let (payload, pin, url) = try checked(job.payload)
+        let workspace = configuration.workspace
+        let git = configuration.git
+        let envFile = try renderEnv(payload)
+        try workspace.createDirectories(workspace.customNodes, workspace.staging, workspace.locks)
+        let slot = try await FileLock.acquireSlot(workspace.locks + "/git", slots: configuration.gitSlots)
+        defer { withExtendedLifetime(slot) {} }
+
+        let wanted = try await pin.wanted(url, git: git)
+        let target = workspace.node(payload.name)
+        if FileManager.default.fileExists(atPath: target) {
+            let head = await git.head(target)
+            let clean = await git.isClean(target)
+            if let head, pin.matches(head, wanted: wanted), clean, InstallMarker.read(target) == head {
+                try writeEnv(envFile, into: target)
+                return resultJSON(["name": payload.name, "commit": head, "skipped": true])
+            }
+            if !(payload.force ?? configuration.force) {
+                let state = head.map { "is at commit \($0.prefix(12))" + (clean ? "" : " with local changes") } ?? "is not a git checkout"
+                throw JobFailure(type: "node_conflict", message: "custom node \(payload.name) \(state); the plan wants \(pin) (\(wanted.prefix(12))): run with force to replace it", retryable: false)
+            }
+        }
+
+        // Clone into staging; a crash here leaves only staging debris, removed by the next attempt.
+        removeStaging(named: payload.name)
+        let stage = workspace.staging + "/\(payload.name).\(UUID().uuidString.prefix(8))"
+        let head: String
+        do {
+            head = try await pin.clone(url, into: stage, wanted: wanted, recursive: payload.recursive ?? false, git: git)
+            try writeEnv(envFile, into: stage)
+            try replace(target, with: stage, name: payload.name)
+        } catch {
+            try? FileManager.default.removeItem(atPath: stage)
+            throw error
+        }
+        let ranScript = try await runInstallScript(in: target, payload: payload, context: context)
+        InstallMarker.write(target, commit: head)
+        context.logger.info("custom node installed", metadata: ["node": "\(payload.name)", "commit": "\(head)"])
+        return resultJSON(["name": payload.name, "commit": head, "skipped": false, "install_script": ranScript])
+    }
+
+    private func renderEnv(_ payload: Payload) throws(JobFailure) -> String? {
+        guard let env = payload.env, !env.isEmpty else { return nil }
+        var lines: [String] = []
+        for (key, template) in env.sorted(by: { $0.key < $1.key }) {
+            let value = try EnvironmentTemplate.expand(template, environment: configuration.environment, field: "env \(key) of node \(payload.name)")
+            guard !value.contains("\n"), !value.contains("\r") else { throw .invalidPayload("env \(key) of node \(payload.name) contains a line break") }
+            let quoted = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            lines.append("\(key)=\"\(quoted)\"")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Written with mode 0600: it holds secrets.
+    private func writeEnv(_ text: String?, into directory: String) throws(JobFailure) {
+        guard let text else { return }
+        let path = directory + "/.env"
+        unlink(path)
+        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw JobFailure(type: "io", message: "could not write \(path)", retryable: true)
+        }
+    }
+
+    private func removeStaging(named name: String) {
+        let staging = configuration.workspace.staging
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] where entry.hasPrefix(name + ".") {
+            try? FileManager.default.removeItem(atPath: staging + "/" + entry)
+        }
+    }
+
+    /// Puts the finished clone in place with renames; an older checkout is moved aside first.
+    private func replace(_ target: String, with stage: String, name: String) throws(JobFailure) {
+        let fm = FileManager.default
+        var aside: String?
+        if fm.fileExists(atPath: target) {
+            let old = configuration.workspace.staging + "/\(name).replaced.\(UUID().uuidString.prefix(8))"
+            guard rename(target, old) == 0 else { throw JobFailure(type: "io", message: "could not move \(target) aside: \(String(cString: strerror(errno)))", retryable: true) }
+            aside = old
+        }
+        guard rename(stage, target) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if let aside { rename(aside, target) }
+            throw JobFailure(type: "io", message: "could not move custom node \(name) into place: \(reason)", retryable: true)
+        }
+        if let aside { try? fm.removeItem(atPath: aside) }
+    }
+
+    private func runInstallScript(in directory: String, payload: Payload, context: JobContext) async throws(JobFailure) -> Bool {
+        let script = directory + "/install.py"
+        guard FileManager.default.fileExists(atPath: script) else { return false }
+        let workspace = configuration.workspace
+        let python = FileManager.default.isExecutableFile(atPath: workspace.python) ? workspace.python : configuration.systemPython
+        var environment = configuration.environment
+        for (key, template) in payload.env ?? [:] {
+            environment[key] = try EnvironmentTemplate.expand(template, environment: configuration.environment, field: "env \(key) of node \(payload.name)")
+        }
+        environment["COMFYUI_PATH"] = workspace.comfyUI
+        let output: ChildProcess.Output
+        do {
+            output = try await ChildProcess.run(python, ["install.py"], environment: environment, workingDirectory: directory, timeout: configuration.installScriptTimeout)
+        } catch {
+            throw JobFailure(type: "install_script_failed", message: "install.py of \(payload.name) could not start: \(error)", retryable: false)
+        }
+        guard output.succeeded else {
+            let how = output.termination.map { "\($0)" } ?? "it ran longer than \(configuration.installScriptTimeout)"
+            // The script's own words, minus any secret it was given.
+            var tail = output.output.split(separator: "\n").suffix(3).joined(separator: " / ")
+            for key in (payload.env ?? [:]).keys {
+                if let value = environment[key], value.count >= 4 { tail = tail.replacingOccurrences(of: value, with: "***") }
+            }
+            throw JobFailure(type: "install_script_failed", message: "install.py of \(payload.name) failed (\(how)): \(tail.prefix(500))", retryable: true)
+        }
+        return true
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+import Scheduler
+
+/// What the node, ComfyUI and Python executors share: the workspace, where sources may come from,
+/// and the tools they run.
+public struct NodeInstallerConfiguration: Sendable {
+    public var workspace: Workspace
+    public var sources: GitSourcePolicy
+    /// Git operations at once on this machine (across worker processes).
+    public var gitSlots = 5
+    /// Replace checkouts at another commit or with local changes (else such a job fails).
+    public var force = false
+    public var installScriptTimeout: Duration = .seconds(600)
+    public var gitTimeout: Duration = .seconds(900)
+    /// The Python that creates the environment (`python3 -m venv`).
+    public var systemPython = "python3"
+    /// uv (from PyPI) resolves and installs requirements.
+    public var uv = "uv"
+    /// Package sources for uv: a wheelhouse (`--find-links`) and whether to skip the index, for
+    /// offline machines and tests.
+    public var findLinks: [String] = []
+    public var noIndex = false
+    public var environment: [String: String] = ProcessInfo.processInfo.environment
+
+    public init(workspace: Workspace, sources: GitSourcePolicy = GitSourcePolicy()) {
+        self.workspace = workspace
+        self.sources = sources
+    }
+
+    var git: Git { Git(allowLocal: sources.allowLocal, timeout: gitTimeout) }
+}
+
+/// A ref pin from a payload: at most one of commit, tag or branch; none means the default branch.
+struct RefPin: Sendable, CustomStringConvertible {
+    var commit: String?
+    var tag: String?
+    var branch: String?
+
+    init(commit: String?, tag: String?, branch: String?, owner: String) throws(JobFailure) {
+        guard [commit, tag, branch].compactMap({ $0 }).count <= 1 else {
+            throw .invalidPayload("\(owner) names more than one of commit, tag and branch")
+        }
+        if let commit, !GitSourcePolicy.isCommit(commit) { throw .invalidPayload("\(owner) has a commit that is not 7-40 hexadecimal digits") }
+        for ref in [tag, branch].compactMap({ $0 }) where !GitSourcePolicy.isSafeRef(ref) {
+            throw .invalidPayload("\(owner) has the ref '\(ref.prefix(60))', which is not a plain tag or branch name")
+        }
+        self.commit = commit?.lowercased()
+        self.tag = tag
+        self.branch = branch
+    }
+
+    var description: String {
+        commit.map { "commit \($0)" } ?? tag.map { "tag \($0)" } ?? branch.map { "branch \($0)" } ?? "the default branch"
+    }
+
+    /// The full commit to install: a pinned commit as given (checked after the clone), else the remote's.
+    func wanted(_ url: String, git: Git) async throws(JobFailure) -> String {
+        if let commit { return commit }
+        return try await git.remoteCommit(url, tag: tag, branch: branch)
+    }
+
+    func matches(_ head: String, wanted: String) -> Bool { head.hasPrefix(wanted) }
+
+    /// Clones `url` into `directory` checked out at `wanted`.
+    func clone(_ url: String, into directory: String, wanted: String, recursive: Bool, git: Git) async throws(JobFailure) -> String {
+        if let ref = tag ?? branch {
+            try await git.run(["clone", "--quiet", "--depth", "1", "--branch", ref, "--", url, directory], what: "git clone \(url)")
+        } else if commit != nil {
+            try await git.run(["clone", "--quiet", "--no-checkout", "--", url, directory], what: "git clone \(url)")
+            try await git.run(["checkout", "--quiet", "--force", "--detach", wanted], in: directory, what: "git checkout \(wanted)")
+        } else {
+            try await git.run(["clone", "--quiet", "--depth", "1", "--", url, directory], what: "git clone \(url)")
+        }
+        if recursive {
+            try await git.run(["submodule", "update", "--init", "--recursive", "--quiet"], in: directory, what: "git submodule update")
+        }
+        guard let head = await git.head(directory), matches(head, wanted: wanted) else {
+            throw JobFailure(type: "checkout_mismatch", message: "\(url) did not check out at \(wanted)", retryable: true)
+        }
+        return head
+    }
+}
+
+/// Marks a checkout as fully installed (clone, .env, install.py) at a commit; kept inside `.git`
+/// so it is never an untracked file of the node.
+enum InstallMarker {
+    static func path(_ directory: String) -> String { directory + "/.git/provision-installed" }
+
+    static func read(_ directory: String) -> String? {
+        (try? String(contentsOfFile: path(directory), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func write(_ directory: String, commit: String) {
+        try? (commit + "\n").write(toFile: path(directory), atomically: true, encoding: .utf8)
+    }
+}
+
+func resultJSON(_ fields: [String: Any]) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+func decodePayload<T: Decodable>(_ type: T.Type, _ text: String, kind: String, shape: String) throws(JobFailure) -> T {
+    do {
+        return try JSONDecoder().decode(T.self, from: Data(text.utf8))
+    } catch {
+        throw .invalidPayload("a \(kind) job needs a payload \(shape)")
+    }
+}

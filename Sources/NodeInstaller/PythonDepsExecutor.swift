@@ -1,0 +1,96 @@
+import Foundation
+import JobQueue
+import Scheduler
+
+/// The `python-deps` job kind: every node's requirements resolved together (`uv pip compile`, with
+/// ComfyUI's requirements and the installed torch as constraints), conflicts reported by node, then
+/// one install.
+public struct PythonDepsExecutor: JobExecutor {
+    public let kind = "python-deps"
+    public var configuration: NodeInstallerConfiguration
+
+    public init(configuration: NodeInstallerConfiguration) {
+        self.configuration = configuration
+    }
+
+    struct Payload: Decodable {
+        var nodes: [String]?
+        var allow_outside: Bool?
+        var constraints: [String]?
+    }
+
+    public func validate(payload: String) throws(JobFailure) {
+        let decoded = try decodePayload(Payload.self, payload, kind: "python-deps", shape: "{\"nodes\": [names]}")
+        for name in decoded.nodes ?? [] where !Workspace.isSafeNodeName(name) {
+            throw .invalidPayload("python-deps names the node '\(name.prefix(60))', which is not a plain folder name")
+        }
+        for line in decoded.constraints ?? [] where line.hasPrefix("-") || line.contains("://") {
+            throw .invalidPayload("a python-deps constraint must be a plain requirement, not '\(line.prefix(60))'")
+        }
+    }
+
+    public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
+        try validate(payload: job.payload)
+        let payload = try decodePayload(Payload.self, job.payload, kind: "python-deps", shape: "{\"nodes\": [names]}")
+        let workspace = configuration.workspace
+        let nodes = payload.nodes ?? installedNodes()
+        var requirements: [Requirement] = []
+        for node in nodes {
+            let directory = workspace.node(node)
+            guard FileManager.default.fileExists(atPath: directory) else {
+                throw JobFailure(type: "node_missing", message: "custom node \(node) is not installed", retryable: false)
+            }
+            requirements += try RequirementsReader.read(node: node, directory: directory, allowOutside: payload.allow_outside ?? false)
+        }
+        let environment = PythonEnvironment(configuration: configuration)
+        let lock = try await environment.lock()
+        defer { withExtendedLifetime(lock) {} }
+        try await environment.ensure()
+        if requirements.isEmpty { return resultJSON(["nodes": nodes.count, "requirements": 0, "installed": 0]) }
+
+        let protected = await environment.protectedPins()
+        let comfyRequirements = ((try? String(contentsOfFile: workspace.comfyUI + "/requirements.txt", encoding: .utf8)) ?? "")
+            .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("#") && !$0.hasPrefix("-") && !$0.contains("://") }
+        let protectedNames = Set(protected.map { RequirementsReader.projectName($0) })
+        // ComfyUI's own requirements constrain the nodes', except where a protected pin already decides.
+        let constraints = protected + comfyRequirements.filter { !protectedNames.contains(RequirementsReader.projectName($0)) } + (payload.constraints ?? [])
+
+        let folder = workspace.root + "/.provision/python"
+        try workspace.createDirectories(folder)
+        switch try await environment.compile(requirements: requirements.map(\.line), constraints: constraints, in: folder) {
+        case .conflict(let explanation):
+            throw conflict(explanation, requirements: requirements, protected: protected)
+        case .resolved(let resolved):
+            try await environment.install(resolved, constraints: protected, in: folder, what: "the requirements of \(nodes.count) custom nodes")
+            context.logger.info("python requirements installed", metadata: ["packages": "\(resolved.count)", "nodes": "\(nodes.count)"])
+            return resultJSON(["nodes": nodes.count, "requirements": requirements.count, "installed": resolved.count, "resolved": Array(resolved.prefix(200))])
+        }
+    }
+
+    /// Names the nodes whose requirements mention the packages uv's explanation names.
+    func conflict(_ explanation: String, requirements: [Requirement], protected: [String]) -> JobFailure {
+        let text = RequirementsReader.normalise(explanation)
+        let involved = requirements.filter { requirement in
+            guard !requirement.name.isEmpty else { return false }
+            return text.range(of: "(^|[^a-z0-9-])\(NSRegularExpression.escapedPattern(for: requirement.name))([^a-z0-9-]|$)", options: .regularExpression) != nil
+        }
+        let summary = PythonEnvironment.summary(explanation)
+        guard !involved.isEmpty else {
+            return JobFailure(type: "requirements_conflict", message: "the custom nodes' requirements cannot be resolved together: \(summary)", retryable: false)
+        }
+        if let pin = protected.first(where: { pin in involved.contains { $0.name == RequirementsReader.projectName(pin) } }),
+            let culprit = involved.first(where: { $0.name == RequirementsReader.projectName(pin) })
+        {
+            return JobFailure(type: "requirements_conflict", message: "custom node \(culprit.node) requires \(culprit.line), but the installed \(pin) is kept: \(summary)", retryable: false)
+        }
+        let byNode = Dictionary(grouping: involved, by: \.node).sorted { $0.key < $1.key }
+            .map { "\($0.key) (\($0.value.map(\.line).joined(separator: ", ")))" }
+        return JobFailure(type: "requirements_conflict", message: "the requirements of custom nodes \(byNode.joined(separator: " and ")) conflict: \(summary)", retryable: false)
+    }
+
+    private func installedNodes() -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: configuration.workspace.customNodes)) ?? []
+        return entries.filter { !$0.hasPrefix(".") && Workspace.isSafeNodeName($0) && FileManager.default.fileExists(atPath: configuration.workspace.node($0) + "/requirements.txt") }.sorted()
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import ProcessControl
+import Scheduler
+
+/// What `uv pip compile` concluded.
+enum Resolution {
+    case resolved([String])
+    /// uv's explanation of why no set of versions fits.
+    case conflict(String)
+}
+
+/// The machine's one Python environment (`<workspace>/venv`) and the uv commands that change it.
+/// Every change holds the environment's file lock: one writer at a time across worker processes.
+struct PythonEnvironment: Sendable {
+    let configuration: NodeInstallerConfiguration
+
+    var workspace: Workspace { configuration.workspace }
+
+    func lock() async throws(JobFailure) -> FileLock {
+        try workspace.createDirectories(workspace.locks)
+        return try await FileLock.acquire(workspace.locks + "/venv.lock")
+    }
+
+    /// Creates the environment when it does not exist yet (the caller holds the lock).
+    func ensure() async throws(JobFailure) {
+        if FileManager.default.isExecutableFile(atPath: workspace.python) { return }
+        try workspace.createDirectories(workspace.root)
+        let output = try await run(configuration.systemPython, ["-m", "venv", workspace.venv], what: "creating the Python environment")
+        guard FileManager.default.isExecutableFile(atPath: workspace.python) else {
+            throw JobFailure(type: "venv_failed", message: "python -m venv did not create \(workspace.python): \(output.suffix(300))", retryable: false)
+        }
+    }
+
+    /// Installed versions of the packages that must never be replaced (torch and friends).
+    func protectedPins() async -> [String] {
+        let script = """
+            import importlib.metadata as m
+            for name in ("torch", "torchvision", "torchaudio", "xformers"):
+                try: print(f"{name}=={m.version(name)}")
+                except m.PackageNotFoundError: pass
+            """
+        guard let output = try? await run(workspace.python, ["-c", script], what: "reading installed packages") else { return [] }
+        return output.split(separator: "\n").map(String.init).filter { $0.contains("==") }
+    }
+
+    /// `uv pip compile`: resolves `requirements` under `constraints`; returns the pinned lines or uv's explanation.
+    func compile(requirements: [String], constraints: [String], in folder: String) async throws(JobFailure) -> Resolution {
+        let input = folder + "/requirements.in"
+        let constraintFile = folder + "/constraints.txt"
+        let output = folder + "/requirements.lock.txt"
+        write(requirements, to: input)
+        write(constraints, to: constraintFile)
+        let result = try await uv(["pip", "compile", input, "--constraint", constraintFile, "--python", workspace.python, "--output-file", output, "--no-header", "--no-annotate", "--quiet"])
+        guard result.succeeded else { return .conflict(result.output) }
+        let lines = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") && !$0.isEmpty }
+        return .resolved(lines)
+    }
+
+    /// `uv pip install` of resolved lines, the protected pins kept as constraints.
+    func install(_ lines: [String], constraints: [String], in folder: String, what: String) async throws(JobFailure) {
+        let file = folder + "/install.txt"
+        let constraintFile = folder + "/constraints.txt"
+        write(lines, to: file)
+        write(constraints, to: constraintFile)
+        let result = try await uv(["pip", "install", "--python", workspace.python, "--requirement", file, "--constraint", constraintFile, "--quiet"])
+        guard result.succeeded else {
+            throw JobFailure(type: "pip_install_failed", message: "installing \(what) failed: \(Self.summary(result.output))", retryable: true)
+        }
+    }
+
+    private func uv(_ arguments: [String]) async throws(JobFailure) -> ChildProcess.Output {
+        let sources = configuration.findLinks.flatMap { ["--find-links", $0] } + (configuration.noIndex ? ["--no-index"] : [])
+        do {
+            return try await ChildProcess.run(configuration.uv, arguments + sources, environment: configuration.environment, timeout: .seconds(1800))
+        } catch {
+            throw JobFailure(type: "uv_missing", message: "uv could not be run (\(error)); install it with pip install uv or point --uv at it", retryable: false)
+        }
+    }
+
+    private func run(_ executable: String, _ arguments: [String], what: String) async throws(JobFailure) -> String {
+        let output: ChildProcess.Output
+        do {
+            output = try await ChildProcess.run(executable, arguments, environment: configuration.environment, timeout: .seconds(600))
+        } catch {
+            throw JobFailure(type: "python_missing", message: "\(what) failed: \(error)", retryable: false)
+        }
+        guard output.succeeded else {
+            throw JobFailure(type: "python_failed", message: "\(what) failed: \(Self.summary(output.output))", retryable: true)
+        }
+        return output.output
+    }
+
+    private func write(_ lines: [String], to path: String) {
+        try? (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// The lines of uv's output that say what went wrong.
+    static func summary(_ output: String) -> String {
+        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return lines.suffix(4).joined(separator: " ").prefix(800).description
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import Scheduler
+
+/// The folders of a ComfyUI machine: `<root>/ComfyUI`, its `custom_nodes` and `models`, the
+/// Python environment `<root>/venv`, and provision's own locks and staging area.
+public struct Workspace: Sendable {
+    public let root: String
+
+    public init(root: String) {
+        self.root = root
+    }
+
+    public var comfyUI: String { root + "/ComfyUI" }
+    public var customNodes: String { comfyUI + "/custom_nodes" }
+    public var models: String { comfyUI + "/models" }
+    public var venv: String { root + "/venv" }
+    public var python: String { venv + "/bin/python" }
+    /// Clones are made here and moved into place only when complete (same filesystem: an atomic rename).
+    public var staging: String { customNodes + "/.staging" }
+    public var locks: String { root + "/.provision/locks" }
+
+    public func node(_ name: String) -> String { customNodes + "/" + name }
+
+    /// Node names are folder names: no paths, no hidden or option-like names.
+    public static func isSafeNodeName(_ name: String) -> Bool {
+        guard let first = name.first, first.isASCII, first.isLetter || first.isNumber || first == "_", name.count <= 100 else { return false }
+        return name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) } && name != "." && name != ".."
+    }
+
+    func createDirectories(_ paths: String...) throws(JobFailure) {
+        for path in paths {
+            do {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            } catch {
+                throw JobFailure(type: "io", message: "could not create \(path): \(error.localizedDescription)", retryable: false)
+            }
+        }
+    }
+}
+
+/// An exclusive lock on a file (`flock`), held across processes and released by the kernel when
+/// the holder dies, so a killed worker never leaves it locked.
+final class FileLock: Sendable {
+    private let fd: Int32
+
+    private init(fd: Int32) { self.fd = fd }
+
+    /// Waits (polling, without blocking a thread) until the lock is free.
+    static func acquire(_ path: String, timeout: Duration = .seconds(3600)) async throws(JobFailure) -> FileLock {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw JobFailure(type: "io", message: "could not open the lock \(path): \(String(cString: strerror(errno)))", retryable: true) }
+        let deadline = ContinuousClock.now + timeout
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            if ContinuousClock.now > deadline || Task.isCancelled {
+                close(fd)
+                throw JobFailure(type: "lock_timeout", message: "waited too long for \(path)", retryable: true)
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return FileLock(fd: fd)
+    }
+
+    /// Takes any free one of `slots` locks named `<prefix>.<n>`: a semaphore across processes.
+    static func acquireSlot(_ prefix: String, slots: Int) async throws(JobFailure) -> FileLock {
+        let fds = (0..<max(1, slots)).map { open("\(prefix).\($0)", O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+        var held: Int32 = -1
+        defer { for fd in fds where fd >= 0 && fd != held { close(fd) } }
+        while true {
+            for fd in fds where fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 {
+                held = fd
+                return FileLock(fd: fd)
+            }
+            if Task.isCancelled { throw JobFailure(type: "cancelled", message: "cancelled while waiting for a git slot", retryable: true) }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    deinit {
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
+}

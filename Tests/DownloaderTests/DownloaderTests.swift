@@ -1,0 +1,220 @@
+import Downloader
+import Foundation
+import TestSupport
+import Testing
+
+func sha256(_ data: Data) -> String {
+    var hasher = SHA256Hasher()
+    hasher.update(data)
+    return hasher.finalize()
+}
+
+/// A download request to the test origin, into a fresh folder.
+func request(_ url: String, into folder: URL, name: String = "out.bin", chunk: Int64 = 65536, connections: Int = 4) -> DownloadRequest {
+    var request = DownloadRequest(url: url, destination: folder.appendingPathComponent(name).path)
+    request.policy = URLPolicy(allowLoopback: true)
+    request.chunkSize = chunk
+    request.connections = connections
+    request.retryBaseSeconds = 0.05
+    request.environment = [:]
+    return request
+}
+
+@Suite("Downloader against a real loopback origin", .serialized)
+struct DownloaderTests {
+    @Test(arguments: [0, 1, 65535, 65536, 65537, 10 * 65536 + 123])
+    func correctBytesAroundChunkBoundaries(size: Int) async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: size)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let result = try await Downloader().download(request(origin.url("f.bin"), into: folder))
+        let written = try Data(contentsOf: URL(fileURLWithPath: result.path))
+        #expect(written == data)
+        #expect(result.sha256 == sha256(data) && result.bytes == Int64(size) && result.ranged)
+        #expect(!FileManager.default.fileExists(atPath: result.path + ".partial"))
+        #expect(!FileManager.default.fileExists(atPath: result.path + ".partial.state"))
+        // Every byte fetched once: the probe's one byte, then each chunk.
+        let stats = try await origin.stats()
+        #expect(stats.bytes_sent == size + (size > 0 ? 1 : 0))
+        #expect(stats.requests.filter { $0.status == 206 }.count == (size > 0 ? 1 + (size + 65535) / 65536 : 0))
+    }
+
+    @Test func expectedHashIsVerifiedAndAnExistingFileIsKept() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: 300_000)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var req = request(origin.url("f.bin"), into: folder)
+        req.expectedSHA256 = sha256(data)
+        req.expectedSize = 300_000
+        let first = try await Downloader().download(req)
+        #expect(!first.skipped)
+        try await origin.reset()
+        let second = try await Downloader().download(req)
+        #expect(second.skipped && second.sha256 == sha256(data))
+        #expect(try await origin.stats().requests.isEmpty)
+    }
+
+    @Test func hashMismatchLeavesNoFile() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: 200_000)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var req = request(origin.url("f.bin", "wrongbody=1"), into: folder)
+        req.expectedSHA256 = sha256(data)
+        await #expect {
+            _ = try await Downloader().download(req)
+        } throws: { error in
+            guard let error = error as? DownloadError, case .hashMismatch(_, let expected, let actual) = error else { return false }
+            return expected == sha256(data) && actual != expected && error.description.contains(expected) && error.description.contains(actual)
+        }
+        #expect(!FileManager.default.fileExists(atPath: req.destination))
+        #expect(!FileManager.default.fileExists(atPath: req.destination + ".partial"))
+    }
+
+    @Test func serverWithoutRangeSupportGetsOneStream() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: 500_000)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var req = request(origin.url("f.bin", "norange=1"), into: folder)
+        req.expectedSHA256 = sha256(data)
+        let result = try await Downloader().download(req)
+        #expect(!result.ranged && result.sha256 == sha256(data))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: req.destination)) == data)
+    }
+
+    @Test func transientFailuresAreRetriedPerChunk() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: 400_000)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        // Dropped connections mid-body, then 500s, then a 429 with Retry-After, then a stall.
+        for (index, query) in ["drop=30000&times=3", "fail=500&times=3", "fail=429&retry_after=1&times=1", "hang=5&times=1"].enumerated() {
+            var req = request(origin.url("f.bin", query), into: folder, name: "out\(index).bin")
+            req.stallSeconds = 1
+            let started = ContinuousClock.now
+            let result = try await Downloader().download(req)
+            #expect(result.sha256 == sha256(data), "\(query)")
+            if query.contains("retry_after") { #expect(ContinuousClock.now - started >= .seconds(1)) }
+        }
+    }
+
+    @Test func permanentFailureNamesTheURLWithoutItsQuery() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        try origin.addFile("f.bin", size: 1000)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        do {
+            _ = try await Downloader().download(request(origin.url("missing.bin", "X-Amz-Signature=topsecret"), into: folder))
+            Issue.record("a 404 must fail")
+        } catch {
+            #expect(error.type == "http_404" && !error.isRetryable)
+            #expect(error.description.contains("\(origin.base)/files/missing.bin?…"))
+            #expect(!error.description.contains("topsecret"))
+        }
+    }
+
+    @Test func credentialsReachOnlyTheirOriginNotARedirectTarget() async throws {
+        let origin = try await TestOrigin()
+        let other = try await TestOrigin()
+        defer { origin.stop(); other.stop() }
+        let data = try other.addFile("f.bin", size: 200_000)
+        try origin.addFile("f.bin", size: 10)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        // A redirect to another port (another origin, like a CDN): neither the token nor the custom header follow.
+        var req = request("\(origin.base)/redirect/\(other.port)/files/f.bin", into: folder)
+        req.headers = [("X-Test", "custom-secret")]
+        req.policy.tokenHosts = [("127.0.0.1", "TEST_TOKEN")]
+        req.environment = ["TEST_TOKEN": "origin-secret"]
+        let result = try await Downloader().download(req)
+        #expect(result.sha256 == sha256(data))
+        let first = try await origin.stats().requests
+        #expect(first.count == 1 && first[0].authorization == "Bearer origin-secret" && first[0].x_test == "custom-secret")
+        let second = try await other.stats().requests
+        #expect(!second.isEmpty)
+        #expect(second.allSatisfy { $0.authorization == nil && $0.x_test == nil })
+
+        // On its own origin the token is sent with every request, so a protected file downloads.
+        var direct = request("\(other.base)/auth/f.bin", into: folder, name: "auth.bin")
+        direct.policy.tokenHosts = [("127.0.0.1", "TEST_TOKEN")]
+        direct.environment = ["TEST_TOKEN": "origin-secret"]
+        #expect(try await Downloader().download(direct).sha256 == sha256(data))
+        direct.environment = [:]
+        direct.destination += "2"
+        await #expect(throws: DownloadError.http(url: "\(other.base)/auth/f.bin", status: 401, attempts: 1)) {
+            _ = try await Downloader().download(direct)
+        }
+    }
+
+    @Test func remoteFileChangingMidDownloadIsDetectedAndRestarted() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        try origin.addFile("f.bin", size: 1_000_000, seed: 1)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let req = request(origin.url("f.bin", "throttle=400000"), into: folder, chunk: 100_000, connections: 2)
+        async let download = Downloader().download(req)
+        try await Task.sleep(for: .milliseconds(500))
+        try await Task.sleep(for: .milliseconds(20))  // a new mtime, so a new ETag
+        let replaced = try origin.addFile("f.bin", size: 1_000_000, seed: 2)
+        let result = try await download
+        #expect(result.restarts == 1)
+        #expect(result.sha256 == sha256(replaced))
+        // Chunk requests carried If-Range, which is how the change was seen.
+        #expect(try await origin.stats().requests.filter { $0.range != "bytes=0-0" && $0.status != 200 }.allSatisfy { $0.if_range != nil })
+    }
+
+    @Test func traversalDestinationsAreRefused() throws {
+        let root = try makeTemporaryDirectory("models")
+        let outside = try makeTemporaryDirectory("outside")
+        defer { try? FileManager.default.removeItem(at: root); try? FileManager.default.removeItem(at: outside) }
+        for bad in ["../x.bin", "/etc/passwd", "a/../../x.bin", "", "a//b", "./x", "checkpoints/x.bin.partial"] {
+            #expect(throws: DownloadError.self, "\(bad)") { try Destination.resolve(bad, under: root.path) }
+        }
+        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("escape").path, withDestinationPath: outside.path)
+        #expect(throws: DownloadError.self) { try Destination.resolve("escape/x.bin", under: root.path) }
+        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("link.bin").path, withDestinationPath: "/etc/passwd")
+        #expect(throws: DownloadError.self) { try Destination.resolve("link.bin", under: root.path) }
+        let good = try Destination.resolve("checkpoints/sd/model.safetensors", under: root.path)
+        #expect(good.hasSuffix("/checkpoints/sd/model.safetensors") && FileManager.default.fileExists(atPath: (good as NSString).deletingLastPathComponent))
+    }
+
+    @Test func urlPolicy() {
+        let strict = URLPolicy()
+        for bad in ["ftp://example.com/x", "file:///etc/passwd", "http://127.0.0.1/x", "http://localhost/x", "http://10.1.2.3/x", "http://user:pw@example.com/x", "gopher://x", "not a url"] {
+            #expect(throws: DownloadError.self, "\(bad)") { try strict.check(bad) }
+        }
+        #expect((try? strict.check("https://huggingface.co/org/repo/resolve/main/model.safetensors")) != nil)
+        #expect(URLPolicy.redact("https://u:p@cdn.example.com/a/b?X-Amz-Signature=s#f") == "https://cdn.example.com/a/b?…")
+        #expect(strict.authorization(for: "huggingface.co", environment: ["HF_TOKEN": "t"]) == "Bearer t")
+        #expect(strict.authorization(for: "cdn-lfs.example.com", environment: ["HF_TOKEN": "t"]) == nil)
+        #expect(strict.authorization(for: "civitai.com", environment: ["CIVITAI_TOKEN": "c"]) == "Bearer c")
+    }
+
+    @Test func insufficientSpaceFailsBeforeWriting() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        // A sparse 8 TiB file: the probe learns its size, the disk cannot hold it.
+        let path = origin.root.appendingPathComponent("huge.bin").path
+        #expect(truncate(path, 8 << 40) == 0 || FileManager.default.createFile(atPath: path, contents: nil))
+        guard truncate(path, 8 << 40) == 0 else { return }
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        do {
+            _ = try await Downloader().download(request(origin.url("huge.bin"), into: folder))
+            Issue.record("8 TiB cannot fit")
+        } catch {
+            #expect(error.type == "insufficient_space")
+            #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("out.bin.partial").path))
+        }
+    }
+}

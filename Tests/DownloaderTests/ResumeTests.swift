@@ -1,0 +1,125 @@
+import Downloader
+import Foundation
+import JobQueue
+import TestSupport
+import Testing
+
+/// Runs `provision download … --json` and decodes its result line.
+func downloadResult(_ output: String) throws -> [String: Any] {
+    let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+    return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+}
+
+@Suite("Downloads across process crashes", .serialized)
+struct ResumeTests {
+    static let size = 4_000_000
+    static let chunk = 262_144
+    static let connections = 4
+
+    func startThrottled(_ origin: TestOrigin, output: String) throws -> TestProcess {
+        try TestProcess.provision([
+            "download", origin.url("f.bin", "throttle=250000"), "--output", output, "--allow-loopback",
+            "--chunk-size", String(Self.chunk), "--connections", String(Self.connections), "--json",
+        ])
+    }
+
+    /// Kills the download with SIGKILL once its state file shows progress.
+    func killMidway(_ process: TestProcess, output: String) async throws {
+        #expect(await eventually(timeout: .seconds(20)) {
+            guard let data = FileManager.default.contents(atPath: output + ".partial.state"),
+                let state = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                let written = state["written"] as? [Int]
+            else { return false }
+            return written.reduce(0, +) > Self.size / 4
+        })
+        process.signal(SIGKILL)
+        _ = await process.wait(timeout: .seconds(10))
+        #expect(FileManager.default.fileExists(atPath: output + ".partial"))
+    }
+
+    @Test func resumeAfterKillNineRefetchesAtMostOneChunkPerConnection() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: Self.size)
+        let folder = try makeTemporaryDirectory("resume")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("model.safetensors").path
+
+        try await killMidway(try startThrottled(origin, output: output), output: output)
+        let firstRun = try await origin.stats().bytes_sent
+        try await origin.reset()
+
+        let second = try await run(provisionExecutable(), [
+            "download", origin.url("f.bin"), "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk),
+            "--connections", String(Self.connections), "--json", "--sha256", sha256(data),
+        ])
+        #expect(second.status == 0, "\(second.output)")
+        let result = try downloadResult(second.output)
+        let resumed = try #require(result["resumed_bytes"] as? Int)
+        #expect(resumed > 0)
+        let secondRun = try await origin.stats().bytes_sent
+        // The second run fetches what was missing, plus at most what the killed run had in flight.
+        #expect(secondRun <= Self.size - resumed + 1)
+        #expect(firstRun + secondRun <= Self.size + Self.connections * Self.chunk + 2, "first \(firstRun), second \(secondRun)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)
+        #expect(!FileManager.default.fileExists(atPath: output + ".partial.state"))
+    }
+
+    @Test func aFileChangedOnTheServerBetweenRunsIsDetected() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        try origin.addFile("f.bin", size: Self.size, seed: 7)
+        let folder = try makeTemporaryDirectory("changed")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("model.safetensors").path
+        try await killMidway(try startThrottled(origin, output: output), output: output)
+
+        let replaced = try origin.addFile("f.bin", size: Self.size, seed: 8)
+        let second = try await run(provisionExecutable(), [
+            "download", origin.url("f.bin"), "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk), "--json",
+        ])
+        #expect(second.status == 0, "\(second.output)")
+        let result = try downloadResult(second.output)
+        #expect(result["restarts"] as? Int == 1 && result["resumed_bytes"] as? Int == 0)
+        #expect(result["sha256"] as? String == sha256(replaced))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == replaced)
+    }
+
+    @Test func downloadJobsRunInTheWorkerPool() async throws {
+        let origin = try await TestOrigin()
+        let redis = try await TestRedis()
+        defer { origin.stop(); redis.stop() }
+        let a = try origin.addFile("a.bin", size: 700_000, seed: 1)
+        let b = try origin.addFile("b.bin", size: 1_300_000, seed: 2)
+        let models = try makeTemporaryDirectory("models")
+        let outside = try makeTemporaryDirectory("outside")
+        defer { try? FileManager.default.removeItem(at: models); try? FileManager.default.removeItem(at: outside) }
+        let jobs: [[String: Any]] = [
+            ["id": "model:a", "kind": "download", "payload": ["url": origin.url("a.bin"), "directory": "checkpoints", "filename": "a.safetensors", "sha256": sha256(a)]],
+            ["id": "model:b", "kind": "download", "payload": ["url": origin.url("b.bin", "drop=200000&times=2"), "path": "loras/b.safetensors", "sha256": sha256(b), "size": 1_300_000]],
+            ["id": "model:evil", "kind": "download", "max_attempts": 3, "payload": ["url": origin.url("a.bin"), "path": "../../\(outside.lastPathComponent)/pwned.bin"]],
+        ]
+        let plan = try JSONSerialization.data(withJSONObject: ["version": 1, "plan_id": "models", "jobs": jobs])
+        let queue = try JobQueue(redis: try redis.client(), machine: "m1")
+        _ = try await queue.enqueue(planJSON: String(decoding: plan, as: UTF8.self))
+        let pool = try TestProcess.provision(
+            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "3", "--models-root", models.path, "--allow-loopback-origins", "--health-port", "0"],
+            environment: ["REDIS_URL": redis.url])
+        defer { pool.terminate() }
+        var status = try await queue.status()
+        _ = try await eventually(timeout: .seconds(60)) {
+            status = try await queue.status()
+            return status.isSettled
+        }
+        #expect(status.state == .failed, "\(pool.output.suffix(2000))")
+        #expect(status.count("succeeded") == 2 && status.count("dead") == 1)
+        #expect(try Data(contentsOf: models.appendingPathComponent("checkpoints/a.safetensors")) == a)
+        #expect(try Data(contentsOf: models.appendingPathComponent("loras/b.safetensors")) == b)
+        let evil = try #require(status.failures.first { $0.job == "model:evil" })
+        #expect(evil.errorType == "invalid_destination" && evil.attempts == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside.path).isEmpty)
+        let record = try #require(try await queue.job(plan: "models", id: "model:b"))
+        let result = try JSONSerialization.jsonObject(with: Data((record["result"] ?? "{}").utf8)) as? [String: Any]
+        #expect(result?["sha256"] as? String == sha256(b) && result?["ranged"] as? Bool == true)
+    }
+}

@@ -95,17 +95,38 @@ struct SecretTests {
         flusher.cancel()
         await flusher.value
 
-        // Out of process: a worker pool with the same environment, debug logs, a plan with a failure
-        // whose message holds a URL with credentials.
-        _ = try await queue.enqueue(planJSON: #"{"version":1,"plan_id":"p2","jobs":[{"id":"a","kind":"sleep","payload":{"ms":50,"fail":{"message":"GET https://bob:plan-given-pw@h.invalid/f?token=abc123456 failed","retryable":false}}},{"id":"b","kind":"noop"}]}"#)
+        // Out of process: a worker pool with the same environment and trace logs, real downloads
+        // that send the token to their origin (a header template, so the plan holds no secret), one
+        // of them answered 404, and a failure whose message holds a URL with credentials.
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        _ = try origin.addFile("model.bin", size: 3_000_000)
+        let models = try makeTemporaryDirectory("models")
+        defer { try? FileManager.default.removeItem(at: models) }
+        let auth = ["Authorization": "Bearer ${HF_TOKEN}"]
+        let plan: [String: Any] = ["version": 1, "plan_id": "p2", "jobs": [
+            ["id": "a", "kind": "sleep", "payload": ["ms": 50, "fail": ["message": "GET https://bob:plan-given-pw@h.invalid/f?token=abc123456 failed", "retryable": false]]],
+            ["id": "b", "kind": "noop"],
+            ["id": "model:ok.safetensors", "kind": "download", "payload": ["url": origin.url("model.bin"), "path": "checkpoints/ok.safetensors", "headers": auth, "connections": 2]],
+            ["id": "model:missing.safetensors", "kind": "download", "max_attempts": 1, "payload": ["url": origin.url("missing.bin", "sig=plan-signature-0001"), "path": "checkpoints/missing.safetensors", "headers": auth]],
+        ]]
+        _ = try await queue.enqueue(planJSON: String(decoding: try JSONSerialization.data(withJSONObject: plan), as: UTF8.self))
         let pool = try TestProcess.provision(
-            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "2", "--log-level", "trace", "--health-port", "0"],
+            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "4", "--log-level", "trace", "--health-port", "0",
+             "--models-root", models.path, "--allow-loopback-origins"],
             environment: environment)
         defer { pool.terminate() }
-        #expect(try await eventually(timeout: .seconds(20)) { try await queue.status().state == .failed })
+        #expect(try await eventually(timeout: .seconds(60)) {
+            let status = try await queue.status()
+            return status.state == .failed && status.isSettled
+        })
         #expect(try await eventually(timeout: .seconds(20)) {
             try await redis.client().send("HGET", keys.status, "announced").string == "1"
         })
+        // The token was really used: the origin saw it on the download's requests.
+        let requests = try await origin.stats().requests
+        #expect(requests.contains { $0.authorization == "Bearer \(Self.token)" }, "\(requests.prefix(3))")
+        #expect(try await queue.job(plan: "p2", id: "model:ok.safetensors")?["state"] == "succeeded")
         let cli = [
             try await run(provisionExecutable(), ["status", "--machine", "m1"], environment: environment),
             try await run(provisionExecutable(), ["events", "--machine", "m1"], environment: environment),
@@ -122,6 +143,7 @@ struct SecretTests {
         let logs = sink.all + [pool.output]
         let printed = cli.map(\.output)
         #expect(events.count > 8 && sink.all.count > 3 && pool.output.contains("job failed"))
+        #expect(events.contains { $0.contains("machine.models.install.complete") && $0.contains("model:ok.safetensors") })
         for secret in [Self.token, Self.civitai, Self.password] {
             for (name, texts) in [("event", events), ("log", logs), ("CLI output", printed)] {
                 let hits = texts.filter { $0.contains(secret) }
@@ -134,7 +156,10 @@ struct SecretTests {
         // written by the API, keeps what the API sent).
         let failures = try await client.send("LRANGE", keys.failures, "0", "-1").array?.compactMap(\.string) ?? []
         #expect(failures.contains { $0.contains("[REDACTED]@h.invalid") && $0.contains("token=[REDACTED]") }, "\(failures)")
-        #expect(!events.contains { $0.contains("plan-given-pw") } && !logs.contains { $0.contains("plan-given-pw") })
+        for planSecret in ["plan-given-pw", "plan-signature-0001"] {
+            #expect(!events.contains { $0.contains(planSecret) } && !logs.contains { $0.contains(planSecret) })
+            #expect(!failures.contains { $0.contains(planSecret) }, "\(failures)")
+        }
         // What the executor logged did arrive, masked.
         #expect(sink.all.contains { $0.contains("fetching https://huggingface.co/org/model/resolve/main/x.safetensors?token=[REDACTED]") })
         redis.stop()

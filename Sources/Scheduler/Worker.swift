@@ -155,12 +155,15 @@ public final class Worker: Sendable {
     }
 
     private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ started: ContinuousClock.Instant, _ log: Logger) async {
+        let ended = ContinuousClock.now
         do {
             switch outcome {
             case .success(let result):
                 let (status, flip) = try await queue.complete(job.lease, resultJSON: configuration.redact(result))
-                let duration = ContinuousClock.now - started
-                for observer in observers { observer.jobSucceeded(job, outcome: status, duration: duration) }
+                let sinceEnd = ContinuousClock.now - ended
+                for observer in observers {
+                    observer.jobSucceeded(job, outcome: status, duration: ended - started, sinceEnd: sinceEnd)
+                }
                 log.debug("job succeeded", metadata: ["outcome": "\(status.rawValue)"])
                 if status == .stale { log.warning("completion refused: the lease is stale") }
                 if let flip { await flipped(flip, job: job, log) }
@@ -170,8 +173,10 @@ public final class Worker: Sendable {
                 failure.type = configuration.redact(failure.type)
                 let (status, flip) = try await queue.fail(
                     job.lease, errorType: failure.type, message: failure.message, retryable: failure.retryable)
-                let duration = ContinuousClock.now - started
-                for observer in observers { observer.jobFailed(job, failure: failure, outcome: status, duration: duration) }
+                let sinceEnd = ContinuousClock.now - ended
+                for observer in observers {
+                    observer.jobFailed(job, failure: failure, outcome: status, duration: ended - started, sinceEnd: sinceEnd)
+                }
                 log.warning("job failed", metadata: ["error_type": "\(failure.type)", "error": "\(failure.message)", "outcome": "\(status)"])
                 if let flip { await flipped(flip, job: job, log) }
             }

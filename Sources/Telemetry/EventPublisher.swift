@@ -4,9 +4,10 @@ import RedisClient
 import Synchronization
 
 /// Buffers a process's step events, job progress and metric counts, and writes them to Redis in
-/// batches from a background task: `XADD B:events MAXLEN ~ N` per event, `HSET`/`HDEL B:progress`,
-/// `HINCRBY B:metrics`, one pipelined round trip per flush. Recording is a lock and an append, so the
-/// job path never waits for Redis. Entries of one process keep their order in the stream.
+/// batches from a background task: one `events.lua` call per flush (per 500 events) appends the
+/// events to `B:events` (`XADD`, then `XTRIM MAXLEN ~ N`), sets or clears `B:progress` records and
+/// adds to the `B:metrics` counters. Recording is a lock and an append, so the job path never waits
+/// for Redis. Entries of one process keep their order in the stream.
 public final class EventPublisher: Sendable {
     /// How a publisher batches and caps.
     public struct Configuration: Sendable {
@@ -18,6 +19,8 @@ public final class EventPublisher: Sendable {
         public var maxBuffered = 100_000
         /// How long a job's progress record lives without an update (a crashed worker's is not removed).
         public var progressTTLSeconds = 86_400
+        /// Events per `events.lua` call (a flush with more makes several calls, in one round trip).
+        public var batchSize = 500
 
         public init() {}
     }
@@ -65,12 +68,12 @@ public final class EventPublisher: Sendable {
     /// Records an event whose further attributes `attributes` writes straight into the JSON: the
     /// job path's way, with no intermediate attribute list.
     public func emit(
-        name: String, step: Step, traceID: String?, spanID: String, parentSpanID: String?,
-        durationMilliseconds: Double? = nil, attributes: (inout JSONObjectWriter) -> Void
+        name: String, step: Step, timestamp: Int64 = StepEvent.now(), traceID: String?, spanID: String,
+        parentSpanID: String?, durationMilliseconds: Double? = nil, attributes: (inout JSONObjectWriter) -> Void
     ) {
         var out = JSONObjectWriter(capacity: 640)
         out.add("event", name)
-        out.add("timestamp", StepEvent.now())
+        out.add("timestamp", timestamp)
         out.appendFields(fixed[step.number] ?? StepEvent.fixedFields(step: step, context: context))
         out.add("trace_id", traceID)
         out.add("span_id", spanID)
@@ -142,27 +145,43 @@ public final class EventPublisher: Sendable {
         var counters = batch.counters
         if batch.dropped > 0 { counters[MetricField.eventsDropped, default: 0] += batch.dropped }
         if batch.events.isEmpty && batch.progress.isEmpty && counters.isEmpty { return }
-        var commands: [[String]] = []
-        commands.reserveCapacity(batch.events.count + batch.progress.count + counters.count + 1)
-        let maxLength = String(configuration.maxLength)
-        for event in batch.events {
-            commands.append(["XADD", keys.events, "MAXLEN", "~", maxLength, "*", "event", event])
-        }
-        var touchedProgress = false
-        for (job, json) in batch.progress {
-            if let json {
-                commands.append(["HSET", keys.progress, job, json])
-                touchedProgress = true
+        // One events.lua call per batch of at most `batchSize` events (long scripts would hold Redis up).
+        let keys = [keys.events, keys.progress, keys.metrics]
+        let header = [String(configuration.maxLength), String(configuration.progressTTLSeconds)]
+        var calls: [(script: RedisScript, keys: [String], arguments: [String])] = []
+        var start = 0
+        repeat {
+            let end = min(batch.events.count, start + configuration.batchSize)
+            var arguments = header
+            arguments.reserveCapacity(end - start + 4 + (start == 0 ? 2 * (batch.progress.count + counters.count) : 0))
+            arguments.append(String(end - start))
+            arguments.append(contentsOf: batch.events[start..<end])
+            if start == 0 {
+                arguments.append(String(batch.progress.count))
+                for (job, json) in batch.progress {
+                    arguments.append(job)
+                    arguments.append(json ?? "")
+                }
+                for (field, amount) in counters.sorted(by: { $0.key < $1.key }) {
+                    arguments.append(field)
+                    arguments.append(String(amount))
+                }
             } else {
-                commands.append(["HDEL", keys.progress, job])
+                arguments.append("0")
             }
-        }
-        if touchedProgress { commands.append(["EXPIRE", keys.progress, String(configuration.progressTTLSeconds)]) }
-        for (field, amount) in counters.sorted(by: { $0.key < $1.key }) {
-            commands.append(["HINCRBY", keys.metrics, field, String(amount)])
-        }
+            calls.append((QueueScript.events, keys, arguments))
+            start = end
+        } while start < batch.events.count
         do {
-            _ = try await redis.pipeline(commands)
+            let replies = try await redis.evalPipeline(calls)
+            // A refused call (a bug, or keys of the wrong type) loses its events: count them.
+            var lost: Int64 = 0
+            for (index, reply) in replies.enumerated() {
+                if case .error = reply, let count = calls[index].arguments.dropFirst(2).first.flatMap({ Int64($0) }) {
+                    lost += count
+                }
+            }
+            if lost > 0 { pending.withLock { $0.dropped += lost } }
         } catch {
             // Redis is away: keep the events for the next flush (bounded), merge the rest back.
             pending.withLock { state in

@@ -103,17 +103,17 @@ public final class StepEventObserver: WorkerObserver {
         publisher.setProgress(job: job.id, json: record.finish())
     }
 
-    public func jobSucceeded(_ job: ClaimedJob, outcome: CompletionOutcome, duration: Duration) {
+    public func jobSucceeded(_ job: ClaimedJob, outcome: CompletionOutcome, duration: Duration, sinceEnd: Duration) {
         let state = endProgress(job, counting: outcome == .ok)
         guard outcome == .ok else { return }
         let step = Step.forJob(kind: job.kind, id: job.id)
-        emitJob(job, step: step, name: step.event + EventName.complete, duration: duration) { out in
+        emitJob(job, step: step, name: step.event + EventName.complete, duration: duration, sinceEnd: sinceEnd) { out in
             if let state { Self.writeProgress(state.latest, rate: state.rate, into: &out) }
         }
         recordDuration(job, duration, outcome: "succeeded")
     }
 
-    public func jobFailed(_ job: ClaimedJob, failure: JobFailure, outcome: FailureOutcome, duration: Duration) {
+    public func jobFailed(_ job: ClaimedJob, failure: JobFailure, outcome: FailureOutcome, duration: Duration, sinceEnd: Duration) {
         _ = endProgress(job, counting: false)
         let delay: Int?
         switch outcome {
@@ -123,7 +123,7 @@ public final class StepEventObserver: WorkerObserver {
         }
         let willRetry = delay != nil
         let step = Step.forJob(kind: job.kind, id: job.id)
-        emitJob(job, step: step, name: EventName.failure, duration: duration) { out in
+        emitJob(job, step: step, name: EventName.failure, duration: duration, sinceEnd: sinceEnd) { out in
             out.add("error_type", failure.type)
             out.add("error_message", failure.message)
             out.add("retry_attempt", Int64(job.attempt))
@@ -143,12 +143,17 @@ public final class StepEventObserver: WorkerObserver {
 
     // MARK: helpers
 
-    /// A job event: trace = plan, span = job, parent = the step's span, and the job's attributes.
+    /// A job event: trace = plan, span = job, parent = the step's span, and the job's attributes. An
+    /// end is stamped with the moment the attempt ended, not the later moment the queue confirmed it,
+    /// so that it precedes the start of any job it unlocked.
     private func emitJob(
-        _ job: ClaimedJob, step: Step, name: String, duration: Duration? = nil, _ more: (inout JSONObjectWriter) -> Void
+        _ job: ClaimedJob, step: Step, name: String, duration: Duration? = nil, sinceEnd: Duration = .zero,
+        _ more: (inout JSONObjectWriter) -> Void
     ) {
+        let (seconds, attoseconds) = sinceEnd.components
+        let timestamp = StepEvent.now() - (seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         publisher.emit(
-            name: name, step: step, traceID: job.plan, spanID: job.id, parentSpanID: step.spanID,
+            name: name, step: step, timestamp: timestamp, traceID: job.plan, spanID: job.id, parentSpanID: step.spanID,
             durationMilliseconds: duration.map { $0 / .milliseconds(1) }
         ) { out in
             out.add("job_id", job.id)

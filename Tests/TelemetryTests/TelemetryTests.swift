@@ -159,7 +159,7 @@ struct TelemetryTests {
         let record = try #require(try await redis.client().send("HGET", keys.progress, job.id).string)
         #expect(record.contains("\"bytes_total\":1000000") && record.contains("\"plan\":\"p1\""))
         observer.jobProgress(job, JobProgress(bytesDone: 1_000_000, bytesTotal: 1_000_000))
-        observer.jobSucceeded(job, outcome: .ok, duration: .milliseconds(2300))
+        observer.jobSucceeded(job, outcome: .ok, duration: .milliseconds(2300), sinceEnd: .milliseconds(1))
         await publisher.flush()
 
         let client = try redis.client()

@@ -86,11 +86,7 @@ public final class EventPublisher: Sendable {
     private func append(_ json: String) {
         pending.withLock { state in
             state.events.append(json)
-            if state.events.count > configuration.maxBuffered {
-                let excess = state.events.count - configuration.maxBuffered
-                state.events.removeFirst(excess)
-                state.dropped += Int64(excess)
-            }
+            Self.trim(&state, to: configuration.maxBuffered)
         }
     }
 
@@ -186,15 +182,20 @@ public final class EventPublisher: Sendable {
             // Redis is away: keep the events for the next flush (bounded), merge the rest back.
             pending.withLock { state in
                 state.events.insert(contentsOf: batch.events, at: 0)
-                if state.events.count > configuration.maxBuffered {
-                    let excess = state.events.count - configuration.maxBuffered
-                    state.events.removeFirst(excess)
-                    state.dropped += Int64(excess)
-                }
+                Self.trim(&state, to: configuration.maxBuffered)
                 for (job, json) in batch.progress where state.progress[job] == nil { state.progress[job] = json }
                 for (field, amount) in counters { state.counters[field, default: 0] += amount }
             }
         }
+    }
+
+    /// Over the cap, the oldest quarter goes at once (dropping one at a time would move the whole
+    /// buffer for every new event).
+    private static func trim(_ state: inout Pending, to cap: Int) {
+        guard state.events.count > cap else { return }
+        let excess = state.events.count - cap + cap / 4
+        state.events.removeFirst(excess)
+        state.dropped += Int64(excess)
     }
 
     /// Closes the publisher's connection (after a final `flush`).

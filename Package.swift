@@ -12,6 +12,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // C bindings: nothing but the system libraries and the glue for variadic C calls.
@@ -52,10 +54,28 @@ let package = Package(
         .target(
             name: "Manifest",
             dependencies: ["Downloader", "Scheduler", "JobQueue", "ProcessControl"]),
+        // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
+        .target(
+            name: "Telemetry",
+            dependencies: ["JobQueue", "RedisClient", "Scheduler", .product(name: "Logging", package: "swift-log")]),
+        // Machine status for people and the fleet: the flip's announcement, stalled detection, metrics.
+        .target(
+            name: "Aggregator",
+            dependencies: ["JobQueue", "RedisClient", "Scheduler", "Telemetry", .product(name: "Logging", package: "swift-log")]),
+        // HTTP on 9090: /health, /status, /metrics.
+        .target(
+            name: "HealthServer",
+            dependencies: [
+                "Aggregator", "JobQueue", "Telemetry",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "provision",
             dependencies: [
-                "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Manifest",
+                "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
+                "HealthServer", "Manifest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -78,6 +98,24 @@ let package = Package(
         .testTarget(
             name: "WorkerTests",
             dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),
+        .testTarget(
+            name: "TelemetryTests",
+            dependencies: [
+                "Telemetry", "Aggregator", "Scheduler", "JobQueue", "RedisClient", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
+            name: "AggregatorTests",
+            dependencies: [
+                "Aggregator", "Telemetry", "Scheduler", "JobQueue", "RedisClient", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
+            name: "HealthServerTests",
+            dependencies: [
+                "HealthServer", "Aggregator", "Telemetry", "JobQueue", "RedisClient", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -7,6 +7,8 @@
 - examples/status-*.json must pass schemas/status.schema.json;
 - examples/manifest-*.json, lockfile-*.json and analysis-*.json must pass manifest.schema.json,
   lockfile.schema.json and analysis.schema.json;
+- examples/event-*.json must pass schemas/event.schema.json (a file may hold one event or a list);
+- examples/machine-ready.json and examples/machine-failed.json must pass schemas/machine-ready.schema.json;
 - examples/invalid/*.json are plans that queue.lua refuses (see examples/invalid/README.md). Those
   a schema can catch must fail plan.schema.json; those it cannot (cycles, missing or duplicate ids,
   another machine's plan) are listed, and must be listed in the README table.
@@ -74,8 +76,10 @@ def main() -> int:
 
     plan = validators.get("plan.schema.json")
     status = validators.get("status.schema.json")
-    if plan is None or status is None:
-        print("plan.schema.json and status.schema.json are required")
+    event = validators.get("event.schema.json")
+    announcement = validators.get("machine-ready.schema.json")
+    if plan is None or status is None or event is None or announcement is None:
+        print("plan, status, event and machine-ready schemas are required")
         return 1
 
     def validate(path: Path, validator: Draft202012Validator, extra: Callable[[Any], List[str]] = lambda _: []) -> None:
@@ -108,6 +112,17 @@ def main() -> int:
             continue
         for path in examples:
             validate(path, validator)
+    for path in sorted(EXAMPLES.glob("event-*.json")):
+        instance = load(path)
+        items = instance if isinstance(instance, list) else [instance]
+        problems = [f"#{i}: {p}" for i, item in enumerate(items) for p in errors_of(event, item)]
+        check(str(path.relative_to(ROOT)) + f" ({len(items)} events)", bool(items) and not problems, "; ".join(problems))
+    for name in ("machine-ready.json", "machine-failed.json"):
+        path = EXAMPLES / name
+        if not path.exists():
+            check(f"examples/{name}", False, "missing")
+            continue
+        validate(path, announcement)
 
     readme = (EXAMPLES / "invalid" / "README.md").read_text(encoding="utf-8")
     found = {path.name: path for path in sorted((EXAMPLES / "invalid").glob("*.json"))}

@@ -123,6 +123,50 @@ public final class JobQueue: Sendable {
         _ = try await call("unregister", [worker])
     }
 
+    /// What `announce` answered: the claim of the current generation's fleet announcement.
+    public enum AnnounceClaim: Sendable, Equatable {
+        /// This claimant announces: the generation, whether it took over a dead claim, the status
+        /// hash and the failure reasons at the moment of the claim.
+        case claimed(generation: Int, tookOver: Bool, status: [String: String], failures: [String])
+        /// Nothing to announce (not ready or failed).
+        case none
+        /// Already announced.
+        case done
+        /// The flip is younger than the grace period: the flipper announces.
+        case wait
+        /// Another claimant is announcing.
+        case busy
+    }
+
+    /// Claims the fleet announcement of the machine's flip (protocols/events.md). The flipper passes
+    /// `graceMilliseconds` 0; anyone re-announcing for a publisher that died passes more.
+    public func announce(claimant: String, graceMilliseconds: Int, takeoverMilliseconds: Int) async throws(JobQueueError) -> AnnounceClaim {
+        let reply = try await call("announce", [claimant, String(graceMilliseconds), String(takeoverMilliseconds)])
+        guard let items = reply.array, let kind = items.first?.string else {
+            throw .protocolViolation("announce returned \(reply)")
+        }
+        switch kind {
+        case "claimed":
+            guard items.count == 5, let generation = items[1].int, let tookOver = items[2].int,
+                let status = items[3].hash, let reasons = items[4].array
+            else { throw .protocolViolation("announce returned \(reply)") }
+            return .claimed(
+                generation: Int(generation), tookOver: tookOver == 1, status: status,
+                failures: reasons.compactMap(\.string))
+        case "none": return .none
+        case "done": return .done
+        case "wait": return .wait
+        case "busy": return .busy
+        default: throw .protocolViolation("announce returned \(reply)")
+        }
+    }
+
+    /// Marks the claimed announcement done and appends the machine's own event to `B:events`, at
+    /// once. False when the claim was lost (taken over, or a new plan enqueued).
+    public func announced(claimant: String, eventJSON: String, eventsMaxLength: Int) async throws(JobQueueError) -> Bool {
+        try await call("announced", [claimant, eventJSON, String(eventsMaxLength)]).string == "announced"
+    }
+
     /// The machine's status hash and failure reasons.
     public func status() async throws(JobQueueError) -> MachineStatus {
         let replies: [RedisReply]
@@ -132,19 +176,7 @@ public final class JobQueue: Sendable {
         guard replies.count == 2, let hash = replies[0].hash, let reasons = replies[1].array else {
             throw .protocolViolation("status read returned \(replies)")
         }
-        let decoder = JSONDecoder()
-        let failures = reasons.compactMap { reply -> FailureReason? in
-            guard case .bulk(let bytes) = reply else { return nil }
-            return try? decoder.decode(FailureReason.self, from: Data(bytes))
-        }
-        var counts: [String: Int] = [:]
-        for field in MachineStatus.countFields { counts[field] = hash[field].flatMap { Int($0) } ?? 0 }
-        return MachineStatus(
-            machineID: keys.machine,
-            state: hash["state"].flatMap(MachineStatus.State.init(rawValue:)) ?? .idle,
-            planID: hash["plan_id"], generation: hash["generation"].flatMap { Int($0) } ?? 0, counts: counts,
-            enqueuedAt: hash["enqueued_at"].flatMap { Int($0) }, startedAt: hash["started_at"].flatMap { Int($0) },
-            finishedAt: hash["finished_at"].flatMap { Int($0) }, failures: failures)
+        return MachineStatus(machineID: keys.machine, hash: hash, reasons: reasons.compactMap(\.string))
     }
 
     /// One job's record (all fields of its hash), or nil when it does not exist.

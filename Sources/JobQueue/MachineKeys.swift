@@ -31,6 +31,16 @@ public struct MachineKeys: Sendable, Equatable {
     public var workers: String { base + ":workers" }
     public var heartbeats: String { base + ":heartbeats" }
     public var events: String { base + ":events" }
+    /// Latest progress of running jobs (job id → JSON), written by workers at most once a second per job.
+    public var progress: String { base + ":progress" }
+    /// Counters that only grow (bytes downloaded, job durations), for `/metrics`.
+    public var metrics: String { base + ":metrics" }
+
+    /// The fleet-wide channel that `machine_ready` / `machine_failed` are published on (no hash tag:
+    /// it is not a key).
+    public var fleetChannel: String { prefix + ":fleet" }
+    /// The fleet-wide stream of announcements, one entry per machine and generation.
+    public var fleetEvents: String { prefix + ":fleet:events" }
 
     /// The keys every call of `queue.lua` declares, in order.
     public var scriptKeys: [String] { [status, ready, active, delayed, wake, failures, workers, heartbeats, events] }

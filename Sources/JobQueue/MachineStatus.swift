@@ -1,3 +1,5 @@
+import Foundation
+
 /// A machine's status hash (protocols/redis.md), decoded.
 public struct MachineStatus: Sendable, Equatable, Codable {
     public enum State: String, Sendable, Codable {
@@ -20,6 +22,34 @@ public struct MachineStatus: Sendable, Equatable, Codable {
         "total", "waiting", "ready", "active", "delayed", "succeeded", "failed", "dead", "cancelled", "retries",
         "reclaimed",
     ]
+
+    public init(
+        machineID: String, state: State, planID: String?, generation: Int, counts: [String: Int], enqueuedAt: Int?,
+        startedAt: Int?, finishedAt: Int?, failures: [FailureReason]
+    ) {
+        self.machineID = machineID
+        self.state = state
+        self.planID = planID
+        self.generation = generation
+        self.counts = counts
+        self.enqueuedAt = enqueuedAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.failures = failures
+    }
+
+    /// Decodes the status hash `B:status` and the JSON reasons of `B:failures`.
+    public init(machineID: String, hash: [String: String], reasons: [String]) {
+        let decoder = JSONDecoder()
+        var counts: [String: Int] = [:]
+        for field in Self.countFields { counts[field] = hash[field].flatMap { Int($0) } ?? 0 }
+        self.init(
+            machineID: machineID, state: hash["state"].flatMap(State.init(rawValue:)) ?? .idle,
+            planID: hash["plan_id"], generation: hash["generation"].flatMap { Int($0) } ?? 0, counts: counts,
+            enqueuedAt: hash["enqueued_at"].flatMap { Int($0) }, startedAt: hash["started_at"].flatMap { Int($0) },
+            finishedAt: hash["finished_at"].flatMap { Int($0) },
+            failures: reasons.compactMap { try? decoder.decode(FailureReason.self, from: Data($0.utf8)) })
+    }
 
     public func count(_ field: String) -> Int { counts[field] ?? 0 }
 

@@ -1,9 +1,13 @@
 import Foundation
 import RedisClient
 
-/// The queue protocol script, `protocols/scripts/queue.lua`, as embedded at build time.
+/// The protocol scripts of `protocols/scripts`, as embedded at build time.
 public enum QueueScript {
     public static let queue: RedisScript = RedisScript(name: "queue", source: source(named: "queue"))
+    /// `protocols/scripts/fleet.lua`: the fleet-wide announcement, deduplicated per machine and generation.
+    public static let fleet: RedisScript = RedisScript(name: "fleet", source: source(named: "fleet"))
+    /// `protocols/scripts/events.lua`: a worker's buffered events, progress and counters in one call.
+    public static let events: RedisScript = RedisScript(name: "events", source: source(named: "events"))
 
     static func source(named name: String) -> String {
         guard let encoded = EmbeddedScripts.base64[name], let data = Data(base64Encoded: encoded) else {

@@ -114,24 +114,37 @@ final class RedisConnection {
         }
     }
 
+    /// Lays the arguments out in one buffer (one allocation, whole-argument copies) for hiredis' argv calls.
     private static func withArgv<T>(
         _ arguments: [String],
         _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> T
     ) -> T {
-        var buffers: [UnsafeMutablePointer<CChar>] = []
+        var total = 0
         var lengths: [Int] = []
-        buffers.reserveCapacity(arguments.count)
         lengths.reserveCapacity(arguments.count)
         for argument in arguments {
-            let utf8 = argument.utf8
-            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(utf8.count, 1))
-            _ = UnsafeMutableBufferPointer(start: buffer, count: utf8.count).initialize(
-                from: utf8.lazy.map { CChar(bitPattern: $0) })
-            buffers.append(buffer)
-            lengths.append(utf8.count)
+            let count = argument.utf8.count
+            lengths.append(count)
+            total += count
         }
-        defer { buffers.forEach { $0.deallocate() } }
-        var argv: [UnsafePointer<CChar>?] = buffers.map { UnsafePointer($0) }
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(total, 1), alignment: 1)
+        defer { storage.deallocate() }
+        var argv: [UnsafePointer<CChar>?] = []
+        argv.reserveCapacity(arguments.count)
+        var offset = 0
+        for (index, argument) in arguments.enumerated() {
+            let count = lengths[index]
+            let target = UnsafeMutableRawBufferPointer(rebasing: storage[offset..<(offset + count)])
+            let copied = argument.utf8.withContiguousStorageIfAvailable { source -> Bool in
+                if count > 0 { target.copyMemory(from: UnsafeRawBufferPointer(source)) }
+                return true
+            }
+            if copied == nil {
+                for (position, byte) in argument.utf8.enumerated() { target[position] = byte }
+            }
+            argv.append(UnsafePointer(storage.baseAddress!.advanced(by: offset).assumingMemoryBound(to: CChar.self)))
+            offset += count
+        }
         return argv.withUnsafeMutableBufferPointer { argvBuffer in
             lengths.withUnsafeBufferPointer { lengthBuffer in
                 body(Int32(arguments.count), argvBuffer.baseAddress!, lengthBuffer.baseAddress!)

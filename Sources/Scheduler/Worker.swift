@@ -16,6 +16,8 @@ public struct WorkerConfiguration: Sendable {
     public var idleHeartbeat: Duration = .seconds(5)
     /// The supervisor's pid: when the worker is orphaned it drains and exits.
     public var supervisorPID: Int32?
+    /// Applied to every error message and result before it is sent to Redis (secrets out).
+    public var redact: @Sendable (String) -> String = { $0 }
 
     public init(workerID: String, concurrency: Int) {
         self.workerID = workerID
@@ -39,13 +41,14 @@ public final class Worker: Sendable {
     private let waker: RedisClient
     private let registry: ExecutorRegistry
     private let logger: Logger
+    private let observers: [any WorkerObserver]
     private let active = ActiveJobs()
 
     /// Each role gets its own connection: a blocking wait or a slow reply on one never delays
     /// heartbeats on another.
     public init(
         redis: RedisConfiguration, machine: String, prefix: String = "provision", registry: ExecutorRegistry,
-        configuration: WorkerConfiguration, logger: Logger
+        configuration: WorkerConfiguration, logger: Logger, observers: [any WorkerObserver] = []
     ) throws(JobQueueError) {
         self.configuration = configuration
         self.queue = try JobQueue(redis: RedisClient(configuration: redis, label: "commands"), machine: machine, prefix: prefix)
@@ -55,6 +58,7 @@ public final class Worker: Sendable {
         self.waker = RedisClient(configuration: blocking, label: "wake")
         self.registry = registry
         self.logger = logger
+        self.observers = observers
     }
 
     /// The most jobs that ran at once in this process.
@@ -64,6 +68,9 @@ public final class Worker: Sendable {
     public func run(until shutdown: Shutdown) async throws(JobQueueError) {
         try await queue.register(worker: configuration.workerID, infoJSON: registrationJSON())
         logger.info("worker registered", metadata: ["worker": "\(configuration.workerID)", "concurrency": "\(configuration.concurrency)"])
+        for observer in observers {
+            await observer.workerRegistered(workerID: configuration.workerID, concurrency: configuration.concurrency, kinds: registry.kinds)
+        }
         let heartbeats = Task { await heartbeatLoop(until: shutdown) }
         let wakeOnStop = Task { [active] in
             await shutdown.wait()
@@ -74,6 +81,7 @@ public final class Worker: Sendable {
         heartbeats.cancel()
         wakeOnStop.cancel()
         _ = await heartbeats.value
+        for observer in observers { await observer.workerStopping(workerID: configuration.workerID) }
         try? await queue.unregister(worker: configuration.workerID)
         [queue.redis, beats.redis, waker].forEach { $0.close() }
         logger.info("worker stopped", metadata: ["worker": "\(configuration.workerID)"])
@@ -89,7 +97,7 @@ public final class Worker: Sendable {
             do {
                 let (jobs, flip) = try await queue.claim(worker: configuration.workerID, count: free)
                 failures = 0
-                if let flip { logger.notice("machine flipped", metadata: ["state": "\(flip.rawValue)"]) }
+                if let flip { await flipped(flip, job: nil, logger) }
                 if jobs.isEmpty {
                     // Sleep until a script pushes a wake marker, or a second passes (due retries).
                     _ = try await waker.send("BLPOP", queue.keys.wake, String(configuration.idleWaitSeconds))
@@ -108,18 +116,23 @@ public final class Worker: Sendable {
 
     private func execute(_ job: ClaimedJob) async {
         let log = logger.with(job)
+        let started = ContinuousClock.now
+        for observer in observers { observer.jobStarted(job, workerID: configuration.workerID) }
         guard let executor = registry[job.kind] else {
-            await report(job, .failure(JobFailure(type: "unknown_kind", message: "this worker has no executor for job kind '\(job.kind)'", retryable: false)), log)
+            await report(job, .failure(JobFailure(type: "unknown_kind", message: "this worker has no executor for job kind '\(job.kind)'", retryable: false)), started, log)
             return
         }
         do throws(JobFailure) {
             try executor.validate(payload: job.payload)
         } catch {
-            await report(job, .failure(error), log)
+            await report(job, .failure(error), started, log)
             return
         }
         log.debug("job started", metadata: ["attempt": "\(job.attempt)/\(job.maxAttempts)"])
-        let context = JobContext(workerID: configuration.workerID, logger: log)
+        let observers = self.observers
+        let context = JobContext(workerID: configuration.workerID, logger: log) { progress in
+            for observer in observers { observer.jobProgress(job, progress) }
+        }
         let outcome: Result<String, any Error>
         do {
             outcome = .success(try await withTimeout(milliseconds: job.timeoutMilliseconds) {
@@ -138,28 +151,45 @@ public final class Worker: Sendable {
             log.notice("job released during shutdown", metadata: ["released": "\(released)"])
             return
         }
-        await report(job, outcome, log)
+        await report(job, outcome, started, log)
     }
 
-    private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ log: Logger) async {
+    private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ started: ContinuousClock.Instant, _ log: Logger) async {
+        let ended = ContinuousClock.now
         do {
             switch outcome {
             case .success(let result):
-                let (status, flip) = try await queue.complete(job.lease, resultJSON: result)
+                let (status, flip) = try await queue.complete(job.lease, resultJSON: configuration.redact(result))
+                let sinceEnd = ContinuousClock.now - ended
+                for observer in observers {
+                    observer.jobSucceeded(job, outcome: status, duration: ended - started, sinceEnd: sinceEnd)
+                }
                 log.debug("job succeeded", metadata: ["outcome": "\(status.rawValue)"])
                 if status == .stale { log.warning("completion refused: the lease is stale") }
-                if let flip { log.notice("machine flipped", metadata: ["state": "\(flip.rawValue)"]) }
+                if let flip { await flipped(flip, job: job, log) }
             case .failure(let error):
-                let failure = Self.classify(error, job: job)
+                var failure = Self.classify(error, job: job)
+                failure.message = configuration.redact(failure.message)
+                failure.type = configuration.redact(failure.type)
                 let (status, flip) = try await queue.fail(
                     job.lease, errorType: failure.type, message: failure.message, retryable: failure.retryable)
+                let sinceEnd = ContinuousClock.now - ended
+                for observer in observers {
+                    observer.jobFailed(job, failure: failure, outcome: status, duration: ended - started, sinceEnd: sinceEnd)
+                }
                 log.warning("job failed", metadata: ["error_type": "\(failure.type)", "error": "\(failure.message)", "outcome": "\(status)"])
-                if let flip { log.notice("machine flipped", metadata: ["state": "\(flip.rawValue)"]) }
+                if let flip { await flipped(flip, job: job, log) }
             }
         } catch {
             // The lease will expire and another worker will run the job again.
             log.error("could not report the job's outcome", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// This worker's call flipped the machine: tell the observers (the announcement is theirs).
+    private func flipped(_ flip: MachineFlip, job: ClaimedJob?, _ log: Logger) async {
+        log.notice("machine flipped", metadata: ["state": "\(flip.rawValue)"])
+        for observer in observers { await observer.machineFlipped(flip, job: job) }
     }
 
     static func classify(_ error: any Error, job: ClaimedJob) -> JobFailure {

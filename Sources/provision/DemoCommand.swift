@@ -12,6 +12,8 @@ struct DemoCommand: AsyncParsableCommand {
 
     @OptionGroup var queue: QueueOptions
     @OptionGroup var pool: PoolOptions
+    @OptionGroup var telemetry: TelemetryOptions
+    @OptionGroup var health: HealthOptions
 
     @Option(help: "Where the demo keeps its Redis, origin files, repositories and workspace.")
     var stateDir: String?
@@ -62,7 +64,8 @@ struct DemoCommand: AsyncParsableCommand {
             setenv("DEMO_REGION", environment["DEMO_REGION"] ?? "demo-region-1", 0)
             let started = Date()
             try await bringUp(
-                queue: queue, pool: pool, planJSON: PlanBuilder.encode(plan, pretty: false), stateDir: root.path, timeout: 600, serve: false)
+                queue: queue, pool: pool, telemetry: telemetry, health: health, planJSON: PlanBuilder.encode(plan, pretty: false),
+                stateDir: root.path, timeout: 600, serve: false, healthRequired: false)
             let seconds = Date().timeIntervalSince(started)
             let bytes = models.reduce(0) { $0 + $1.size }
             say(String(format: "demo: ComfyUI, %d custom nodes and %d model files (%@) ready in %.1f s; workspace: %@", repositories.nodes.count, models.count, formatBytes(bytes), seconds, workspace.path))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Telemetry
 
 /// The `provision` command line: thin wiring of the queue, workers and status.
 @main
@@ -10,8 +11,8 @@ struct Provision: AsyncParsableCommand {
         abstract: "Make GPU machines ready to run ComfyUI workflows: plans of install and download jobs in Redis, run by a pool of workers.",
         subcommands: [
             UpCommand.self, DemoCommand.self, WorkerCommand.self, WorkerProcessCommand.self, EnqueueCommand.self,
-            StatusCommand.self, CancelCommand.self, DownloadCommand.self, AnalyzeCommand.self, LockCommand.self,
-            PlanCommand.self, VerifyCommand.self, ExportCommand.self,
+            StatusCommand.self, EventsCommand.self, CancelCommand.self, DownloadCommand.self, AnalyzeCommand.self,
+            LockCommand.self, PlanCommand.self, VerifyCommand.self, ExportCommand.self,
         ])
 }
 
@@ -53,7 +54,7 @@ struct QueueOptions: ParsableArguments {
         LoggingSystem.bootstrap { name in
             var handler = StreamLogHandler.standardError(label: name)
             handler.logLevel = level
-            return handler
+            return RedactingLogHandler(wrapping: handler, redactor: processRedactor)
         }
         return Logger(label: label)
     }
@@ -75,7 +76,7 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
     } catch let error as ExitCode {
         throw error
     } catch {
-        FileHandle.standardError.write(Data("provision: \(error)\n".utf8))
+        FileHandle.standardError.write(Data("provision: \(processRedactor.scrub("\(error)"))\n".utf8))
         throw ExitCode.failure
     }
 }
@@ -87,5 +88,5 @@ func currentExecutable() -> String {
 
 /// Writes one line to standard output at once (unbuffered), so progress reaches a pipe as it happens.
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    FileHandle.standardOutput.write(Data((processRedactor.scrub(line) + "\n").utf8))
 }

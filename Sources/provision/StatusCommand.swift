@@ -1,3 +1,4 @@
+import Aggregator
 import ArgumentParser
 import Foundation
 import JobQueue
@@ -6,9 +7,11 @@ import RedisClient
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show a machine's plan state and job counts; --wait exits 0 on ready, 1 on failed, 2 on timeout.")
+        abstract: "Show a machine's plan state, job counts and running jobs; --wait exits 0 on ready, 1 on failed, 2 on timeout.",
+        discussion: "On a terminal, --wait redraws a live view (a line and progress bar per running job, totals, ETA) until the machine settles. --json prints one stable JSON object (protocols/schemas/status.schema.json).")
 
     @OptionGroup var queue: QueueOptions
+    @OptionGroup var telemetry: TelemetryOptions
 
     @Flag(help: "Wait until the machine is ready, failed or cancelled.")
     var wait = false
@@ -19,54 +22,64 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON (protocols/schemas/status.schema.json).")
     var json = false
 
+    @Flag(inversion: .prefixedNo, help: "With --wait on a terminal, redraw a live view.")
+    var live = true
+
     func run() async throws {
         try await reportingErrors {
-            let jobQueue = try JobQueue(redis: try RedisClient(url: try queue.redisURL), machine: try queue.machineID, prefix: queue.keyPrefix)
-            var status = try await jobQueue.status()
+            let keys = try MachineKeys(prefix: queue.keyPrefix, machine: try queue.machineID)
+            let monitor = MachineMonitor(redis: try RedisClient(url: try queue.redisURL), keys: keys, stallAfter: telemetry.stallDuration)
+            var snapshot = try await monitor.snapshot()
+            let view = (wait && live && !json && isatty(STDOUT_FILENO) == 1) ? LiveView() : nil
             if wait {
                 let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
-                while !status.isSettled && status.state != .failed {
+                while !snapshot.status.isSettled && snapshot.status.state != .failed {
+                    view?.draw(StatusText.live(snapshot, width: terminalWidth()))
                     if ContinuousClock.now >= deadline {
-                        say(render(status))
+                        view?.clear()
+                        say(render(snapshot))
                         throw ExitCode(2)
                     }
-                    try await Task.sleep(for: .milliseconds(200))
-                    status = try await jobQueue.status()
+                    try await Task.sleep(for: .milliseconds(view == nil ? 200 : 250))
+                    snapshot = try await monitor.snapshot()
                 }
+                view?.clear()
             }
-            say(render(status))
-            if wait && status.state != .ready { throw ExitCode(1) }
+            say(render(snapshot))
+            if wait && snapshot.status.state != .ready { throw ExitCode(1) }
         }
     }
 
-    private func render(_ status: MachineStatus) -> String {
-        json ? renderJSON(status) : renderText(status)
+    private func render(_ snapshot: MachineSnapshot) -> String {
+        if json { return snapshot.json }
+        var text = StatusText.summary(snapshot)
+        if !snapshot.activeJobs.isEmpty {
+            text += "\n" + StatusText.live(snapshot, width: terminalWidth()).dropFirst().joined(separator: "\n")
+        }
+        return text
     }
 }
 
-func renderJSON(_ status: MachineStatus) -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    return (try? encoder.encode(status)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+/// Redraws a block of lines in place on a terminal (cursor up, clear to the end of the screen).
+final class LiveView {
+    private var drawn = 0
+
+    func draw(_ lines: [String]) {
+        var text = drawn > 0 ? "\u{1B}[\(drawn)F\u{1B}[J" : ""
+        text += lines.joined(separator: "\n") + "\n"
+        FileHandle.standardOutput.write(Data(processRedactor.scrub(text).utf8))
+        drawn = lines.count
+    }
+
+    func clear() {
+        if drawn > 0 { FileHandle.standardOutput.write(Data("\u{1B}[\(drawn)F\u{1B}[J".utf8)) }
+        drawn = 0
+    }
 }
 
-func renderText(_ status: MachineStatus) -> String {
-    var lines = ["machine \(status.machineID): \(status.state.rawValue)"]
-    if let plan = status.planID {
-        lines[0] += " (plan \(plan), generation \(status.generation))"
-        let shown = ["succeeded", "active", "ready", "waiting", "delayed", "failed", "dead", "cancelled"]
-        let parts = shown.filter { status.count($0) > 0 }.map { "\(status.count($0)) \($0)" }
-        lines.append("  jobs: \(status.count("total")) total" + (parts.isEmpty ? "" : " · " + parts.joined(separator: " · ")))
-        if status.count("retries") > 0 || status.count("reclaimed") > 0 {
-            lines.append("  retries: \(status.count("retries")), leases taken back: \(status.count("reclaimed"))")
-        }
-        if let start = status.enqueuedAt, let end = status.finishedAt {
-            lines.append(String(format: "  took %.2f s from enqueue", Double(end - start) / 1000))
-        }
-    }
-    for failure in status.failures.prefix(20) {
-        lines.append("  ✗ \(failure.job): \(failure.errorType): \(failure.error)")
-    }
-    if status.failures.count > 20 { lines.append("  … and \(status.failures.count - 20) more failures") }
-    return lines.joined(separator: "\n")
+/// Columns of the terminal on standard output (100 when it is not a terminal).
+func terminalWidth() -> Int {
+    var size = winsize()
+    if ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 { return Int(size.ws_col) }
+    return 100
 }

@@ -1,9 +1,11 @@
+import Aggregator
 import ArgumentParser
 import Foundation
 import JobQueue
 import Logging
 import RedisClient
 import Scheduler
+import Telemetry
 
 struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,6 +14,8 @@ struct UpCommand: AsyncParsableCommand {
 
     @OptionGroup var queue: QueueOptions
     @OptionGroup var pool: PoolOptions
+    @OptionGroup var telemetry: TelemetryOptions
+    @OptionGroup var health: HealthOptions
 
     @OptionGroup var source: PlanSource
 
@@ -28,14 +32,16 @@ struct UpCommand: AsyncParsableCommand {
         try await reportingErrors {
             let planText = try await source.planJSON(machine: (try? queue.machineID) ?? "local")
             try await bringUp(
-                queue: queue, pool: pool, planJSON: planText, stateDir: stateDir, timeout: timeout, serve: serve)
+                queue: queue, pool: pool, telemetry: telemetry, health: health, planJSON: planText, stateDir: stateDir,
+                timeout: timeout, serve: serve)
         }
     }
 }
 
 /// The main job: optional private Redis, enqueue, worker pool, progress until the machine settles.
 func bringUp(
-    queue: QueueOptions, pool: PoolOptions, planJSON: String?, stateDir: String?, timeout: Double, serve: Bool
+    queue: QueueOptions, pool: PoolOptions, telemetry: TelemetryOptions, health: HealthOptions, planJSON: String?,
+    stateDir: String?, timeout: Double, serve: Bool, healthRequired: Bool = true
 ) async throws {
     let logger = queue.bootstrapLogging(label: "provision.up")
     let environment = ProcessInfo.processInfo.environment
@@ -69,7 +75,23 @@ func bringUp(
     let shutdown = Shutdown()
     let signals = shutdown.onSignals()
     defer { signals.forEach { $0.cancel() } }
-    let supervisor = pool.supervisor(redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel, logger: logger)
+    var services: MachineServices
+    do {
+        services = try await MachineServices.start(
+            redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
+            logger: logger)
+    } catch where !healthRequired {
+        say("the health server could not start (\(error)); going on without it")
+        var without = health
+        without.healthPort = 0
+        services = try await MachineServices.start(
+            redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: without, workersConfig: pool.workersConfig,
+            logger: logger)
+    }
+    if let port = services.healthPort { say("health server on http://\(health.healthHost):\(port)/health") }
+    let supervisor = pool.supervisor(
+        redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel, events: telemetry.events,
+        logger: logger)
     let workers = Task { try await supervisor.run(until: shutdown) }
     say("running \(pool.processes) worker processes × \(pool.concurrency) slots")
 
@@ -86,14 +108,17 @@ func bringUp(
         }
     }
     let elapsed = clock.now - started
-    say(renderText(status))
+    let monitor = MachineMonitor(redis: jobQueue.redis, keys: jobQueue.keys, stallAfter: telemetry.stallDuration)
+    if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
     say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
     if serve && status.state == .ready && !shutdown.isRequested {
         say("ready; serving until SIGTERM")
         await shutdown.wait()
     }
     shutdown.request()
-    try await workers.value
+    let stopped = await workers.result
+    await services.stop()
+    try stopped.get()
     switch status.state {
     case .ready: return
     case .failed, .cancelled: throw ExitCode(1)

@@ -29,29 +29,44 @@ struct PoolOptions: ParsableArguments {
 
     /// A supervisor that runs `processes` copies of `provision worker-process`. The Redis URL goes
     /// to the children through the environment, so a password never shows in `ps`.
-    func supervisor(redisURL: String, machine: String, prefix: String, logLevel: String?, logger: Logger) -> Supervisor {
+    func supervisor(
+        redisURL: String, machine: String, prefix: String, logLevel: String?, events: Bool = true, logger: Logger
+    ) -> Supervisor {
         var environment = ProcessInfo.processInfo.environment
         environment["PROVISION_REDIS_URL"] = redisURL
+        environment["PROVISION_WORKERS_CONFIG"] = workersConfig
         var arguments = [
             "worker-process", "--machine", machine, "--prefix", prefix, "--concurrency", String(concurrency),
             "--drain-timeout", String(drainTimeout), "--supervisor-pid", String(getpid()),
         ]
         if let logLevel { arguments += ["--log-level", logLevel] }
+        if !events { arguments.append("--no-events") }
         arguments += executors.arguments
         var configuration = Supervisor.Configuration(
             executable: currentExecutable(), arguments: arguments, environment: environment, processes: processes)
         configuration.stopTimeout = .seconds(drainTimeout + 15)
+        // The children log where the supervisor logs: /proc/self/fd/2, opened in the child at spawn
+        // time, is the standard error it inherited from this process.
+        configuration.outputPath = "/proc/self/fd/2"
         return Supervisor(configuration: configuration, logger: logger)
+    }
+
+    /// `workers_config` of the events: `WORKERS` when set (e.g. `comfyui:2`), else the pool's shape.
+    var workersConfig: String {
+        let given = ProcessInfo.processInfo.environment["WORKERS"] ?? ""
+        return given.isEmpty ? "processes=\(processes),concurrency=\(concurrency)" : given
     }
 }
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
-        abstract: "Run a pool of worker processes for one machine; SIGTERM drains them and exits 0.")
+        abstract: "Run a pool of worker processes for one machine, with its health server; SIGTERM drains them and exits 0.")
 
     @OptionGroup var queue: QueueOptions
     @OptionGroup var pool: PoolOptions
+    @OptionGroup var telemetry: TelemetryOptions
+    @OptionGroup var health: HealthOptions
 
     func run() async throws {
         try await reportingErrors {
@@ -60,12 +75,23 @@ struct WorkerCommand: AsyncParsableCommand {
             let machine = try queue.machineID
             // Fail fast on a bad URL or machine id rather than in every child.
             _ = try RedisConfiguration(url: url)
-            _ = try MachineKeys(prefix: queue.keyPrefix, machine: machine)
+            let keys = try MachineKeys(prefix: queue.keyPrefix, machine: machine)
             let shutdown = Shutdown()
             let signals = shutdown.onSignals()
             defer { signals.forEach { $0.cancel() } }
-            try await pool.supervisor(redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel, logger: logger)
-                .run(until: shutdown)
+            let services = try await MachineServices.start(
+                redisURL: url, keys: keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
+                logger: logger)
+            do {
+                try await pool.supervisor(
+                    redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel,
+                    events: telemetry.events, logger: logger
+                ).run(until: shutdown)
+            } catch {
+                await services.stop()
+                throw error
+            }
+            await services.stop()
         }
     }
 }
@@ -87,6 +113,9 @@ struct WorkerProcessCommand: AsyncParsableCommand {
     @Option(help: "Exit when this process is no longer the parent.")
     var supervisorPid: Int32?
 
+    @Flag(inversion: .prefixedNo, help: "Publish step events.")
+    var events = true
+
     @OptionGroup var executors: ExecutorOptions
 
     func run() async throws {
@@ -96,13 +125,13 @@ struct WorkerProcessCommand: AsyncParsableCommand {
             var configuration = WorkerConfiguration(workerID: WorkerConfiguration.makeWorkerID(), concurrency: concurrency)
             configuration.drainTimeout = .seconds(drainTimeout)
             configuration.supervisorPID = supervisorPid
-            let worker = try Worker(
-                redis: redis, machine: try queue.machineID, prefix: queue.keyPrefix, registry: executors.registry(),
-                configuration: configuration, logger: logger)
+            let keys = try MachineKeys(prefix: queue.keyPrefix, machine: try queue.machineID)
             let shutdown = Shutdown()
             let signals = shutdown.onSignals()
             defer { signals.forEach { $0.cancel() } }
-            try await worker.run(until: shutdown)
+            try await runWorkerProcess(
+                redis: redis, keys: keys, registry: executors.registry(), configuration: configuration, events: events,
+                logger: logger, until: shutdown)
         }
     }
 }

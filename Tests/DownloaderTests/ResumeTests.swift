@@ -117,7 +117,7 @@ struct ResumeTests {
         let queue = try JobQueue(redis: try redis.client(), machine: "m1")
         _ = try await queue.enqueue(planJSON: String(decoding: plan, as: UTF8.self))
         let pool = try TestProcess.provision(
-            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "3", "--models-root", models.path, "--allow-loopback-origins"],
+            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "3", "--models-root", models.path, "--allow-loopback-origins", "--health-port", "0"],
             environment: ["REDIS_URL": redis.url])
         defer { pool.terminate() }
         var status = try await queue.status()

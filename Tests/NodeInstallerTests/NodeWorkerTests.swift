@@ -11,7 +11,7 @@ struct NodeWorkerTests {
         return try TestProcess.provision(
             ["worker", "--machine", "m1", "--processes", String(processes), "--concurrency", String(concurrency),
              "--workspace", h.configuration.workspace.root, "--allow-local-sources", "--git-rewrite", "https://github.example/=file://\(h.repos.path)/",
-             "--uv", testUV(), "--find-links", h.wheels.path, "--no-index", "--log-level", "debug"],
+             "--uv", testUV(), "--find-links", h.wheels.path, "--no-index", "--log-level", "debug", "--health-port", "0"],
             environment: environment)
     }
 

@@ -28,7 +28,7 @@ final class WorkerHarness: Sendable {
     func pool(processes: Int, concurrency: Int, drainTimeout: Int = 30) throws -> TestProcess {
         try TestProcess.provision(
             ["worker", "--machine", "m1", "--processes", String(processes), "--concurrency", String(concurrency),
-             "--drain-timeout", String(drainTimeout), "--log-level", "debug"],
+             "--drain-timeout", String(drainTimeout), "--log-level", "debug", "--health-port", "0"],
             environment: ["REDIS_URL": redis.url])
     }
 

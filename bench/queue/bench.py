@@ -264,7 +264,8 @@ def run_provision(a):
             t0 = time.perf_counter()
             worker = subprocess.Popen(
                 [a.bin, "worker", "--redis", a.redis, "--machine", machine, "--processes", str(a.processes),
-                 "--concurrency", str(a.concurrency), "--log-level", "warning"],
+                 "--concurrency", str(a.concurrency), "--log-level", "warning", "--health-port", "0"]
+                + ([] if a.events else ["--no-events"]),
                 stdout=open(os.path.join(a.workdir, "provision-worker.log"), "a"), stderr=subprocess.STDOUT)
 
             def done():
@@ -697,6 +698,7 @@ def main():
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--live-jobs", type=int, default=2000)
     p.add_argument("--profile-jobs", type=int, default=0)
+    p.add_argument("--no-events", dest="events", action="store_false", help="workers without step events")
     p.add_argument("--repeat", type=int, default=3)
     p = sub.add_parser("rq")
     common(p)

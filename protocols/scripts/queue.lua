@@ -10,7 +10,7 @@
 -- Time comes from the server (TIME), so leases never depend on the clocks of workers.
 
 local K_STATUS, K_READY, K_ACTIVE, K_DELAYED, K_WAKE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local K_FAILURES, K_WORKERS, K_HEARTBEATS = KEYS[6], KEYS[7], KEYS[8]
+local K_FAILURES, K_WORKERS, K_HEARTBEATS, K_EVENTS = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 
 local op = ARGV[1]
 local base = ARGV[2]
@@ -370,7 +370,7 @@ local function enqueue()
              "total", #plan.jobs, "waiting", #plan.jobs - ready, "ready", ready, "active", 0,
              "delayed", 0, "succeeded", 0, "failed", 0, "dead", 0, "cancelled", 0, "retries", 0,
              "reclaimed", 0, "enqueued_at", now, "announced", 0)
-  redis.call("HDEL", K_STATUS, "started_at", "finished_at", "cancel_reason")
+  redis.call("HDEL", K_STATUS, "started_at", "finished_at", "cancel_reason", "announced_at")
   wake(ready)
   return { generation, #plan.jobs, ready }
 end
@@ -563,9 +563,59 @@ local function unregister()
   return "unregistered"
 end
 
+---------------------------------------------------------------------------------------------------
+-- announce <claimant> <grace_ms> <takeover_ms>
+-- Claims the fleet announcement of the current generation's flip (protocols/events.md §5). The
+-- status field `announced` is "0" (enqueue), "claimed <at_ms> <claimant>" while someone announces,
+-- "1" once announced. A claim older than takeover_ms may be taken over (the claimant died). Callers
+-- other than the one that got `flipped` pass grace_ms > 0: they leave the flipper that long first.
+-- Returns { "claimed", generation, took_over 0|1, { status hash as field, value, ... }, { reasons } }
+--      or { "none" } (no flip: pending, running, cancelled, idle), { "done" } (announced),
+--      { "wait" } (within grace_ms of the flip), { "busy" } (another claim, younger than takeover_ms).
+---------------------------------------------------------------------------------------------------
+local function announce()
+  local claimant, grace, takeover = ARGV[3], tonumber(ARGV[4]) or 0, tonumber(ARGV[5]) or 10000
+  if not claimant or claimant == "" or #claimant > 200 then
+    return fail("BAD_REQUEST", "announce needs a claimant of 1-200 bytes")
+  end
+  local s = redis.call("HMGET", K_STATUS, "state", "generation", "announced", "finished_at")
+  if s[1] ~= "ready" and s[1] ~= "failed" then return { "none" } end
+  local announced = s[3] or "0"
+  if announced == "1" then return { "done" } end
+  local now = now_ms()
+  local took_over = 0
+  if announced == "0" then
+    if now - (tonumber(s[4]) or 0) < grace then return { "wait" } end
+  else
+    local at = tonumber(string.match(announced, "^claimed (%d+) ")) or 0
+    if now - at < takeover then return { "busy" } end
+    took_over = 1
+  end
+  redis.call("HSET", K_STATUS, "announced", "claimed " .. now .. " " .. claimant)
+  return { "claimed", s[2], took_over, redis.call("HGETALL", K_STATUS), redis.call("LRANGE", K_FAILURES, 0, -1) }
+end
+
+---------------------------------------------------------------------------------------------------
+-- announced <claimant> <event_json> <events_maxlen>
+-- The claimant has published the announcement fleet-wide: marks the generation announced and
+-- appends the machine's own event (machine.ready.complete, or machine.step.failure for step 21) to
+-- B:events, both at once, so the event is in the stream exactly once. Returns "announced", or
+-- "lost" when the claim is no longer this claimant's (taken over, or a new plan was enqueued).
+---------------------------------------------------------------------------------------------------
+local function announced()
+  local claimant, event, maxlen = ARGV[3], ARGV[4] or "", tonumber(ARGV[5]) or 10000
+  local a = redis.call("HGET", K_STATUS, "announced")
+  if not a or string.match(a, "^claimed %d+ (.*)$") ~= claimant then return "lost" end
+  redis.call("HSET", K_STATUS, "announced", "1", "announced_at", now_ms())
+  if event ~= "" then
+    redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, "*", "event", event)
+  end
+  return "announced"
+end
+
 local ops = { enqueue = enqueue, claim = claim, heartbeat = heartbeat, complete = complete,
               fail = fail_job, release = release, cancel = cancel, register = register,
-              unregister = unregister }
+              unregister = unregister, announce = announce, announced = announced }
 local handler = ops[op]
 if not handler then return fail("BAD_REQUEST", "unknown operation '" .. tostring(op) .. "'") end
 return handler()

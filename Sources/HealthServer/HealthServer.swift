@@ -1,0 +1,181 @@
+import Aggregator
+import Foundation
+import Hummingbird
+import JobQueue
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Telemetry
+
+/// The machine's HTTP endpoints (startup step 12), on Hummingbird: `/health` answers 200 only when
+/// the machine is ready and 503 with a JSON reason otherwise; `/status` is the status JSON with
+/// running jobs and their progress; `/metrics` is the Prometheus text format. Every answer is read
+/// from Redis at request time; nothing is cached.
+public final class HealthServer: Sendable {
+    /// Where to listen.
+    public struct Configuration: Sendable {
+        /// Loopback by default: binding elsewhere is the operator's decision.
+        public var host = "127.0.0.1"
+        public var port = 9090
+
+        public init(host: String = "127.0.0.1", port: Int = 9090) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public let configuration: Configuration
+    private let monitor: MachineMonitor
+    private let logger: Logger
+    private let running = Mutex<(group: ServiceGroup, task: Task<Void, Never>)?>(nil)
+
+    public init(monitor: MachineMonitor, configuration: Configuration = Configuration(), logger: Logger) {
+        self.monitor = monitor
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Starts listening; returns the bound port once connections are accepted. Throws
+    /// `HealthServerError.cannotListen` when the address cannot be bound (a port in use).
+    public func start() async throws(HealthServerError) -> Int {
+        let gate = StartGate()
+        var serverLogger = logger
+        serverLogger.logLevel = max(logger.logLevel, .warning)
+        let app = Application(
+            router: makeRouter(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "provision"),
+            onServerRunning: { channel in gate.finish(.success(channel.localAddress?.port ?? 0)) },
+            logger: serverLogger)
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: serverLogger))
+        let address = "\(configuration.host):\(configuration.port)"
+        let task = Task {
+            do {
+                try await group.run()
+                gate.finish(.failure(.stopped))
+            } catch {
+                gate.finish(.failure(.cannotListen(address: address, reason: "\(error)")))
+            }
+        }
+        running.withLock { $0 = (group, task) }
+        return try await gate.wait().get()
+    }
+
+    /// Stops listening (gracefully: requests in flight are answered) and returns once the server is down.
+    public func stop() async {
+        guard let (group, task) = running.withLock({ state -> (ServiceGroup, Task<Void, Never>)? in
+            defer { state = nil }
+            return state
+        }) else { return }
+        await group.triggerGracefulShutdown()
+        await task.value
+    }
+
+    func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        let monitor = self.monitor
+        router.get("/health") { _, _ -> Response in
+            do {
+                let snapshot = try await monitor.snapshot()
+                var body = JSONObjectWriter()
+                body.add("status", snapshot.condition.rawValue)
+                body.add("machine_id", snapshot.status.machineID)
+                body.add("plan_id", snapshot.status.planID)
+                body.add("generation", Int64(snapshot.status.generation))
+                body.add("ready", snapshot.condition == .ready)
+                if let reason = snapshot.reason { body.add("reason", reason) }
+                return Self.json(snapshot.condition == .ready ? .ok : .serviceUnavailable, body.finish())
+            } catch {
+                return Self.unavailable(error)
+            }
+        }
+        router.get("/status") { _, _ -> Response in
+            do {
+                return Self.json(.ok, try await monitor.snapshot().json)
+            } catch {
+                return Self.unavailable(error)
+            }
+        }
+        router.get("/metrics") { _, _ -> Response in
+            do {
+                let snapshot = try await monitor.snapshot()
+                let counters = try await monitor.counters()
+                return Response(
+                    status: .ok, headers: [.contentType: PrometheusText.contentType],
+                    body: .init(byteBuffer: ByteBuffer(string: PrometheusText.render(snapshot, counters: counters))))
+            } catch {
+                return Self.unavailable(error)
+            }
+        }
+        return router
+    }
+
+    private static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text + "\n")))
+    }
+
+    /// Redis could not be read: not healthy, and say why (the error text never holds a password).
+    private static func unavailable(_ error: any Error) -> Response {
+        var body = JSONObjectWriter()
+        body.add("status", "unavailable")
+        body.add("ready", false)
+        body.add("reason", "the machine's status cannot be read: \(error)")
+        return json(.serviceUnavailable, body.finish())
+    }
+
+    /// The step-12 event: `machine.health_server.start`, or a `machine.step.failure` when binding failed.
+    public static func startEvent(host: String, port: Int, failure: HealthServerError? = nil) -> StepEvent {
+        let step = Step.healthServer
+        var attributes: [(key: String, value: EventValue)] = [("host", .string(host)), ("port", .int(Int64(port)))]
+        if let failure {
+            attributes += [
+                ("error_type", .string("port_in_use")), ("error_message", .string(failure.description)),
+                ("retry_attempt", .int(0)),
+            ]
+        }
+        return StepEvent(
+            name: failure == nil ? step.event : EventName.failure, step: step, traceID: nil, spanID: step.spanID,
+            parentSpanID: nil, durationMilliseconds: failure == nil ? nil : 0, attributes: attributes)
+    }
+}
+
+/// Why the health server is not serving.
+public enum HealthServerError: Error, Sendable, Equatable, CustomStringConvertible {
+    case cannotListen(address: String, reason: String)
+    case stopped
+
+    public var description: String {
+        switch self {
+        case .cannotListen(let address, let reason):
+            return "The health server cannot listen on \(address) (\(reason)); choose another --health-port, or 0 to run without it."
+        case .stopped:
+            return "The health server stopped before it was listening."
+        }
+    }
+}
+
+/// Resumes the starter once, with the bound port or the error.
+private final class StartGate: Sendable {
+    private let state = Mutex<(result: Result<Int, HealthServerError>?, waiter: CheckedContinuation<Result<Int, HealthServerError>, Never>?)>((nil, nil))
+
+    func finish(_ result: Result<Int, HealthServerError>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Result<Int, HealthServerError>, Never>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: result)
+    }
+
+    func wait() async -> Result<Int, HealthServerError> {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Result<Int, HealthServerError>? in
+                if let result = state.result { return result }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}

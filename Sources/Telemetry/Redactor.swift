@@ -1,0 +1,216 @@
+import Foundation
+
+/// Keeps secrets out of events, logs and Redis: replaces the values of secret-looking environment
+/// variables, the user info of URLs, and secret-looking URL query parameters with `[REDACTED]`.
+public struct Redactor: Sendable {
+    public static let mask = "[REDACTED]"
+    /// Values shorter than this are not treated as secrets (they would mask ordinary text).
+    public static let minimumSecretLength = 6
+
+    /// The literal strings to mask, longest first, with their percent- and JSON-escaped forms.
+    public let secrets: [String]
+    private let needles: [[UInt8]]
+
+    /// Collects secrets from `environment`: values of variables whose names look secret
+    /// (`looksSecret`), and passwords inside URL values (`redis://:pw@host`, `?password=pw`).
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment, extraSecrets: [String] = []) {
+        var found = Set<String>()
+        for (name, value) in environment {
+            if Self.looksSecret(name: name) { found.insert(value) }
+            for secret in Self.secretsInURLs(value) { found.insert(secret) }
+        }
+        for secret in extraSecrets { found.insert(secret) }
+        var variants = Set<String>()
+        for secret in found where secret.utf8.count >= Self.minimumSecretLength {
+            variants.insert(secret)
+            if let encoded = secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics) { variants.insert(encoded) }
+            var json = ""
+            JSONObjectWriter.escape(secret, into: &json)
+            variants.insert(json)
+            variants.insert(json.replacingOccurrences(of: "/", with: "\\/"))
+        }
+        secrets = variants.sorted { $0.utf8.count > $1.utf8.count }
+        needles = secrets.map { Array($0.utf8) }
+    }
+
+    /// Words that make an environment variable's value a secret (matched in the upper-cased name).
+    public static let secretNameParts = [
+        "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "KEY", "CREDENTIAL", "AUTH", "COOKIE", "SESSION",
+        "SIGNATURE", "PRIVATE",
+    ]
+
+    /// Words that make a URL query parameter's value a secret (matched in the lower-cased name).
+    public static let secretQueryParts = [
+        "token", "key", "sig", "secret", "password", "passwd", "auth", "credential", "session", "signature",
+    ]
+
+    public static func looksSecret(name: String) -> Bool {
+        let upper = name.uppercased()
+        return secretNameParts.contains { upper.contains($0) }
+    }
+
+    /// `text` with every secret masked. Cheap when there is nothing to mask (a byte search per secret).
+    public func scrub(_ text: String) -> String {
+        // The common case, nothing to mask, reads the string in place without copying it.
+        let clean = text.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
+            if Self.contains(Self.urlMarker, in: buffer) { return false }
+            return !needles.contains { Self.contains($0, in: buffer) }
+        }
+        if clean == true { return text }
+        var bytes = Array(text.utf8)
+        var changed = false
+        for needle in needles where Self.find(needle, in: bytes, from: 0) != nil {
+            bytes = Self.replaceAll(needle, in: bytes, with: Array(Self.mask.utf8))
+            changed = true
+        }
+        if Self.find(Array("://".utf8), in: bytes, from: 0) != nil {
+            let scrubbed = Self.scrubURLs(bytes)
+            if scrubbed != bytes {
+                bytes = scrubbed
+                changed = true
+            }
+        }
+        return changed ? String(decoding: bytes, as: UTF8.self) : text
+    }
+
+    // MARK: URLs
+
+    /// Characters that end a URL inside free text or JSON.
+    private static func endsURL(_ byte: UInt8) -> Bool {
+        byte <= 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'") || byte == UInt8(ascii: "<")
+            || byte == UInt8(ascii: ">") || byte == UInt8(ascii: "\\") || byte == UInt8(ascii: "`")
+    }
+
+    /// Masks the user info (`scheme://[REDACTED]@host`) and secret query values of every URL.
+    private static func scrubURLs(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var index = 0
+        let marker = Array("://".utf8)
+        while let hit = find(marker, in: bytes, from: index) {
+            let authority = hit + 3
+            out.append(contentsOf: bytes[index..<authority])
+            var end = authority
+            while end < bytes.count, !endsURL(bytes[end]) { end += 1 }
+            out.append(contentsOf: scrubURL(Array(bytes[authority..<end])))
+            index = end
+        }
+        out.append(contentsOf: bytes[index...])
+        return out
+    }
+
+    /// One URL after its `://`.
+    private static func scrubURL(_ rest: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        let slash = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? rest.count
+        var start = 0
+        if let at = rest[..<slash].lastIndex(of: UInt8(ascii: "@")) {
+            out.append(contentsOf: Array(mask.utf8))
+            start = at
+        }
+        guard let question = rest[start...].firstIndex(of: UInt8(ascii: "?")) else {
+            out.append(contentsOf: rest[start...])
+            return out
+        }
+        out.append(contentsOf: rest[start...question])
+        let fragment = rest[(question + 1)...].firstIndex(of: UInt8(ascii: "#")) ?? rest.count
+        let query = rest[(question + 1)..<fragment]
+        var first = true
+        for pair in query.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: false) {
+            if !first { out.append(UInt8(ascii: "&")) }
+            first = false
+            guard let equals = pair.firstIndex(of: UInt8(ascii: "=")) else {
+                out.append(contentsOf: pair)
+                continue
+            }
+            let name = String(decoding: pair[pair.startIndex..<equals], as: UTF8.self).lowercased()
+            out.append(contentsOf: pair[pair.startIndex...equals])
+            if secretQueryParts.contains(where: { name.contains($0) }) {
+                out.append(contentsOf: Array(mask.utf8))
+            } else {
+                out.append(contentsOf: pair[(equals + 1)...])
+            }
+        }
+        out.append(contentsOf: rest[fragment...])
+        return out
+    }
+
+    /// Passwords inside a value that holds URLs, so that they are masked wherever they show up alone.
+    static func secretsInURLs(_ value: String) -> [String] {
+        guard value.contains("://") else { return [] }
+        var found: [String] = []
+        for word in value.split(whereSeparator: { $0.isWhitespace || $0 == "," || $0 == ";" }) {
+            guard let components = URLComponents(string: String(word)) else { continue }
+            if let password = components.password, !password.isEmpty {
+                found.append(password.removingPercentEncoding ?? password)
+            }
+            if let user = components.user, !user.isEmpty, components.password == nil, components.host != nil {
+                found.append(user.removingPercentEncoding ?? user)  // a token given as the user (https://TOKEN@host)
+            }
+            for item in components.queryItems ?? [] {
+                let name = item.name.lowercased()
+                if let value = item.value, !value.isEmpty, secretQueryParts.contains(where: { name.contains($0) }) {
+                    found.append(value)
+                }
+            }
+        }
+        return found
+    }
+
+    // MARK: bytes
+
+    private static let urlMarker = Array("://".utf8)
+
+    private static func contains(_ needle: [UInt8], in hay: UnsafeBufferPointer<UInt8>) -> Bool {
+        let n = needle.count
+        guard n > 0, hay.count >= n else { return false }
+        return needle.withUnsafeBufferPointer { pin -> Bool in
+            let first = pin[0]
+            var i = 0
+            let last = hay.count - n
+            while i <= last {
+                if hay[i] == first {
+                    var j = 1
+                    while j < n && hay[i + j] == pin[j] { j += 1 }
+                    if j == n { return true }
+                }
+                i += 1
+            }
+            return false
+        }
+    }
+
+    static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
+        let n = needle.count
+        guard n > 0, haystack.count - start >= n else { return nil }
+        return haystack.withUnsafeBufferPointer { hay -> Int? in
+            needle.withUnsafeBufferPointer { pin -> Int? in
+                let first = pin[0]
+                var i = start
+                let last = hay.count - n
+                while i <= last {
+                    if hay[i] == first {
+                        var j = 1
+                        while j < n && hay[i + j] == pin[j] { j += 1 }
+                        if j == n { return i }
+                    }
+                    i += 1
+                }
+                return nil
+            }
+        }
+    }
+
+    static func replaceAll(_ needle: [UInt8], in bytes: [UInt8], with replacement: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var index = 0
+        while let hit = find(needle, in: bytes, from: index) {
+            out.append(contentsOf: bytes[index..<hit])
+            out.append(contentsOf: replacement)
+            index = hit + needle.count
+        }
+        out.append(contentsOf: bytes[index...])
+        return out
+    }
+}

@@ -1,0 +1,296 @@
+import Foundation
+
+/// A value of an event attribute: the JSON scalar types.
+public enum EventValue: Sendable, Equatable, Codable {
+    case string(String)
+    case int(Int64)
+    case double(Double)
+    case bool(Bool)
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let bool = try? container.decode(Bool.self) {
+            self = .bool(bool)
+        } else if let int = try? container.decode(Int64.self) {
+            self = .int(int)
+        } else if let double = try? container.decode(Double.self) {
+            self = .double(double)
+        } else {
+            self = .string(try container.decode(String.self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try container.encode(s)
+        case .int(let i): try container.encode(i)
+        case .double(let d): try container.encode(d)
+        case .bool(let b): try container.encode(b)
+        }
+    }
+
+    public var string: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    public var int: Int64? {
+        switch self {
+        case .int(let i): return i
+        case .double(let d) where d == d.rounded() && abs(d) < 9e18: return Int64(d)
+        default: return nil
+        }
+    }
+
+    public var double: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
+}
+
+extension StepEvent {
+    /// Decodes one stored event (a flat JSON object); `null` attributes are left out.
+    public static func decode(_ json: String) -> [String: EventValue]? {
+        guard let object = try? JSONDecoder().decode([String: EventValue?].self, from: Data(json.utf8)) else { return nil }
+        return object.compactMapValues { $0 }
+    }
+}
+
+/// One step event (protocols/events.md): a name, its step, trace and span ids, and attributes.
+/// The machine-wide attributes (machine id, GPU mode, workers) are added when it is encoded.
+public struct StepEvent: Sendable {
+    public var name: String
+    public var step: Step
+    /// Nanoseconds since the Unix epoch, from this host's clock.
+    public var timestamp: Int64
+    /// The plan id; nil for events outside any plan (a worker connecting before a plan exists).
+    public var traceID: String?
+    /// The job id for job events, else a `step/N…` id.
+    public var spanID: String
+    public var parentSpanID: String?
+    /// Set on events that end something (`.complete`, failures).
+    public var durationMilliseconds: Double?
+    /// Further attributes, in the order they are written.
+    public var attributes: [(key: String, value: EventValue)]
+
+    public init(
+        name: String, step: Step, timestamp: Int64 = StepEvent.now(), traceID: String?, spanID: String,
+        parentSpanID: String?, durationMilliseconds: Double? = nil, attributes: [(key: String, value: EventValue)] = []
+    ) {
+        self.name = name
+        self.step = step
+        self.timestamp = timestamp
+        self.traceID = traceID
+        self.spanID = spanID
+        self.parentSpanID = parentSpanID
+        self.durationMilliseconds = durationMilliseconds
+        self.attributes = attributes
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    public static func now() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+    }
+
+    /// The event as one flat JSON object (protocols/schemas/event.schema.json).
+    public func json(context: EventContext) -> String {
+        json(fixed: Self.fixedFields(step: step, context: context))
+    }
+
+    /// The fields that only depend on the step and the machine (`machine_id` … `workers_config`),
+    /// encoded once: a publisher caches them per step.
+    public static func fixedFields(step: Step, context: EventContext) -> String {
+        var out = JSONObjectWriter(capacity: 256)
+        out.add("machine_id", context.machineID)
+        out.add("step_number", Int64(step.number))
+        out.add("step_name", step.name)
+        out.add("phase", step.phase)
+        out.add("gpu_mode", context.gpuMode)
+        if let count = context.gpuCount { out.add("gpu_count", Int64(count)) }
+        out.add("workers_config", context.workersConfig)
+        let text = out.finish()
+        return String(text.dropFirst().dropLast())
+    }
+
+    /// The event as JSON, with its fixed fields already encoded by `fixedFields`.
+    public func json(fixed: String) -> String {
+        var out = JSONObjectWriter(capacity: 512)
+        out.add("event", name)
+        out.add("timestamp", timestamp)
+        out.appendFields(fixed)
+        out.add("trace_id", traceID)
+        out.add("span_id", spanID)
+        out.add("parent_span_id", parentSpanID)
+        if let durationMilliseconds { out.add("duration_ms", durationMilliseconds) }
+        for (key, value) in attributes { out.add(key, value) }
+        return out.finish()
+    }
+}
+
+/// Writes one JSON object by hand, into bytes: the hot path encodes thousands of events a second,
+/// and this is an order of magnitude cheaper than JSONSerialization or String appends. Keys are
+/// written as given (callers use plain ASCII names); string values are escaped.
+public struct JSONObjectWriter: Sendable {
+    private var bytes: [UInt8]
+    private var empty = true
+
+    public init(capacity: Int = 256) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+        bytes.append(UInt8(ascii: "{"))
+    }
+
+    private mutating func key(_ name: String) {
+        if !empty { bytes.append(UInt8(ascii: ",")) }
+        empty = false
+        bytes.append(UInt8(ascii: "\""))
+        appendUTF8(name)
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
+    }
+
+    private mutating func appendUTF8(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
+    }
+
+    public mutating func add(_ name: String, _ value: String?) {
+        key(name)
+        guard let value else {
+            bytes.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])  // null
+            return
+        }
+        bytes.append(UInt8(ascii: "\""))
+        JSONObjectWriter.escape(value, into: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    public mutating func add(_ name: String, _ value: Int64) {
+        key(name)
+        JSONObjectWriter.digits(value, into: &bytes)
+    }
+
+    public mutating func add(_ name: String, _ value: Double) {
+        key(name)
+        if value.isFinite, value == value.rounded(), abs(value) < 1e15 {
+            JSONObjectWriter.digits(Int64(value), into: &bytes)
+        } else {
+            appendUTF8(JSONObjectWriter.number(value))
+        }
+    }
+
+    public mutating func add(_ name: String, _ value: Bool) {
+        key(name)
+        appendUTF8(value ? "true" : "false")
+    }
+
+    public mutating func add(_ name: String, _ value: EventValue) {
+        switch value {
+        case .string(let s): add(name, s)
+        case .int(let i): add(name, i)
+        case .double(let d): add(name, d)
+        case .bool(let b): add(name, b)
+        }
+    }
+
+    /// Adds `"key":value` pairs that are already encoded, comma-separated.
+    public mutating func appendFields(_ fields: String) {
+        guard !fields.isEmpty else { return }
+        if !empty { bytes.append(UInt8(ascii: ",")) }
+        empty = false
+        appendUTF8(fields)
+    }
+
+    /// Adds JSON text that is already encoded (an array or object).
+    public mutating func addRaw(_ name: String, _ json: String) {
+        key(name)
+        appendUTF8(json)
+    }
+
+    public mutating func finish() -> String {
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// A finite JSON number: integers without a fraction, others with up to 3 decimals; NaN and
+    /// infinities (which JSON cannot hold) become 0.
+    public static func number(_ value: Double) -> String {
+        guard value.isFinite else { return "0" }
+        if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        guard abs(value) < 1e12 else { return String(Int64(value.rounded())) }
+        // Three decimals without Foundation's formatter (it is slow on the hot path).
+        let thousandths = Int64((abs(value) * 1000).rounded())
+        let fraction = thousandths % 1000
+        var text = value < 0 && thousandths > 0 ? "-" : ""
+        text += String(thousandths / 1000)
+        if fraction != 0 {
+            var digits = String(fraction)
+            while digits.count < 3 { digits = "0" + digits }
+            while digits.hasSuffix("0") { digits.removeLast() }
+            text += "." + digits
+        }
+        return text
+    }
+
+    /// Appends the decimal digits of `value`, with no allocation.
+    static func digits(_ value: Int64, into out: inout [UInt8]) {
+        if value == 0 {
+            out.append(UInt8(ascii: "0"))
+            return
+        }
+        var magnitude = value.magnitude
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: enough for 20 digits
+        var count = 0
+        withUnsafeMutableBytes(of: &scratch) { buffer in
+            while magnitude > 0 {
+                buffer[23 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            }
+            out.append(contentsOf: buffer[(24 - count)...])
+        }
+    }
+
+    /// Appends `value` with JSON string escaping (quotes, backslashes and control characters).
+    public static func escape(_ value: String, into out: inout [UInt8]) {
+        var value = value
+        value.withUTF8 { source in
+            var clean = true
+            for byte in source where byte < 0x20 || byte == 0x22 || byte == 0x5C {
+                clean = false
+                break
+            }
+            if clean {
+                out.append(contentsOf: source)
+                return
+            }
+            let hex: [UInt8] = Array("0123456789abcdef".utf8)
+            for byte in source {
+                switch byte {
+                case 0x22: out.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                case ..<0x20:
+                    out.append(contentsOf: [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+                default: out.append(byte)
+                }
+            }
+        }
+    }
+
+    /// Appends `value` with JSON string escaping to text.
+    public static func escape(_ value: String, into out: inout String) {
+        var bytes: [UInt8] = []
+        escape(value, into: &bytes)
+        out.append(String(decoding: bytes, as: UTF8.self))
+    }
+}

@@ -51,6 +51,9 @@ let package = Package(
                 "Scheduler", "JobQueue", "ProcessControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .target(
+            name: "Manifest",
+            dependencies: ["Downloader", "Scheduler", "JobQueue", "ProcessControl"]),
         // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
         .target(
             name: "Telemetry",
@@ -72,7 +75,7 @@ let package = Package(
             name: "provision",
             dependencies: [
                 "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
-                "HealthServer",
+                "HealthServer", "Manifest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -88,6 +91,10 @@ let package = Package(
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
         .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "TestSupport"]),
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
+        .testTarget(
+            name: "ManifestTests",
+            dependencies: ["Manifest", "Downloader", "Scheduler", "JobQueue", "RedisClient", "TestSupport"],
+            exclude: ["Fixtures"]),
         .testTarget(
             name: "WorkerTests",
             dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),

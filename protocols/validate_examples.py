@@ -5,6 +5,8 @@
 - examples/plan-*.json must pass schemas/plan.schema.json, and each job's payload must pass
   schemas/job-payloads/<kind>.schema.json when that file exists;
 - examples/status-*.json must pass schemas/status.schema.json;
+- examples/manifest-*.json, lockfile-*.json and analysis-*.json must pass manifest.schema.json,
+  lockfile.schema.json and analysis.schema.json;
 - examples/event-*.json must pass schemas/event.schema.json (a file may hold one event or a list);
 - examples/machine-ready.json and examples/machine-failed.json must pass schemas/machine-ready.schema.json;
 - examples/invalid/*.json are plans that queue.lua refuses (see examples/invalid/README.md). Those
@@ -101,6 +103,15 @@ def main() -> int:
         validate(path, plan, payload_errors)
     for path in sorted(EXAMPLES.glob("status-*.json")):
         validate(path, status)
+    for prefix in ("manifest", "lockfile", "analysis"):
+        validator = validators.get(f"{prefix}.schema.json")
+        examples = sorted(EXAMPLES.glob(f"{prefix}-*.json"))
+        if validator is None:
+            if examples:
+                check(f"schemas/{prefix}.schema.json", False, "missing, but examples use it")
+            continue
+        for path in examples:
+            validate(path, validator)
     for path in sorted(EXAMPLES.glob("event-*.json")):
         instance = load(path)
         items = instance if isinstance(instance, list) else [instance]

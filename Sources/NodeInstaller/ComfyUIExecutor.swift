@@ -81,6 +81,10 @@ public struct ComfyUIExecutor: JobExecutor {
         if payload.requirements ?? true, InstallMarker.read(target) != head, FileManager.default.fileExists(atPath: requirementsFile) {
             let protected = await environment.protectedPins()
             let lines = RequirementsReader.readPlain(requirementsFile)
+            guard !lines.isEmpty else {
+                InstallMarker.write(target, commit: head)
+                return resultJSON(["commit": head, "cloned": cloned, "requirements": 0])
+            }
             let folder = workspace.root + "/.provision/python"
             try workspace.createDirectories(folder)
             try await environment.install(lines, constraints: protected, in: folder, what: "ComfyUI's requirements")

@@ -17,8 +17,7 @@ struct UpCommand: AsyncParsableCommand {
     @OptionGroup var telemetry: TelemetryOptions
     @OptionGroup var health: HealthOptions
 
-    @Option(help: "A plan file to enqueue (JSON per protocols/schemas/plan.schema.json). Without it, only workers run: the API side enqueues.")
-    var plan: String?
+    @OptionGroup var source: PlanSource
 
     @Option(help: "Where the private redis-server keeps its data (env PROVISION_STATE_DIR).")
     var stateDir: String?
@@ -31,7 +30,7 @@ struct UpCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let planText = try plan.map { try readPlanFile($0) }
+            let planText = try await source.planJSON(machine: (try? queue.machineID) ?? "local")
             try await bringUp(
                 queue: queue, pool: pool, telemetry: telemetry, health: health, planJSON: planText, stateDir: stateDir,
                 timeout: timeout, serve: serve)
@@ -126,48 +125,5 @@ func bringUp(
     default:
         if planJSON == nil { return }
         throw ExitCode(2)
-    }
-}
-
-struct DemoCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "demo",
-        abstract: "Provision a sample machine end to end with no network: private Redis, a sample plan, workers, ready.")
-
-    @OptionGroup var queue: QueueOptions
-    @OptionGroup var pool: PoolOptions
-    @OptionGroup var telemetry: TelemetryOptions
-    @OptionGroup var health: HealthOptions
-
-    @Option(help: "Where the private redis-server keeps its data.")
-    var stateDir: String?
-
-    func run() async throws {
-        try await reportingErrors {
-            try await bringUp(
-                queue: queue, pool: pool, telemetry: telemetry, health: health, planJSON: demoPlan(), stateDir: stateDir,
-                timeout: 600, serve: false, healthRequired: false)
-        }
-    }
-
-    /// The shape of a real machine's plan (core → custom nodes → Python requirements, model
-    /// downloads alongside), with `sleep` jobs standing in for the work.
-    func demoPlan() -> String {
-        var jobs: [[String: Any]] = [["id": "comfyui", "kind": "sleep", "payload": ["ms": 300], "label": "ComfyUI core"]]
-        let nodes = (1...8).map { "node:custom-node-\($0)" }
-        for node in nodes {
-            jobs.append(["id": node, "kind": "sleep", "payload": ["ms": Int.random(in: 150...400)], "depends_on": ["comfyui"]])
-        }
-        jobs.append(["id": "python-deps", "kind": "sleep", "payload": ["ms": 400], "depends_on": nodes])
-        for model in 1...6 {
-            let payload: [String: Any] = ["ms": Int.random(in: 600...2500), "progress_bytes": Int.random(in: 200...2000) << 20]
-            jobs.append(["id": "model:model-\(model).safetensors", "kind": "sleep", "payload": payload])
-        }
-        jobs.append(["id": "verify", "kind": "noop", "depends_on": ["python-deps"] + (1...6).map { "model:model-\($0).safetensors" }])
-        let plan: [String: Any] = [
-            "version": 1, "plan_id": "demo-\(Int(Date().timeIntervalSince1970 * 1000))", "jobs": jobs,
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: plan, options: [.sortedKeys])) ?? Data()
-        return String(decoding: data, as: UTF8.self)
     }
 }

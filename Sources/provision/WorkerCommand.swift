@@ -5,6 +5,7 @@ import Logging
 import RedisClient
 import Scheduler
 import Downloader
+import Manifest
 import NodeInstaller
 
 /// Options of a worker pool.
@@ -221,6 +222,7 @@ struct ExecutorOptions: ParsableArguments {
         registry.register(NodeExecutor(configuration: nodes))
         registry.register(ComfyUIExecutor(configuration: nodes))
         registry.register(PythonDepsExecutor(configuration: nodes))
+        registry.register(VerifyExecutor(workspace: resolvedWorkspace))
         return registry
     }
 }

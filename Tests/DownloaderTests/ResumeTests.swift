@@ -23,6 +23,20 @@ struct ResumeTests {
         ])
     }
 
+    /// Bytes the origin sent, once the killed run's requests are all recorded: the origin records a
+    /// request when it notices the closed connection, at its next throttled write, which under load can
+    /// come after a reset and be counted against the next run.
+    func settledBytes(_ origin: TestOrigin) async throws -> Int {
+        var last = try await origin.stats()
+        for _ in 0..<20 {
+            try await Task.sleep(for: .milliseconds(750))
+            let now = try await origin.stats()
+            if now.bytes_sent == last.bytes_sent && now.requests.count == last.requests.count { return now.bytes_sent }
+            last = now
+        }
+        return last.bytes_sent
+    }
+
     /// Kills the download with SIGKILL once its state file shows progress.
     func killMidway(_ process: TestProcess, output: String) async throws {
         #expect(await eventually(timeout: .seconds(20)) {
@@ -46,7 +60,7 @@ struct ResumeTests {
         let output = folder.appendingPathComponent("model.safetensors").path
 
         try await killMidway(try startThrottled(origin, output: output), output: output)
-        let firstRun = try await origin.stats().bytes_sent
+        let firstRun = try await settledBytes(origin)
         try await origin.reset()
 
         let second = try await run(provisionExecutable(), [

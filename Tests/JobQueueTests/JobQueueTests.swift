@@ -172,7 +172,8 @@ struct QueueProtocolTests {
         let h = try await Harness()
         defer { h.redis.stop() }
         _ = try await h.queue.enqueue(planJSON: planJSON("p1", [
-            job("flaky", "noop", ["max_attempts": 3, "backoff_ms": 200, "backoff_max_ms": 1000]),
+            // Backoffs long enough that "not handed out before the backoff is over" holds on a loaded machine.
+            job("flaky", "noop", ["max_attempts": 3, "backoff_ms": 1000, "backoff_max_ms": 5000]),
             job("child", deps: ["flaky"]), job("grandchild", deps: ["child"]), job("independent"),
         ]))
         var delays: [Int] = []
@@ -194,7 +195,7 @@ struct QueueProtocolTests {
             case .stale: Issue.record("stale")
             }
         }
-        #expect(delays == [200, 400])  // jitter 1 = the full exponential delay
+        #expect(delays == [1000, 2000])  // jitter 1 = the full exponential delay
         #expect(flip == .failed)
         let status = try await h.queue.status()
         #expect(status.state == .failed)

@@ -243,3 +243,17 @@ struct WorkerTests {
         #expect(try await h.queue.redis.send("DBSIZE").int == 0)
     }
 }
+
+@Suite("provision demo", .serialized)
+struct DemoTests {
+    @Test func theDemoEndsReady() async throws {
+        let state = try makeTemporaryDirectory("demo")
+        defer { try? FileManager.default.removeItem(at: state) }
+        let result = try await run(provisionExecutable(), ["demo", "--state-dir", state.path, "--models-mib", "32"], timeout: .seconds(300))
+        #expect(result.status == 0, "\(result.output.suffix(3000))")
+        #expect(result.output.contains("ready: 14/14 succeeded"))
+        let models = state.appendingPathComponent("workspace/ComfyUI/models")
+        #expect(FileManager.default.fileExists(atPath: models.appendingPathComponent("checkpoints/demo-checkpoint.safetensors").path))
+        #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("workspace/ComfyUI/custom_nodes/was-node-suite-comfyui/installed.flag").path))
+    }
+}

@@ -17,10 +17,14 @@ Query parameters of /files/NAME (they apply to every request of that URL):
   hang=S           after the headers, send nothing for S seconds (the first `times` requests)
 /redirect/PORT/files/NAME?...  answers 302 to http://127.0.0.1:PORT/files/NAME?...
 /auth/NAME       like /files/NAME but 401 without "Authorization: Bearer origin-secret"
+/hf/OWNER/REPO/resolve/REV/NAME  imitates Hugging Face for an LFS file: 302 to /files/NAME carrying
+                 X-Linked-Etag: "<sha256 of NAME>", X-Linked-Size and X-Repo-Commit (REPO_COMMIT below);
+                 ?nolinked=1 leaves the X-Linked-* headers out (a file the origin publishes no hash for)
 /_stats          JSON: requests (path, query, range, status, bytes, authorization, x-test) and totals
 /_reset          clears the stats and fault counters
 """
 import argparse
+import hashlib
 import json
 import os
 import socket
@@ -30,6 +34,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+REPO_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LOCK = threading.Lock()
 STATS = {"requests": [], "bytes_sent": 0}
 FAULT_COUNTS = {}
@@ -81,6 +86,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if path.startswith("/hf/"):
+            return self.huggingface(path, query, parts.query)
         if path.startswith("/auth/"):
             if self.headers.get("Authorization") != "Bearer origin-secret":
                 self.note(path, query, self.headers.get("Range"), 401, 0)
@@ -165,6 +172,27 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
         self.note(path, query, range_header, status, sent)
+
+    def huggingface(self, path, query, raw_query):
+        segments = path.split("/")
+        if len(segments) < 7 or segments[4] != "resolve":
+            return self.simple(404, b"not found", "text/plain")
+        name = segments[-1]
+        full = os.path.join(self.root, name)
+        if name.startswith(".") or not os.path.isfile(full):
+            self.note(path, query, self.headers.get("Range"), 404, 0)
+            return self.simple(404, b"not found", "text/plain")
+        self.note(path, query, self.headers.get("Range"), 302, 0)
+        self.send_response(302)
+        self.send_header("Location", f"/files/{name}" + (f"?{raw_query}" if raw_query else ""))
+        self.send_header("Content-Length", "0")
+        self.send_header("X-Repo-Commit", REPO_COMMIT)
+        if query.get("nolinked") != "1":
+            with open(full, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            self.send_header("X-Linked-Etag", f'"{digest}"')
+            self.send_header("X-Linked-Size", str(os.path.getsize(full)))
+        self.end_headers()
 
     def close_abruptly(self):
         try:

@@ -1,0 +1,92 @@
+import Foundation
+
+/// The component lists the existing API serves at machine start-up (seed 002, step 16), read as
+/// one spec: `/custom-nodes/defaults` (nodes with `install_order`), `/workflows/dependencies` for
+/// `COMPONENTS` and `/collections/dependencies` for `COLLECTIONS` (shapes in protocols/discovery.md).
+public enum Discovery {
+    struct Model: Decodable {
+        var url: String
+        var directory: String?
+        var save_path: String?
+        var filename: String?
+        var sha256: String?
+        var size: Int64?
+
+        func model(source: String) throws(ManifestError) -> ModelFile {
+            guard let directory = directory ?? save_path, !directory.isEmpty else {
+                throw ManifestError("A model in \(source) has no directory (or save_path).")
+            }
+            let name = filename ?? URL(string: url)?.lastPathComponent ?? ""
+            guard !name.isEmpty, name != "/" else { throw ManifestError("A model in \(source) has no filename and its URL names none.") }
+            return ModelFile(url: url, directory: directory.trimmingCharacters(in: CharacterSet(charactersIn: "/")), filename: name, sha256: sha256, size: size)
+        }
+    }
+
+    struct Group: Decodable {
+        var name: String?
+        var custom_nodes: [CustomNode]?
+        var models: [Model]?
+    }
+
+    struct Response: Decodable {
+        var custom_nodes: [CustomNode]?
+        var models: [Model]?
+        var workflows: [Group]?
+        var collections: [Group]?
+    }
+
+    /// True when a JSON object looks like a discovery response rather than a manifest.
+    public static func isResponse(_ top: [String: JSONValue]) -> Bool {
+        top["workflows"] != nil || top["collections"] != nil
+    }
+
+    /// Merges documents (manifests, config_nodes.json, discovery responses) into one spec, in the
+    /// order given: defaults first. A node or model named twice with the same source counts once;
+    /// with different sources or pins it is an error naming both documents.
+    public static func merge(_ documents: [(name: String, data: Data)]) throws(ManifestError) -> Spec {
+        var merged = Spec()
+        var nodeSource: [String: String] = [:]
+        var modelSource: [String: String] = [:]
+        for (name, data) in documents {
+            let response = try decodeDocument(Response.self, from: data, name: name, what: "spec or discovery response")
+            var groups = [Group(name: nil, custom_nodes: response.custom_nodes, models: response.models)]
+            groups += (response.workflows ?? []) + (response.collections ?? [])
+            if response.custom_nodes == nil, response.models == nil, response.workflows == nil, response.collections == nil,
+                let spec = try? decodeDocument(Spec.self, from: data, name: name, what: "manifest")
+            {
+                groups = [Group(name: nil, custom_nodes: spec.customNodes, models: nil)]
+                merged.comfyui = merged.comfyui ?? spec.comfyui
+                merged.models += spec.models
+            }
+            for group in groups {
+                let source = group.name.map { "\(name) (\($0))" } ?? name
+                for node in group.custom_nodes ?? [] {
+                    let key = node.name.lowercased()
+                    if let index = merged.customNodes.firstIndex(where: { $0.name.lowercased() == key }) {
+                        let known = merged.customNodes[index]
+                        guard known.url == node.url, known.ref == node.ref else {
+                            throw ManifestError("The custom node \(node.name) is given differently by \(nodeSource[key] ?? "?") and \(source).")
+                        }
+                        if known.installOrder == nil, let order = node.installOrder { merged.customNodes[index].installOrder = order }
+                        continue
+                    }
+                    merged.customNodes.append(node)
+                    nodeSource[key] = source
+                }
+                for raw in group.models ?? [] {
+                    let model = try raw.model(source: source)
+                    if let known = merged.models.first(where: { $0.path == model.path }) {
+                        guard known.url == model.url else {
+                            throw ManifestError("The model \(model.path) is given with different URLs by \(modelSource[model.path] ?? "?") and \(source).")
+                        }
+                        continue
+                    }
+                    merged.models.append(model)
+                    modelSource[model.path] = source
+                }
+            }
+        }
+        try SpecRules.validate(merged, name: documents.map(\.name).joined(separator: " + "))
+        return merged
+    }
+}

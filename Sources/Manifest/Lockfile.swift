@@ -1,0 +1,231 @@
+import Downloader
+import Foundation
+
+/// Everything a machine needs, pinned: ComfyUI and every custom node at a commit, every model with
+/// its size and SHA-256 (protocols/schemas/lockfile.schema.json). Written deterministically: the same
+/// inputs give the same bytes.
+public struct Lockfile: Sendable, Equatable, Codable {
+    public static let currentVersion = 1
+
+    public var lockVersion: Int
+    public var comfyui: LockedRepository?
+    public var customNodes: [LockedNode]
+    public var models: [LockedModel]
+    public var python: PythonRequirements?
+    /// The workflows the lock was made from, and what each needs (for reports).
+    public var workflows: [LockedWorkflow]?
+
+    public init(comfyui: LockedRepository? = nil, customNodes: [LockedNode] = [], models: [LockedModel] = [], python: PythonRequirements? = nil, workflows: [LockedWorkflow]? = nil) {
+        self.lockVersion = Self.currentVersion
+        self.comfyui = comfyui
+        self.customNodes = customNodes
+        self.models = models
+        self.python = python
+        self.workflows = workflows
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case lockVersion = "lock_version", comfyui, customNodes = "custom_nodes", models, python, workflows
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        lockVersion = try container.decode(Int.self, forKey: .lockVersion)
+        comfyui = try container.decodeIfPresent(LockedRepository.self, forKey: .comfyui)
+        customNodes = try container.decodeIfPresent([LockedNode].self, forKey: .customNodes) ?? []
+        models = try container.decodeIfPresent([LockedModel].self, forKey: .models) ?? []
+        python = try container.decodeIfPresent(PythonRequirements.self, forKey: .python)
+        workflows = try container.decodeIfPresent([LockedWorkflow].self, forKey: .workflows)
+    }
+
+    /// Sorted lists, so that encoding is stable.
+    public func normalized() -> Lockfile {
+        var copy = self
+        copy.customNodes.sort { $0.name.lowercased() == $1.name.lowercased() ? $0.name < $1.name : $0.name.lowercased() < $1.name.lowercased() }
+        copy.models.sort { $0.path < $1.path }
+        copy.workflows?.sort { $0.name < $1.name }
+        if var python = copy.python {
+            python.packages = python.packages.map { Array(Set($0)).sorted() }
+            python.constraints = python.constraints.map { Array(Set($0)).sorted() }
+            copy.python = python
+        }
+        return copy
+    }
+
+    /// The canonical bytes: sorted keys and lists, two-space indentation, a final newline.
+    public func encoded() -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        // Encoding plain structs of strings and numbers cannot fail.
+        let data = (try? encoder.encode(normalized())) ?? Data("{}".utf8)
+        return data + Data("\n".utf8)
+    }
+
+    public static func load(path: String) throws(ManifestError) -> Lockfile {
+        let data = try readInput(path: path, what: "lockfile", limit: 64 << 20)
+        return try parse(data, name: path)
+    }
+
+    public static func parse(_ data: Data, name: String) throws(ManifestError) -> Lockfile {
+        let lock = try decodeDocument(Lockfile.self, from: data, name: name, what: "lockfile")
+        guard lock.lockVersion == currentVersion else {
+            throw ManifestError("The lockfile \(name) has lock_version \(lock.lockVersion); this provision reads version \(currentVersion).")
+        }
+        try lock.validate(name: name)
+        return lock
+    }
+
+    func validate(name: String) throws(ManifestError) {
+        var names = Set<String>()
+        if let comfyui, !Git.isFullCommit(comfyui.commit) {
+            throw ManifestError("The lockfile \(name) pins ComfyUI to '\(comfyui.commit.prefix(100))', which is not a full 40-digit commit.")
+        }
+        for node in customNodes {
+            guard SpecRules.isNodeName(node.name) else { throw ManifestError("The lockfile \(name) has a custom node named '\(node.name.prefix(100))', which is not a valid folder name.") }
+            guard names.insert(node.name.lowercased()).inserted else { throw ManifestError("The lockfile \(name) lists the custom node \(node.name) twice.") }
+            guard Git.isFullCommit(node.commit) else {
+                throw ManifestError("The lockfile \(name) pins \(node.name) to '\(node.commit.prefix(100))', which is not a full 40-digit commit.")
+            }
+            for key in (node.env ?? [:]).keys where !SpecRules.isEnvName(key) {
+                throw ManifestError("The lockfile \(name) gives \(node.name) an environment variable named '\(key.prefix(100))', which is not a valid name.")
+            }
+        }
+        var paths = Set<String>()
+        for model in models {
+            try SpecRules.checkModelPath(model.directory, what: "directory of model \(model.filename)")
+            try SpecRules.checkModelPath(model.filename, what: "file name of model \(model.filename)")
+            guard isSHA256(model.sha256) else { throw ManifestError("The lockfile \(name) has model \(model.path) with a sha256 that is not 64 hexadecimal digits.") }
+            guard model.size >= 0 else { throw ManifestError("The lockfile \(name) has model \(model.path) with a negative size.") }
+            guard paths.insert(model.path).inserted else { throw ManifestError("The lockfile \(name) lists the model \(model.path) twice.") }
+        }
+    }
+}
+
+/// A repository pinned to a commit (ComfyUI itself).
+public struct LockedRepository: Sendable, Equatable, Codable {
+    public var url: String
+    public var commit: String
+    /// What the spec asked for (a tag or branch name), kept for people reading the lock.
+    public var tag: String?
+    public var branch: String?
+
+    public init(url: String, commit: String, tag: String? = nil, branch: String? = nil) {
+        self.url = url
+        self.commit = commit
+        self.tag = tag
+        self.branch = branch
+    }
+}
+
+/// A custom node pinned to a commit.
+public struct LockedNode: Sendable, Equatable, Codable {
+    public var name: String
+    public var url: String
+    public var commit: String
+    public var tag: String?
+    public var branch: String?
+    public var recursive: Bool?
+    public var requirements: Bool?
+    public var env: [String: String]?
+    public var installOrder: Int?
+    /// The node types of the analysed workflows it provides.
+    public var provides: [String]?
+
+    public init(name: String, url: String, commit: String, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, provides: [String]? = nil) {
+        self.name = name
+        self.url = url
+        self.commit = commit
+        self.tag = tag
+        self.branch = branch
+        self.recursive = recursive
+        self.requirements = requirements
+        self.env = env
+        self.installOrder = installOrder
+        self.provides = provides
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", provides
+    }
+}
+
+/// A model file with the size and SHA-256 it must have.
+public struct LockedModel: Sendable, Equatable, Codable {
+    public var url: String
+    public var directory: String
+    public var filename: String
+    public var sha256: String
+    public var size: Int64
+    /// The URL the spec gave when the lock pinned it to a revision (Hugging Face `/resolve/main/` → `/resolve/<commit>/`).
+    public var sourceURL: String?
+
+    public init(url: String, directory: String, filename: String, sha256: String, size: Int64, sourceURL: String? = nil) {
+        self.url = url
+        self.directory = directory
+        self.filename = filename
+        self.sha256 = sha256
+        self.size = size
+        self.sourceURL = sourceURL
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case url, directory, filename, sha256, size, sourceURL = "source_url"
+    }
+
+    public var path: String { directory + "/" + filename }
+}
+
+/// What one analysed workflow needs.
+public struct LockedWorkflow: Sendable, Equatable, Codable {
+    public var name: String
+    public var sha256: String
+    public var format: WorkflowFormat
+    /// Custom node types (built-in types left out).
+    public var nodes: [String]
+    /// `directory/filename` of every model.
+    public var models: [String]
+    public var unresolved: [String]?
+    public var ambiguous: [String]?
+
+    public init(name: String, sha256: String, format: WorkflowFormat, nodes: [String], models: [String], unresolved: [String]? = nil, ambiguous: [String]? = nil) {
+        self.name = name
+        self.sha256 = sha256
+        self.format = format
+        self.nodes = nodes
+        self.models = models
+        self.unresolved = unresolved
+        self.ambiguous = ambiguous
+    }
+}
+
+/// An input given to `lock`, `plan` or `export`, told apart by its content.
+public enum SpecDocument: Sendable {
+    case lockfile(Lockfile)
+    case spec(Spec)
+    case workflow(Workflow, sha256: String)
+
+    /// Reads a file and decides what it is: a lockfile (`lock_version`), a workflow (UI or API
+    /// format), else a manifest or `config_nodes.json`.
+    public static func load(path: String, workflowLimits: WorkflowLimits = WorkflowLimits()) throws(ManifestError) -> SpecDocument {
+        let data = try readInput(path: path, what: "input", limit: workflowLimits.json.maxBytes)
+        let document: JSONValue
+        do {
+            document = try JSONValue.parse(data, limits: workflowLimits.json)
+        } catch {
+            throw ManifestError("The file \(path) is not valid JSON: \(error).")
+        }
+        guard let top = document.object else {
+            throw ManifestError("The file \(path) is \(document.kindDescription), not a manifest, lockfile or workflow object.")
+        }
+        if top["lock_version"] != nil { return .lockfile(try Lockfile.parse(data, name: path)) }
+        if Discovery.isResponse(top) { return .spec(try Discovery.merge([(path, data)])) }
+        if top["custom_nodes"] != nil || top["comfyui"] != nil || (top["models"] != nil && top["nodes"] == nil) || top["python"] != nil {
+            let spec = try decodeDocument(Spec.self, from: data, name: path, what: "manifest")
+            try SpecRules.validate(spec, name: path)
+            return .spec(spec)
+        }
+        var hasher = SHA256Hasher()
+        hasher.update(data)
+        return .workflow(try Workflow.parse(document, name: path, limits: workflowLimits), sha256: hasher.finalize())
+    }
+}

@@ -1,0 +1,209 @@
+import Foundation
+
+/// A custom node package: a git repository that provides node types.
+public struct NodePackage: Sendable, Hashable, Codable, Comparable {
+    /// ComfyUI-Manager's id for it when known (its registry id), else the repository's name.
+    public var package: String
+    public var repository: String
+    public var title: String?
+
+    public init(package: String, repository: String, title: String? = nil) {
+        self.package = package
+        self.repository = repository
+        self.title = title
+    }
+
+    public static func < (a: NodePackage, b: NodePackage) -> Bool {
+        (a.repository.lowercased(), a.package) < (b.repository.lowercased(), b.package)
+    }
+}
+
+/// How a node type was mapped to what provides it.
+public enum NodeResolution: Sendable, Equatable {
+    /// ComfyUI itself.
+    case builtin
+    /// One package, and how it was found: `registry` (exact name), `preemption`, `pattern`, `properties`
+    /// (the node's own cnr_id/aux_id), `preferred` (the one of several candidates the user's spec lists).
+    case package(NodePackage, via: String)
+    /// Several packages claim the type; the workflow does not say which. Never guessed.
+    case ambiguous([NodePackage])
+    /// Nothing known provides it.
+    case unresolved
+}
+
+/// ComfyUI-Manager's map of custom node types to repositories (`extension-node-map.json`,
+/// `{repo_url: [[class names], {title_aux, nodename_pattern?, preemptions?}]}`), with its
+/// `custom-node-list.json` for package ids when available.
+public struct NodeRegistry: Sendable {
+    /// Normalised repository key → package.
+    private var packages: [String: NodePackage] = [:]
+    /// Node type → keys of the repositories that list it.
+    private var claims: [String: [String]] = [:]
+    /// Node type → keys of the repositories that preempt it.
+    private var preemptions: [String: [String]] = [:]
+    /// (key, pattern) for repositories with a `nodename_pattern`.
+    private var patterns: [(key: String, regex: NSRegularExpression)] = []
+    /// Lower-cased package id (cnr_id) → key.
+    private var ids: [String: String] = [:]
+    /// Types the map attributes to ComfyUI itself.
+    private var coreTypes: Set<String> = []
+    /// Where the map came from, for reports.
+    public var source: String
+    public var version: String?
+
+    public var repositoryCount: Int { packages.count }
+    public var typeCount: Int { claims.count }
+
+    /// An empty registry: only built-in types resolve.
+    public init(source: String = "none") {
+        self.source = source
+    }
+
+    /// Parses the map (and optionally the node list), refusing files of the wrong shape with one sentence.
+    public init(extensionMap: Data, nodeList: Data? = nil, coreTypes: [String] = [], source: String, version: String? = nil) throws(ManifestError) {
+        self.source = source
+        self.version = version
+        self.coreTypes = Set(coreTypes)
+        let limits = JSONLimits(maxBytes: 256 << 20, maxDepth: 32)
+        let document: JSONValue
+        do {
+            document = try JSONValue.parse(extensionMap, limits: limits)
+        } catch {
+            throw ManifestError("The node registry \(source) is not valid JSON: \(error).")
+        }
+        guard let entries = document.object else {
+            throw ManifestError("The node registry \(source) is not an extension-node-map: it is \(document.kindDescription), not an object of repositories.")
+        }
+        var idsByKey: [String: String] = [:]
+        if let nodeList {
+            if let list = try? JSONValue.parse(nodeList, limits: limits), let items = list["custom_nodes"]?.array {
+                for item in items {
+                    guard let id = item["id"]?.string, !id.isEmpty else { continue }
+                    for url in [item["reference"]?.string] + (item["files"]?.array ?? []).map(\.string) {
+                        if let url, let key = Self.key(url) { idsByKey[key] = id }
+                    }
+                }
+            }
+        }
+        for (url, value) in entries {
+            guard let key = Self.key(url) else { continue }
+            guard let pair = value.array, pair.count >= 1, let names = pair[0].array else {
+                throw ManifestError("The node registry \(source) is not an extension-node-map: the entry for \(url) is not [[names], {…}].")
+            }
+            let meta = pair.count > 1 ? pair[1].object ?? [:] : [:]
+            let repository = Self.displayURL(url)
+            if Self.isCore(key) {
+                for name in names { if let name = name.string { self.coreTypes.insert(name) } }
+                continue
+            }
+            let id = idsByKey[key] ?? Self.repositoryName(repository)
+            packages[key] = NodePackage(package: id, repository: repository, title: meta["title_aux"]?.string)
+            ids[id.lowercased()] = key
+            for name in names {
+                guard let name = name.string else { continue }
+                claims[name, default: []].append(key)
+            }
+            for name in meta["preemptions"]?.array ?? [] {
+                if let name = name.string { preemptions[name, default: []].append(key) }
+            }
+            if let pattern = meta["nodename_pattern"]?.string, pattern.utf8.count <= 1000,
+                let regex = try? NSRegularExpression(pattern: pattern)
+            {
+                patterns.append((key, regex))
+            }
+        }
+        patterns.sort { $0.key < $1.key }
+        for name in claims.keys { claims[name] = Array(Set(claims[name] ?? [])).sorted() }
+    }
+
+    /// Whether ComfyUI itself provides `type` (our table, or the map's entry for the ComfyUI repository).
+    public func isBuiltin(_ type: String) -> Bool {
+        BuiltinNodes.contains(type) || coreTypes.contains(type)
+    }
+
+    /// Maps a node type to what provides it. `cnrID`/`auxID` are the node's own properties (the
+    /// workflow's statement of which pack it came from); `preferred` are repository URLs the user's
+    /// spec already installs, used only to choose among candidates.
+    public func resolve(_ type: String, cnrID: String? = nil, auxID: String? = nil, preferred: Set<String> = []) -> NodeResolution {
+        if isBuiltin(type) || cnrID == BuiltinNodes.package { return .builtin }
+        // The node says where it came from.
+        if let stated = statedPackage(cnrID: cnrID, auxID: auxID) { return .package(stated, via: "properties") }
+        if let preempting = preemptions[type], !preempting.isEmpty {
+            let found = preempting.compactMap { packages[$0] }
+            if found.count == 1, let only = found.first { return .package(only, via: "preemption") }
+        }
+        var candidates = (claims[type] ?? []).compactMap { packages[$0] }
+        var via = "registry"
+        if candidates.isEmpty {
+            let range = NSRange(type.startIndex..., in: type)
+            candidates = patterns.filter { $0.regex.firstMatch(in: type, range: range) != nil }.compactMap { packages[$0.key] }
+            via = "pattern"
+        }
+        candidates = Array(Set(candidates)).sorted()
+        switch candidates.count {
+        case 0: return .unresolved
+        case 1: return .package(candidates[0], via: via)
+        default:
+            let preferredKeys = Set(preferred.compactMap(Self.key))
+            let chosen = candidates.filter { Self.key($0.repository).map(preferredKeys.contains) ?? false }
+            if chosen.count == 1 { return .package(chosen[0], via: "preferred") }
+            return .ambiguous(candidates)
+        }
+    }
+
+    /// The package a node's `aux_id` ("owner/repo") or `cnr_id` names, if any.
+    func statedPackage(cnrID: String?, auxID: String?) -> NodePackage? {
+        if let auxID, let repository = Self.repositoryURL(auxID: auxID) {
+            if let key = Self.key(repository), let known = packages[key] { return known }
+            return NodePackage(package: cnrID ?? Self.repositoryName(repository), repository: repository)
+        }
+        if let cnrID, !cnrID.isEmpty, let key = ids[cnrID.lowercased()], let known = packages[key] { return known }
+        return nil
+    }
+
+    /// The package for a repository URL, from the registry when it lists it.
+    public func package(forRepository url: String) -> NodePackage? {
+        guard let key = Self.key(url) else { return nil }
+        return packages[key]
+    }
+
+    /// `https://github.com/OWNER/REPO` from an `aux_id` of `OWNER/REPO`.
+    static func repositoryURL(auxID: String) -> String? {
+        let parts = auxID.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts.allSatisfy({ part in
+            !part.isEmpty && part.count <= 100 && !part.hasPrefix(".") && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+        }) else { return nil }
+        return "https://github.com/\(auxID)"
+    }
+
+    /// A comparable form of a repository URL: no scheme, no `www.`, no `.git`, no trailing slash, lower case.
+    public static func key(_ url: String) -> String? {
+        var text = url.trimmingCharacters(in: .whitespaces).lowercased()
+        guard !text.isEmpty else { return nil }
+        for prefix in ["https://", "http://", "git://", "ssh://", "git@"] where text.hasPrefix(prefix) {
+            text.removeFirst(prefix.count)
+        }
+        if text.hasPrefix("www.") { text.removeFirst(4) }
+        text = text.replacingOccurrences(of: "github.com:", with: "github.com/")
+        while text.hasSuffix("/") { text.removeLast() }
+        if text.hasSuffix(".git") { text.removeLast(4) }
+        return text.isEmpty ? nil : text
+    }
+
+    static func displayURL(_ url: String) -> String {
+        var text = url.trimmingCharacters(in: .whitespaces)
+        while text.hasSuffix("/") { text.removeLast() }
+        if text.hasSuffix(".git") { text.removeLast(4) }
+        return text
+    }
+
+    /// The last path component of a repository URL, without `.git`.
+    public static func repositoryName(_ url: String) -> String {
+        let trimmed = displayURL(url)
+        return trimmed.split(separator: "/").last.map(String.init) ?? trimmed
+    }
+
+    static func isCore(_ key: String) -> Bool {
+        key == "github.com/comfyanonymous/comfyui" || key == "github.com/comfy-org/comfyui"
+    }
+}

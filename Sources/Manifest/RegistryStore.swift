@@ -1,0 +1,143 @@
+import Foundation
+
+/// Where the node registry comes from: a file the user names, else ComfyUI-Manager's files taken from
+/// the `comfyui-manager` wheel on PyPI (`pip download --no-deps`) and cached under
+/// `~/.cache/provision/comfyui-manager/`.
+public struct RegistryStore: Sendable {
+    public var cacheDirectory: String
+    /// The Python that runs pip and reads the wheel.
+    public var python: String
+    public var timeout: Duration
+
+    /// The files kept from the comfyui-manager wheel.
+    public static let files = ["extension-node-map.json", "custom-node-list.json", "model-list.json"]
+    /// Node types of ComfyUI itself, one per line: the folders of the `comfyui-embedded-docs` wheel
+    /// (ComfyUI's own node documentation, a requirement of ComfyUI), which knows newer core types
+    /// (API nodes and the like) than our table and the map's ComfyUI entry.
+    public static let coreTypesFile = "core-node-types.txt"
+
+    public init(cacheDirectory: String? = nil, python: String? = nil, timeout: Duration = .seconds(300)) {
+        let env = ProcessInfo.processInfo.environment
+        if let cacheDirectory {
+            self.cacheDirectory = cacheDirectory
+        } else if let configured = env["PROVISION_CACHE_DIR"], !configured.isEmpty {
+            self.cacheDirectory = configured + "/comfyui-manager"
+        } else {
+            let base = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
+            self.cacheDirectory = base + "/provision/comfyui-manager"
+        }
+        self.python = python ?? env["PROVISION_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } ?? "python3"
+        self.timeout = timeout
+    }
+
+    /// The registry from `override` (an extension-node-map.json; a custom-node-list.json beside it is
+    /// used for package ids), else the cache, fetching the wheel when the cache is empty or `refresh`.
+    public func load(override: String? = nil, refresh: Bool = false) async throws(ManifestError) -> NodeRegistry {
+        if let override {
+            let map = try readInput(path: override, what: "node registry", limit: 256 << 20)
+            let sibling = ((override as NSString).deletingLastPathComponent as NSString).appendingPathComponent("custom-node-list.json")
+            let list = sibling == override ? nil : FileManager.default.contents(atPath: sibling)
+            let core = Self.readCoreTypes(((override as NSString).deletingLastPathComponent as NSString).appendingPathComponent(Self.coreTypesFile))
+            return try NodeRegistry(extensionMap: map, nodeList: list, coreTypes: core, source: override)
+        }
+        let mapPath = cacheDirectory + "/extension-node-map.json"
+        if refresh || !FileManager.default.fileExists(atPath: mapPath) { try await fetch() }
+        let map = try readInput(path: mapPath, what: "cached node registry", limit: 256 << 20)
+        let list = FileManager.default.contents(atPath: cacheDirectory + "/custom-node-list.json")
+        let version = (try? String(contentsOfFile: cacheDirectory + "/VERSION", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let core = Self.readCoreTypes(cacheDirectory + "/" + Self.coreTypesFile)
+        let source = "comfyui-manager \(version ?? "?")" + (core.isEmpty ? "" : " and comfyui-embedded-docs") + " (PyPI wheels, cached in \(cacheDirectory))"
+        return try NodeRegistry(extensionMap: map, nodeList: list, coreTypes: core, source: source, version: version)
+    }
+
+    /// One node type per line; empty when the file is missing.
+    static func readCoreTypes(_ path: String) -> [String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        return text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && $0.utf8.count <= 500 }
+    }
+
+    /// ComfyUI-Manager's `model-list.json` (file name → URL and folder, for models without a URL): beside
+    /// the registry file given as `override`, else in the cache; empty when there is none.
+    public func modelList(override: String? = nil) -> [String: (url: String, directory: String)] {
+        let folder = override.map { ($0 as NSString).deletingLastPathComponent } ?? cacheDirectory
+        guard let data = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent("model-list.json")),
+            let document = try? JSONValue.parse(data, limits: JSONLimits(maxBytes: 64 << 20, maxDepth: 16)),
+            let items = document["models"]?.array
+        else { return [:] }
+        var map: [String: (url: String, directory: String)] = [:]
+        for item in items {
+            guard let filename = item["filename"]?.string, let url = item["url"]?.string, let savePath = item["save_path"]?.string,
+                savePath != "default", url.hasPrefix("https://")
+            else { continue }
+            map[filename] = (url, savePath)
+        }
+        return map
+    }
+
+    /// Downloads the newest `comfyui-manager` wheel with pip and extracts the registry files into the cache.
+    public func fetch() async throws(ManifestError) {
+        let scratch = NSTemporaryDirectory() + "provision-wheel-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        do {
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw ManifestError("The registry cache \(cacheDirectory) cannot be created: \(error.localizedDescription).")
+        }
+        var env = ProcessInfo.processInfo.environment
+        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+        env["PIP_NO_INPUT"] = "1"
+        let pip = ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", scratch]
+        var downloaded = try await runCommand(python, pip + ["comfyui-manager", "comfyui-embedded-docs"], environment: env, timeout: timeout)
+        if !downloaded.succeeded && !downloaded.timedOut {
+            // The core node list is a bonus; the map is what is needed.
+            downloaded = try await runCommand(python, pip + ["comfyui-manager"], environment: env, timeout: timeout)
+        }
+        guard downloaded.succeeded else {
+            let why = downloaded.timedOut ? "pip took longer than \(timeout)" : downloaded.lastLine
+            throw ManifestError("The node registry could not be fetched from PyPI (pip download comfyui-manager): \(why); pass --registry FILE with an extension-node-map.json.")
+        }
+        let wheels = ((try? FileManager.default.contentsOfDirectory(atPath: scratch)) ?? []).filter { $0.hasSuffix(".whl") }.sorted()
+        guard let wheel = wheels.last(where: { $0.hasPrefix("comfyui_manager-") }) else {
+            throw ManifestError("pip download comfyui-manager produced no wheel in \(scratch).")
+        }
+        let docs = wheels.last { $0.hasPrefix("comfyui_embedded_docs-") }
+        // Extract the three files with Python's zipfile, each written beside its final name then renamed.
+        let script = """
+            import os, sys, zipfile
+            wheel, target = sys.argv[1], sys.argv[2]
+            names = sys.argv[3:]
+            with zipfile.ZipFile(wheel) as z:
+                members = {os.path.basename(n): n for n in z.namelist() if os.path.basename(n) in names and n.count('/') == 1}
+                if 'extension-node-map.json' not in members:
+                    sys.exit('the wheel has no extension-node-map.json')
+                for name, member in members.items():
+                    data = z.read(member)
+                    if len(data) > 256 * 1024 * 1024:
+                        sys.exit(name + ' is too large')
+                    tmp = os.path.join(target, '.' + name + '.tmp')
+                    with open(tmp, 'wb') as f:
+                        f.write(data)
+                    os.replace(tmp, os.path.join(target, name))
+            """
+        let extracted = try await runCommand(python, ["-c", script, scratch + "/" + wheel, cacheDirectory] + Self.files, environment: env, timeout: .seconds(60))
+        guard extracted.succeeded else { throw ManifestError("The registry could not be read from \(wheel): \(extracted.lastLine).") }
+        if let docs {
+            let listing = """
+                import os, sys, zipfile
+                wheel, target = sys.argv[1], sys.argv[2]
+                with zipfile.ZipFile(wheel) as z:
+                    names = sorted({n.split('/')[2] for n in z.namelist() if n.startswith('comfyui_embedded_docs/docs/') and n.count('/') >= 3})
+                tmp = target + '.tmp'
+                with open(tmp, 'w') as f:
+                    f.write(''.join(name + '\\n' for name in names if name and '\\n' not in name))
+                os.replace(tmp, target)
+                """
+            _ = try await runCommand(python, ["-c", listing, scratch + "/" + docs, cacheDirectory + "/" + Self.coreTypesFile], environment: env, timeout: .seconds(60))
+        }
+        // comfyui_manager-4.3-py3-none-any.whl → 4.3
+        let parts = wheel.split(separator: "-")
+        let version = parts.count > 1 ? String(parts[1]) : wheel
+        try? (version + "\n").write(toFile: cacheDirectory + "/VERSION", atomically: true, encoding: .utf8)
+    }
+}

@@ -1,0 +1,258 @@
+import Foundation
+
+/// Our manifest (protocols/schemas/manifest.schema.json). `config_nodes.json` of the system this
+/// replaces is a manifest with only `custom_nodes`, and reads the same way.
+public struct Spec: Sendable, Equatable, Codable {
+    public var comfyui: ComfyUISource?
+    public var customNodes: [CustomNode]
+    public var models: [ModelFile]
+    public var python: PythonRequirements?
+
+    public init(comfyui: ComfyUISource? = nil, customNodes: [CustomNode] = [], models: [ModelFile] = [], python: PythonRequirements? = nil) {
+        self.comfyui = comfyui
+        self.customNodes = customNodes
+        self.models = models
+        self.python = python
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case comfyui, customNodes = "custom_nodes", models, python
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        comfyui = try container.decodeIfPresent(ComfyUISource.self, forKey: .comfyui)
+        customNodes = try container.decodeIfPresent([CustomNode].self, forKey: .customNodes) ?? []
+        models = try container.decodeIfPresent([ModelFile].self, forKey: .models) ?? []
+        python = try container.decodeIfPresent(PythonRequirements.self, forKey: .python)
+    }
+}
+
+/// Where ComfyUI itself comes from: a repository and one of commit, tag, branch or `ref` (any of them).
+public struct ComfyUISource: Sendable, Equatable, Codable {
+    public var url: String
+    public var commit: String?
+    public var tag: String?
+    public var branch: String?
+    /// A commit, tag or branch: resolved in that order.
+    public var ref: String?
+
+    public init(url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, ref: String? = nil) {
+        self.url = url
+        self.commit = commit
+        self.tag = tag
+        self.branch = branch
+        self.ref = ref
+    }
+}
+
+/// One custom node, with `config_nodes.json`'s field names.
+public struct CustomNode: Sendable, Equatable, Codable {
+    public var name: String
+    public var url: String
+    public var commit: String?
+    public var tag: String?
+    public var branch: String?
+    public var recursive: Bool?
+    public var requirements: Bool?
+    public var env: [String: String]?
+    public var installOrder: Int?
+
+    public init(name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil) {
+        self.name = name
+        self.url = url
+        self.commit = commit
+        self.tag = tag
+        self.branch = branch
+        self.recursive = recursive
+        self.requirements = requirements
+        self.env = env
+        self.installOrder = installOrder
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        url = try container.decode(String.self, forKey: .url)
+        name = try container.decodeIfPresent(String.self, forKey: .name) ?? NodeRegistry.repositoryName(url)
+        commit = try container.decodeIfPresent(String.self, forKey: .commit)
+        tag = try container.decodeIfPresent(String.self, forKey: .tag)
+        branch = try container.decodeIfPresent(String.self, forKey: .branch)
+        recursive = try container.decodeIfPresent(Bool.self, forKey: .recursive)
+        requirements = try container.decodeIfPresent(Bool.self, forKey: .requirements)
+        env = try container.decodeIfPresent([String: String].self, forKey: .env)
+        installOrder = try container.decodeIfPresent(Int.self, forKey: .installOrder)
+    }
+
+    /// The ref the spec pins, or the default branch.
+    public var ref: GitRef {
+        if let commit { return .commit(commit) }
+        if let tag { return .tag(tag) }
+        if let branch { return .branch(branch) }
+        return .head
+    }
+}
+
+/// One model file to place under `models/<directory>/<filename>`.
+public struct ModelFile: Sendable, Equatable, Codable {
+    public var url: String
+    public var directory: String
+    public var filename: String
+    public var sha256: String?
+    public var size: Int64?
+
+    public init(url: String, directory: String, filename: String, sha256: String? = nil, size: Int64? = nil) {
+        self.url = url
+        self.directory = directory
+        self.filename = filename
+        self.sha256 = sha256
+        self.size = size
+    }
+
+    /// `directory/filename`, relative to the models folder.
+    public var path: String { directory + "/" + filename }
+}
+
+/// Python packages the machine must have (exact pins such as `insightface==0.7.3` are verified).
+public struct PythonRequirements: Sendable, Equatable, Codable {
+    public var packages: [String]?
+    public var constraints: [String]?
+
+    public init(packages: [String]? = nil, constraints: [String]? = nil) {
+        self.packages = packages
+        self.constraints = constraints
+    }
+}
+
+/// Rules shared by specs and lockfiles.
+enum SpecRules {
+    static func isNodeName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, name.utf8.count <= 100 else { return false }
+        let ok: (Unicode.Scalar) -> Bool = { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
+        return ok(first) && first != "." && first != "-" && name.unicodeScalars.allSatisfy(ok)
+    }
+
+    static func isEnvName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, name.utf8.count <= 200 else { return false }
+        let ok: (Unicode.Scalar) -> Bool = { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }
+        return ok(first) && !CharacterSet.decimalDigits.contains(first) && name.unicodeScalars.allSatisfy(ok)
+    }
+
+    /// A relative path inside the models folder: no `..`, no absolute path, no control characters.
+    static func checkModelPath(_ path: String, what: String) throws(ManifestError) {
+        guard !path.isEmpty, path.utf8.count <= 1024, !path.hasPrefix("/") else {
+            throw ManifestError("The \(what) '\(path.prefix(100))' must be a relative path of 1 to 1024 bytes.")
+        }
+        for part in path.split(separator: "/", omittingEmptySubsequences: false) {
+            if part.isEmpty || part == "." || part == ".." || part.hasSuffix(".partial") || part.hasSuffix(".partial.state") {
+                throw ManifestError("The \(what) '\(path.prefix(100))' may not contain empty, '.' or '..' components or end in .partial.")
+            }
+            if part.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 || $0 == "\\" }) {
+                throw ManifestError("The \(what) '\(path.prefix(100))' contains control characters or backslashes.")
+            }
+        }
+    }
+
+    static func validate(_ spec: Spec, name: String) throws(ManifestError) {
+        var seen = Set<String>()
+        for node in spec.customNodes {
+            guard isNodeName(node.name) else {
+                throw ManifestError("The spec \(name) has a custom node named '\(node.name.prefix(100))': names are letters, digits, '.', '_' and '-', not starting with '.' or '-'.")
+            }
+            guard seen.insert(node.name.lowercased()).inserted else {
+                throw ManifestError("The spec \(name) lists the custom node \(node.name) twice.")
+            }
+            let pins = [node.commit, node.tag, node.branch].compactMap { $0 }
+            guard pins.count <= 1 else { throw ManifestError("The custom node \(node.name) in \(name) gives more than one of commit, tag and branch.") }
+            if let commit = node.commit, !Git.isCommitPrefix(commit) {
+                throw ManifestError("The custom node \(node.name) in \(name) has commit '\(commit.prefix(100))', which is not 7 to 40 hexadecimal digits.")
+            }
+            if let tag = node.tag { try Git.checkRefName(tag, kind: "tag of \(node.name)") }
+            if let branch = node.branch { try Git.checkRefName(branch, kind: "branch of \(node.name)") }
+            for key in (node.env ?? [:]).keys where !isEnvName(key) {
+                throw ManifestError("The custom node \(node.name) in \(name) has an environment variable named '\(key.prefix(100))', which is not a valid name.")
+            }
+            guard node.url.utf8.count <= 2048, !node.url.isEmpty else { throw ManifestError("The custom node \(node.name) in \(name) has an empty or too long url.") }
+        }
+        var paths = Set<String>()
+        for model in spec.models {
+            try checkModelPath(model.directory, what: "directory of model \(model.filename)")
+            try checkModelPath(model.filename, what: "file name of model \(model.filename)")
+            guard model.url.lowercased().hasPrefix("https://") || model.url.lowercased().hasPrefix("http://") else {
+                throw ManifestError("The model \(model.path) in \(name) has url '\(model.url.prefix(100))'; only http and https URLs can be downloaded.")
+            }
+            if let sha = model.sha256, !isSHA256(sha) { throw ManifestError("The model \(model.path) in \(name) has a sha256 that is not 64 hexadecimal digits.") }
+            if let size = model.size, size < 0 { throw ManifestError("The model \(model.path) in \(name) has a negative size.") }
+            guard paths.insert(model.path).inserted else { throw ManifestError("The spec \(name) lists the model \(model.path) twice.") }
+        }
+        if let comfyui = spec.comfyui {
+            let pins = [comfyui.commit, comfyui.tag, comfyui.branch, comfyui.ref].compactMap { $0 }
+            guard pins.count <= 1 else { throw ManifestError("ComfyUI in \(name) gives more than one of commit, tag, branch and ref.") }
+            if let commit = comfyui.commit, !Git.isCommitPrefix(commit) { throw ManifestError("ComfyUI's commit in \(name) is not 7 to 40 hexadecimal digits.") }
+            if let tag = comfyui.tag { try Git.checkRefName(tag, kind: "tag of ComfyUI") }
+            if let branch = comfyui.branch { try Git.checkRefName(branch, kind: "branch of ComfyUI") }
+            if let ref = comfyui.ref, !Git.isCommitPrefix(ref) { try Git.checkRefName(ref, kind: "ref of ComfyUI") }
+        }
+        for line in (spec.python?.packages ?? []) + (spec.python?.constraints ?? []) {
+            guard !line.isEmpty, line.utf8.count <= 500, !line.contains("\n"), !line.hasPrefix("-") else {
+                throw ManifestError("The Python requirement '\(line.prefix(100))' in \(name) is empty, too long, or an option.")
+            }
+        }
+    }
+}
+
+/// Decodes a Codable document from JSON that was first checked for size and depth, turning
+/// decoding errors into one sentence naming the field.
+func decodeDocument<T: Decodable>(_ type: T.Type, from data: Data, name: String, what: String) throws(ManifestError) -> T {
+    do {
+        _ = try JSONValue.parse(data, limits: JSONLimits(maxBytes: 64 << 20, maxDepth: 64))
+    } catch {
+        throw ManifestError("The \(what) \(name) is not valid JSON: \(error).")
+    }
+    do {
+        return try JSONDecoder().decode(T.self, from: data)
+    } catch let error as DecodingError {
+        throw ManifestError("The \(what) \(name) is malformed: \(describe(error)).")
+    } catch {
+        throw ManifestError("The \(what) \(name) is malformed: \(error).")
+    }
+}
+
+func describe(_ error: DecodingError) -> String {
+    func path(_ keys: [any CodingKey]) -> String {
+        var text = ""
+        for key in keys {
+            if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
+        }
+        return text.isEmpty ? "the document" : text
+    }
+    switch error {
+    case .keyNotFound(let key, let context):
+        return "\(path(context.codingPath)) has no \(key.stringValue)"
+    case .typeMismatch(let type, let context):
+        return "\(path(context.codingPath)) must be \(describe(type))"
+    case .valueNotFound(let type, let context):
+        return "\(path(context.codingPath)) must be \(describe(type)), not null"
+    case .dataCorrupted(let context):
+        return "\(path(context.codingPath)) is unusable"
+    @unknown default:
+        return "it does not have the expected shape"
+    }
+}
+
+private func describe(_ type: Any.Type) -> String {
+    switch type {
+    case is String.Type: return "a string"
+    case is Bool.Type: return "true or false"
+    case is Int.Type, is Int64.Type: return "an integer"
+    case is Double.Type: return "a number"
+    default:
+        let name = "\(type)"
+        if name.hasPrefix("Array") { return "an array" }
+        if name.hasPrefix("Dictionary") { return "an object" }
+        return "an object"
+    }
+}

@@ -1,0 +1,436 @@
+import Downloader
+import Foundation
+
+/// The two ways ComfyUI saves a workflow.
+public enum WorkflowFormat: String, Sendable, Codable {
+    /// The editor's format: `nodes`, `links`, `definitions.subgraphs`, widget values by position.
+    case ui
+    /// The format `/prompt` executes: `{id: {class_type, inputs}}`.
+    case api
+}
+
+/// Whether a node runs: ComfyUI's `mode` 2 (muted, "never") and 4 (bypassed) do not.
+public enum NodeMode: String, Sendable, Codable, Comparable {
+    case active, bypassed, muted
+
+    init(code: Int?) {
+        switch code {
+        case 2: self = .muted
+        case 4: self = .bypassed
+        default: self = .active
+        }
+    }
+
+    /// The mode of a node inside a subgraph instance whose own mode is `outer`.
+    func inside(_ outer: NodeMode) -> NodeMode { max(self, outer) }
+
+    public static func < (a: NodeMode, b: NodeMode) -> Bool {
+        let order: [NodeMode] = [.active, .bypassed, .muted]
+        return (order.firstIndex(of: a) ?? 0) < (order.firstIndex(of: b) ?? 0)
+    }
+}
+
+/// A model file a workflow refers to.
+public struct ModelReference: Sendable, Equatable, Hashable {
+    /// As ComfyUI lists it, sub-folders included (`SDXL/model.safetensors`), with `/` separators.
+    public var filename: String
+    /// The models sub-folder (`checkpoints`, `loras`, …), nil when it cannot be told.
+    public var directory: String?
+    public var url: String?
+    public var sha256: String?
+    /// Where it was found: `properties` (the node's or workflow's `models` list) or `input` (a loader's value).
+    public var source: String
+    /// The input or widget that named it.
+    public var inputName: String?
+
+    public init(filename: String, directory: String?, url: String? = nil, sha256: String? = nil, source: String, inputName: String? = nil) {
+        self.filename = filename
+        self.directory = directory
+        self.url = url
+        self.sha256 = sha256
+        self.source = source
+        self.inputName = inputName
+    }
+}
+
+/// One node of a workflow graph, as much of it as the analysis needs.
+struct WorkflowNode: Sendable {
+    var id: String
+    var type: String
+    var mode: NodeMode
+    var cnrID: String?
+    var auxID: String?
+    var version: String?
+    /// `properties.models` of the node.
+    var models: [ModelReference]
+    /// Literal input values (API format) or widget values (UI format), with their names when known.
+    var values: [(name: String?, value: JSONValue)]
+}
+
+/// The nodes of one graph level: the root, or one subgraph definition.
+struct WorkflowGraph: Sendable {
+    var nodes: [WorkflowNode]
+}
+
+/// Bounds on what a workflow may contain, so a hostile file costs little.
+public struct WorkflowLimits: Sendable {
+    public var json = JSONLimits(maxBytes: 64 << 20, maxDepth: 128)
+    /// Nodes in one graph level.
+    public var maxNodesPerGraph = 100_000
+    /// Subgraph definitions in one workflow.
+    public var maxSubgraphs = 10_000
+    /// Subgraph instances nested inside each other.
+    public var maxNesting = 32
+    /// Widget values of one node.
+    public var maxValuesPerNode = 10_000
+    /// A UI-format link to a node that does not exist is an error (by default a warning: the editor
+    /// loads such files, and official templates contain them). API-format links are always checked.
+    public var strictLinks = false
+
+    public init() {}
+}
+
+/// A parsed ComfyUI workflow.
+public struct Workflow: Sendable {
+    public var name: String
+    public var format: WorkflowFormat
+    /// SHA-256 of the file, when parsed from bytes.
+    public var sha256: String?
+    /// Problems that do not stop the analysis (UI-format links to nodes that are not there).
+    public var warnings: [String]
+    var root: WorkflowGraph
+    /// Subgraph definitions by id (UI format); a node whose type is one of these ids is an instance.
+    var subgraphs: [String: WorkflowGraph]
+    /// The workflow-level `models` list (templates carry one).
+    var models: [ModelReference]
+
+    /// Reads and parses a workflow file.
+    public static func load(path: String, limits: WorkflowLimits = WorkflowLimits()) throws(ManifestError) -> Workflow {
+        let data = try readInput(path: path, what: "workflow", limit: limits.json.maxBytes)
+        return try parse(data, name: path, limits: limits)
+    }
+
+    /// Parses a workflow in either format; `name` appears in error sentences.
+    public static func parse(_ data: Data, name: String, limits: WorkflowLimits = WorkflowLimits()) throws(ManifestError) -> Workflow {
+        let document: JSONValue
+        do {
+            document = try JSONValue.parse(data, limits: limits.json)
+        } catch {
+            throw ManifestError("The workflow \(name) is not valid JSON: \(error).")
+        }
+        var workflow = try parse(document, name: name, limits: limits)
+        var hasher = SHA256Hasher()
+        hasher.update(data)
+        workflow.sha256 = hasher.finalize()
+        return workflow
+    }
+
+    static func parse(_ document: JSONValue, name: String, limits: WorkflowLimits, unwrapped: Int = 0) throws(ManifestError) -> Workflow {
+        guard let top = document.object else {
+            throw ManifestError("The workflow \(name) is not a ComfyUI workflow: it is \(document.kindDescription), not an object.")
+        }
+        if let nodes = top["nodes"], nodes.array != nil {
+            return try UIFormat(name: name, limits: limits).parse(top)
+        }
+        // Wrappers: a /prompt request body, or a workflow inside an API request ({"input": {"workflow": …}}).
+        if unwrapped < 3 {
+            for key in ["prompt", "workflow", "input"] {
+                if let inner = top[key], inner.object != nil, looksLikeWorkflow(inner) {
+                    return try parse(inner, name: name, limits: limits, unwrapped: unwrapped + 1)
+                }
+            }
+        }
+        if let nodes = top["nodes"] {
+            throw ManifestError("The workflow \(name) is not a ComfyUI workflow: its nodes field is \(nodes.kindDescription), not an array.")
+        }
+        if top.values.contains(where: { $0["class_type"] != nil }) {
+            return try APIFormat(name: name, limits: limits).parse(top)
+        }
+        throw ManifestError("The workflow \(name) is not a ComfyUI workflow: it has neither a nodes array (UI format) nor nodes with a class_type (API format).")
+    }
+
+    static func looksLikeWorkflow(_ value: JSONValue) -> Bool {
+        guard let object = value.object else { return false }
+        if object["nodes"]?.array != nil { return true }
+        if object.values.contains(where: { $0["class_type"] != nil }) { return true }
+        return ["prompt", "workflow", "input"].contains { object[$0].map(looksLikeWorkflow) ?? false }
+    }
+}
+
+/// Reads a file the user named, refusing what is too big, missing or not a regular file.
+func readInput(path: String, what: String, limit: Int) throws(ManifestError) -> Data {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+        throw ManifestError("The \(what) \(path) cannot be read: \(String(cString: strerror(errno))).")
+    }
+    guard (info.st_mode & S_IFMT) == S_IFREG else { throw ManifestError("The \(what) \(path) is not a regular file.") }
+    guard Int(info.st_size) <= limit else {
+        throw ManifestError("The \(what) \(path) is \(info.st_size) bytes, more than the limit of \(limit).")
+    }
+    guard let handle = FileHandle(forReadingAtPath: path) else { throw ManifestError("The \(what) \(path) cannot be read.") }
+    defer { try? handle.close() }
+    let data: Data
+    do {
+        data = try handle.read(upToCount: limit + 1) ?? Data()
+    } catch {
+        throw ManifestError("The \(what) \(path) cannot be read: \(error.localizedDescription).")
+    }
+    guard data.count <= limit else { throw ManifestError("The \(what) \(path) is more than the limit of \(limit) bytes.") }
+    return data
+}
+
+/// Reads `properties.models` (or a workflow's `models`) entries: `{name, url, directory, hash?, hash_type?}`.
+func modelReferences(_ value: JSONValue?) -> [ModelReference] {
+    guard let items = value?.array else { return [] }
+    return items.compactMap { item -> ModelReference? in
+        guard let name = item["name"]?.string, !name.isEmpty, name.utf8.count <= 1024 else { return nil }
+        let hash = item["hash"]?.string?.lowercased()
+        let hashType = item["hash_type"]?.string?.lowercased()
+        let sha256 = hash.flatMap { h in (hashType == nil || hashType == "sha256") && isSHA256(h) ? h : nil }
+        let directory = item["directory"]?.string.flatMap { $0.isEmpty ? nil : normalizedPath($0) }
+        let url = item["url"]?.string.flatMap { $0.isEmpty ? nil : $0 }
+        return ModelReference(filename: normalizedPath(name), directory: directory, url: url, sha256: sha256, source: "properties")
+    }
+}
+
+func isSHA256(_ text: String) -> Bool {
+    text.utf8.count == 64 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) }
+}
+
+/// Windows separators become `/`; leading and trailing slashes go.
+func normalizedPath(_ text: String) -> String {
+    var path = text.replacingOccurrences(of: "\\", with: "/")
+    while path.hasPrefix("/") { path.removeFirst() }
+    while path.hasSuffix("/") { path.removeLast() }
+    return path
+}
+
+/// The UI (editor) format.
+private final class UIFormat {
+    let name: String
+    let limits: WorkflowLimits
+    /// Links to nodes that are not there: the editor loads such files (official templates have them),
+    /// so they are reported, not fatal, unless `limits.strictLinks`.
+    var warnings: [String] = []
+
+    init(name: String, limits: WorkflowLimits) {
+        self.name = name
+        self.limits = limits
+    }
+
+    func parse(_ top: [String: JSONValue]) throws(ManifestError) -> Workflow {
+        let root = try graph(top, label: "")
+        var subgraphs: [String: WorkflowGraph] = [:]
+        // Subgraph definitions: usually all in the root's definitions, possibly nested in a subgraph's own.
+        var pending: [(JSONValue, Int)] = [(JSONValue.object(top), 0)]
+        while let (holder, level) = pending.popLast() {
+            guard let definitions = holder["definitions"] else { continue }
+            guard let list = definitions["subgraphs"] else { continue }
+            guard let items = list.array else {
+                throw ManifestError("The workflow \(name) is malformed: definitions.subgraphs is \(list.kindDescription), not an array.")
+            }
+            for (index, item) in items.enumerated() {
+                guard item.object != nil else {
+                    throw ManifestError("The workflow \(name) is malformed: subgraph definition \(index) is \(item.kindDescription), not an object.")
+                }
+                guard let id = item["id"]?.identifier, !id.isEmpty else {
+                    throw ManifestError("The workflow \(name) is malformed: subgraph definition \(index) has no id.")
+                }
+                guard subgraphs[id] == nil else { continue }
+                guard subgraphs.count < limits.maxSubgraphs else {
+                    throw ManifestError("The workflow \(name) has more than \(limits.maxSubgraphs) subgraph definitions.")
+                }
+                guard let object = item.object else { continue }
+                subgraphs[id] = try graph(object, label: "subgraph \(id)", isSubgraph: true)
+                if level < limits.maxNesting { pending.append((item, level + 1)) }
+            }
+        }
+        // Legacy group nodes ("workflow>NAME") keep their inner nodes in extra.groupNodes.
+        if let groups = top["extra"]?["groupNodes"]?.object {
+            for (groupName, group) in groups.sorted(by: { $0.key < $1.key }) {
+                guard let object = group.object, object["nodes"]?.array != nil else { continue }
+                let inner = try graph(object, label: "group node \(groupName)", checkLinks: false)
+                subgraphs["workflow>" + groupName] = inner
+                subgraphs["workflow/" + groupName] = inner
+            }
+        }
+        return Workflow(name: name, format: .ui, sha256: nil, warnings: warnings, root: root, subgraphs: subgraphs, models: modelReferences(top["models"]))
+    }
+
+    func graph(_ object: [String: JSONValue], label: String, isSubgraph: Bool = false, checkLinks: Bool = true) throws(ManifestError) -> WorkflowGraph {
+        let place = label.isEmpty ? "" : " in \(label)"
+        guard let items = object["nodes"]?.array else {
+            throw ManifestError("The workflow \(name) is malformed: \(label.isEmpty ? "it" : label) has no nodes array.")
+        }
+        guard items.count <= limits.maxNodesPerGraph else {
+            throw ManifestError("The workflow \(name) has \(items.count) nodes\(place), more than the limit of \(limits.maxNodesPerGraph).")
+        }
+        var nodes: [WorkflowNode] = []
+        nodes.reserveCapacity(items.count)
+        var ids = Set<String>()
+        for (index, item) in items.enumerated() {
+            guard let fields = item.object else {
+                throw ManifestError("The workflow \(name) is malformed: node \(index)\(place) is \(item.kindDescription), not an object.")
+            }
+            let id = fields["id"]?.identifier ?? fields["index"]?.identifier ?? String(index)
+            guard let type = fields["type"]?.string, !type.isEmpty else {
+                throw ManifestError("The workflow \(name) is malformed: node \(id)\(place) has no type.")
+            }
+            guard type.utf8.count <= 500 else { throw ManifestError("The workflow \(name) is malformed: node \(id)\(place) has a type longer than 500 bytes.") }
+            ids.insert(id)
+            let properties = fields["properties"]?.object ?? [:]
+            nodes.append(WorkflowNode(
+                id: id, type: type, mode: NodeMode(code: fields["mode"]?.int),
+                cnrID: properties["cnr_id"]?.string, auxID: properties["aux_id"]?.string,
+                version: properties["ver"]?.string ?? properties["ver"]?.identifier,
+                models: modelReferences(properties["models"]),
+                values: try widgetValues(fields, nodeID: id, place: place)))
+        }
+        if checkLinks { try checkLinkEnds(object["links"], ids: ids, place: place, isSubgraph: isSubgraph) }
+        return WorkflowGraph(nodes: nodes)
+    }
+
+    /// Widget values with names: from `widgets_values` as an object, or by position, aligned with the
+    /// node's widget inputs (newer editors list every widget in `inputs` with `widget.name`).
+    func widgetValues(_ fields: [String: JSONValue], nodeID: String, place: String) throws(ManifestError) -> [(name: String?, value: JSONValue)] {
+        guard let raw = fields["widgets_values"] else { return [] }
+        if let named = raw.object {
+            return named.sorted { $0.key < $1.key }.map { (name: $0.key, value: $0.value) }
+        }
+        guard let values = raw.array else { return [] }
+        guard values.count <= limits.maxValuesPerNode else {
+            throw ManifestError("The workflow \(name) has \(values.count) widget values on node \(nodeID)\(place), more than the limit of \(limits.maxValuesPerNode).")
+        }
+        // Names by position: the loader table knows the full widget order of the loaders it lists; else
+        // the node's widget inputs (newer editors list every widget there, older ones only those turned
+        // into inputs: a partial list cannot be aligned, so it is used only when it accounts for every value).
+        if let type = fields["type"]?.string, let known = ModelDirectories.loaders[type] {
+            return align(values, names: known.map(\.name)) ?? values.map { (name: nil, value: $0) }
+        }
+        var names: [String] = []
+        for input in fields["inputs"]?.array ?? [] {
+            if let widget = input["widget"], let widgetName = widget["name"]?.string ?? input["name"]?.string { names.append(widgetName) }
+        }
+        if let aligned = align(values, names: names, complete: true) { return aligned }
+        return values.map { (name: nil, value: $0) }
+    }
+
+    /// Pairs values with names in order, skipping the "control after generate" value that follows a seed
+    /// widget. With `complete`, nil unless every name and every value is used.
+    func align(_ values: [JSONValue], names: [String], complete: Bool = false) -> [(name: String?, value: JSONValue)]? {
+        let controls: Set<String> = ["fixed", "increment", "decrement", "randomize"]
+        var result: [(name: String?, value: JSONValue)] = []
+        var nameIndex = 0
+        var index = 0
+        while index < values.count {
+            let widgetName = nameIndex < names.count ? names[nameIndex] : nil
+            result.append((name: widgetName, value: values[index]))
+            nameIndex += 1
+            index += 1
+            if let widgetName, widgetName.lowercased().contains("seed"), index < values.count,
+                let next = values[index].string, controls.contains(next)
+            {
+                index += 1
+            }
+        }
+        if complete && (names.isEmpty || nameIndex != names.count) { return nil }
+        return result
+    }
+
+    /// Links as arrays `[id, origin, slot, target, slot, type]` or objects `{origin_id, target_id, …}`;
+    /// both ends must be nodes of the same graph (or, in a subgraph, its input/output stubs -10 and -20).
+    func checkLinkEnds(_ value: JSONValue?, ids: Set<String>, place: String, isSubgraph: Bool) throws(ManifestError) {
+        guard let value else { return }
+        guard let links = value.array else {
+            if value.object != nil || value == .null { return }
+            throw ManifestError("The workflow \(name) is malformed: links\(place) is \(value.kindDescription), not an array.")
+        }
+        for link in links {
+            let origin: String?
+            let target: String?
+            let linkID: String?
+            if let parts = link.array {
+                guard parts.count >= 4 else {
+                    throw ManifestError("The workflow \(name) is malformed: a link\(place) has \(parts.count) fields where at least 4 were expected.")
+                }
+                linkID = parts[0].identifier
+                origin = parts[1].identifier
+                target = parts[3].identifier
+            } else if link.object != nil {
+                linkID = link["id"]?.identifier
+                origin = link["origin_id"]?.identifier
+                target = link["target_id"]?.identifier
+            } else if link == .null {
+                continue
+            } else {
+                throw ManifestError("The workflow \(name) is malformed: a link\(place) is \(link.kindDescription).")
+            }
+            for (end, role) in [(origin, "from"), (target, "to")] {
+                guard let end else {
+                    throw ManifestError("The workflow \(name) is malformed: link \(linkID ?? "?")\(place) has no \(role == "from" ? "origin" : "target") node.")
+                }
+                if ids.contains(end) { continue }
+                if isSubgraph && (end == "-10" || end == "-20") { continue }
+                let problem = "link \(linkID ?? "?")\(place) goes \(role) node \(end), which does not exist"
+                if limits.strictLinks { throw ManifestError("The workflow \(name) is malformed: \(problem).") }
+                if warnings.count < 100 { warnings.append(problem) }
+            }
+        }
+    }
+}
+
+/// The API (execution) format.
+private struct APIFormat {
+    let name: String
+    let limits: WorkflowLimits
+
+    func parse(_ top: [String: JSONValue]) throws(ManifestError) -> Workflow {
+        guard top.count <= limits.maxNodesPerGraph else {
+            throw ManifestError("The workflow \(name) has \(top.count) nodes, more than the limit of \(limits.maxNodesPerGraph).")
+        }
+        var nodes: [WorkflowNode] = []
+        for (id, value) in top.sorted(by: { idOrder($0.key, $1.key) }) {
+            guard let fields = value.object else {
+                throw ManifestError("The workflow \(name) is malformed: node \(id) is \(value.kindDescription), not an object with a class_type.")
+            }
+            guard let type = fields["class_type"]?.string, !type.isEmpty else {
+                throw ManifestError("The workflow \(name) is malformed: node \(id) has no class_type.")
+            }
+            guard type.utf8.count <= 500 else { throw ManifestError("The workflow \(name) is malformed: node \(id) has a class_type longer than 500 bytes.") }
+            var values: [(name: String?, value: JSONValue)] = []
+            if let inputs = fields["inputs"] {
+                guard let inputFields = inputs.object else {
+                    throw ManifestError("The workflow \(name) is malformed: the inputs of node \(id) are \(inputs.kindDescription), not an object.")
+                }
+                guard inputFields.count <= limits.maxValuesPerNode else {
+                    throw ManifestError("The workflow \(name) has \(inputFields.count) inputs on node \(id), more than the limit of \(limits.maxValuesPerNode).")
+                }
+                for (inputName, inputValue) in inputFields.sorted(by: { $0.key < $1.key }) {
+                    // ComfyUI's rule: a two-element list [node id (string), output index (int)] is a link.
+                    if let parts = inputValue.array, parts.count == 2, let source = parts[0].string, parts[1].int != nil {
+                        guard top[source] != nil else {
+                            throw ManifestError("The workflow \(name) is malformed: input \(inputName) of node \(id) is linked to node \(source), which does not exist.")
+                        }
+                        continue
+                    }
+                    values.append((name: inputName, value: inputValue))
+                }
+            }
+            let meta = fields["_meta"]
+            nodes.append(WorkflowNode(
+                id: id, type: type, mode: .active, cnrID: meta?["cnr_id"]?.string, auxID: meta?["aux_id"]?.string,
+                version: meta?["ver"]?.string, models: modelReferences(meta?["models"]), values: values))
+        }
+        return Workflow(name: name, format: .api, sha256: nil, warnings: [], root: WorkflowGraph(nodes: nodes), subgraphs: [:], models: [])
+    }
+
+    /// Numeric ids in numeric order ("2" before "10"), then the rest.
+    func idOrder(_ a: String, _ b: String) -> Bool {
+        switch (Int(a), Int(b)) {
+        case (let x?, let y?): return x < y
+        case (.some, nil): return true
+        case (nil, .some): return false
+        default: return a < b
+        }
+    }
+}

@@ -1,0 +1,244 @@
+import ArgumentParser
+import Downloader
+import Foundation
+import Manifest
+import ProcessControl
+import RedisClient
+
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Provision a sample machine end to end with no network: a private Redis, a loopback origin serving model files, local git repositories for ComfyUI and custom nodes, workers, ready.")
+
+    @OptionGroup var queue: QueueOptions
+    @OptionGroup var pool: PoolOptions
+    @OptionGroup var telemetry: TelemetryOptions
+    @OptionGroup var health: HealthOptions
+
+    @Option(help: "Where the demo keeps its Redis, origin files, repositories and workspace.")
+    var stateDir: String?
+
+    @Option(help: "Total size of the generated model files, in MiB.")
+    var modelsMib = 288
+
+    @Option(help: "Per-connection rate cap of the origin, in MiB/s (like a CDN's), so that parallel chunks matter.")
+    var rateMib = 24
+
+    func validate() throws {
+        guard (4...8192).contains(modelsMib) else { throw ValidationError("--models-mib must be between 4 and 8192.") }
+        guard (1...10_000).contains(rateMib) else { throw ValidationError("--rate-mib must be between 1 and 10000.") }
+    }
+
+    func run() async throws {
+        try await reportingErrors {
+            let environment = ProcessInfo.processInfo.environment
+            let base = stateDir ?? environment["PROVISION_STATE_DIR"].map { $0 + "/demo" }
+                ?? ((environment["XDG_STATE_HOME"] ?? (NSHomeDirectory() + "/.local/state")) + "/provision/demo")
+            let root = URL(fileURLWithPath: base)
+            let fixtures = DemoFixtures(root: root, modelsMiB: modelsMib)
+            say("preparing the demo in \(root.path)")
+            let models = try fixtures.models()
+            let repositories = try await fixtures.repositories()
+            let origin = try DemoOrigin(root: root.appendingPathComponent("origin"), rateMiB: rateMib)
+            try await origin.start()
+            defer { origin.stop() }
+            say("loopback origin on http://127.0.0.1:\(origin.port) (nginx, \(rateMib) MiB/s per connection); \(models.count) model files, \(formatBytes(models.reduce(0) { $0 + $1.size }))")
+
+            // A fresh workspace each run, so the demo shows the whole bootstrap.
+            let workspace = root.appendingPathComponent("workspace")
+            try? FileManager.default.removeItem(at: workspace)
+            let spec = Spec(
+                comfyui: ComfyUISource(url: repositories.comfyUI, tag: "v0.3.0"),
+                customNodes: repositories.nodes.enumerated().map { index, node in
+                    CustomNode(name: node.name, url: node.url, branch: index == 0 ? "main" : nil, requirements: true,
+                               env: index == 1 ? ["DEMO_REGION": "${DEMO_REGION}"] : nil, installOrder: index < 2 ? index + 1 : nil)
+                },
+                models: models.map { ModelFile(url: "http://127.0.0.1:\(origin.port)/\($0.name)", directory: $0.directory, filename: $0.name, sha256: $0.sha256, size: $0.size) })
+            let plan = PlanBuilder(planID: "demo-\(Int(Date().timeIntervalSince1970 * 1000))", machineID: (try? queue.machineID) ?? "local", source: "provision demo")
+                .plan(for: spec)
+            var pool = self.pool
+            pool.executors = try ExecutorOptions.parse([
+                "--workspace", workspace.path, "--allow-local-sources", "--allow-loopback-origins",
+                "--download-connections", "8",
+            ])
+            setenv("DEMO_REGION", environment["DEMO_REGION"] ?? "demo-region-1", 0)
+            let started = Date()
+            try await bringUp(
+                queue: queue, pool: pool, telemetry: telemetry, health: health, planJSON: PlanBuilder.encode(plan, pretty: false),
+                stateDir: root.path, timeout: 600, serve: false, healthRequired: false)
+            let seconds = Date().timeIntervalSince(started)
+            let bytes = models.reduce(0) { $0 + $1.size }
+            say(String(format: "demo: ComfyUI, %d custom nodes and %d model files (%@) ready in %.1f s; workspace: %@", repositories.nodes.count, models.count, formatBytes(bytes), seconds, workspace.path))
+        }
+    }
+}
+
+/// What the demo serves and clones: generated model files and local git repositories, made once
+/// and reused by later runs.
+struct DemoFixtures {
+    let root: URL
+    let modelsMiB: Int
+
+    struct Model {
+        var name: String
+        var directory: String
+        var size: Int64
+        var sha256: String
+    }
+
+    struct Repositories {
+        var comfyUI: String
+        var nodes: [(name: String, url: String)]
+    }
+
+    /// Pseudo-random files (so nothing compresses) whose sizes split the total 1 : 2 : 3 : 4 : 6.
+    func models() throws -> [Model] {
+        let folder = root.appendingPathComponent("origin")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let shares: [(String, String, Int)] = [
+            ("demo-vae.safetensors", "vae", 1), ("demo-lora.safetensors", "loras", 2),
+            ("demo-controlnet.safetensors", "controlnet", 3), ("demo-upscaler.pth", "upscale_models", 4),
+            ("demo-checkpoint.safetensors", "checkpoints", 6),
+        ]
+        let unit = Int64(modelsMiB) * (1 << 20) / 16
+        var result: [Model] = []
+        for (index, (name, directory, share)) in shares.enumerated() {
+            let size = unit * Int64(share) + Int64(index * 4099)  // not a multiple of any chunk size
+            let path = folder.appendingPathComponent(name).path
+            let sidecar = path + ".sha256"
+            if let known = try? String(contentsOfFile: sidecar, encoding: .utf8), fileSize(path) == size {
+                result.append(Model(name: name, directory: directory, size: size, sha256: known))
+                continue
+            }
+            let sha = try generate(path, size: size, seed: UInt64(index + 1))
+            try sha.write(toFile: sidecar, atomically: true, encoding: .utf8)
+            result.append(Model(name: name, directory: directory, size: size, sha256: sha))
+        }
+        return result
+    }
+
+    private func generate(_ path: String, size: Int64, seed: UInt64) throws -> String {
+        guard let handle = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) else {
+            throw UserFacingError(message: "Could not write \(path).")
+        }
+        defer { try? handle.close() }
+        try handle.truncate(atOffset: 0)
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        var hasher = SHA256Hasher()
+        var buffer = [UInt64](repeating: 0, count: 1 << 17)  // 1 MiB
+        var left = size
+        while left > 0 {
+            for i in buffer.indices {
+                state ^= state << 13
+                state ^= state >> 7
+                state ^= state << 17
+                buffer[i] = state
+            }
+            let n = Int(min(left, Int64(buffer.count * 8)))
+            let data = buffer.withUnsafeBytes { Data($0.prefix(n)) }
+            hasher.update(data)
+            handle.write(data)
+            left -= Int64(n)
+        }
+        return hasher.finalize()
+    }
+
+    /// ComfyUI and six custom nodes as bare repositories (one with a submodule, one with install.py).
+    func repositories() async throws -> Repositories {
+        let folder = root.appendingPathComponent("repos")
+        let names = ["ComfyUI-Manager", "ComfyUI-Impact-Pack", "was-node-suite-comfyui", "ComfyUI-KJNodes", "rgthree-comfy", "ComfyUI-VideoHelperSuite"]
+        let core = try await bareRepo(folder, "ComfyUI", files: ["main.py": "print('ComfyUI (demo)')\n", "requirements.txt": "# the demo keeps ComfyUI's requirements empty: no network\n", "models/checkpoints/put_checkpoints_here": ""], tag: "v0.3.0")
+        var nodes: [(String, String)] = []
+        for (index, name) in names.enumerated() {
+            var files = ["__init__.py": "NODE_CLASS_MAPPINGS = {}\n", "README.md": "# \(name) (demo)\n"]
+            if index == 2 { files["install.py"] = "import pathlib\npathlib.Path('installed.flag').write_text('ok')\n" }
+            nodes.append((name, try await bareRepo(folder, name, files: files, tag: nil)))
+        }
+        return Repositories(comfyUI: core, nodes: nodes)
+    }
+
+    private func bareRepo(_ folder: URL, _ name: String, files: [String: String], tag: String?) async throws -> String {
+        let bare = folder.appendingPathComponent("\(name).git").path
+        if FileManager.default.fileExists(atPath: bare + "/HEAD") { return "file://" + bare }
+        let work = folder.appendingPathComponent("work-\(name)").path
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        for (path, content) in files {
+            let full = work + "/" + path
+            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try content.write(toFile: full, atomically: true, encoding: .utf8)
+        }
+        var environment = ProcessInfo.processInfo.environment
+        for key in ["GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"] { environment[key] = "provision demo" }
+        for key in ["GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"] { environment[key] = "demo@provision.invalid" }
+        var steps: [[String]] = [["init", "-q", "-b", "main", work], ["-C", work, "add", "-A"], ["-C", work, "commit", "-qm", "\(name) (demo)"]]
+        if let tag { steps.append(["-C", work, "tag", tag]) }
+        steps.append(["clone", "-q", "--bare", work, bare])
+        for step in steps {
+            let output = try await ChildProcess.run("git", step, environment: environment, timeout: .seconds(60))
+            guard output.succeeded else { throw UserFacingError(message: "git \(step.joined(separator: " ")) failed: \(output.output)") }
+        }
+        try? FileManager.default.removeItem(atPath: work)
+        return "file://" + bare
+    }
+
+    private func fileSize(_ path: String) -> Int64 {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? -1
+    }
+}
+
+/// nginx on 127.0.0.1 serving a folder with Range support and a per-connection rate cap.
+final class DemoOrigin {
+    let root: URL
+    let rateMiB: Int
+    private(set) var port = 0
+    private var process: ChildProcess?
+
+    init(root: URL, rateMiB: Int) throws {
+        self.root = root
+        self.rateMiB = rateMiB
+    }
+
+    func start() async throws {
+        let nginx: String
+        do { nginx = try ChildProcess.locate("nginx") } catch {
+            throw UserFacingError(message: "The demo origin needs nginx (Debian: apt-get install -y nginx-light; scripts/setup does it).")
+        }
+        let prefix = root.deletingLastPathComponent().appendingPathComponent("nginx")
+        try FileManager.default.createDirectory(at: prefix.appendingPathComponent("logs"), withIntermediateDirectories: true)
+        port = try LocalRedisServer.freeLoopbackPort()
+        let config = """
+            daemon off;
+            worker_processes 1;
+            pid \(prefix.path)/nginx.pid;
+            error_log \(prefix.path)/logs/error.log warn;
+            events { worker_connections 256; }
+            http {
+                access_log off;
+                sendfile on;
+                client_body_temp_path \(prefix.path)/body;
+                proxy_temp_path \(prefix.path)/proxy;
+                fastcgi_temp_path \(prefix.path)/fastcgi;
+                uwsgi_temp_path \(prefix.path)/uwsgi;
+                scgi_temp_path \(prefix.path)/scgi;
+                server {
+                    listen 127.0.0.1:\(port);
+                    root \(root.path);
+                    location / { limit_rate \(rateMiB)m; }
+                }
+            }
+            """
+        let file = prefix.appendingPathComponent("nginx.conf").path
+        try config.write(toFile: file, atomically: true, encoding: .utf8)
+        let child = try ChildProcess(nginx, ["-c", file, "-p", prefix.path, "-e", prefix.path + "/logs/error.log"], outputPath: prefix.path + "/logs/stdout.log")
+        process = child
+        for _ in 0..<100 {
+            if !child.isRunning { throw UserFacingError(message: "nginx stopped at start-up; see \(prefix.path)/logs/error.log") }
+            if (try? await SmallFetch(policy: URLPolicy(allowLoopback: true), limit: 1 << 20).get("http://127.0.0.1:\(port)/demo-vae.safetensors.sha256")) != nil { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw UserFacingError(message: "nginx did not answer on port \(port)")
+    }
+
+    func stop() { process?.stop(grace: .seconds(5)) }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import Manifest
+import TestSupport
+import Testing
+
+@Suite("Malformed and hostile workflows give one clear sentence")
+struct HostileInputTests {
+    func refusal(_ text: String) -> String? {
+        do {
+            var limits = WorkflowLimits()
+            limits.strictLinks = true
+            let workflow = try Workflow.parse(Data(text.utf8), name: "w.json", limits: limits)
+            _ = try WorkflowAnalyzer(registry: NodeRegistry()).analyze([(workflow, nil)])
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test(arguments: [
+        ("{\"nodes\": [", "The workflow w.json is not valid JSON: the document ends where a value was expected at line 1, column 12."),
+        ("not json at all", "The workflow w.json is not valid JSON: unexpected character 'n' at line 1, column 1."),
+        ("", "The workflow w.json is not valid JSON: the document is empty at line 1, column 1."),
+        ("[1, 2, 3]", "The workflow w.json is not a ComfyUI workflow: it is an array, not an object."),
+        ("{\"a\": 1}", "The workflow w.json is not a ComfyUI workflow: it has neither a nodes array (UI format) nor nodes with a class_type (API format)."),
+        ("{\"nodes\": \"many\"}", "The workflow w.json is not a ComfyUI workflow: its nodes field is a string, not an array."),
+        ("{\"nodes\": [42]}", "The workflow w.json is malformed: node 0 is a number, not an object."),
+        ("{\"nodes\": [{\"id\": 3}]}", "The workflow w.json is malformed: node 3 has no type."),
+        ("{\"nodes\": [{\"id\": 1, \"type\": \"KSampler\"}], \"links\": [[7, 1, 0, 99, 0, \"MODEL\"]]}",
+         "The workflow w.json is malformed: link 7 goes to node 99, which does not exist."),
+        ("{\"nodes\": [{\"id\": 1, \"type\": \"KSampler\"}], \"links\": [[7, 5, 0, 1, 0, \"MODEL\"]]}",
+         "The workflow w.json is malformed: link 7 goes from node 5, which does not exist."),
+        ("{\"nodes\": [{\"id\": 1, \"type\": \"sg\"}], \"definitions\": {\"subgraphs\": [{\"id\": \"sg\", \"nodes\": [{\"id\": 1, \"type\": \"VAELoader\"}], \"links\": [{\"id\": 4, \"origin_id\": 1, \"target_id\": 2}]}]}}",
+         "The workflow w.json is malformed: link 4 in subgraph sg goes to node 2, which does not exist."),
+        ("{\"nodes\": [], \"definitions\": {\"subgraphs\": {\"id\": 1}}}", "The workflow w.json is malformed: definitions.subgraphs is an object, not an array."),
+        ("{\"1\": {\"class_type\": \"KSampler\", \"inputs\": {\"model\": [\"9\", 0]}}}",
+         "The workflow w.json is malformed: input model of node 1 is linked to node 9, which does not exist."),
+        ("{\"1\": {\"class_type\": \"KSampler\", \"inputs\": []}}", "The workflow w.json is malformed: the inputs of node 1 are an array, not an object."),
+        ("{\"1\": {\"class_type\": \"KSampler\"}, \"2\": \"x\"}", "The workflow w.json is malformed: node 2 is a string, not an object with a class_type."),
+        ("{\"1\": {\"class_type\": \"KSampler\"}, \"2\": {\"inputs\": {}}}", "The workflow w.json is malformed: node 2 has no class_type."),
+        ("{\"nodes\": [{\"id\": 1, \"type\": \"A\", \"widgets_values\": [\"\\ud800\"]}]}", nil),
+        ("{\"nodes\": [{\"id\": 1, \"type\": \"A\"}]} trailing", "The workflow w.json is not valid JSON: unexpected text after the JSON value at line 1, column 37."),
+    ] as [(String, String?)])
+    func malformedWorkflows(text: String, expected: String?) {
+        #expect(refusal(text) == expected)
+    }
+
+    @Test func uiLinksToMissingNodesAreWarningsUnlessStrict() async throws {
+        // An official template (image_flux2_klein_image_edit_9b_distilled) has such links; the editor
+        // loads it, so the analysis goes on and says so. --strict (and the API format) refuse them.
+        let text = #"{"nodes": [{"id": 1, "type": "KSampler"}], "links": [[7, 1, 0, 99, 0, "MODEL"]]}"#
+        let workflow = try Workflow.parse(Data(text.utf8), name: "w.json")
+        #expect(workflow.warnings == ["link 7 goes to node 99, which does not exist"])
+        let analysis = try WorkflowAnalyzer(registry: NodeRegistry()).analyze([(workflow, nil)])
+        #expect(analysis.workflows.first?.warnings == ["link 7 goes to node 99, which does not exist"])
+
+        let folder = try makeTemporaryDirectory("links")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = try write(text, to: "w.json", in: folder)
+        let lenient = try await provision(["analyze", "--no-registry", path])
+        #expect(lenient.status == 0 && lenient.output.contains("provision: warning: \(path): link 7 goes to node 99, which does not exist."))
+        let strict = try await provision(["analyze", "--no-registry", "--strict", path])
+        #expect(strict.status == 1 && strict.output == "provision: The workflow \(path) is malformed: link 7 goes to node 99, which does not exist.\n")
+    }
+
+    @Test func deepNestingStopsAtTheDepthLimit() {
+        let text = String(repeating: "[", count: 1_000_000)
+        #expect(refusal(text) == "The workflow w.json is not valid JSON: arrays and objects are nested more than 128 levels deep at line 1, column 129.")
+        let objects = String(repeating: "{\"a\":", count: 200_000)
+        #expect(refusal("{\"nodes\": [], \"x\": " + objects)?.contains("nested more than 128 levels deep") == true)
+    }
+
+    @Test func oversizedAndUnreadableFilesThroughTheCLI() async throws {
+        let folder = try makeTemporaryDirectory("hostile")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        // 100 MB of nesting: refused by size before it is read.
+        let big = folder.appendingPathComponent("big.json")
+        let chunk = Data(repeating: UInt8(ascii: "["), count: 1 << 20)
+        _ = FileManager.default.createFile(atPath: big.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: big)
+        for _ in 0..<100 { handle.write(chunk) }
+        try handle.close()
+        let oversized = try await provision(["analyze", "--no-registry", big.path])
+        #expect(oversized.status == 1)
+        #expect(oversized.output == "provision: The workflow \(big.path) is 104857600 bytes, more than the limit of 67108864.\n")
+
+        // 10 MB of nesting under the size limit: the depth limit, one line, no crash.
+        let deep = folder.appendingPathComponent("deep.json")
+        try Data(repeating: UInt8(ascii: "["), count: 10 << 20).write(to: deep)
+        let nested = try await provision(["analyze", "--no-registry", deep.path])
+        #expect(nested.status == 1)
+        #expect(nested.output == "provision: The workflow \(deep.path) is not valid JSON: arrays and objects are nested more than 128 levels deep at line 1, column 129.\n")
+
+        let missing = try await provision(["analyze", "--no-registry", folder.appendingPathComponent("nope.json").path])
+        #expect(missing.status == 1 && missing.output.contains("cannot be read: No such file or directory."), "\(missing.output)")
+        let directory = try await provision(["analyze", "--no-registry", folder.path])
+        #expect(directory.status == 1 && directory.output.contains("is not a regular file."))
+        let binary = folder.appendingPathComponent("binary.json")
+        try Data([0xFF, 0xFE, 0x00, 0x01]).write(to: binary)
+        let garbage = try await provision(["analyze", "--no-registry", binary.path])
+        #expect(garbage.status == 1 && garbage.output.split(separator: "\n").count == 1, "\(garbage.output)")
+        let broken = try write(#"{"1": {"class_type": "KSampler", "inputs": {"model": ["9", 0]}}}"#, to: "broken.json", in: folder)
+        let link = try await provision(["analyze", "--no-registry", broken])
+        #expect(link.status == 1 && link.output == "provision: The workflow \(broken) is malformed: input model of node 1 is linked to node 9, which does not exist.\n")
+    }
+
+    @Test func tooManyNodesAndValuesAreRefused() {
+        var limits = WorkflowLimits()
+        limits.maxNodesPerGraph = 100
+        let nodes = (1...101).map { #"{"id": \#($0), "type": "A"}"# }.joined(separator: ",")
+        #expect(throws: ManifestError("The workflow w.json has 101 nodes, more than the limit of 100.")) {
+            _ = try Workflow.parse(Data(#"{"nodes": [\#(nodes)]}"#.utf8), name: "w.json", limits: limits)
+        }
+        var nesting = WorkflowLimits()
+        nesting.maxNesting = 3
+        let chain = (0..<6).map { i in #"{"id": "s\#(i)", "nodes": [{"id": 1, "type": "s\#(i + 1)"}]}"# }.joined(separator: ",")
+        let text = #"{"nodes": [{"id": 1, "type": "s0"}], "definitions": {"subgraphs": [\#(chain)]}}"#
+        #expect(throws: ManifestError("The workflow w.json nests subgraphs more than 3 levels deep.")) {
+            _ = try WorkflowAnalyzer(registry: NodeRegistry(), limits: nesting).analyze([(try Workflow.parse(Data(text.utf8), name: "w.json", limits: nesting), nil)])
+        }
+    }
+
+    @Test func aRegistryOfTheWrongShapeIsRefused() {
+        #expect(throws: ManifestError("The node registry r.json is not an extension-node-map: it is an array, not an object of repositories.")) {
+            _ = try NodeRegistry(extensionMap: Data("[]".utf8), source: "r.json")
+        }
+        #expect(throws: ManifestError("The node registry r.json is not an extension-node-map: the entry for https://x/y is not [[names], {…}].")) {
+            _ = try NodeRegistry(extensionMap: Data(#"{"https://x/y": {"a": 1}}"#.utf8), source: "r.json")
+        }
+    }
+}

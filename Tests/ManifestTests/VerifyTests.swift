@@ -135,7 +135,7 @@ struct VerifyTests {
             return PlanBuilder.encode(.object(["version": .number(1), "plan_id": .string(id), "jobs": .array([.object(job)])]))
         }
         let pool = try TestProcess.provision(
-            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "2", "--workspace", w.workspace.path],
+            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "2", "--workspace", w.workspace.path, "--health-port", "0"],
             environment: ["REDIS_URL": redis.url])
         defer { pool.terminate() }
         func settle() async throws -> MachineStatus {

@@ -55,7 +55,7 @@ struct ConfigNodesTests {
         let workers = try TestProcess.provision(
             ["worker", "--machine", "m1", "--processes", "2", "--concurrency", "5", "--workspace", h.configuration.workspace.root,
              "--allow-local-sources", "--git-rewrite", "https://github.com/=file://\(github.path)/", "--uv", testUV(),
-             "--find-links", h.wheels.path, "--no-index"],
+             "--find-links", h.wheels.path, "--no-index", "--health-port", "0"],
             environment: environment)
         defer { workers.terminate() }
         let wait = try await run(provisionExecutable(), ["status", "--machine", "m1", "--wait", "--timeout", "300", "--json"], environment: environment, timeout: .seconds(320))

@@ -98,10 +98,11 @@ struct HealthServerTests {
         }
         let turned = try #require(first200)
         #expect(sawProgress, "\(statusBodies.suffix(3))")
-        // 200 from the moment the status hash says ready: within one poll of it.
+        // 200 from the moment the status hash says ready: within one poll of it (a poll is three
+        // requests; generous for a loaded machine).
         let status = try await h.queue.status()
         #expect(status.state == .ready)
-        #expect(turned - lastNot200 < .milliseconds(500))
+        #expect(turned - lastNot200 < .seconds(2))
         let (valid, report) = try await validateJSONLines(statusBodies + [try await h.get("/status").body], schema: "status.schema.json")
         #expect(valid, "\(report)")
         pool.signal(SIGTERM)

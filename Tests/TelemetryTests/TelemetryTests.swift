@@ -166,7 +166,7 @@ struct TelemetryTests {
         let entries = try await client.send("XRANGE", keys.events, "-", "+").array ?? []
         let events = entries.compactMap { $0.array?[1].hash?["event"] }.compactMap(StepEvent.decode)
         let progress = events.filter { $0["event"]?.string == "machine.models.install.progress" && $0["job_id"]?.string == job.id }
-        #expect(reports > 50)
+        #expect(reports >= 10)
         // First report at once, then at most one a second: 3 in 2.3 s (at 0, 1, 2 s).
         #expect((2...3).contains(progress.count), "\(progress.count) progress events for \(reports) reports")
         let times = progress.compactMap { $0["timestamp"]?.int }

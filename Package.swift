@@ -27,6 +27,7 @@ let package = Package(
         .target(name: "CSHA256", linkerSettings: [.linkedLibrary("crypto")]),
 
         .target(name: "CSpawn"),
+        .target(name: "CFileSync"),
         .target(name: "ProcessControl", dependencies: ["CSpawn"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
         .target(
@@ -42,7 +43,7 @@ let package = Package(
         .target(
             name: "Downloader",
             dependencies: [
-                "CCurl", "CCurlShim", "CSHA256", "Scheduler", "JobQueue",
+                "CCurl", "CCurlShim", "CSHA256", "CFileSync", "Scheduler", "JobQueue",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(

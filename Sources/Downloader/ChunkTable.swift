@@ -11,6 +11,9 @@ final class ChunkTable: @unchecked Sendable {
     private var hashedOffset: Int64 = 0
     private var hashState = Data()
     private var stopped = false
+    /// The first chunk not yet complete: only writes there (or a chunk completing) can move the
+    /// hashable prefix, so only they wake the hasher.
+    private var firstOpen = 0
 
     init(size: Int64, chunkSize: Int64, written: [Int64]? = nil) {
         self.size = size
@@ -27,7 +30,9 @@ final class ChunkTable: @unchecked Sendable {
     func add(_ bytes: Int64, to index: Int) {
         condition.lock()
         written[index] += bytes
-        condition.signal()
+        let completed = written[index] >= length(of: index)
+        while firstOpen < written.count && written[firstOpen] >= length(of: firstOpen) { firstOpen += 1 }
+        if index <= firstOpen || completed { condition.signal() }
         condition.unlock()
     }
 

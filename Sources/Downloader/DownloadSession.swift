@@ -1,5 +1,6 @@
 import CCurl
 import CCurlShim
+import CFileSync
 import Foundation
 
 /// One download, run on its own thread: probe, plan chunks (or one stream), fetch with libcurl's
@@ -126,10 +127,11 @@ final class DownloadSession {
         return result(bytes: size, sha256: digest, skipped: false, resumed: resumed, ranged: true, restarts: restarts)
     }
 
-    /// 16-64 MiB chunks, about four per connection, so the last chunks do not leave connections idle.
+    /// 8-64 MiB chunks, about eight per connection: the last chunks finish close together, so the
+    /// hasher has little left to do after the last byte, and no connection idles long at the end.
     static func chunkSize(for size: Int64, connections: Int) -> Int64 {
-        let target = size / Int64(max(1, connections) * 4)
-        return min(64 << 20, max(16 << 20, target))
+        let target = size / Int64(max(1, connections) * 8)
+        return min(64 << 20, max(8 << 20, target))
     }
 
     /// Follows the written prefix with SHA-256, reading back from the page cache, on its own thread.
@@ -548,6 +550,7 @@ final class HasherThread: @unchecked Sendable {
             let size = 8 << 20
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
             defer { buffer.deallocate() }
+            var writtenBack = offset
             while offset < table.size, let mark = table.waitForPrefix(beyond: offset) {
                 while offset < mark {
                     let want = Int(min(Int64(size), mark - offset))
@@ -557,6 +560,12 @@ final class HasherThread: @unchecked Sendable {
                     hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                     offset += Int64(n)
                     table.recordHash(offset: offset, state: hasher.savedState)
+                    // Hashed bytes are final: start writing them back now, so the fsync before the
+                    // rename does not flush gigabytes at once.
+                    if offset - writtenBack >= 32 << 20 {
+                        _ = provision_start_writeback(fd, off_t(writtenBack), off_t(offset - writtenBack))
+                        writtenBack = offset
+                    }
                 }
             }
         }

@@ -97,7 +97,7 @@ let package = Package(
             exclude: ["Fixtures"]),
         .testTarget(
             name: "WorkerTests",
-            dependencies: ["JobQueue", "RedisClient", "Scheduler", "TestSupport"]),
+            dependencies: ["JobQueue", "RedisClient", "Scheduler", "Downloader", "TestSupport"]),
         .testTarget(
             name: "TelemetryTests",
             dependencies: [

@@ -51,8 +51,8 @@ struct EndToEndTests {
 
         let workspace = folder.appendingPathComponent("ws")
         let workers = try TestProcess.provision(
-            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "4", "--workspace", workspace.path,
-             "--allow-local-sources", "--allow-loopback-origins", "--uv", testUV(), "--find-links", wheels.path, "--no-index", "--health-port", "0"],
+            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "4", "--health-port", "0", "--workspace", workspace.path,
+             "--allow-local-sources", "--allow-loopback-origins", "--uv", testUV(), "--find-links", wheels.path, "--no-index"],
             environment: ["REDIS_URL": redis.url, "PROVISION_E2E_SECRET": "s3cret"])
         defer { workers.terminate() }
         let queue = try JobQueue(redis: try redis.client(), machine: "m1")

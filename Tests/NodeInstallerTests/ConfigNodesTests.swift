@@ -53,9 +53,9 @@ struct ConfigNodesTests {
         let enqueue = try await run(provisionExecutable(), ["enqueue", "--machine", "m1", "--spec", spec.path], environment: environment)
         #expect(enqueue.status == 0, "\(enqueue.output)")
         let workers = try TestProcess.provision(
-            ["worker", "--machine", "m1", "--processes", "2", "--concurrency", "5", "--workspace", h.configuration.workspace.root,
+            ["worker", "--machine", "m1", "--processes", "2", "--concurrency", "5", "--health-port", "0", "--workspace", h.configuration.workspace.root,
              "--allow-local-sources", "--git-rewrite", "https://github.com/=file://\(github.path)/", "--uv", testUV(),
-             "--find-links", h.wheels.path, "--no-index", "--health-port", "0"],
+             "--find-links", h.wheels.path, "--no-index"],
             environment: environment)
         defer { workers.terminate() }
         let wait = try await run(provisionExecutable(), ["status", "--machine", "m1", "--wait", "--timeout", "300", "--json"], environment: environment, timeout: .seconds(320))

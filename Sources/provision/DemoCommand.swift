@@ -207,8 +207,12 @@ final class DemoOrigin {
         let prefix = root.deletingLastPathComponent().appendingPathComponent("nginx")
         try FileManager.default.createDirectory(at: prefix.appendingPathComponent("logs"), withIntermediateDirectories: true)
         port = try LocalRedisServer.freeLoopbackPort()
+        // Run as root, nginx hands requests to workers running as nobody, who cannot read a state
+        // folder under /root: keep the workers as the user running the demo.
+        let user = geteuid() == 0 ? "user root root;" : ""
         let config = """
             daemon off;
+            \(user)
             worker_processes 1;
             pid \(prefix.path)/nginx.pid;
             error_log \(prefix.path)/logs/error.log warn;

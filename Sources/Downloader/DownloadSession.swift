@@ -263,6 +263,7 @@ final class DownloadSession {
             var running: Int32 = 0
             curl_multi_perform(multi, &running)
             var left: Int32 = 0
+            var freed = false
             while let message = curl_multi_info_read(multi, &left) {
                 guard message.pointee.msg == CURLMSG_DONE,
                     let slot = handles.firstIndex(where: { $0.raw == message.pointee.easy_handle }),
@@ -273,6 +274,7 @@ final class DownloadSession {
                 entry.retained.release()
                 let transfer = entry.transfer
                 fetchedBytes += transfer.received
+                freed = true
                 if code == CURLE_OK && table.isComplete(transfer.index) { continue }
                 if transfer.remoteChanged { throw .remoteChanged(url: shownURL) }
                 let attempt = transfer.received >= (1 << 20) ? 1 : (attempts[transfer.index] ?? 0) + 1
@@ -295,7 +297,10 @@ final class DownloadSession {
                 saveState(remote, table: table)
                 lastSave = clock.now
             }
-            if !pending.isEmpty || !inFlight.isEmpty {
+            // A connection that just finished its chunk gets the next one at once, not after a poll.
+            let moment = clock.now
+            let assignable = freed && pending.contains { notBefore[$0].map { $0 <= moment } ?? true }
+            if !assignable && (!pending.isEmpty || !inFlight.isEmpty) {
                 var ready: Int32 = 0
                 curl_multi_poll(multi, nil, 0, inFlight.isEmpty ? 20 : 100, &ready)
             }

@@ -36,33 +36,11 @@ extension DownloadSession {
         var current = try request.policy.check(request.url)
         let credentialOrigin = Self.origin(of: current)
         for _ in 0...10 {
-            let sink = HeaderSink()
-            let box = Unmanaged.passRetained(sink)
-            defer { box.release() }
-            handle.reset()
-            handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
-            handle.set(CURLOPT_URL, current.absoluteString)
-            handle.set(CURLOPT_RANGE, "0-0")
-            handle.setHeaders(headers(for: current, credentialOrigin: credentialOrigin))
-            _ = provision_easy_setopt_header_callback(handle.raw, headerCallback)
-            handle.set(CURLOPT_HEADERDATA, pointer: box.toOpaque())
-            _ = provision_easy_setopt_write_callback(handle.raw, discardCallback)
-            handle.set(CURLOPT_WRITEDATA, pointer: box.toOpaque())
-            let code = curl_easy_perform(handle.raw)
-            let headers = sink.headers
+            let headers = try rangedHead(current, on: handle, credentialOrigin: credentialOrigin, body: discardCallback, attempt: attempt)
             let shown = URLPolicy.redact(current.absoluteString)
-            lastRetryAfter = headers.retryAfterSeconds
-            // A write error here is our own cut-off of a body we do not want (no Range, an error page).
-            if code != CURLE_OK && !(code == CURLE_WRITE_ERROR && headers.status != 0) {
-                if code == CURLE_OPERATION_TIMEDOUT { throw .stalled(url: shown, seconds: request.stallSeconds, attempts: attempt) }
-                throw .transport(url: shown, reason: String(cString: curl_easy_strerror(code)), attempts: attempt)
-            }
             switch headers.status {
             case 301, 302, 303, 307, 308:
-                guard let location = headers["location"], let next = URL(string: location, relativeTo: current)?.absoluteURL else {
-                    throw .badResponse(url: shown, reason: "a redirect without a usable Location")
-                }
-                current = try request.policy.check(next.absoluteString)
+                current = try redirectTarget(headers, from: current)
                 continue
             case 206:
                 guard let range = headers.contentRange, range.start == 0, let total = range.total else {
@@ -83,6 +61,43 @@ extension DownloadSession {
             }
         }
         throw .tooManyRedirects(url: URLPolicy.redact(request.url))
+    }
+
+    /// One `GET` of byte 0 of `url` on `handle`, returning the response headers. `body` receives the
+    /// body and may refuse it (a write error after headers arrived is our own cut-off, not a failure).
+    func rangedHead(
+        _ url: URL, on handle: EasyHandle, credentialOrigin: String,
+        body: @convention(c) (UnsafeMutablePointer<CChar>?, Int, Int, UnsafeMutableRawPointer?) -> Int, attempt: Int
+    ) throws(DownloadError) -> ResponseHeaders {
+        let sink = HeaderSink()
+        let box = Unmanaged.passRetained(sink)
+        defer { box.release() }
+        handle.reset()
+        handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
+        handle.set(CURLOPT_URL, url.absoluteString)
+        handle.set(CURLOPT_RANGE, "0-0")
+        handle.setHeaders(headers(for: url, credentialOrigin: credentialOrigin))
+        _ = provision_easy_setopt_header_callback(handle.raw, headerCallback)
+        handle.set(CURLOPT_HEADERDATA, pointer: box.toOpaque())
+        _ = provision_easy_setopt_write_callback(handle.raw, body)
+        handle.set(CURLOPT_WRITEDATA, pointer: box.toOpaque())
+        let code = curl_easy_perform(handle.raw)
+        let headers = sink.headers
+        lastRetryAfter = headers.retryAfterSeconds
+        if code != CURLE_OK && !(code == CURLE_WRITE_ERROR && headers.status != 0) {
+            let shown = URLPolicy.redact(url.absoluteString)
+            if code == CURLE_OPERATION_TIMEDOUT { throw .stalled(url: shown, seconds: request.stallSeconds, attempts: attempt) }
+            throw .transport(url: shown, reason: String(cString: curl_easy_strerror(code)), attempts: attempt)
+        }
+        return headers
+    }
+
+    /// The checked target of a redirect response.
+    func redirectTarget(_ headers: ResponseHeaders, from url: URL) throws(DownloadError) -> URL {
+        guard let location = headers["location"], let next = URL(string: location, relativeTo: url)?.absoluteURL else {
+            throw .badResponse(url: URLPolicy.redact(url.absoluteString), reason: "a redirect without a usable Location")
+        }
+        return try request.policy.check(next.absoluteString)
     }
 
     /// Request headers for `url`: the job's headers and the token only for the origin they were given for.

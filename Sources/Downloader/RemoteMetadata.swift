@@ -70,26 +70,8 @@ extension DownloadSession {
         var publishedSize: Int64?
         var commit: String?
         for _ in 0...10 {
-            let sink = HeaderSink()
-            let box = Unmanaged.passRetained(sink)
-            defer { box.release() }
-            handle.reset()
-            handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
-            handle.set(CURLOPT_URL, current.absoluteString)
-            handle.set(CURLOPT_RANGE, "0-0")
-            handle.setHeaders(headers(for: current, credentialOrigin: credentialOrigin))
-            _ = provision_easy_setopt_header_callback(handle.raw, headerCallback)
-            handle.set(CURLOPT_HEADERDATA, pointer: box.toOpaque())
-            _ = provision_easy_setopt_write_callback(handle.raw, refuseBody)
-            let code = curl_easy_perform(handle.raw)
-            let headers = sink.headers
+            let headers = try rangedHead(current, on: handle, credentialOrigin: credentialOrigin, body: refuseBody, attempt: attempt)
             let shown = URLPolicy.redact(current.absoluteString)
-            lastRetryAfter = headers.retryAfterSeconds
-            // A write error is our own refusal of the body.
-            if code != CURLE_OK && !(code == CURLE_WRITE_ERROR && headers.status != 0) {
-                if code == CURLE_OPERATION_TIMEDOUT { throw .stalled(url: shown, seconds: request.stallSeconds, attempts: attempt) }
-                throw .transport(url: shown, reason: String(cString: curl_easy_strerror(code)), attempts: attempt)
-            }
             if let etag = headers["x-linked-etag"].map(Self.unquoted), Self.isSHA256(etag) { published = etag.lowercased() }
             if let size = headers["x-linked-size"].flatMap({ Int64($0) }), size >= 0 { publishedSize = size }
             if let repoCommit = headers["x-repo-commit"], repoCommit.count == 40, repoCommit.allSatisfy(\.isHexDigit) { commit = repoCommit.lowercased() }
@@ -98,10 +80,7 @@ extension DownloadSession {
                 if let published, let publishedSize {
                     return RemoteMetadata(url: request.url, size: publishedSize, publishedSHA256: published, repositoryCommit: commit)
                 }
-                guard let location = headers["location"], let next = URL(string: location, relativeTo: current)?.absoluteURL else {
-                    throw .badResponse(url: shown, reason: "a redirect without a usable Location")
-                }
-                current = try request.policy.check(next.absoluteString)
+                current = try redirectTarget(headers, from: current)
                 continue
             case 200, 206, 416:
                 var size = publishedSize

@@ -34,12 +34,10 @@ public enum Destination {
         var current = realRoot
         for part in parts.dropLast() {
             current = (current as NSString).appendingPathComponent(String(part))
-            if !fm.fileExists(atPath: current) {
-                do {
-                    try fm.createDirectory(atPath: current, withIntermediateDirectories: false)
-                } catch {
-                    throw .io(path: current, operation: "create", reason: "\(error.localizedDescription)")
-                }
+            // Another download may create the same folder at the same moment: EEXIST is fine, and
+            // what exists is checked below like any other folder on the path.
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw .io(path: current, operation: "create", reason: String(cString: strerror(errno)))
             }
             guard let resolved = realPath(current), resolved == realRoot || resolved.hasPrefix(realRoot + "/") else {
                 throw .invalidDestination(relative, reason: "a folder on its path leads outside the models folder")

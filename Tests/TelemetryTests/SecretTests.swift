@@ -126,7 +126,8 @@ struct SecretTests {
         // The token was really used: the origin saw it on the download's requests.
         let requests = try await origin.stats().requests
         #expect(requests.contains { $0.authorization == "Bearer \(Self.token)" }, "\(requests.prefix(3))")
-        #expect(try await queue.job(plan: "p2", id: "model:ok.safetensors")?["state"] == "succeeded")
+        let okRecord = try await queue.job(plan: "p2", id: "model:ok.safetensors")
+        #expect(okRecord?["state"] == "succeeded", "\(okRecord ?? [:])")
         let cli = [
             try await run(provisionExecutable(), ["status", "--machine", "m1"], environment: environment),
             try await run(provisionExecutable(), ["events", "--machine", "m1"], environment: environment),

@@ -82,6 +82,26 @@ public final class JobQueue: Sendable {
         return (outcome, items[1].string.flatMap(MachineFlip.init(rawValue:)))
     }
 
+    /// Completes several leased jobs in one script call (`complete_many`): one outcome per lease, in
+    /// order, and the flip if this call made the machine ready.
+    public func complete(_ items: [(lease: Lease, resultJSON: String)]) async throws(JobQueueError) -> (outcomes: [CompletionOutcome], flip: MachineFlip?) {
+        if items.isEmpty { return ([], nil) }
+        let reply = try await call(
+            "complete_many", items.flatMap { [$0.lease.plan, $0.lease.job, $0.lease.token, $0.resultJSON] })
+        guard let parts = reply.array, parts.count == 2, let list = parts[1].array, list.count == items.count else {
+            throw .protocolViolation("complete_many returned \(reply)")
+        }
+        var outcomes: [CompletionOutcome] = []
+        outcomes.reserveCapacity(list.count)
+        for item in list {
+            guard let outcome = item.string.flatMap(CompletionOutcome.init(rawValue:)) else {
+                throw .protocolViolation("complete_many returned the outcome \(item)")
+            }
+            outcomes.append(outcome)
+        }
+        return (outcomes, parts[0].string.flatMap(MachineFlip.init(rawValue:)))
+    }
+
     /// Records a failed attempt: a retry after backoff while attempts remain and the error is
     /// retryable, else dead (which fails its dependents and the machine).
     public func fail(

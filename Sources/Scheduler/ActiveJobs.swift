@@ -5,10 +5,12 @@ actor ActiveJobs {
     private struct Entry {
         let task: Task<Void, Never>
         let leaseMilliseconds: Int
+        let deadline: ContinuousClock.Instant
     }
 
     private var entries: [Lease: Entry] = [:]
     private var lost: Set<Lease> = []
+    private var overdue: Set<Lease> = []
     private var slotWaiters: [CheckedContinuation<Void, Never>] = []
     private var emptyWaiters: [CheckedContinuation<Void, Never>] = []
     private(set) var peak = 0
@@ -26,7 +28,9 @@ actor ActiveJobs {
             await body()
             self.finish(lease)
         }
-        entries[lease] = Entry(task: task, leaseMilliseconds: job.leaseMilliseconds)
+        entries[lease] = Entry(
+            task: task, leaseMilliseconds: job.leaseMilliseconds,
+            deadline: .now + .milliseconds(job.timeoutMilliseconds))
         peak = max(peak, entries.count)
     }
 
@@ -37,7 +41,17 @@ actor ActiveJobs {
         entry.task.cancel()
     }
 
-    func isLost(_ lease: Lease) -> Bool { lost.contains(lease) }
+    /// Cancels every job that has run past its timeout (one watchdog instead of a timer per job);
+    /// such a job's attempt is reported as a timeout whatever its executor returns.
+    func cancelOverdue(now: ContinuousClock.Instant) {
+        for (lease, entry) in entries where entry.deadline <= now && !overdue.contains(lease) {
+            overdue.insert(lease)
+            entry.task.cancel()
+        }
+    }
+
+    /// What happened to a job's lease while it ran: taken away, and/or past its timeout.
+    func fate(of lease: Lease) -> (lost: Bool, overdue: Bool) { (lost.contains(lease), overdue.contains(lease)) }
 
     func cancelAll() {
         for entry in entries.values { entry.task.cancel() }
@@ -64,6 +78,7 @@ actor ActiveJobs {
     private func finish(_ lease: Lease) {
         entries[lease] = nil
         lost.remove(lease)
+        overdue.remove(lease)
         if !slotWaiters.isEmpty { slotWaiters.removeFirst().resume() }
         if entries.isEmpty {
             let waiters = emptyWaiters

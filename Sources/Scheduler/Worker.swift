@@ -43,6 +43,7 @@ public final class Worker: Sendable {
     private let logger: Logger
     private let observers: [any WorkerObserver]
     private let active = ActiveJobs()
+    private let completions: CompletionBatcher
 
     /// Each role gets its own connection: a blocking wait or a slow reply on one never delays
     /// heartbeats on another.
@@ -53,6 +54,8 @@ public final class Worker: Sendable {
         self.configuration = configuration
         self.queue = try JobQueue(redis: RedisClient(configuration: redis, label: "commands"), machine: machine, prefix: prefix)
         self.beats = try JobQueue(redis: RedisClient(configuration: redis, label: "heartbeats"), machine: machine, prefix: prefix)
+        self.completions = CompletionBatcher(
+            queue: try JobQueue(redis: RedisClient(configuration: redis, label: "completions"), machine: machine, prefix: prefix))
         var blocking = redis
         blocking.commandTimeout = max(redis.commandTimeout, .seconds(configuration.idleWaitSeconds + 5))
         self.waker = RedisClient(configuration: blocking, label: "wake")
@@ -84,6 +87,7 @@ public final class Worker: Sendable {
         for observer in observers { await observer.workerStopping(workerID: configuration.workerID) }
         try? await queue.unregister(worker: configuration.workerID)
         [queue.redis, beats.redis, waker].forEach { $0.close() }
+        completions.close()
         logger.info("worker stopped", metadata: ["worker": "\(configuration.workerID)"])
     }
 
@@ -133,19 +137,19 @@ public final class Worker: Sendable {
         let context = JobContext(workerID: configuration.workerID, logger: log) { progress in
             for observer in observers { observer.jobProgress(job, progress) }
         }
-        let outcome: Result<String, any Error>
+        var outcome: Result<String, any Error>
         do {
-            outcome = .success(try await withTimeout(milliseconds: job.timeoutMilliseconds) {
-                try await executor.run(job, context: context)
-            })
+            outcome = .success(try await executor.run(job, context: context))
         } catch {
             outcome = .failure(error)
         }
-        if await active.isLost(job.lease) {
+        let fate = await active.fate(of: job.lease)
+        if fate.overdue { outcome = .failure(TimeoutError()) }
+        if fate.lost {
             log.warning("lease lost; the result of this attempt is dropped")
             return
         }
-        if case .failure = outcome, Task.isCancelled {
+        if case .failure(let error) = outcome, !(error is TimeoutError), Task.isCancelled {
             // Cancelled by the drain: hand the job back for another worker, attempt not counted.
             let released = (try? await queue.release(job.lease)) ?? false
             log.notice("job released during shutdown", metadata: ["released": "\(released)"])
@@ -159,7 +163,7 @@ public final class Worker: Sendable {
         do {
             switch outcome {
             case .success(let result):
-                let (status, flip) = try await queue.complete(job.lease, resultJSON: configuration.redact(result))
+                let (status, flip) = try await completions.complete(job.lease, resultJSON: configuration.redact(result))
                 let sinceEnd = ContinuousClock.now - ended
                 for observer in observers {
                     observer.jobSucceeded(job, outcome: status, duration: ended - started, sinceEnd: sinceEnd)
@@ -201,13 +205,15 @@ public final class Worker: Sendable {
     }
 
     /// Renews leases a third of the way into the shortest one held (checked every 100 ms, so a
-    /// job claimed mid-pause is covered in time), and beats at `idleHeartbeat` otherwise.
+    /// job claimed mid-pause is covered in time), and beats at `idleHeartbeat` otherwise. The same
+    /// tick stops jobs that ran past their timeout.
     private func heartbeatLoop(until shutdown: Shutdown) async {
         let clock = ContinuousClock()
         var lastBeat = clock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
             if Task.isCancelled { break }
+            await active.cancelOverdue(now: clock.now)
             if let parent = configuration.supervisorPID, getppid() != parent, !shutdown.isRequested {
                 logger.warning("the supervisor is gone; draining")
                 shutdown.request()
@@ -254,20 +260,6 @@ public final class Worker: Sendable {
 }
 
 struct TimeoutError: Error {}
-
-/// Runs `body`, cancelling it and throwing `TimeoutError` after `milliseconds`.
-func withTimeout<T: Sendable>(milliseconds: Int, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: .milliseconds(milliseconds))
-            throw TimeoutError()
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next() else { throw CancellationError() }
-        return first
-    }
-}
 
 extension Logger {
     func with(_ job: ClaimedJob) -> Logger {

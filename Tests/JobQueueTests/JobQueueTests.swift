@@ -288,6 +288,52 @@ struct QueueProtocolTests {
         #expect(try await h.queue.status().count("succeeded") == 200)
     }
 
+    @Test func aBatchCompletesLikeSingleCallsAndUnlocksDependents() async throws {
+        let h = try await Harness()
+        defer { h.redis.stop() }
+        _ = try await h.queue.enqueue(planJSON: planJSON("p1", [job("a"), job("b"), job("c"), job("d", deps: ["a", "b"])]))
+        let jobs = try await h.claimAll()
+        #expect(jobs.map(\.id) == ["a", "b", "c"])
+        // Tokens grow by one per job in claim order, as one HINCRBY per job would give.
+        let tokens = jobs.compactMap { Int($0.lease.token) }
+        #expect(tokens == [1, 2, 3])
+        #expect(try await h.client.send("HGET", h.queue.keys.status, "fence").string == "3")
+        let byID = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0) })
+        let forged = Lease(plan: "p1", job: "c", token: "999")
+        let (outcomes, flip) = try await h.queue.complete([
+            (byID["a"]!.lease, #"{"n":1}"#), (forged, "{}"), (byID["b"]!.lease, "{}"), (byID["a"]!.lease, "{}"),
+        ])
+        #expect(outcomes == [.ok, .stale, .ok, .duplicate])
+        #expect(flip == nil)
+        var status = try await h.queue.status()
+        #expect(status.count("succeeded") == 2 && status.count("active") == 1 && status.count("ready") == 1)
+        #expect(try await h.queue.job(plan: "p1", id: "a")?["result"] == #"{"n":1}"#)
+        #expect(try await h.client.send("ZCARD", h.queue.keys.active).int == 1)
+
+        // d became ready with the batch; the call that finishes the plan flips it once.
+        let next = try await h.claimAll()
+        #expect(next.map(\.id) == ["d"])
+        let last = try await h.queue.complete([(byID["c"]!.lease, "{}"), (next[0].lease, "{}")])
+        #expect(last.outcomes == [.ok, .ok] && last.flip == .ready)
+        status = try await h.queue.status()
+        #expect(status.state == .ready && status.count("succeeded") == 4 && status.count("active") == 0)
+    }
+
+    @Test func aBatchWithAnOversizeResultWritesNothing() async throws {
+        let h = try await Harness()
+        defer { h.redis.stop() }
+        _ = try await h.queue.enqueue(planJSON: planJSON("p1", [job("a"), job("b")]))
+        let jobs = try await h.claimAll()
+        let huge = "\"" + String(repeating: "x", count: 1_048_577) + "\""
+        await #expect(throws: JobQueueError.self) {
+            _ = try await h.queue.complete([(jobs[0].lease, "{}"), (jobs[1].lease, huge)])
+        }
+        let status = try await h.queue.status()
+        #expect(status.count("succeeded") == 0 && status.count("active") == 2)
+        let tooMany = (0...1000).map { (Lease(plan: "p1", job: "j\($0)", token: "1"), "{}") }
+        await #expect(throws: JobQueueError.self) { _ = try await h.queue.complete(tooMany) }
+    }
+
     @Test func workersRegisterWithHeartbeats() async throws {
         let h = try await Harness()
         defer { h.redis.stop() }

@@ -168,6 +168,26 @@ struct WorkerTests {
         #expect(await h.stop(pool) == 0)
     }
 
+    @Test func aJobPastItsTimeoutIsStoppedAndReportedAsATimeout() async throws {
+        let h = try await WorkerHarness()
+        try await h.enqueue(planJSON("slow", [
+            sleepJob("stuck", ms: 30_000, ["timeout_ms": 1000, "max_attempts": 1]),
+            sleepJob("quick", ms: 50, ["timeout_ms": 1000]),
+        ]))
+        let pool = try h.pool(processes: 1, concurrency: 2)
+        defer { pool.terminate() }
+        let started = ContinuousClock.now
+        let status = try await h.waitForState([.failed], timeout: .seconds(20))
+        #expect(ContinuousClock.now - started < .seconds(10), "the 30 s sleep was stopped at its 1 s timeout")
+        let stuck = try #require(status.failures.first { $0.job == "stuck" })
+        #expect(stuck.errorType == "timeout" && stuck.error.contains("timeout of 1000 ms"), "\(stuck)")
+        #expect(status.count("succeeded") == 1 && status.count("dead") == 1)
+        let record = try #require(try await h.queue.job(plan: "slow", id: "stuck"))
+        let ran = (Int(record["finished_at"] ?? "") ?? 0) - (Int(record["started_at"] ?? "") ?? 0)
+        #expect(ran >= 1000 && ran < 2000, "stopped within a watchdog tick of the timeout: \(ran) ms")
+        #expect(await h.stop(pool) == 0)
+    }
+
     @Test func redisRestartMidRunWorkersReconnectAndThePlanCompletes() async throws {
         let h = try await WorkerHarness(appendOnly: true)
         try await h.enqueue(planJSON("restart", (1...40).map { sleepJob("j\($0)", ms: 250) }))

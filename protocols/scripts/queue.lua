@@ -19,12 +19,7 @@ local WAKE_MARKERS = 64          -- at most this many idle workers are woken at 
 local HARD_MAX_PAYLOAD = 1048576 -- bytes of one job's payload, whatever the caller asks
 local HARD_MAX_JOBS = 100000
 local MAX_REASONS = 1000
-local KINDS = { noop = true, sleep = true, download = true, node = true, ["python-deps"] = true,
-                comfyui = true, verify = true }
-local JOB_FIELDS = { id = true, kind = true, payload = true, depends_on = true, max_attempts = true,
-                     backoff_ms = true, backoff_max_ms = true, lease_ms = true, timeout_ms = true,
-                     label = true }
-local PLAN_FIELDS = { version = true, plan_id = true, machine_id = true, jobs = true, meta = true }
+local MAX_BATCH = 1000           -- jobs in one complete_many call
 
 -- cjson writes an empty table as {}; lists of ids are written by hand so they stay JSON arrays.
 local function encode_list(items)
@@ -191,6 +186,13 @@ end
 -- enqueue <machine_id> <plan_json> <max_payload_bytes> <max_jobs> <replace 0|1> <retention_seconds>
 ---------------------------------------------------------------------------------------------------
 local function validate_plan(text, max_payload, max_jobs, machine)
+  -- Built here, not at the top: only enqueue needs them, and the top runs on every call.
+  local KINDS = { noop = true, sleep = true, download = true, node = true, ["python-deps"] = true,
+                  comfyui = true, verify = true }
+  local JOB_FIELDS = { id = true, kind = true, payload = true, depends_on = true, max_attempts = true,
+                       backoff_ms = true, backoff_max_ms = true, lease_ms = true, timeout_ms = true,
+                       label = true }
+  local PLAN_FIELDS = { version = true, plan_id = true, machine_id = true, jobs = true, meta = true }
   local ok, plan = pcall(cjson.decode, text)
   if not ok or type(plan) ~= "table" or plan[1] ~= nil then return nil, "the plan is not a JSON object" end
   for k, _ in pairs(plan) do
@@ -340,7 +342,7 @@ local function enqueue()
   redis.call("DEL", K_READY, K_ACTIVE, K_DELAYED, K_FAILURES)
 
   local generation = redis.call("HINCRBY", K_STATUS, "generation", 1)
-  local ready, ids = 0, {}
+  local ready, ids, ready_ids = 0, {}, {}
   for _, job in ipairs(plan.jobs) do
     local state = "waiting"
     if job.pending == 0 then state = "ready" end
@@ -352,8 +354,12 @@ local function enqueue()
       "backoff_ms", job.backoff_ms, "backoff_max_ms", job.backoff_max_ms, "lease_ms", job.lease_ms,
       "timeout_ms", job.timeout_ms, "created_at", now)
     if state == "ready" then
-      redis.call("RPUSH", K_READY, job.id)
       ready = ready + 1
+      ready_ids[#ready_ids + 1] = job.id
+      if #ready_ids == 1000 then
+        redis.call("RPUSH", K_READY, unpack(ready_ids))
+        ready_ids = {}
+      end
     end
     ids[#ids + 1] = job.id
     if #ids == 1000 then
@@ -361,6 +367,7 @@ local function enqueue()
       ids = {}
     end
   end
+  if #ready_ids > 0 then redis.call("RPUSH", K_READY, unpack(ready_ids)) end
   if #ids > 0 then redis.call("RPUSH", plan_jobs_key(plan.plan_id), unpack(ids)) end
   local meta = "{}"
   if plan.meta ~= nil then meta = cjson.encode(plan.meta) end
@@ -382,7 +389,7 @@ end
 ---------------------------------------------------------------------------------------------------
 local function claim()
   local worker, count, limit = ARGV[3], tonumber(ARGV[4]) or 1, tonumber(ARGV[5]) or 100
-  local s = redis.call("HMGET", K_STATUS, "plan_id", "state", "generation")
+  local s = redis.call("HMGET", K_STATUS, "plan_id", "state", "generation", "fence")
   local plan, state = s[1], s[2]
   local result = { "" }
   if not plan or (state ~= "pending" and state ~= "running" and state ~= "failed") then return result end
@@ -390,27 +397,36 @@ local function claim()
   local promoted, flipped = maintain(plan, now, limit)
   result[1] = flipped
   if promoted > 0 then wake(promoted) end
-  local taken = 0
+  count = math.max(0, math.min(count, MAX_BATCH))
+  -- Tokens are fence+1, fence+2, ... in claim order, exactly what one HINCRBY per job would give;
+  -- the counters and B:active are written once per call.
+  local fence, taken, scored = tonumber(s[4]) or 0, 0, {}
   while taken < count do
-    local id = redis.call("LPOP", K_READY)
-    if not id then break end
-    local jkey = job_key(plan, id)
-    local f = redis.call("HMGET", jkey, "state", "kind", "payload", "attempts", "max_attempts", "lease_ms",
-                         "timeout_ms", "label")
-    if f[1] == "ready" then
-      local token = redis.call("HINCRBY", K_STATUS, "fence", 1)
-      local attempt = tonumber(f[4]) + 1
-      local deadline = now + tonumber(f[6])
-      move(jkey, "ready", "active")
-      redis.call("HSET", jkey, "attempts", attempt, "token", token, "owner", worker,
-                 "lease_until", deadline, "started_at", now)
-      redis.call("ZADD", K_ACTIVE, deadline, id)
-      result[#result + 1] = { id, f[2], f[3], attempt, f[5], tostring(token), f[6], f[7], plan, s[3], f[8] }
-      taken = taken + 1
+    local ids = redis.call("LPOP", K_READY, count - taken)
+    if not ids then break end
+    for _, id in ipairs(ids) do
+      local jkey = job_key(plan, id)
+      local f = redis.call("HMGET", jkey, "state", "kind", "payload", "attempts", "max_attempts", "lease_ms",
+                           "timeout_ms", "label")
+      if f[1] == "ready" then
+        taken = taken + 1
+        local token = fence + taken
+        local attempt = tonumber(f[4]) + 1
+        local deadline = now + tonumber(f[6])
+        redis.call("HSET", jkey, "state", "active", "attempts", attempt, "token", token, "owner", worker,
+                   "lease_until", deadline, "started_at", now)
+        scored[#scored + 1] = deadline
+        scored[#scored + 1] = id
+        result[#result + 1] = { id, f[2], f[3], attempt, f[5], tostring(token), f[6], f[7], plan, s[3], f[8] }
+      end
     end
   end
-  if taken > 0 and state == "pending" then
-    redis.call("HSET", K_STATUS, "state", "running", "started_at", now)
+  if taken > 0 then
+    redis.call("HINCRBY", K_STATUS, "fence", taken)
+    redis.call("HINCRBY", K_STATUS, "ready", -taken)
+    redis.call("HINCRBY", K_STATUS, "active", taken)
+    redis.call("ZADD", K_ACTIVE, unpack(scored))
+    if state == "pending" then redis.call("HSET", K_STATUS, "state", "running", "started_at", now) end
   end
   return result
 end
@@ -443,32 +459,75 @@ end
 ---------------------------------------------------------------------------------------------------
 -- complete <plan> <job> <token> <result_json>
 -- Returns { "ok" | "duplicate" | "stale", flipped }.
+-- complete_many <plan> <job> <token> <result_json> [<plan> <job> <token> <result_json> ...]
+-- The same for up to MAX_BATCH jobs in one call; returns { flipped, { outcome, ... } }.
 ---------------------------------------------------------------------------------------------------
-local function complete()
-  local plan, id, token, result = ARGV[3], ARGV[4], ARGV[5], ARGV[6] or "{}"
-  if #result > HARD_MAX_PAYLOAD then return fail("BAD_REQUEST", "the result of job '" .. id .. "' is too large") end
-  local jkey, state = leased(plan, id, token)
-  if not jkey then
-    if state == "succeeded" then return { "duplicate", "" } end
-    return { "stale", "" }
-  end
-  local now = now_ms()
-  move(jkey, "active", "succeeded")
-  redis.call("ZREM", K_ACTIVE, id)
-  redis.call("HSET", jkey, "finished_at", now, "result", result)
-  redis.call("HDEL", jkey, "owner", "lease_until")
-  local unlocked = 0
-  for _, dep in ipairs(cjson.decode(redis.call("HGET", jkey, "dependents") or "[]")) do
-    local dkey = job_key(plan, dep)
-    local left = redis.call("HINCRBY", dkey, "pending", -1)
-    if left == 0 and redis.call("HGET", dkey, "state") == "waiting" then
-      move(dkey, "waiting", "ready")
-      redis.call("RPUSH", K_READY, dep)
-      unlocked = unlocked + 1
+local function complete_jobs(first)
+  local n = 0
+  while ARGV[first + 4 * n + 2] do n = n + 1 end
+  if n == 0 then return fail("BAD_REQUEST", "complete needs <plan> <job> <token> <result_json>") end
+  if n > MAX_BATCH then return fail("BAD_REQUEST", "at most " .. MAX_BATCH .. " jobs may be completed in one call") end
+  for k = 0, n - 1 do
+    local result = ARGV[first + 4 * k + 3] or "{}"
+    if #result > HARD_MAX_PAYLOAD then
+      return fail("BAD_REQUEST", "the result of job '" .. ARGV[first + 4 * k + 1] .. "' is too large")
     end
   end
-  wake(unlocked)
-  return { "ok", flip_if_done(now) }
+  local current = redis.call("HGET", K_STATUS, "plan_id")
+  local now = now_ms()
+  local outcomes, done, unlocked = {}, {}, 0
+  for k = 0, n - 1 do
+    local at = first + 4 * k
+    local plan, id, token, result = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3] or "{}"
+    local outcome = "stale"
+    if plan == current then
+      local jkey = job_key(plan, id)
+      local f = redis.call("HMGET", jkey, "state", "token", "dependents")
+      if f[1] and f[2] == token then
+        if f[1] == "active" then
+          outcome = "ok"
+          redis.call("HSET", jkey, "state", "succeeded", "finished_at", now, "result", result)
+          redis.call("HDEL", jkey, "owner", "lease_until")
+          done[#done + 1] = id
+          if f[3] and f[3] ~= "[]" and f[3] ~= "{}" then
+            for _, dep in ipairs(cjson.decode(f[3])) do
+              local dkey = job_key(plan, dep)
+              local left = redis.call("HINCRBY", dkey, "pending", -1)
+              if left == 0 and redis.call("HGET", dkey, "state") == "waiting" then
+                move(dkey, "waiting", "ready")
+                redis.call("RPUSH", K_READY, dep)
+                unlocked = unlocked + 1
+              end
+            end
+          end
+        elseif f[1] == "succeeded" then
+          outcome = "duplicate"
+        end
+      end
+    end
+    outcomes[k + 1] = outcome
+  end
+  local flipped = ""
+  if #done > 0 then
+    redis.call("ZREM", K_ACTIVE, unpack(done))
+    redis.call("HINCRBY", K_STATUS, "active", -#done)
+    redis.call("HINCRBY", K_STATUS, "succeeded", #done)
+    wake(unlocked)
+    flipped = flip_if_done(now)
+  end
+  return outcomes, flipped
+end
+
+local function complete()
+  local outcomes, flipped = complete_jobs(3)
+  if type(outcomes) ~= "table" or outcomes[1] == nil then return outcomes end
+  return { outcomes[1], flipped }
+end
+
+local function complete_many()
+  local outcomes, flipped = complete_jobs(3)
+  if type(outcomes) ~= "table" or outcomes[1] == nil then return outcomes end
+  return { flipped, outcomes }
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -614,6 +673,7 @@ local function announced()
 end
 
 local ops = { enqueue = enqueue, claim = claim, heartbeat = heartbeat, complete = complete,
+              complete_many = complete_many,
               fail = fail_job, release = release, cancel = cancel, register = register,
               unregister = unregister, announce = announce, announced = announced }
 local handler = ops[op]

@@ -45,7 +45,10 @@ public final class JobQueue: Sendable {
     /// Leases up to `count` ready jobs to `worker`. Also promotes due retries and takes back expired
     /// leases (at most `upkeepLimit` of each), and reports a flip that upkeep caused.
     public func claim(worker: String, count: Int, upkeepLimit: Int = 100) async throws(JobQueueError) -> (jobs: [ClaimedJob], flip: MachineFlip?) {
-        let reply = try await call("claim", [worker, String(count), String(upkeepLimit)])
+        try Self.parseClaim(try await call("claim", [worker, String(count), String(upkeepLimit)]))
+    }
+
+    private static func parseClaim(_ reply: RedisReply) throws(JobQueueError) -> (jobs: [ClaimedJob], flip: MachineFlip?) {
         guard let items = reply.array, let first = items.first else {
             throw .protocolViolation("claim returned \(reply)")
         }
@@ -86,9 +89,60 @@ public final class JobQueue: Sendable {
     /// order, and the flip if this call made the machine ready.
     public func complete(_ items: [(lease: Lease, resultJSON: String)]) async throws(JobQueueError) -> (outcomes: [CompletionOutcome], flip: MachineFlip?) {
         if items.isEmpty { return ([], nil) }
-        let reply = try await call(
-            "complete_many", items.flatMap { [$0.lease.plan, $0.lease.job, $0.lease.token, $0.resultJSON] })
-        guard let parts = reply.array, parts.count == 2, let list = parts[1].array, list.count == items.count else {
+        return try Self.parseCompleteMany(try await call("complete_many", Self.completeArguments(items)), count: items.count)
+    }
+
+    /// What `complete(_:thenClaim:worker:)` did: the batch's outcomes and flip, then the claim's.
+    public struct CompletedAndClaimed: Sendable {
+        public let outcomes: [CompletionOutcome]
+        public let flip: MachineFlip?
+        public let claimed: [ClaimedJob]
+        public let claimFlip: MachineFlip?
+        /// Why the claim failed when the completion succeeded (the jobs are finished either way).
+        public let claimError: JobQueueError?
+    }
+
+    /// Completes a batch and, in the same round trip (a pipeline of two script calls), claims up to
+    /// `count` jobs for the slots the batch frees, so a busy worker needs one round trip per batch.
+    public func complete(
+        _ items: [(lease: Lease, resultJSON: String)], thenClaim count: Int, worker: String, upkeepLimit: Int = 100
+    ) async throws(JobQueueError) -> CompletedAndClaimed {
+        guard count > 0 else {
+            let (outcomes, flip) = try await complete(items)
+            return CompletedAndClaimed(outcomes: outcomes, flip: flip, claimed: [], claimFlip: nil, claimError: nil)
+        }
+        let replies: [RedisReply]
+        do {
+            replies = try await redis.evalPipeline([
+                (script, keys.scriptKeys, ["complete_many", keys.base] + Self.completeArguments(items)),
+                (script, keys.scriptKeys, ["claim", keys.base, worker, String(count), String(upkeepLimit)]),
+            ])
+        } catch { throw .redis(error) }
+        guard replies.count == 2 else { throw .protocolViolation("a pipeline of 2 calls returned \(replies.count) replies") }
+        if case .error(let message) = replies[0] {
+            throw .redis(.server(server: redis.configuration.serverDescription, command: "EVALSHA queue complete_many", message: message))
+        }
+        let (outcomes, flip) = try Self.parseCompleteMany(replies[0], count: items.count)
+        if case .error(let message) = replies[1] {
+            let error = JobQueueError.redis(
+                .server(server: redis.configuration.serverDescription, command: "EVALSHA queue claim", message: message))
+            return CompletedAndClaimed(outcomes: outcomes, flip: flip, claimed: [], claimFlip: nil, claimError: error)
+        }
+        let (claimed, claimFlip) = try Self.parseClaim(replies[1])
+        return CompletedAndClaimed(outcomes: outcomes, flip: flip, claimed: claimed, claimFlip: claimFlip, claimError: nil)
+    }
+
+    private static func completeArguments(_ items: [(lease: Lease, resultJSON: String)]) -> [String] {
+        var arguments: [String] = []
+        arguments.reserveCapacity(items.count * 4)
+        for item in items {
+            arguments += [item.lease.plan, item.lease.job, item.lease.token, item.resultJSON]
+        }
+        return arguments
+    }
+
+    private static func parseCompleteMany(_ reply: RedisReply, count: Int) throws(JobQueueError) -> (outcomes: [CompletionOutcome], flip: MachineFlip?) {
+        guard let parts = reply.array, parts.count == 2, let list = parts[1].array, list.count == count else {
             throw .protocolViolation("complete_many returned \(reply)")
         }
         var outcomes: [CompletionOutcome] = []

@@ -9,17 +9,24 @@ actor ActiveJobs {
     }
 
     private var entries: [Lease: Entry] = [:]
+    /// Jobs whose outcome Redis has recorded and whose slot went to a new job; their tasks are only
+    /// finishing bookkeeping (events), so they hold no slot and no lease but still count for a drain.
+    private var retired: Set<Lease> = []
     private var lost: Set<Lease> = []
     private var overdue: Set<Lease> = []
     private var slotWaiters: [CheckedContinuation<Void, Never>] = []
     private var emptyWaiters: [CheckedContinuation<Void, Never>] = []
     private(set) var peak = 0
 
-    var count: Int { entries.count }
-    var leases: [Lease] { Array(entries.keys) }
+    /// Jobs holding a slot.
+    var count: Int { entries.count - retired.count }
+    /// The leases to keep alive.
+    var leases: [Lease] { entries.keys.filter { !retired.contains($0) } }
 
     /// The shortest lease held, which sets the heartbeat pace.
-    var shortestLeaseMilliseconds: Int? { entries.values.map(\.leaseMilliseconds).min() }
+    var shortestLeaseMilliseconds: Int? {
+        entries.lazy.filter { !self.retired.contains($0.key) }.map(\.value.leaseMilliseconds).min()
+    }
 
     /// Starts `body` for the job and tracks it until it returns.
     func launch(_ job: ClaimedJob, _ body: @escaping @Sendable () async -> Void) {
@@ -31,12 +38,24 @@ actor ActiveJobs {
         entries[lease] = Entry(
             task: task, leaseMilliseconds: job.leaseMilliseconds,
             deadline: .now + .milliseconds(job.timeoutMilliseconds))
-        peak = max(peak, entries.count)
+        peak = max(peak, count)
+    }
+
+    /// Gives the slots of jobs whose outcome Redis has recorded to newly claimed jobs in one step,
+    /// so the number of jobs holding a slot never exceeds the capacity.
+    func handOver(retiring: [Lease], to jobs: [ClaimedJob], _ body: @escaping @Sendable (ClaimedJob) async -> Void) {
+        var freed = 0
+        for lease in retiring where entries[lease] != nil && !retired.contains(lease) {
+            retired.insert(lease)
+            freed += 1
+        }
+        for job in jobs { launch(job) { await body(job) } }
+        for _ in 0..<max(0, min(freed - jobs.count, slotWaiters.count)) { slotWaiters.removeFirst().resume() }
     }
 
     /// The queue says this lease is gone: stop the job and do not report on it.
     func loseLease(_ lease: Lease) {
-        guard let entry = entries[lease] else { return }
+        guard let entry = entries[lease], !retired.contains(lease) else { return }
         lost.insert(lease)
         entry.task.cancel()
     }
@@ -44,7 +63,7 @@ actor ActiveJobs {
     /// Cancels every job that has run past its timeout (one watchdog instead of a timer per job);
     /// such a job's attempt is reported as a timeout whatever its executor returns.
     func cancelOverdue(now: ContinuousClock.Instant) {
-        for (lease, entry) in entries where entry.deadline <= now && !overdue.contains(lease) {
+        for (lease, entry) in entries where entry.deadline <= now && !overdue.contains(lease) && !retired.contains(lease) {
             overdue.insert(lease)
             entry.task.cancel()
         }
@@ -54,16 +73,16 @@ actor ActiveJobs {
     func fate(of lease: Lease) -> (lost: Bool, overdue: Bool) { (lost.contains(lease), overdue.contains(lease)) }
 
     func cancelAll() {
-        for entry in entries.values { entry.task.cancel() }
+        for (lease, entry) in entries where !retired.contains(lease) { entry.task.cancel() }
     }
 
     /// Returns when at least one slot is free (or `wakeAll` is called).
     func waitForSlot(capacity: Int) async {
-        if entries.count < capacity { return }
+        if count < capacity { return }
         await withCheckedContinuation { slotWaiters.append($0) }
     }
 
-    /// Returns when no job is running.
+    /// Returns when no job's task is running, retired ones included.
     func waitUntilEmpty() async {
         if entries.isEmpty { return }
         await withCheckedContinuation { emptyWaiters.append($0) }
@@ -79,7 +98,8 @@ actor ActiveJobs {
         entries[lease] = nil
         lost.remove(lease)
         overdue.remove(lease)
-        if !slotWaiters.isEmpty { slotWaiters.removeFirst().resume() }
+        // A retired job's slot was handed over already.
+        if retired.remove(lease) == nil, !slotWaiters.isEmpty { slotWaiters.removeFirst().resume() }
         if entries.isEmpty {
             let waiters = emptyWaiters
             emptyWaiters = []

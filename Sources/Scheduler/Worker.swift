@@ -74,6 +74,14 @@ public final class Worker: Sendable {
         for observer in observers {
             await observer.workerRegistered(workerID: configuration.workerID, concurrency: configuration.concurrency, kinds: registry.kinds)
         }
+        await completions.setRefill(
+            CompletionBatcher.Refill(
+                workerID: configuration.workerID, wanted: { !shutdown.isRequested },
+                handOver: { [self] retiring, claimed, flip in
+                    if let flip { await flipped(flip, job: nil, logger) }
+                    await active.handOver(retiring: retiring, to: claimed) { job in await self.execute(job) }
+                },
+                claimFailed: { [logger] error in logger.error("claiming failed", metadata: ["error": "\(error)"]) }))
         let heartbeats = Task { await heartbeatLoop(until: shutdown) }
         let wakeOnStop = Task { [active] in
             await shutdown.wait()
@@ -237,8 +245,9 @@ public final class Worker: Sendable {
 
     private func drain() async {
         let running = await active.count
-        guard running > 0 else { return }
-        logger.notice("draining", metadata: ["running": "\(running)", "timeout": "\(configuration.drainTimeout)"])
+        if running > 0 {
+            logger.notice("draining", metadata: ["running": "\(running)", "timeout": "\(configuration.drainTimeout)"])
+        }
         let finished = Task { [active] in await active.waitUntilEmpty() }
         let deadline = Task { [active, configuration] in
             try await Task.sleep(for: configuration.drainTimeout)

@@ -2,9 +2,15 @@ import Logging
 
 /// A log handler that masks secrets (`Redactor`) in the message and metadata before another
 /// handler writes them.
+///
+/// The logger's own metadata is kept here, not in the wrapped handler: it is redacted like the
+/// rest, and setting it stays a dictionary insert (swift-log's StreamLogHandler re-renders its
+/// whole metadata on every change, which a worker doing it per job pays for thousands of times a
+/// second).
 public struct RedactingLogHandler<Wrapped: LogHandler>: LogHandler {
     public var wrapped: Wrapped
     public let redactor: Redactor
+    public var metadata: Logger.Metadata = [:]
 
     public init(wrapping handler: Wrapped, redactor: Redactor) {
         self.wrapped = handler
@@ -14,7 +20,9 @@ public struct RedactingLogHandler<Wrapped: LogHandler>: LogHandler {
     public func log(event: LogEvent) {
         var event = event
         event.message = Logger.Message(stringLiteral: redactor.scrub(event.message.description))
-        if let metadata = event.metadata { event.metadata = metadata.mapValues(scrub) }
+        var merged = metadata
+        if let given = event.metadata { merged.merge(given) { _, new in new } }
+        event.metadata = merged.isEmpty ? nil : merged.mapValues(scrub)
         if let error = event.error { event.error = RedactedError(description: redactor.scrub("\(error)")) }
         wrapped.log(event: event)
     }
@@ -29,13 +37,8 @@ public struct RedactingLogHandler<Wrapped: LogHandler>: LogHandler {
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { wrapped[metadataKey: key] }
-        set { wrapped[metadataKey: key] = newValue }
-    }
-
-    public var metadata: Logger.Metadata {
-        get { wrapped.metadata }
-        set { wrapped.metadata = newValue }
+        get { metadata[key] }
+        set { metadata[key] = newValue }
     }
 
     public var logLevel: Logger.Level {

@@ -366,9 +366,12 @@ def run_provision(a):
                     continue
                 if args[0].upper() != "EVALSHA":
                     continue
-                if len(args) < 13:
+                if len(args) > 12 and args[2] == "9":  # queue.lua: the op follows the 9 keys
+                    op = args[12]
+                elif len(args) > 5 and args[2] == "3":  # events.lua: one call per flushed buffer
+                    op = "events"
+                else:
                     continue
-                op = args[12]
                 o = ops.setdefault(op, {"calls": 0, "usec": 0, "commands": {}})
                 o["calls"] += 1
                 o["usec"] += int(e[2])
@@ -380,14 +383,15 @@ def run_provision(a):
             for o in ops.values():
                 o["usec_per_call"] = o["usec"] / o["calls"]
                 o["commands_per_call"] = sum(o["commands"].values()) / o["calls"]
-            done_jobs = ops.get("complete", {}).get("calls", 0)
+            done_jobs = a.profile_jobs
             result["profile"] = {"jobs": a.profile_jobs, "slowlog_entries": len(entries), "ops": ops,
                                  "claim_count_arg_mean": sum(claimed) / len(claimed) if claimed else None,
                                  "jobs_per_claim": done_jobs / ops["claim"]["calls"] if "claim" in ops else None}
             summary = ", ".join(f"{k} {v['calls']}× {v['usec_per_call']:.0f} µs ({v['commands_per_call']:.1f} cmds)"
                                 for k, v in sorted(ops.items()))
             print(f"  profile: {a.profile_jobs} jobs with SLOWLOG on (slower, for proportions): {summary}; "
-                  f"a claim asks for {result['profile']['claim_count_arg_mean'] or 0:.1f} jobs on average",
+                  f"a claim asks for {result['profile']['claim_count_arg_mean'] or 0:.1f} jobs on average "
+                  f"and gets {result['profile']['jobs_per_claim'] or 0:.1f}",
                   flush=True)
 
         # RSS near the end, with the workers still up

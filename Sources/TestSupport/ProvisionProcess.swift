@@ -46,9 +46,20 @@ public final class TestProcess: Sendable {
 
     public var output: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
 
-    /// Stops the process for good (SIGKILL) if it still runs.
+    /// Stops the process and every process under it (a supervisor's workers) for good (SIGKILL):
+    /// a test that ends early must not leave orphans running into the next one.
     public func terminate() {
-        child.signal(SIGKILL)
+        if child.isRunning {
+            var tree: [Int32] = []
+            var next = [child.pid]
+            while let pid = next.popLast() {
+                let children = childPIDs(of: pid)
+                tree += children
+                next += children
+            }
+            child.signal(SIGKILL)
+            for pid in tree { kill(pid, SIGKILL) }
+        }
         _ = child.waitBlocking(timeout: .seconds(5))
     }
 

@@ -401,6 +401,8 @@ local function claim()
   -- Tokens are fence+1, fence+2, ... in claim order, exactly what one HINCRBY per job would give;
   -- the counters and B:active are written once per call.
   local fence, taken, scored = tonumber(s[4]) or 0, 0, {}
+  -- Numbers handed to redis.call are formatted with printf each time: format the shared ones once.
+  local now_text, deadlines = tostring(now), {}
   while taken < count do
     local ids = redis.call("LPOP", K_READY, count - taken)
     if not ids then break end
@@ -410,14 +412,18 @@ local function claim()
                            "timeout_ms", "label")
       if f[1] == "ready" then
         taken = taken + 1
-        local token = fence + taken
+        local token = tostring(fence + taken)
         local attempt = tonumber(f[4]) + 1
-        local deadline = now + tonumber(f[6])
+        local deadline = deadlines[f[6]]
+        if not deadline then
+          deadline = tostring(now + tonumber(f[6]))
+          deadlines[f[6]] = deadline
+        end
         redis.call("HSET", jkey, "state", "active", "attempts", attempt, "token", token, "owner", worker,
-                   "lease_until", deadline, "started_at", now)
+                   "lease_until", deadline, "started_at", now_text)
         scored[#scored + 1] = deadline
         scored[#scored + 1] = id
-        result[#result + 1] = { id, f[2], f[3], attempt, f[5], tostring(token), f[6], f[7], plan, s[3], f[8] }
+        result[#result + 1] = { id, f[2], f[3], attempt, f[5], token, f[6], f[7], plan, s[3], f[8] }
       end
     end
   end
@@ -475,6 +481,7 @@ local function complete_jobs(first)
   end
   local current = redis.call("HGET", K_STATUS, "plan_id")
   local now = now_ms()
+  local now_text = tostring(now)
   local outcomes, done, unlocked = {}, {}, 0
   for k = 0, n - 1 do
     local at = first + 4 * k
@@ -486,7 +493,7 @@ local function complete_jobs(first)
       if f[1] and f[2] == token then
         if f[1] == "active" then
           outcome = "ok"
-          redis.call("HSET", jkey, "state", "succeeded", "finished_at", now, "result", result)
+          redis.call("HSET", jkey, "state", "succeeded", "finished_at", now_text, "result", result)
           redis.call("HDEL", jkey, "owner", "lease_until")
           done[#done + 1] = id
           if f[3] and f[3] ~= "[]" and f[3] ~= "{}" then

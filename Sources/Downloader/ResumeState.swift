@@ -4,7 +4,8 @@ import Foundation
 /// its `.aria2` file): written bytes per chunk and the hasher's position, so a restart fetches only
 /// what is missing and does not re-read the hashed prefix. Trusted only while the remote file is unchanged.
 struct ResumeState: Codable, Equatable {
-    var version = 1
+    /// 2: chunks follow `ChunkTable.starts` (tapered); a version-1 state is not trusted.
+    var version = 2
     /// The URL without secrets, for people reading the file.
     var url: String
     var size: Int64
@@ -20,7 +21,7 @@ struct ResumeState: Codable, Equatable {
 
     static func load(_ path: String) -> ResumeState? {
         guard let data = FileManager.default.contents(atPath: path), data.count < 16 << 20,
-            let state = try? JSONDecoder().decode(ResumeState.self, from: data), state.version == 1
+            let state = try? JSONDecoder().decode(ResumeState.self, from: data), state.version == 2
         else { return nil }
         return state
     }
@@ -29,10 +30,10 @@ struct ResumeState: Codable, Equatable {
     /// saved numbers are consistent with the chunk plan.
     func matches(_ remote: RemoteFile, size remoteSize: Int64) -> Bool {
         guard size == remoteSize, validator == remote.validator, validator != nil, chunkSize > 0 else { return false }
-        let count = size == 0 ? 0 : Int((size + chunkSize - 1) / chunkSize)
-        guard written.count == count else { return false }
+        let starts = ChunkTable.starts(size: size, chunkSize: chunkSize)
+        guard written.count == starts.count else { return false }
         for (index, bytes) in written.enumerated() {
-            let length = min(chunkSize, size - Int64(index) * chunkSize)
+            let length = (index + 1 < starts.count ? starts[index + 1] : size) - starts[index]
             if bytes < 0 || bytes > length { return false }
         }
         return hashedOffset >= 0 && hashedOffset <= size

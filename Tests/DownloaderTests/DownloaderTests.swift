@@ -41,6 +41,31 @@ struct DownloaderTests {
         #expect(stats.requests.filter { $0.status == 206 }.count == (size > 0 ? 1 + (size + 65535) / 65536 : 0))
     }
 
+    @Test func largeChunksTaperTowardsTheEndAndEveryByteIsFetchedOnce() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let size = 80 << 20
+        let data = try origin.addFile("f.bin", size: size)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let result = try await Downloader().download(request(origin.url("f.bin"), into: folder, chunk: 4 << 20, connections: 4))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: result.path)) == data)
+        #expect(result.sha256 == sha256(data))
+        let stats = try await origin.stats()
+        #expect(stats.bytes_sent == size + 1)
+        // 4 MiB chunks while a sixteenth of what is left is larger, then shorter ones down to 2 MiB.
+        let ranges = stats.requests.filter { $0.status == 206 }.compactMap(\.range).compactMap(Self.parse).filter { $0.length > 1 }
+        let lengths = ranges.sorted { $0.start < $1.start }.map(\.length)
+        #expect(lengths.reduce(0, +) == size)
+        #expect(lengths.first == 4 << 20 && (lengths.last ?? 0) <= 2 << 20 && lengths.count > 20, "\(lengths)")
+        #expect(zip(lengths, lengths.dropFirst()).allSatisfy { $0 >= $1 }, "chunks only get shorter: \(lengths)")
+    }
+
+    static func parse(_ header: String) -> (start: Int, length: Int)? {
+        let parts = header.replacingOccurrences(of: "bytes=", with: "").split(separator: "-").compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1] - parts[0] + 1) : nil
+    }
+
     @Test func expectedHashIsVerifiedAndAnExistingFileIsKept() async throws {
         let origin = try await TestOrigin()
         defer { origin.stop() }

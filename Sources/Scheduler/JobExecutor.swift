@@ -15,13 +15,20 @@ public protocol JobExecutor: Sendable {
 /// What an executor gets besides the job: who runs it, where to log, where to report progress.
 public struct JobContext: Sendable {
     public let workerID: String
-    public let logger: Logger
     /// Reports progress of long jobs (bytes of a download); cheap to call often, the receiver throttles.
     public let progress: @Sendable (JobProgress) -> Void
+    private let makeLogger: @Sendable () -> Logger
+
+    /// The job's logger (its metadata names the job); built when asked for, since most jobs never log.
+    public var logger: Logger { makeLogger() }
 
     public init(workerID: String, logger: Logger, progress: @escaping @Sendable (JobProgress) -> Void = { _ in }) {
+        self.init(workerID: workerID, makeLogger: { logger }, progress: progress)
+    }
+
+    init(workerID: String, makeLogger: @escaping @Sendable () -> Logger, progress: @escaping @Sendable (JobProgress) -> Void) {
         self.workerID = workerID
-        self.logger = logger
+        self.makeLogger = makeLogger
         self.progress = progress
     }
 }

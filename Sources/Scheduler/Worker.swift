@@ -127,7 +127,7 @@ public final class Worker: Sendable {
     }
 
     private func execute(_ job: ClaimedJob) async {
-        let log = logger.with(job)
+        let log = JobLog(base: logger, job: job)
         let started = ContinuousClock.now
         for observer in observers { observer.jobStarted(job, workerID: configuration.workerID) }
         guard let executor = registry[job.kind] else {
@@ -142,7 +142,7 @@ public final class Worker: Sendable {
         }
         log.debug("job started", metadata: ["attempt": "\(job.attempt)/\(job.maxAttempts)"])
         let observers = self.observers
-        let context = JobContext(workerID: configuration.workerID, logger: log) { progress in
+        let context = JobContext(workerID: configuration.workerID, makeLogger: { log.logger }) { progress in
             for observer in observers { observer.jobProgress(job, progress) }
         }
         var outcome: Result<String, any Error>
@@ -166,7 +166,7 @@ public final class Worker: Sendable {
         await report(job, outcome, started, log)
     }
 
-    private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ started: ContinuousClock.Instant, _ log: Logger) async {
+    private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ started: ContinuousClock.Instant, _ log: JobLog) async {
         let ended = ContinuousClock.now
         do {
             switch outcome {
@@ -178,7 +178,7 @@ public final class Worker: Sendable {
                 }
                 log.debug("job succeeded", metadata: ["outcome": "\(status.rawValue)"])
                 if status == .stale { log.warning("completion refused: the lease is stale") }
-                if let flip { await flipped(flip, job: job, log) }
+                if let flip { await flipped(flip, job: job, log.logger) }
             case .failure(let error):
                 var failure = Self.classify(error, job: job)
                 failure.message = configuration.redact(failure.message)
@@ -190,7 +190,7 @@ public final class Worker: Sendable {
                     observer.jobFailed(job, failure: failure, outcome: status, duration: ended - started, sinceEnd: sinceEnd)
                 }
                 log.warning("job failed", metadata: ["error_type": "\(failure.type)", "error": "\(failure.message)", "outcome": "\(status)"])
-                if let flip { await flipped(flip, job: job, log) }
+                if let flip { await flipped(flip, job: job, log.logger) }
             }
         } catch {
             // The lease will expire and another worker will run the job again.
@@ -269,6 +269,36 @@ public final class Worker: Sendable {
 }
 
 struct TimeoutError: Error {}
+
+/// A job's log: the job's metadata is put on a logger only for a message that is written, because
+/// setting metadata on a `Logger` copies its handler, which thousands of jobs a second notice.
+struct JobLog: Sendable {
+    let base: Logger
+    let job: ClaimedJob
+
+    var logger: Logger { base.with(job) }
+
+    func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        guard base.logLevel <= level else { return }
+        logger.log(level: level, message(), metadata: metadata())
+    }
+
+    func debug(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        log(.debug, message(), metadata: metadata())
+    }
+
+    func notice(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        log(.notice, message(), metadata: metadata())
+    }
+
+    func warning(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        log(.warning, message(), metadata: metadata())
+    }
+
+    func error(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        log(.error, message(), metadata: metadata())
+    }
+}
 
 extension Logger {
     func with(_ job: ClaimedJob) -> Logger {

@@ -14,6 +14,7 @@ actor ActiveJobs {
     private var retired: Set<Lease> = []
     private var lost: Set<Lease> = []
     private var overdue: Set<Lease> = []
+    private var reporting: Set<Lease> = []
     private var slotWaiters: [CheckedContinuation<Void, Never>] = []
     private var emptyWaiters: [CheckedContinuation<Void, Never>] = []
     private(set) var peak = 0
@@ -53,12 +54,18 @@ actor ActiveJobs {
         for _ in 0..<max(0, min(freed - jobs.count, slotWaiters.count)) { slotWaiters.removeFirst().resume() }
     }
 
-    /// The queue says this lease is gone: stop the job and do not report on it.
-    func loseLease(_ lease: Lease) {
-        guard let entry = entries[lease], !retired.contains(lease) else { return }
+    /// The queue says this lease is gone: stop the job and do not report on it. A job whose outcome
+    /// is on its way to Redis is left alone: a heartbeat that crossed its completion reads it as
+    /// gone, and the completion itself tells whether it counted. Returns whether the job was stopped.
+    func loseLease(_ lease: Lease) -> Bool {
+        guard let entry = entries[lease], !retired.contains(lease), !reporting.contains(lease) else { return false }
         lost.insert(lease)
         entry.task.cancel()
+        return true
     }
+
+    /// The job has run; its outcome is being sent.
+    func startReporting(_ lease: Lease) { if entries[lease] != nil { reporting.insert(lease) } }
 
     /// Cancels every job that has run past its timeout (one watchdog instead of a timer per job);
     /// such a job's attempt is reported as a timeout whatever its executor returns.
@@ -69,8 +76,12 @@ actor ActiveJobs {
         }
     }
 
-    /// What happened to a job's lease while it ran: taken away, and/or past its timeout.
-    func fate(of lease: Lease) -> (lost: Bool, overdue: Bool) { (lost.contains(lease), overdue.contains(lease)) }
+    /// What happened to a job's lease while it ran (taken away, and/or past its timeout); from now
+    /// on the job only reports (`startReporting`).
+    func fate(of lease: Lease) -> (lost: Bool, overdue: Bool) {
+        startReporting(lease)
+        return (lost.contains(lease), overdue.contains(lease))
+    }
 
     func cancelAll() {
         for (lease, entry) in entries where !retired.contains(lease) { entry.task.cancel() }
@@ -98,6 +109,7 @@ actor ActiveJobs {
         entries[lease] = nil
         lost.remove(lease)
         overdue.remove(lease)
+        reporting.remove(lease)
         // A retired job's slot was handed over already.
         if retired.remove(lease) == nil, !slotWaiters.isEmpty { slotWaiters.removeFirst().resume() }
         if entries.isEmpty {

@@ -233,9 +233,8 @@ public final class Worker: Sendable {
             let leases = await active.leases
             do {
                 let lost = try await beats.heartbeat(worker: configuration.workerID, leases: leases)
-                for lease in lost {
+                for lease in lost where await active.loseLease(lease) {
                     logger.warning("lease lost", metadata: ["job": "\(lease.job)", "plan": "\(lease.plan)"])
-                    await active.loseLease(lease)
                 }
             } catch {
                 logger.error("heartbeat failed", metadata: ["error": "\(error)"])

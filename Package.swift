@@ -98,7 +98,10 @@ let package = Package(
             exclude: ["Fixtures"]),
         .testTarget(
             name: "WorkerTests",
-            dependencies: ["JobQueue", "RedisClient", "Scheduler", "Downloader", "TestSupport"]),
+            dependencies: [
+                "JobQueue", "RedisClient", "Scheduler", "Downloader", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "TelemetryTests",
             dependencies: [

@@ -168,6 +168,16 @@ public final class Worker: Sendable {
 
     private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ started: ContinuousClock.Instant, _ log: JobLog) async {
         let ended = ContinuousClock.now
+        var outcome = outcome
+        // queue.lua refuses a result over 1 MiB, and would refuse the whole batch carrying it: such a
+        // result is this attempt's failure, and no retry makes it smaller.
+        if case .success(let result) = outcome, result.utf8.count > Self.maxResultBytes {
+            outcome = .failure(
+                JobFailure(
+                    type: "result_too_large",
+                    message: "job '\(job.id)' returned a result of \(result.utf8.count) bytes, more than the \(Self.maxResultBytes) the queue keeps",
+                    retryable: false))
+        }
         do {
             switch outcome {
             case .success(let result):
@@ -203,6 +213,9 @@ public final class Worker: Sendable {
         log.notice("machine flipped", metadata: ["state": "\(flip.rawValue)"])
         for observer in observers { await observer.machineFlipped(flip, job: job) }
     }
+
+    /// The largest result `queue.lua` stores (protocols/redis.md §11).
+    static let maxResultBytes = 1_048_576
 
     static func classify(_ error: any Error, job: ClaimedJob) -> JobFailure {
         if let failure = error as? JobFailure { return failure }

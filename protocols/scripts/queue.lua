@@ -19,7 +19,7 @@ local WAKE_MARKERS = 64          -- at most this many idle workers are woken at 
 local HARD_MAX_PAYLOAD = 1048576 -- bytes of one job's payload, whatever the caller asks
 local HARD_MAX_JOBS = 100000
 local MAX_REASONS = 1000
-local MAX_BATCH = 1000           -- jobs in one complete_many call
+local MAX_BATCH = 1000           -- jobs in one claim or complete_many call
 
 -- cjson writes an empty table as {}; lists of ids are written by hand so they stay JSON arrays.
 local function encode_list(items)

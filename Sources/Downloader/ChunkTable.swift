@@ -27,7 +27,11 @@ final class ChunkTable: @unchecked Sendable {
     var count: Int { written.count }
 
     func start(of index: Int) -> Int64 { starts[index] }
-    func length(of index: Int) -> Int64 { (index + 1 < starts.count ? starts[index + 1] : size) - starts[index] }
+    func length(of index: Int) -> Int64 { Self.length(of: index, starts: starts, size: size) }
+
+    static func length(of index: Int, starts: [Int64], size: Int64) -> Int64 {
+        (index + 1 < starts.count ? starts[index + 1] : size) - starts[index]
+    }
 
     /// The chunk plan of a file, a function of its size and chunk size alone (so a saved state can
     /// be checked against it): `chunkSize` chunks, then, over the last part of the file, chunks of

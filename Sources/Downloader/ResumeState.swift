@@ -33,8 +33,7 @@ struct ResumeState: Codable, Equatable {
         let starts = ChunkTable.starts(size: size, chunkSize: chunkSize)
         guard written.count == starts.count else { return false }
         for (index, bytes) in written.enumerated() {
-            let length = (index + 1 < starts.count ? starts[index + 1] : size) - starts[index]
-            if bytes < 0 || bytes > length { return false }
+            if bytes < 0 || bytes > ChunkTable.length(of: index, starts: starts, size: size) { return false }
         }
         return hashedOffset >= 0 && hashedOffset <= size
     }

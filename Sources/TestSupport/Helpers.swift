@@ -17,6 +17,12 @@ public func runPython(_ program: String, _ arguments: [String] = [], environment
     return try await run(testPython(), [file.path] + arguments, environment: environment, timeout: timeout)
 }
 
+/// Parses OTLP/JSON logs requests with the OpenTelemetry protobuf classes (Tests/fixtures/otlp_check.py);
+/// exit status 0 and "records N" when every line is a valid request.
+public func checkOTLPLogs(_ text: String) async throws -> (status: Int32, output: String) {
+    try await run(testPython(), [packageRoot().appendingPathComponent("Tests/fixtures/otlp_check.py").path, text])
+}
+
 /// Starts a Python program given as text in the background (its file stays until the process ends).
 public func startPython(_ program: String, _ arguments: [String] = [], environment: [String: String] = [:]) throws -> TestProcess {
     let file = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("provision-test-\(UUID().uuidString).py")

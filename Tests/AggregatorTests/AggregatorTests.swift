@@ -171,7 +171,7 @@ struct AggregatorTests {
         // The OTLP form of the same events parses with the OpenTelemetry protobuf classes.
         let otlp = try await run(provisionExecutable(), ["events", "--redis", h.redis.url, "--machine", "m1", "--format", "otlp"])
         #expect(otlp.status == 0)
-        let parsed = try await runPython(otlpProgram, [otlp.output])
+        let parsed = try await checkOTLPLogs(otlp.output)
         #expect(parsed.status == 0 && parsed.output.contains("records \(events.count)"), "\(parsed.output)")
         #expect(await h.stop(pool) == 0)
     }
@@ -404,27 +404,4 @@ while time.time() < float(at):
     pass
 outcome, flipped = r.evalsha(sha, 9, *keys, "complete", base, plan, job, token, "{}")
 print("ok", flipped.decode() if flipped else "-")
-"""#
-
-/// Parses OTLP/JSON lines with the OpenTelemetry protobuf classes (ids converted from hex first).
-let otlpProgram = #"""
-import base64, json, sys
-from google.protobuf import json_format
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-total = 0
-for line in sys.argv[1].splitlines():
-    if not line.strip():
-        continue
-    data = json.loads(line)
-    for rl in data["resourceLogs"]:
-        for sl in rl["scopeLogs"]:
-            for rec in sl["logRecords"]:
-                for key, size in (("traceId", 16), ("spanId", 8)):
-                    if key in rec:
-                        raw = bytes.fromhex(rec[key])
-                        assert len(raw) == size
-                        rec[key] = base64.b64encode(raw).decode()
-    message = json_format.Parse(json.dumps(data), ExportLogsServiceRequest())
-    total += sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)
-print("records", total)
 """#

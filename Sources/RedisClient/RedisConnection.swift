@@ -85,9 +85,30 @@ final class RedisConnection {
             }
             guard status == REDIS_OK else { throw brokenConnection(context, command: label) }
         }
+        return try readReplies(commands.count, context: context, label: label)
+    }
+
+    /// Sends commands that are already RESP (each given in pieces) in one write and reads one reply
+    /// per command.
+    func pipeline(formatted commands: [[ArraySlice<UInt8>]], label: String) throws(RedisError) -> [RedisReply] {
+        guard let context else { throw .io(server: server, command: label, reason: "not connected") }
+        for pieces in commands {
+            for piece in pieces where !piece.isEmpty {
+                // hiredis copies the bytes into its output buffer as they are; the pieces of one
+                // command only make a whole command together.
+                let status = piece.withUnsafeBytes { raw in
+                    redisAppendFormattedCommand(context, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
+                }
+                guard status == REDIS_OK else { throw brokenConnection(context, command: label) }
+            }
+        }
+        return try readReplies(commands.count, context: context, label: label)
+    }
+
+    private func readReplies(_ count: Int, context: UnsafeMutablePointer<redisContext>, label: String) throws(RedisError) -> [RedisReply] {
         var replies: [RedisReply] = []
-        replies.reserveCapacity(commands.count)
-        for _ in commands {
+        replies.reserveCapacity(count)
+        for _ in 0..<count {
             var raw: UnsafeMutableRawPointer?
             guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
                 throw brokenConnection(context, command: label)

@@ -4,7 +4,7 @@ import RedisClient
 import Synchronization
 
 /// Buffers a process's step events, job progress and metric counts, and writes them to Redis in
-/// batches from a background task: one `events.lua` call per flush (per 500 events) appends the
+/// batches from a background task: one `events.lua` call per 128 events, all in one round trip, appends the
 /// events to `B:events` (`XADD`, then `XTRIM MAXLEN ~ N`), sets or clears `B:progress` records and
 /// adds to the `B:metrics` counters. Recording is a lock and an append, so the job path never waits
 /// for Redis. Entries of one process keep their order in the stream.
@@ -20,17 +20,60 @@ public final class EventPublisher: Sendable {
         /// How long a job's progress record lives without an update (a crashed worker's is not removed).
         public var progressTTLSeconds = 86_400
         /// Events per `events.lua` call (a flush with more makes several calls, in one round trip).
-        public var batchSize = 500
+        public var batchSize = 128
 
         public init() {}
     }
 
+    /// What waits for the next flush.
     private struct Pending {
-        var events: [String] = []
+        /// The events, each already a RESP bulk string (`$len\r\n{json}\r\n`), back to back: a
+        /// flush hands runs of this buffer to the socket without a String per event.
+        var payload: [UInt8] = []
+        /// Where each event ends in `payload`.
+        var ends: [Int] = []
         /// job id -> progress JSON, or nil to delete it.
         var progress: [String: String?] = [:]
-        var counters: [String: Int64] = [:]
-        var dropped: Int64 = 0
+        /// Amounts by counter index (`Counter`).
+        var counts: [Int64] = []
+
+        var isEmpty: Bool { ends.isEmpty && progress.isEmpty && !counts.contains { $0 != 0 } }
+
+        mutating func add(_ amount: Int64, to counter: Counter) {
+            if counter.index >= counts.count { counts.append(contentsOf: repeatElement(0, count: counter.index - counts.count + 1)) }
+            counts[counter.index] += amount
+        }
+
+        /// Drops the oldest `count` events.
+        mutating func dropOldest(_ count: Int) {
+            guard count > 0 else { return }
+            let cut = ends[count - 1]
+            payload.removeFirst(cut)
+            ends = ends[count...].map { $0 - cut }
+            add(Int64(count), to: .eventsDropped)
+        }
+
+        /// Puts an unsent batch back in front of what was recorded since.
+        mutating func restore(_ batch: Pending) {
+            let shift = batch.payload.count
+            payload = batch.payload + payload
+            ends = batch.ends + ends.map { $0 + shift }
+            for (job, json) in batch.progress where progress[job] == nil { progress[job] = json }
+            for (index, amount) in batch.counts.enumerated() where amount != 0 { add(amount, to: Counter(index: index)) }
+        }
+    }
+
+    /// A `B:metrics` field, numbered once so that counting on the job path is an array update.
+    public struct Counter: Sendable, Hashable {
+        fileprivate let index: Int
+        /// Registered first by every publisher.
+        fileprivate static let eventsDropped = Counter(index: 0)
+    }
+
+    private struct State {
+        var pending = Pending()
+        var counterNames: [String] = []
+        var counterIndex: [String: Int] = [:]
     }
 
     public let keys: MachineKeys
@@ -38,7 +81,7 @@ public final class EventPublisher: Sendable {
     public let redactor: Redactor
     public let configuration: Configuration
     private let redis: RedisClient
-    private let pending = Mutex(Pending())
+    private let state = Mutex(State())
     private let writer = FlushWriter()
     /// The fixed fields of each step's events, encoded once.
     private let fixed: [Int: String]
@@ -57,12 +100,16 @@ public final class EventPublisher: Sendable {
             fixed[step.number] = StepEvent.fixedFields(step: step, context: context)
         }
         self.fixed = fixed
+        state.withLock { state in
+            state.counterNames = [MetricField.eventsDropped]
+            state.counterIndex = [MetricField.eventsDropped: 0]
+        }
     }
 
     /// Records an event (encoded and redacted now, written at the next flush).
     public func emit(_ event: StepEvent) {
         let fields = fixed[event.step.number] ?? StepEvent.fixedFields(step: event.step, context: context)
-        append(redactor.scrub(event.json(fixed: fields)))
+        append(redactor.scrub(bytes: Array(event.json(fixed: fields).utf8)))
     }
 
     /// Records an event whose further attributes `attributes` writes straight into the JSON: the
@@ -80,42 +127,66 @@ public final class EventPublisher: Sendable {
         out.add("parent_span_id", parentSpanID)
         if let durationMilliseconds { out.add("duration_ms", durationMilliseconds) }
         attributes(&out)
-        append(redactor.scrub(out.finish()))
+        append(redactor.scrub(bytes: out.finishBytes()))
     }
 
-    private func append(_ json: String) {
-        pending.withLock { state in
-            state.events.append(json)
-            Self.trim(&state, to: configuration.maxBuffered)
+    private func append(_ json: [UInt8]) {
+        state.withLock { state in
+            RESP.appendBulk(json, to: &state.pending.payload)
+            state.pending.ends.append(state.pending.payload.count)
+            let cap = configuration.maxBuffered
+            // Over the cap, the oldest quarter goes at once (dropping one at a time would move the
+            // whole buffer for every new event).
+            if state.pending.ends.count > cap { state.pending.dropOldest(state.pending.ends.count - cap + cap / 4) }
         }
     }
 
     /// Records the latest progress of a running job (JSON object text); only the newest per flush is written.
     public func setProgress(job: String, json: String) {
         let scrubbed = redactor.scrub(json)
-        pending.withLock { $0.progress[job] = .some(scrubbed) }
+        state.withLock { $0.pending.progress[job] = .some(scrubbed) }
     }
 
     /// Removes a job's progress record (the attempt ended).
     public func clearProgress(job: String) {
-        pending.withLock { $0.progress[job] = .some(nil) }
+        state.withLock { $0.pending.progress[job] = .some(nil) }
+    }
+
+    /// The counter for a `B:metrics` field (the same one for the same name).
+    public func counter(_ field: String) -> Counter {
+        state.withLock { state in
+            if let index = state.counterIndex[field] { return Counter(index: index) }
+            let index = state.counterNames.count
+            state.counterNames.append(field)
+            state.counterIndex[field] = index
+            return Counter(index: index)
+        }
     }
 
     /// Adds to a counter of `B:metrics` (coalesced per flush).
     public func count(_ field: String, by amount: Int64 = 1) {
         guard amount != 0 else { return }
-        pending.withLock { $0.counters[field, default: 0] += amount }
+        count(counter(field), by: amount)
+    }
+
+    /// Adds to a counter of `B:metrics` (coalesced per flush).
+    public func count(_ counter: Counter, by amount: Int64 = 1) {
+        guard amount != 0 else { return }
+        state.withLock { $0.pending.add(amount, to: counter) }
     }
 
     /// Adds to several counters at once.
-    public func count(_ amounts: [(field: String, amount: Int64)]) {
-        pending.withLock { state in
-            for (field, amount) in amounts where amount != 0 { state.counters[field, default: 0] += amount }
+    public func count(_ a: (Counter, Int64), _ b: (Counter, Int64), _ c: (Counter, Int64), _ d: (Counter, Int64)) {
+        state.withLock { state in
+            state.pending.add(a.1, to: a.0)
+            state.pending.add(b.1, to: b.0)
+            state.pending.add(c.1, to: c.0)
+            state.pending.add(d.1, to: d.0)
         }
     }
 
     /// Records still waiting to be written.
-    public var bufferedEvents: Int { pending.withLock { $0.events.count } }
+    public var bufferedEvents: Int { state.withLock { $0.pending.ends.count } }
 
     /// Writes everything recorded so far; returns once Redis has it (or the write failed and the
     /// events were put back for the next flush).
@@ -133,69 +204,73 @@ public final class EventPublisher: Sendable {
     }
 
     private func write() async {
-        let batch = pending.withLock { state -> Pending in
-            let taken = state
-            state = Pending()
-            return taken
+        let (batch, names) = state.withLock { state -> (Pending, [String]) in
+            let taken = state.pending
+            state.pending = Pending()
+            // The next batch is likely as large: growing a buffer of hundreds of KiB under the lock
+            // would stall every job that records an event meanwhile.
+            state.pending.payload.reserveCapacity(taken.payload.count)
+            state.pending.ends.reserveCapacity(taken.ends.count)
+            return (taken, state.counterNames)
         }
-        var counters = batch.counters
-        if batch.dropped > 0 { counters[MetricField.eventsDropped, default: 0] += batch.dropped }
-        if batch.events.isEmpty && batch.progress.isEmpty && counters.isEmpty { return }
-        // One events.lua call per batch of at most `batchSize` events (long scripts would hold Redis up).
+        if batch.isEmpty { return }
+        var counters: [(field: String, amount: Int64)] = []
+        for (index, amount) in batch.counts.enumerated() where amount != 0 { counters.append((names[index], amount)) }
+        counters.sort { $0.field < $1.field }
+
+        // One events.lua call per run of at most `batchSize` events: a long script holds up every
+        // other client of Redis (the queue's own calls) while it runs.
         let keys = [keys.events, keys.progress, keys.metrics]
-        let header = [String(configuration.maxLength), String(configuration.progressTTLSeconds)]
-        var calls: [(script: RedisScript, keys: [String], arguments: [String])] = []
-        var start = 0
+        var calls: [EncodedScriptCall] = []
+        var eventsPerCall: [Int] = []
+        var first = 0
         repeat {
-            let end = min(batch.events.count, start + configuration.batchSize)
-            var arguments = header
-            arguments.reserveCapacity(end - start + 4 + (start == 0 ? 2 * (batch.progress.count + counters.count) : 0))
-            arguments.append(String(end - start))
-            arguments.append(contentsOf: batch.events[start..<end])
-            if start == 0 {
-                arguments.append(String(batch.progress.count))
+            let last = min(batch.ends.count, first + max(1, configuration.batchSize))
+            let from = first == 0 ? 0 : batch.ends[first - 1]
+            let to = last == 0 ? 0 : batch.ends[last - 1]
+            var head: [UInt8] = []
+            RESP.appendBulk(String(configuration.maxLength), to: &head)
+            RESP.appendBulk(String(configuration.progressTTLSeconds), to: &head)
+            RESP.appendBulk(String(last - first), to: &head)
+            var tail: [UInt8] = []
+            var tailCount = 1
+            if first == 0 {
+                RESP.appendBulk(String(batch.progress.count), to: &tail)
                 for (job, json) in batch.progress {
-                    arguments.append(job)
-                    arguments.append(json ?? "")
+                    RESP.appendBulk(job, to: &tail)
+                    RESP.appendBulk(json ?? "", to: &tail)
                 }
-                for (field, amount) in counters.sorted(by: { $0.key < $1.key }) {
-                    arguments.append(field)
-                    arguments.append(String(amount))
+                for (field, amount) in counters {
+                    RESP.appendBulk(field, to: &tail)
+                    RESP.appendBulk(String(amount), to: &tail)
                 }
+                tailCount += 2 * (batch.progress.count + counters.count)
             } else {
-                arguments.append("0")
+                RESP.appendBulk("0", to: &tail)
             }
-            calls.append((QueueScript.events, keys, arguments))
-            start = end
-        } while start < batch.events.count
+            calls.append(
+                EncodedScriptCall(
+                    script: QueueScript.events, keys: keys, argumentCount: 3 + (last - first) + tailCount,
+                    pieces: [head[...], batch.payload[from..<to], tail[...]]))
+            eventsPerCall.append(last - first)
+            first = last
+        } while first < batch.ends.count
         do {
-            let replies = try await redis.evalPipeline(calls)
+            let replies = try await redis.evalPipeline(encoded: calls)
             // A refused call (a bug, or keys of the wrong type) loses its events: count them.
             var lost: Int64 = 0
             for (index, reply) in replies.enumerated() {
-                if case .error = reply, let count = calls[index].arguments.dropFirst(2).first.flatMap({ Int64($0) }) {
-                    lost += count
-                }
+                if case .error = reply { lost += Int64(eventsPerCall[index]) }
             }
-            if lost > 0 { pending.withLock { $0.dropped += lost } }
+            if lost > 0 { state.withLock { $0.pending.add(lost, to: .eventsDropped) } }
         } catch {
             // Redis is away: keep the events for the next flush (bounded), merge the rest back.
-            pending.withLock { state in
-                state.events.insert(contentsOf: batch.events, at: 0)
-                Self.trim(&state, to: configuration.maxBuffered)
-                for (job, json) in batch.progress where state.progress[job] == nil { state.progress[job] = json }
-                for (field, amount) in counters { state.counters[field, default: 0] += amount }
+            state.withLock { state in
+                state.pending.restore(batch)
+                let cap = configuration.maxBuffered
+                if state.pending.ends.count > cap { state.pending.dropOldest(state.pending.ends.count - cap + cap / 4) }
             }
         }
-    }
-
-    /// Over the cap, the oldest quarter goes at once (dropping one at a time would move the whole
-    /// buffer for every new event).
-    private static func trim(_ state: inout Pending, to cap: Int) {
-        guard state.events.count > cap else { return }
-        let excess = state.events.count - cap + cap / 4
-        state.events.removeFirst(excess)
-        state.dropped += Int64(excess)
     }
 
     /// Closes the publisher's connection (after a final `flush`).

@@ -178,11 +178,7 @@ public struct JSONObjectWriter: Sendable {
 
     public mutating func add(_ name: String, _ value: Double) {
         key(name)
-        if value.isFinite, value == value.rounded(), abs(value) < 1e15 {
-            JSONObjectWriter.digits(Int64(value), into: &bytes)
-        } else {
-            appendUTF8(JSONObjectWriter.number(value))
-        }
+        JSONObjectWriter.number(value, into: &bytes)
     }
 
     public mutating func add(_ name: String, _ value: Bool) {
@@ -214,28 +210,48 @@ public struct JSONObjectWriter: Sendable {
     }
 
     public mutating func finish() -> String {
+        String(decoding: finishBytes(), as: UTF8.self)
+    }
+
+    /// The object's UTF-8 bytes (the event path hands them to Redis without making a String).
+    public mutating func finishBytes() -> [UInt8] {
         bytes.append(UInt8(ascii: "}"))
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 
     /// A finite JSON number: integers without a fraction, others with up to 3 decimals; NaN and
     /// infinities (which JSON cannot hold) become 0.
     public static func number(_ value: Double) -> String {
-        guard value.isFinite else { return "0" }
-        if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
-        guard abs(value) < 1e12 else { return String(Int64(value.rounded())) }
-        // Three decimals without Foundation's formatter (it is slow on the hot path).
-        let thousandths = Int64((abs(value) * 1000).rounded())
-        let fraction = thousandths % 1000
-        var text = value < 0 && thousandths > 0 ? "-" : ""
-        text += String(thousandths / 1000)
-        if fraction != 0 {
-            var digits = String(fraction)
-            while digits.count < 3 { digits = "0" + digits }
-            while digits.hasSuffix("0") { digits.removeLast() }
-            text += "." + digits
+        var out: [UInt8] = []
+        number(value, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends `number(value)`'s digits, with no allocation (Foundation's formatter and String
+    /// descriptions are slow on the hot path).
+    static func number(_ value: Double, into out: inout [UInt8]) {
+        guard value.isFinite else {
+            out.append(UInt8(ascii: "0"))
+            return
         }
-        return text
+        if value == value.rounded(), abs(value) < 1e15 { return digits(Int64(value), into: &out) }
+        guard abs(value) < 1e12 else { return digits(Int64(value.rounded()), into: &out) }
+        let thousandths = Int64((abs(value) * 1000).rounded())
+        if value < 0 && thousandths > 0 { out.append(UInt8(ascii: "-")) }
+        digits(thousandths / 1000, into: &out)
+        var fraction = thousandths % 1000
+        guard fraction != 0 else { return }
+        out.append(UInt8(ascii: "."))
+        var width = 3
+        while fraction % 10 == 0 {
+            fraction /= 10
+            width -= 1
+        }
+        var divisor: Int64 = width == 3 ? 100 : width == 2 ? 10 : 1
+        while divisor > 0 {
+            out.append(UInt8(ascii: "0") + UInt8(fraction / divisor % 10))
+            divisor /= 10
+        }
     }
 
     /// Appends the decimal digits of `value`, with no allocation.

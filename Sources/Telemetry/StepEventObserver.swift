@@ -21,22 +21,24 @@ public final class StepEventObserver: WorkerObserver {
     private let progress = Mutex<[Lease: ProgressState]>([:])
     private let clock = ContinuousClock()
 
-    /// The counter names of one job kind, built once.
+    /// The counters of one job kind, registered once.
     private struct KindFields {
-        let buckets: [String]
-        let sum: String
-        let count: String
-        let succeeded: String
-        let retried: String
-        let dead: String
+        let buckets: [EventPublisher.Counter]
+        let sum: EventPublisher.Counter
+        let count: EventPublisher.Counter
+        let succeeded: EventPublisher.Counter
+        let retried: EventPublisher.Counter
+        let dead: EventPublisher.Counter
 
-        init(_ kind: String) {
-            buckets = (0...MetricField.durationBuckets.count).map { MetricField.durationBucket(kind: kind, index: $0) }
-            sum = MetricField.durationSumMilliseconds(kind: kind)
-            count = MetricField.durationCount(kind: kind)
-            succeeded = MetricField.attempts(kind: kind, outcome: "succeeded")
-            retried = MetricField.attempts(kind: kind, outcome: "retried")
-            dead = MetricField.attempts(kind: kind, outcome: "dead")
+        init(_ kind: String, _ publisher: EventPublisher) {
+            buckets = (0...MetricField.durationBuckets.count).map {
+                publisher.counter(MetricField.durationBucket(kind: kind, index: $0))
+            }
+            sum = publisher.counter(MetricField.durationSumMilliseconds(kind: kind))
+            count = publisher.counter(MetricField.durationCount(kind: kind))
+            succeeded = publisher.counter(MetricField.attempts(kind: kind, outcome: "succeeded"))
+            retried = publisher.counter(MetricField.attempts(kind: kind, outcome: "retried"))
+            dead = publisher.counter(MetricField.attempts(kind: kind, outcome: "dead"))
         }
     }
 
@@ -186,14 +188,13 @@ public final class StepEventObserver: WorkerObserver {
         let seconds = duration / .seconds(1)
         let fields = kindFields.withLock { cache -> KindFields in
             if let known = cache[job.kind] { return known }
-            let made = KindFields(job.kind)
+            let made = KindFields(job.kind, publisher)
             cache[job.kind] = made
             return made
         }
         let attempts = outcome == "succeeded" ? fields.succeeded : outcome == "retried" ? fields.retried : fields.dead
-        publisher.count([
+        publisher.count(
             (fields.buckets[MetricField.bucketIndex(seconds: seconds)], 1), (fields.sum, Int64((seconds * 1000).rounded())),
-            (fields.count, 1), (attempts, 1),
-        ])
+            (fields.count, 1), (attempts, 1))
     }
 }

@@ -76,6 +76,28 @@ struct RedisClientTests {
         #expect(evals.contains("cmdstat_evalsha:calls=3"))
     }
 
+    @Test func encodedScriptCallsRunInOrderAndReloadAfterScriptFlush() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = try redis.client()
+        let script = RedisScript(name: "join", source: "return KEYS[1] .. ':' .. table.concat(ARGV, ',')")
+        // Arguments in pieces: a prefix, a run cut out of a larger buffer, a suffix.
+        var buffer: [UInt8] = []
+        for word in ["skip", "b", "ç\r\n", "", "skip"] { RESP.appendBulk(word, to: &buffer) }
+        let skipped = Array("$4\r\nskip\r\n".utf8).count
+        let run = buffer[skipped..<(buffer.count - skipped)]
+        var head: [UInt8] = []
+        RESP.appendBulk("a", to: &head)
+        var tail: [UInt8] = []
+        RESP.appendBulk(String(repeating: "z", count: 70_000), to: &tail)
+        let call = EncodedScriptCall(script: script, keys: ["k"], argumentCount: 5, pieces: [head[...], run, tail[...]])
+        let expected = "k:a,b,ç\r\n,," + String(repeating: "z", count: 70_000)
+        let first = try await client.evalPipeline(encoded: [call, call])
+        #expect(first.map(\.string) == [expected, expected])
+        try await client.send("SCRIPT", "FLUSH")
+        #expect(try await client.evalPipeline(encoded: [call]).map(\.string) == [expected])
+    }
+
     @Test func reconnectsAfterServerRestart() async throws {
         let redis = try await TestRedis(appendOnly: true)
         defer { redis.stop() }

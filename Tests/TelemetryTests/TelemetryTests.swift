@@ -119,6 +119,35 @@ struct TelemetryTests {
         #expect(Redactor.looksSecret(name: "CIVITAI_TOKEN") && Redactor.looksSecret(name: "api_key") && !Redactor.looksSecret(name: "MACHINE_ID"))
     }
 
+    @Test func redactorFindsSecretsAnywhereInBytes() {
+        // A secret that starts with JSON punctuation is sought by its first other byte.
+        let redactor = Redactor(environment: ["API_TOKEN": ":colon-first-secret", "OTHER_KEY": "plain-secret-value"])
+        let colons = String(repeating: #""a":1,"#, count: 40)
+        for text in [
+            ":colon-first-secret", "x:colon-first-secret", colons + ":colon-first-secret", ":colon-first-secret" + colons,
+            "plain-secret-value", colons + "plain-secret-value" + colons,
+        ] {
+            let scrubbed = String(decoding: redactor.scrub(bytes: Array(text.utf8)), as: UTF8.self)
+            #expect(!scrubbed.contains("colon-first-secret") && !scrubbed.contains("plain-secret-value"), "\(scrubbed)")
+            #expect(scrubbed.contains(Redactor.mask))
+        }
+        // Near misses are left alone, and clean text comes back as it was.
+        for text in [":colon-first-secre", "colon-first-secret", colons, "plain-secret-valu", ""] {
+            #expect(redactor.scrub(bytes: Array(text.utf8)) == Array(text.utf8))
+            #expect(redactor.scrub(text) == text)
+        }
+        #expect(redactor.scrub(bytes: Array(#"{"u":"https://x:pw@h/f"}"#.utf8)) == Array(#"{"u":"https://[REDACTED]@h/f"}"#.utf8))
+    }
+
+    @Test func numbersAreWrittenWithAtMostThreeDecimals() {
+        let cases: [(Double, String)] = [
+            (0, "0"), (12, "12"), (-3, "-3"), (0.033, "0.033"), (0.1, "0.1"), (0.05, "0.05"), (1.25, "1.25"),
+            (2.0004, "2"), (0.0999, "0.1"), (-2.5, "-2.5"), (-0.0004, "0"), (123456.789, "123456.789"),
+            (.nan, "0"), (.infinity, "0"), (2e13, "20000000000000"), (1e15 + 0.5, "1000000000000001"),
+        ]
+        for (value, text) in cases { #expect(JSONObjectWriter.number(value) == text, "\(value)") }
+    }
+
     @Test func logHandlerMasksMessagesMetadataAndErrors() {
         let sink = CapturedLog()
         let redactor = Redactor(environment: ["CIVITAI_TOKEN": "civitai-secret-123456"])
@@ -201,6 +230,42 @@ struct TelemetryTests {
         let last = try await client.send("XREVRANGE", keys.events, "+", "-", "COUNT", "3").array ?? []
         let spans = last.compactMap { $0.array?[1].hash?["event"] }.compactMap(StepEvent.decode).compactMap { $0["span_id"]?.string }
         #expect(spans == ["j4999", "j4998", "j4997"])
+        publisher.close()
+    }
+
+    @Test func publisherKeepsEventsWhileRedisIsAwayAndCountsWhatItDrops() async throws {
+        let redis = try await TestRedis()
+        let keys = try MachineKeys(machine: "m1")
+        var configuration = EventPublisher.Configuration()
+        configuration.maxBuffered = 40
+        let publisher = EventPublisher(
+            redis: try redis.client(label: "events", reconnectWindow: .milliseconds(200)), keys: keys,
+            context: EventContext(machineID: "m1", workersConfig: "t"), redactor: Redactor(environment: [:]),
+            configuration: configuration)
+        func emit(_ range: Range<Int>) {
+            for index in range {
+                publisher.emit(
+                    name: Step.customNodes.event + EventName.start, step: .customNodes, traceID: "p", spanID: "j\(index)",
+                    parentSpanID: "step/17") { $0.add("job_id", "j\(index)") }
+            }
+        }
+        redis.server.stop()
+        emit(0..<30)
+        publisher.count("custom_total", by: 2)
+        await publisher.flush()  // Redis is away: everything is kept
+        #expect(publisher.bufferedEvents == 30)
+        // The 41st event is over the cap: the oldest quarter of the cap and the excess go (j0…j10).
+        emit(30..<50)
+        #expect(publisher.bufferedEvents == 39)
+        try await redis.server.start()
+        await publisher.flush()
+        #expect(publisher.bufferedEvents == 0)
+        let client = try redis.client()
+        let entries = try await client.send("XRANGE", keys.events, "-", "+").array ?? []
+        let spans = entries.compactMap { $0.array?[1].hash?["event"] }.compactMap(StepEvent.decode).compactMap { $0["span_id"]?.string }
+        #expect(spans == (11..<50).map { "j\($0)" })
+        #expect(try await client.send("HGET", keys.metrics, MetricField.eventsDropped).int == 11)
+        #expect(try await client.send("HGET", keys.metrics, "custom_total").int == 2)
         publisher.close()
     }
 

@@ -119,13 +119,13 @@ public final class EventPublisher: Sendable {
         parentSpanID: String?, durationMilliseconds: Double? = nil, attributes: (inout JSONObjectWriter) -> Void
     ) {
         var out = JSONObjectWriter(capacity: 640)
-        out.add("event", name)
-        out.add("timestamp", timestamp)
+        out.add(.event, name)
+        out.add(.timestamp, timestamp)
         out.appendFields(fixed[step.number] ?? StepEvent.fixedFields(step: step, context: context))
-        out.add("trace_id", traceID)
-        out.add("span_id", spanID)
-        out.add("parent_span_id", parentSpanID)
-        if let durationMilliseconds { out.add("duration_ms", durationMilliseconds) }
+        out.add(.traceID, traceID)
+        out.add(.spanID, spanID)
+        out.add(.parentSpanID, parentSpanID)
+        if let durationMilliseconds { out.add(.durationMilliseconds, durationMilliseconds) }
         attributes(&out)
         append(redactor.scrub(bytes: out.finishBytes()))
     }

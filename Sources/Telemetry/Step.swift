@@ -6,12 +6,19 @@ public struct Step: Sendable, Hashable {
     public let phase: String
     /// The seed's event name for the step; job events append an action (`.start`, `.complete`, `.progress`).
     public let event: String
+    /// `event` with each job action appended, made once (job events are the hot path).
+    public let startEvent: String
+    public let completeEvent: String
+    public let progressEvent: String
 
     public init(number: Int, name: String, phase: String, event: String) {
         self.number = number
         self.name = name
         self.phase = phase
         self.event = event
+        startEvent = event + EventName.start
+        completeEvent = event + EventName.complete
+        progressEvent = event + EventName.progress
     }
 
     public static let healthServer = Step(

@@ -133,6 +133,32 @@ public struct StepEvent: Sendable {
     }
 }
 
+/// An object key encoded once (`"name":`), for the keys every job event writes.
+public struct JSONKey: Sendable {
+    let encoded: [UInt8]
+
+    /// `name` must not need escaping (plain ASCII names).
+    public init(_ name: String) {
+        encoded = Array("\"\(name)\":".utf8)
+    }
+
+    static let null: [UInt8] = Array("null".utf8)
+
+    public static let event = JSONKey("event")
+    public static let timestamp = JSONKey("timestamp")
+    public static let traceID = JSONKey("trace_id")
+    public static let spanID = JSONKey("span_id")
+    public static let parentSpanID = JSONKey("parent_span_id")
+    public static let durationMilliseconds = JSONKey("duration_ms")
+    public static let jobID = JSONKey("job_id")
+    public static let jobKind = JSONKey("job_kind")
+    public static let component = JSONKey("component")
+    public static let attempt = JSONKey("attempt")
+    public static let maxAttempts = JSONKey("max_attempts")
+    public static let generation = JSONKey("generation")
+    public static let workerID = JSONKey("worker_id")
+}
+
 /// Writes one JSON object by hand, into bytes: the hot path encodes thousands of events a second,
 /// and this is an order of magnitude cheaper than JSONSerialization or String appends. Keys are
 /// written as given (callers use plain ASCII names); string values are escaped.
@@ -144,6 +170,37 @@ public struct JSONObjectWriter: Sendable {
         bytes = []
         bytes.reserveCapacity(capacity)
         bytes.append(UInt8(ascii: "{"))
+    }
+
+    private mutating func key(_ key: JSONKey) {
+        if !empty { bytes.append(UInt8(ascii: ",")) }
+        empty = false
+        bytes.append(contentsOf: key.encoded)
+    }
+
+    public mutating func add(_ key: JSONKey, _ value: String?) {
+        self.key(key)
+        appendString(value)
+    }
+
+    public mutating func add(_ key: JSONKey, _ value: Int64) {
+        self.key(key)
+        JSONObjectWriter.digits(value, into: &bytes)
+    }
+
+    public mutating func add(_ key: JSONKey, _ value: Double) {
+        self.key(key)
+        JSONObjectWriter.number(value, into: &bytes)
+    }
+
+    private mutating func appendString(_ value: String?) {
+        guard let value else {
+            bytes.append(contentsOf: JSONKey.null)
+            return
+        }
+        bytes.append(UInt8(ascii: "\""))
+        JSONObjectWriter.escape(value, into: &bytes)
+        bytes.append(UInt8(ascii: "\""))
     }
 
     private mutating func key(_ name: String) {
@@ -162,13 +219,7 @@ public struct JSONObjectWriter: Sendable {
 
     public mutating func add(_ name: String, _ value: String?) {
         key(name)
-        guard let value else {
-            bytes.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])  // null
-            return
-        }
-        bytes.append(UInt8(ascii: "\""))
-        JSONObjectWriter.escape(value, into: &bytes)
-        bytes.append(UInt8(ascii: "\""))
+        appendString(value)
     }
 
     public mutating func add(_ name: String, _ value: Int64) {

@@ -63,7 +63,7 @@ public final class StepEventObserver: WorkerObserver {
 
     public func jobStarted(_ job: ClaimedJob, workerID: String) {
         let step = Step.forJob(kind: job.kind, id: job.id)
-        emitJob(job, step: step, name: step.event + EventName.start) { out in out.add("worker_id", workerID) }
+        emitJob(job, step: step, name: step.startEvent) { out in out.add(.workerID, workerID) }
     }
 
     public func jobProgress(_ job: ClaimedJob, _ report: JobProgress) {
@@ -91,7 +91,7 @@ public final class StepEventObserver: WorkerObserver {
         guard let due else { return }
         publisher.count(MetricField.bytesDownloaded, by: due.bytes)
         let step = Step.forJob(kind: job.kind, id: job.id)
-        emitJob(job, step: step, name: step.event + EventName.progress) { out in
+        emitJob(job, step: step, name: step.progressEvent) { out in
             Self.writeProgress(report, rate: due.rate, into: &out)
         }
         var record = JSONObjectWriter(capacity: 200)
@@ -109,7 +109,7 @@ public final class StepEventObserver: WorkerObserver {
         let state = endProgress(job, counting: outcome == .ok)
         guard outcome == .ok else { return }
         let step = Step.forJob(kind: job.kind, id: job.id)
-        emitJob(job, step: step, name: step.event + EventName.complete, duration: duration, sinceEnd: sinceEnd) { out in
+        emitJob(job, step: step, name: step.completeEvent, duration: duration, sinceEnd: sinceEnd) { out in
             if let state { Self.writeProgress(state.latest, rate: state.rate, into: &out) }
         }
         recordDuration(job, duration, outcome: "succeeded")
@@ -158,12 +158,12 @@ public final class StepEventObserver: WorkerObserver {
             name: name, step: step, timestamp: timestamp, traceID: job.plan, spanID: job.id, parentSpanID: step.spanID,
             durationMilliseconds: duration.map { $0 / .milliseconds(1) }
         ) { out in
-            out.add("job_id", job.id)
-            out.add("job_kind", job.kind)
-            out.add("component", job.label.isEmpty ? Step.component(ofJob: job.id) : job.label)
-            out.add("attempt", Int64(job.attempt))
-            out.add("max_attempts", Int64(job.maxAttempts))
-            out.add("generation", Int64(job.generation))
+            out.add(.jobID, job.id)
+            out.add(.jobKind, job.kind)
+            out.add(.component, job.label.isEmpty ? Step.component(ofJob: job.id) : job.label)
+            out.add(.attempt, Int64(job.attempt))
+            out.add(.maxAttempts, Int64(job.maxAttempts))
+            out.add(.generation, Int64(job.generation))
             more(&out)
         }
     }
@@ -176,7 +176,8 @@ public final class StepEventObserver: WorkerObserver {
 
     /// Forgets a job's progress; on success also counts the bytes it received since the last publish.
     private func endProgress(_ job: ClaimedJob, counting: Bool) -> ProgressState? {
-        guard let state = progress.withLock({ $0.removeValue(forKey: job.lease) }) else { return nil }
+        // Most jobs never report progress: an empty table is checked without hashing the lease.
+        guard let state = progress.withLock({ $0.isEmpty ? nil : $0.removeValue(forKey: job.lease) }) else { return nil }
         if counting, state.latest.bytesDone > state.countedBytes {
             publisher.count(MetricField.bytesDownloaded, by: state.latest.bytesDone - state.countedBytes)
         }

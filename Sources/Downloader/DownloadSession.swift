@@ -147,18 +147,21 @@ final class DownloadSession {
         let end: Int64
         let fd: Int32
         let table: ChunkTable
+        /// Which signed URL the request went to (`transferChunks` counts refreshes).
+        let urlGeneration: Int
         let sink = HeaderSink()
         var received: Int64 = 0
         var checked = false
         var problem: String?
         var remoteChanged = false
 
-        init(index: Int, start: Int64, end: Int64, fd: Int32, table: ChunkTable) {
+        init(index: Int, start: Int64, end: Int64, fd: Int32, table: ChunkTable, urlGeneration: Int) {
             self.index = index
             self.start = start
             self.end = end
             self.fd = fd
             self.table = table
+            self.urlGeneration = urlGeneration
         }
 
         var length: Int64 { end - start + 1 }
@@ -207,7 +210,7 @@ final class DownloadSession {
         return transfer.accept(UnsafeRawBufferPointer(start: data, count: length)) ? length : 0
     }
 
-    private func transferChunks(_ remote: RemoteFile, table: ChunkTable, fd: Int32, connections: Int) throws(DownloadError) {
+    private func transferChunks(_ probed: RemoteFile, table: ChunkTable, fd: Int32, connections: Int) throws(DownloadError) {
         guard let multi = curl_multi_init() else { throw .transport(url: shownURL, reason: "libcurl could not start", attempts: 0) }
         defer { curl_multi_cleanup(multi) }
         // One request per connection: a CDN caps each connection, so HTTP/2 multiplexing would not help.
@@ -221,8 +224,12 @@ final class DownloadSession {
         var inFlight: [Int: (transfer: Transfer, retained: Unmanaged<Transfer>)] = [:]  // slot → transfer
         var attempts: [Int: Int] = [:]
         var notBefore: [Int: ContinuousClock.Instant] = [:]
-        let url = URL(string: remote.url)
-        let baseHeaders = url.map { headers(for: $0, credentialOrigin: remote.credentialOrigin) } ?? []
+        // Signed CDN URLs expire (Hugging Face's and Civitai's after hours; a large file on a slow
+        // link can outlive one): a 401/403/410 from a redirect target is answered by asking the
+        // original URL for a fresh one, which must still name the same file.
+        var remote = probed
+        var urlGeneration = 0
+        var baseHeaders = URL(string: remote.url).map { headers(for: $0, credentialOrigin: remote.credentialOrigin) } ?? []
         let validator = remote.validator
         var lastTick = clock.now
         var lastSave = clock.now
@@ -244,7 +251,7 @@ final class DownloadSession {
                 let index = pending.remove(at: position)
                 let start = table.start(of: index) + table.snapshot().written[index]
                 let end = table.start(of: index) + table.length(of: index) - 1
-                let transfer = Transfer(index: index, start: start, end: end, fd: fd, table: table)
+                let transfer = Transfer(index: index, start: start, end: end, fd: fd, table: table, urlGeneration: urlGeneration)
                 let retained = Unmanaged.passRetained(transfer)
                 let handle = handles[slot]
                 handle.reset()
@@ -277,6 +284,24 @@ final class DownloadSession {
                 freed = true
                 if code == CURLE_OK && table.isComplete(transfer.index) { continue }
                 if transfer.remoteChanged { throw .remoteChanged(url: shownURL) }
+                let status = transfer.sink.headers.status
+                if [401, 403, 410].contains(status), remote.url != request.url {
+                    if transfer.urlGeneration == urlGeneration {
+                        guard urlGeneration < request.maxURLRefreshes else {
+                            throw .http(url: shownURL, status: status, attempts: urlGeneration + 1)
+                        }
+                        let fresh = try probeWithRetries()
+                        guard fresh.size == remote.size, fresh.validator == validator, fresh.acceptsRanges else {
+                            throw .remoteChanged(url: shownURL)
+                        }
+                        remote = fresh
+                        urlGeneration += 1
+                        baseHeaders = URL(string: remote.url).map { headers(for: $0, credentialOrigin: remote.credentialOrigin) } ?? []
+                    }
+                    pending.append(transfer.index)
+                    pending.sort()
+                    continue
+                }
                 let attempt = transfer.received >= (1 << 20) ? 1 : (attempts[transfer.index] ?? 0) + 1
                 attempts[transfer.index] = attempt
                 let failure = classify(code: code, transfer: transfer, attempts: attempt)

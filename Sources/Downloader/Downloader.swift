@@ -22,6 +22,9 @@ public struct DownloadRequest: Sendable {
     public var connectTimeoutSeconds = 30
     /// Attempts per chunk (connection reset, timeout, 5xx, 429) before the download fails.
     public var maxAttemptsPerChunk = 6
+    /// How often an expired signed URL (401/403/410 from a redirect target) may be replaced by
+    /// probing the original URL again, per download.
+    public var maxURLRefreshes = 8
     /// Backoff before the n-th retry of a chunk: base × 2^(n-1), capped, with jitter.
     public var retryBaseSeconds = 0.5
     public var retryMaxSeconds = 30.0

@@ -180,6 +180,42 @@ struct DownloaderTests {
         }
     }
 
+    @Test func anExpiredSignedURLIsReplacedByAskingTheOriginalURLAgain() async throws {
+        let origin = try await TestOrigin()
+        let cdn = try await TestOrigin()
+        defer { origin.stop(); cdn.stop() }
+        let size = 40 * 65536 + 7
+        let data = try cdn.addFile("f.bin", size: size)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        // Each signed URL the origin hands out is good for 12 requests (the probe and 11 chunks), then 403.
+        let req = request("\(origin.base)/redirect/\(cdn.port)/files/f.bin?sign=12", into: folder, connections: 2)
+        let result = try await Downloader().download(req)
+        #expect(result.sha256 == sha256(data))
+        let probes = try await origin.stats().requests.filter { $0.status == 302 }.count
+        let cdnRequests = try await cdn.stats()
+        // 41 chunks at 11 per URL: at least three fresh URLs after the first, each after a 403.
+        #expect(probes >= 4 && probes <= 1 + req.maxURLRefreshes)
+        #expect(cdnRequests.requests.filter { $0.status == 403 }.count >= probes - 1)
+        // Nothing fetched twice: every chunk once, plus one byte per probe.
+        #expect(cdnRequests.bytes_sent == size + probes)
+
+        // A URL that expires at once keeps failing: the download gives up after its refreshes, naming the 403.
+        var doomed = request("\(origin.base)/redirect/\(cdn.port)/files/f.bin?sign=1", into: folder, name: "doomed.bin", connections: 2)
+        doomed.maxURLRefreshes = 3
+        do {
+            _ = try await Downloader().download(doomed)
+            Issue.record("an always-expired signed URL downloaded")
+        } catch {
+            if case .http(_, let status, let attempts) = error {
+                #expect(status == 403 && attempts == 4)
+            } else {
+                Issue.record("unexpected error: \(error)")
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("doomed.bin").path))
+    }
+
     @Test func remoteFileChangingMidDownloadIsDetectedAndRestarted() async throws {
         let origin = try await TestOrigin()
         defer { origin.stop() }

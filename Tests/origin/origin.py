@@ -16,6 +16,8 @@ Query parameters of /files/NAME (they apply to every request of that URL):
   noetag=1         send no ETag / Last-Modified
   hang=S           after the headers, send nothing for S seconds (the first `times` requests)
 /redirect/PORT/files/NAME?...  answers 302 to http://127.0.0.1:PORT/files/NAME?...
+                 with sign=K, the target carries a fresh signed=TOKEN that is good for K requests,
+                 then answers 403 (an expired signed CDN URL)
 /auth/NAME       like /files/NAME but 401 without "Authorization: Bearer origin-secret"
 /hf/OWNER/REPO/resolve/REV/NAME  imitates Hugging Face for an LFS file: 302 to /files/NAME carrying
                  X-Linked-Etag: "<sha256 of NAME>", X-Linked-Size and X-Repo-Commit (REPO_COMMIT below);
@@ -38,6 +40,7 @@ REPO_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LOCK = threading.Lock()
 STATS = {"requests": [], "bytes_sent": 0}
 FAULT_COUNTS = {}
+SIGNED = {"next": 0, "uses": {}}
 
 
 def record(entry):
@@ -80,6 +83,10 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/redirect/"):
             _, _, port, rest = path.split("/", 3)
             location = f"http://127.0.0.1:{int(port)}/{rest}" + (f"?{parts.query}" if parts.query else "")
+            if "sign" in query:
+                with LOCK:
+                    SIGNED["next"] += 1
+                    location += f"&signed={SIGNED['next']}"
             self.note(path, query, None, 302, 0)
             self.send_response(302)
             self.send_header("Location", location)
@@ -103,6 +110,13 @@ class Handler(BaseHTTPRequestHandler):
         if not os.path.isfile(full):
             self.note(path, query, self.headers.get("Range"), 404, 0)
             return self.simple(404, b"not found", "text/plain")
+        if "signed" in query:
+            with LOCK:
+                uses = SIGNED["uses"].get(query["signed"], 0) + 1
+                SIGNED["uses"][query["signed"]] = uses
+            if uses > int(query.get("sign", "0")):
+                self.note(path, query, self.headers.get("Range"), 403, 0)
+                return self.simple(403, b"Request has expired", "text/plain")
         times = int(query["times"]) if "times" in query else None
         key = self.path
         if "fail" in query and take_fault(key + "#fail", times):

@@ -210,14 +210,28 @@ struct TelemetryTests {
         publisher.close()
     }
 
-    @Test func publisherBatchesKeepsOrderAndCapsTheStream() async throws {
-        let redis = try await TestRedis()
+    /// A publisher for machine `m1` on `redis`, with no secrets to mask.
+    private func publisher(
+        on redis: TestRedis, reconnectWindow: Duration = .seconds(5), _ configure: (inout EventPublisher.Configuration) -> Void
+    ) throws -> (EventPublisher, MachineKeys) {
         let keys = try MachineKeys(machine: "m1")
         var configuration = EventPublisher.Configuration()
-        configuration.maxLength = 1000
+        configure(&configuration)
         let publisher = EventPublisher(
-            redis: try redis.client(label: "events"), keys: keys, context: EventContext(machineID: "m1", workersConfig: "t"),
-            redactor: Redactor(environment: [:]), configuration: configuration)
+            redis: try redis.client(label: "events", reconnectWindow: reconnectWindow), keys: keys,
+            context: EventContext(machineID: "m1", workersConfig: "t"), redactor: Redactor(environment: [:]),
+            configuration: configuration)
+        return (publisher, keys)
+    }
+
+    /// The `span_id` of each stream entry in `entries` (an XRANGE reply).
+    private func spanIDs(_ entries: [RedisReply]) -> [String] {
+        entries.compactMap { $0.array?[1].hash?["event"] }.compactMap(StepEvent.decode).compactMap { $0["span_id"]?.string }
+    }
+
+    @Test func publisherBatchesKeepsOrderAndCapsTheStream() async throws {
+        let redis = try await TestRedis()
+        let (publisher, keys) = try publisher(on: redis) { $0.maxLength = 1000 }
         let client = try redis.client()
         for index in 0..<5000 {
             publisher.emit(StepEvent(name: Step.customNodes.event + ".start", step: .customNodes, traceID: "p", spanID: "j\(index)", parentSpanID: "step/17"))
@@ -228,20 +242,13 @@ struct TelemetryTests {
         let length = try #require(try await client.send("XLEN", keys.events).int)
         #expect(length >= 1000 && length < 1200, "MAXLEN ~ 1000 kept \(length)")
         let last = try await client.send("XREVRANGE", keys.events, "+", "-", "COUNT", "3").array ?? []
-        let spans = last.compactMap { $0.array?[1].hash?["event"] }.compactMap(StepEvent.decode).compactMap { $0["span_id"]?.string }
-        #expect(spans == ["j4999", "j4998", "j4997"])
+        #expect(spanIDs(last) == ["j4999", "j4998", "j4997"])
         publisher.close()
     }
 
     @Test func publisherKeepsEventsWhileRedisIsAwayAndCountsWhatItDrops() async throws {
         let redis = try await TestRedis()
-        let keys = try MachineKeys(machine: "m1")
-        var configuration = EventPublisher.Configuration()
-        configuration.maxBuffered = 40
-        let publisher = EventPublisher(
-            redis: try redis.client(label: "events", reconnectWindow: .milliseconds(200)), keys: keys,
-            context: EventContext(machineID: "m1", workersConfig: "t"), redactor: Redactor(environment: [:]),
-            configuration: configuration)
+        let (publisher, keys) = try publisher(on: redis, reconnectWindow: .milliseconds(200)) { $0.maxBuffered = 40 }
         func emit(_ range: Range<Int>) {
             for index in range {
                 publisher.emit(
@@ -262,8 +269,7 @@ struct TelemetryTests {
         #expect(publisher.bufferedEvents == 0)
         let client = try redis.client()
         let entries = try await client.send("XRANGE", keys.events, "-", "+").array ?? []
-        let spans = entries.compactMap { $0.array?[1].hash?["event"] }.compactMap(StepEvent.decode).compactMap { $0["span_id"]?.string }
-        #expect(spans == (11..<50).map { "j\($0)" })
+        #expect(spanIDs(entries) == (11..<50).map { "j\($0)" })
         #expect(try await client.send("HGET", keys.metrics, MetricField.eventsDropped).int == 11)
         #expect(try await client.send("HGET", keys.metrics, "custom_total").int == 2)
         publisher.close()

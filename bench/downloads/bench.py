@@ -149,6 +149,26 @@ def measure_limits(args, size):
     seconds = timed(["curl", "-sS", "-o", "/dev/null", f"{args.base}/full/{os.path.basename(args.source)}"])
     limits["loopback_curl_null_mibs"] = size / MiB / seconds
     print(f"   loopback, curl 1 connection unthrottled to /dev/null: {limits['loopback_curl_null_mibs']:.0f} MiB/s")
+    # What the throttled origin delivers on this machine to N bare clients (curl to /dev/null, one
+    # Range of 1/N of the file each, so no request starts mid-run): nginx paces by sleeping after
+    # each send, so CPU taken from it by the clients comes off the rate, and N × cap is not reached
+    # even by clients that do nothing with the bytes.
+    limits["origin_mibs"] = {}
+    name = os.path.basename(args.source)
+    for n in args.connections:
+        best = 0.0
+        for _ in range(2):
+            part = size // n
+            start = time.monotonic()
+            procs = [subprocess.Popen(["curl", "-sS", "-o", "/dev/null", "-r",
+                                       f"{i * part}-{size - 1 if i == n - 1 else (i + 1) * part - 1}",
+                                       f"{args.base}/throttled/{name}"]) for i in range(n)]
+            if any(p.wait() != 0 for p in procs):
+                raise SystemExit("curl against the throttled route failed")
+            best = max(best, size / MiB / (time.monotonic() - start))
+        limits["origin_mibs"][str(n)] = best
+        print(f"   throttled origin, {n} curls in parallel (one Range each) to /dev/null: {best:.0f} MiB/s "
+              f"({best / (n * args.rate_mib):.1%} of {n} × {args.rate_mib}; best of 2)")
     limits["ideal_mibs"] = {}
     for n in args.connections + [1]:
         ideal = min(n * args.rate_mib, limits["disk_mibs"], limits["sha256_mibs"])
@@ -274,6 +294,8 @@ def summarise(args, size, limits, records):
         if route == "throttled" and row["mibs"]:
             row["ideal_mibs"] = limits["ideal_mibs"][str(n)]
             row["ratio_to_ideal"] = row["mibs"] / row["ideal_mibs"]
+            if str(n) in limits.get("origin_mibs", {}):
+                row["ratio_to_origin"] = row["mibs"] / limits["origin_mibs"][str(n)]
         table.append(row)
     order = {t: i for i, t in enumerate(("provision",) + tuple(args.variants) + ("aria2c", "axel", "hf_transfer", "curl"))}
     table.sort(key=lambda r: (args.routes.index(r["route"]), r["n"] if r["tool"] != "curl" else 99, order[r["tool"]]))
@@ -321,15 +343,16 @@ def print_report(args, size, limits, table, comparisons, variants, checks):
           f"ideal (throttled) = min(N × {args.rate_mib} MiB/s, disk {limits['disk_mibs']:.0f} MiB/s, SHA-256 {limits['sha256_mibs']:.0f} MiB/s)")
     print("provision's time includes its SHA-256 and its fsync; the peers hash nothing and leave the write-back to the kernel (+sync column).")
     print()
-    header = "| tool | N | route | seconds | median s | MiB/s | ratio to ideal | +sync s | CPU s | others' CPU s | max RSS MiB |"
+    header = "| tool | N | route | seconds | median s | MiB/s | ratio to ideal | ÷ origin's delivery | +sync s | CPU s | others' CPU s | max RSS MiB |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for r in table:
         if r["seconds"] is None:
-            print(f"| {r['tool']} | {r['n']} | {r['route']} | failed | | | | | | | {r['max_rss_kb'] / 1024:.1f} |")
+            print(f"| {r['tool']} | {r['n']} | {r['route']} | failed | | | | | | | | {r['max_rss_kb'] / 1024:.1f} |")
             continue
         ratio = f"{r['ratio_to_ideal']:.1%}" if r.get("ratio_to_ideal") else "–"
-        print(f"| {r['tool']} | {r['n']} | {r['route']} | {r['seconds']:.2f} | {r['seconds_median']:.2f} | {r['mibs']:.0f} | {ratio} | "
+        origin = f"{r['ratio_to_origin']:.1%}" if r.get("ratio_to_origin") else "–"
+        print(f"| {r['tool']} | {r['n']} | {r['route']} | {r['seconds']:.2f} | {r['seconds_median']:.2f} | {r['mibs']:.0f} | {ratio} | {origin} | "
               f"{r['seconds_with_sync']:.2f} | {r['cpu_seconds']:.2f} | {r['other_cpu_seconds']:.2f} | {r['max_rss_kb'] / 1024:.1f} |")
     print()
     for c in comparisons:

@@ -14,8 +14,6 @@ public struct WorkerConfiguration: Sendable {
     public var idleWaitSeconds = 1
     /// Heartbeat pace when no job is running (the worker's own liveness).
     public var idleHeartbeat: Duration = .seconds(5)
-    /// The supervisor's pid: when the worker is orphaned it drains and exits.
-    public var supervisorPID: Int32?
     /// Applied to every error message and result before it is sent to Redis (secrets out).
     public var redact: @Sendable (String) -> String = { $0 }
 
@@ -235,10 +233,6 @@ public final class Worker: Sendable {
             try? await Task.sleep(for: .milliseconds(100))
             if Task.isCancelled { break }
             await active.cancelOverdue(now: clock.now)
-            if let parent = configuration.supervisorPID, getppid() != parent, !shutdown.isRequested {
-                logger.warning("the supervisor is gone; draining")
-                shutdown.request()
-            }
             let shortest = await active.shortestLeaseMilliseconds
             let pace = shortest.map { Duration.milliseconds(max(100, $0 / 3)) } ?? configuration.idleHeartbeat
             guard clock.now - lastBeat >= min(pace, configuration.idleHeartbeat) else { continue }

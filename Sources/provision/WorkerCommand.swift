@@ -124,17 +124,40 @@ struct WorkerProcessCommand: AsyncParsableCommand {
             let redis = try RedisConfiguration(url: try queue.redisURL)
             var configuration = WorkerConfiguration(workerID: WorkerConfiguration.makeWorkerID(), concurrency: concurrency)
             configuration.drainTimeout = .seconds(drainTimeout)
-            configuration.supervisorPID = supervisorPid
             let keys = try MachineKeys(prefix: queue.keyPrefix, machine: try queue.machineID)
             let shutdown = Shutdown()
             let signals = shutdown.onSignals()
             defer { signals.forEach { $0.cancel() } }
+            if let supervisorPid {
+                watchSupervisor(supervisorPid, shutdown: shutdown, drainTimeout: .seconds(drainTimeout), logger: logger)
+            }
             try await runWorkerProcess(
                 redis: redis, keys: keys, registry: executors.registry(), configuration: configuration, events: events,
                 logger: logger, until: shutdown)
         }
     }
 }
+
+/// Watches, from a thread of its own, that `supervisor` is still this process's parent. A worker
+/// whose supervisor died (SIGKILL, the OOM killer) has no one left to stop it: it drains as on
+/// SIGTERM, and since its Redis calls retry for minutes when Redis is gone too, it exits on its own
+/// once the drain timeout and a grace period have passed (its leases expire; the jobs run elsewhere).
+func watchSupervisor(_ supervisor: Int32, shutdown: Shutdown, drainTimeout: Duration, logger: Logger) {
+    let thread = Thread {
+        while getppid() == supervisor { usleep(200_000) }
+        logger.warning("the supervisor is gone; draining", metadata: ["supervisor_pid": "\(supervisor)"])
+        shutdown.request()
+        let (seconds, attoseconds) = drainTimeout.components
+        Thread.sleep(forTimeInterval: Double(seconds) + Double(attoseconds) / 1e18 + orphanGraceSeconds)
+        logger.error("the supervisor is gone and this worker did not stop within its drain timeout; exiting")
+        exit(1)
+    }
+    thread.name = "provision-supervisor-watch"
+    thread.start()
+}
+
+/// How long an orphaned worker may take beyond its drain timeout (final flushes, unregistering).
+let orphanGraceSeconds = 5.0
 
 /// Options of the job executors a worker offers.
 struct ExecutorOptions: ParsableArguments {

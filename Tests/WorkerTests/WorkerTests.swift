@@ -143,6 +143,22 @@ struct WorkerTests {
         #expect(await h.stop(pool) == 0)
     }
 
+    @Test func anOrphanedWorkerExitsOnItsOwnEvenWithRedisGone() async throws {
+        let h = try await WorkerHarness()
+        try await h.enqueue(planJSON("orphan", [sleepJob("long", ms: 60_000, ["lease_ms": 5000])]))
+        let pool = try h.pool(processes: 1, concurrency: 1, drainTimeout: 1)
+        defer { pool.terminate() }
+        #expect(try await eventually(timeout: .seconds(20)) {
+            try await h.queue.job(plan: "orphan", id: "long")?["state"] == "active"
+        })
+        let worker = try #require(childPIDs(of: pool.pid).first)
+        // Nobody is left to stop the worker, and its Redis calls would retry for a minute.
+        h.redis.server.stop()
+        kill(pool.pid, SIGKILL)
+        // A 1 s drain timeout and the 5 s grace: gone long before Redis's reconnect window ends.
+        #expect(await eventually(timeout: .seconds(15)) { !isRunning(worker) }, "\(pool.output)")
+    }
+
     @Test func failingJobRetriesThenDiesAndTheMachineFails() async throws {
         let h = try await WorkerHarness()
         try await h.enqueue(planJSON("failing", [
@@ -276,4 +292,13 @@ struct DemoTests {
         #expect(FileManager.default.fileExists(atPath: models.appendingPathComponent("checkpoints/demo-checkpoint.safetensors").path))
         #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("workspace/ComfyUI/custom_nodes/was-node-suite-comfyui/installed.flag").path))
     }
+}
+
+/// True while `pid` runs (an exited process that nobody reaped yet counts as gone).
+func isRunning(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+        return false
+    }
+    let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+    return state != "Z" && state != "X"
 }

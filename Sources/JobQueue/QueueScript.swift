@@ -6,8 +6,6 @@ public enum QueueScript {
     public static let queue: RedisScript = RedisScript(name: "queue", source: source(named: "queue"))
     /// `protocols/scripts/fleet.lua`: the fleet-wide announcement, deduplicated per machine and generation.
     public static let fleet: RedisScript = RedisScript(name: "fleet", source: source(named: "fleet"))
-    /// `protocols/scripts/events.lua`: a worker's buffered events, progress and counters in one call.
-    public static let events: RedisScript = RedisScript(name: "events", source: source(named: "events"))
 
     static func source(named name: String) -> String {
         guard let encoded = EmbeddedScripts.base64[name], let data = Data(base64Encoded: encoded) else {

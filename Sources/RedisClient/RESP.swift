@@ -1,6 +1,22 @@
-/// Writes RESP bulk strings (`$<length>\r\n<bytes>\r\n`) for callers that encode a command's large
-/// arguments themselves (`EncodedScriptCall`): one copy into a buffer instead of a String each.
+/// Writes RESP for callers that encode commands themselves (`RedisClient.send(encoded:commands:)`):
+/// one copy into a buffer instead of a String per argument.
 public enum RESP {
+    /// Appends the header of a command of `count` arguments (`*<count>\r\n`); its arguments follow
+    /// as bulk strings.
+    @inlinable
+    public static func appendCommandHeader(arguments count: Int, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "*"))
+        appendDecimal(count, to: &out)
+        out.append(0x0D)
+        out.append(0x0A)
+    }
+
+    /// Appends a whole command.
+    public static func appendCommand(_ arguments: [String], to out: inout [UInt8]) {
+        appendCommandHeader(arguments: arguments.count, to: &out)
+        for argument in arguments { appendBulk(argument, to: &out) }
+    }
+
     /// Appends `bytes` as one bulk string.
     @inlinable
     public static func appendBulk<Bytes: Collection>(_ bytes: Bytes, to out: inout [UInt8]) where Bytes.Element == UInt8 {
@@ -29,23 +45,5 @@ public enum RESP {
         }
         appendDecimal(value / 10, to: &out)
         out.append(UInt8(ascii: "0") + UInt8(value % 10))
-    }
-}
-
-/// A script call whose arguments after the keys arrive already encoded as RESP bulk strings, in
-/// pieces that are sent back to back (a prefix, a run of a larger buffer, a suffix), so that a
-/// batch of thousands of events reaches the socket with one copy.
-public struct EncodedScriptCall: Sendable {
-    public let script: RedisScript
-    public let keys: [String]
-    /// How many bulk strings the pieces hold together.
-    public let argumentCount: Int
-    public let pieces: [ArraySlice<UInt8>]
-
-    public init(script: RedisScript, keys: [String], argumentCount: Int, pieces: [ArraySlice<UInt8>]) {
-        self.script = script
-        self.keys = keys
-        self.argumentCount = argumentCount
-        self.pieces = pieces
     }
 }

@@ -79,13 +79,13 @@ public final class RedisClient: Sendable {
         }
     }
 
-    /// Runs script calls whose arguments are already encoded (`EncodedScriptCall`) in one round
-    /// trip; error replies come back in place.
-    public func evalPipeline(encoded calls: [EncodedScriptCall]) async throws(RedisError) -> [RedisReply] {
-        if calls.isEmpty { return [] }
-        let box = self.box
-        return try await perform("EVALSHA pipeline") { connection throws(RedisError) in
-            try box.evalPipeline(encoded: calls, on: connection)
+    /// Sends `commands` commands that are already RESP, back to back in `encoded` (in pieces that
+    /// only make whole commands together), in one round trip. Returns the error replies by command
+    /// index; other replies are read and dropped without being decoded.
+    public func send(encoded: [ArraySlice<UInt8>], commands: Int) async throws(RedisError) -> [(index: Int, message: String)] {
+        if commands == 0 { return [] }
+        return try await perform("PIPELINE") { connection throws(RedisError) in
+            try connection.pipeline(formatted: encoded, commands: commands, label: "PIPELINE")
         }
     }
 
@@ -185,35 +185,6 @@ private final class ConnectionBox: @unchecked Sendable {
             }
         }
         return replies
-    }
-
-    func evalPipeline(encoded calls: [EncodedScriptCall], on connection: RedisConnection) throws(RedisError) -> [RedisReply] {
-        var commands: [[ArraySlice<UInt8>]] = []
-        commands.reserveCapacity(calls.count)
-        for call in calls { commands.append(try formatted(call, on: connection)) }
-        var replies = try connection.pipeline(formatted: commands, label: "EVALSHA pipeline")
-        for (index, reply) in replies.enumerated() {
-            if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
-                loaded[calls[index].script.name] = nil
-                let again = try formatted(calls[index], on: connection)
-                replies[index] = try connection.pipeline(formatted: [again], label: "EVALSHA \(calls[index].script.name)")[0]
-            }
-        }
-        return replies
-    }
-
-    /// `EVALSHA sha numkeys keys…` as RESP, followed by the call's encoded pieces.
-    private func formatted(_ call: EncodedScriptCall, on connection: RedisConnection) throws(RedisError) -> [ArraySlice<UInt8>] {
-        let sha = try sha(of: call.script, on: connection)
-        var head: [UInt8] = [UInt8(ascii: "*")]
-        head.reserveCapacity(96 + call.keys.reduce(0) { $0 + $1.utf8.count + 8 })
-        RESP.appendDecimal(3 + call.keys.count + call.argumentCount, to: &head)
-        head.append(contentsOf: [0x0D, 0x0A])
-        RESP.appendBulk("EVALSHA", to: &head)
-        RESP.appendBulk(sha, to: &head)
-        RESP.appendBulk(String(call.keys.count), to: &head)
-        for key in call.keys { RESP.appendBulk(key, to: &head) }
-        return [head[...]] + call.pieces
     }
 
     private func sha(of script: RedisScript, on connection: RedisConnection) throws(RedisError) -> String {

@@ -88,21 +88,30 @@ final class RedisConnection {
         return try readReplies(commands.count, context: context, label: label)
     }
 
-    /// Sends commands that are already RESP (each given in pieces) in one write and reads one reply
-    /// per command.
-    func pipeline(formatted commands: [[ArraySlice<UInt8>]], label: String) throws(RedisError) -> [RedisReply] {
+    /// Sends `commands` commands that are already RESP (in `pieces`, back to back) in one write and
+    /// reads their replies, keeping only the errors (by command index).
+    func pipeline(formatted pieces: [ArraySlice<UInt8>], commands: Int, label: String) throws(RedisError) -> [(index: Int, message: String)] {
         guard let context else { throw .io(server: server, command: label, reason: "not connected") }
-        for pieces in commands {
-            for piece in pieces where !piece.isEmpty {
-                // hiredis copies the bytes into its output buffer as they are; the pieces of one
-                // command only make a whole command together.
-                let status = piece.withUnsafeBytes { raw in
-                    redisAppendFormattedCommand(context, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
-                }
-                guard status == REDIS_OK else { throw brokenConnection(context, command: label) }
+        for piece in pieces where !piece.isEmpty {
+            // hiredis copies the bytes into its output buffer as they are.
+            let status = piece.withUnsafeBytes { raw in
+                redisAppendFormattedCommand(context, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
             }
+            guard status == REDIS_OK else { throw brokenConnection(context, command: label) }
         }
-        return try readReplies(commands.count, context: context, label: label)
+        var errors: [(index: Int, message: String)] = []
+        for index in 0..<commands {
+            var raw: UnsafeMutableRawPointer?
+            guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
+                throw brokenConnection(context, command: label)
+            }
+            let reply = raw.assumingMemoryBound(to: redisReply.self)
+            if reply.pointee.type == REDIS_REPLY_ERROR {
+                errors.append((index, String(decoding: Self.bytes(reply.pointee.str, reply.pointee.len), as: UTF8.self)))
+            }
+            freeReplyObject(raw)
+        }
+        return errors
     }
 
     private func readReplies(_ count: Int, context: UnsafeMutablePointer<redisContext>, label: String) throws(RedisError) -> [RedisReply] {

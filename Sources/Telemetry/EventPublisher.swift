@@ -4,10 +4,10 @@ import RedisClient
 import Synchronization
 
 /// Buffers a process's step events, job progress and metric counts, and writes them to Redis in
-/// batches from a background task: one `events.lua` call per 128 events, all in one round trip, appends the
-/// events to `B:events` (`XADD`, then `XTRIM MAXLEN ~ N`), sets or clears `B:progress` records and
-/// adds to the `B:metrics` counters. Recording is a lock and an append, so the job path never waits
-/// for Redis. Entries of one process keep their order in the stream.
+/// batches from a background task, one round trip per flush: an `XADD B:events MAXLEN ~ N * event
+/// <json>` per event (encoded when the event is recorded), then `HSET`/`HDEL` of `B:progress`
+/// records and `HINCRBY` of the `B:metrics` counters. Recording is a lock and an append, so the job
+/// path never waits for Redis. Entries of one process keep their order in the stream.
 public final class EventPublisher: Sendable {
     /// How a publisher batches and caps.
     public struct Configuration: Sendable {
@@ -19,16 +19,13 @@ public final class EventPublisher: Sendable {
         public var maxBuffered = 100_000
         /// How long a job's progress record lives without an update (a crashed worker's is not removed).
         public var progressTTLSeconds = 86_400
-        /// Events per `events.lua` call (a flush with more makes several calls, in one round trip).
-        public var batchSize = 128
-
         public init() {}
     }
 
     /// What waits for the next flush.
     private struct Pending {
-        /// The events, each already a RESP bulk string (`$len\r\n{json}\r\n`), back to back: a
-        /// flush hands runs of this buffer to the socket without a String per event.
+        /// The events, each already a whole `XADD` command in RESP, back to back: a flush hands this
+        /// buffer to the socket without a String per event.
         var payload: [UInt8] = []
         /// Where each event ends in `payload`.
         var ends: [Int] = []
@@ -85,6 +82,8 @@ public final class EventPublisher: Sendable {
     private let writer = FlushWriter()
     /// The fixed fields of each step's events, encoded once.
     private let fixed: [Int: String]
+    /// `XADD B:events MAXLEN ~ N * event` in RESP: each event is this and its JSON.
+    private let xaddPrefix: [UInt8]
 
     public init(
         redis: RedisClient, keys: MachineKeys, context: EventContext, redactor: Redactor,
@@ -100,6 +99,12 @@ public final class EventPublisher: Sendable {
             fixed[step.number] = StepEvent.fixedFields(step: step, context: context)
         }
         self.fixed = fixed
+        var prefix: [UInt8] = []
+        RESP.appendCommandHeader(arguments: 8, to: &prefix)
+        for argument in ["XADD", keys.events, "MAXLEN", "~", String(configuration.maxLength), "*", "event"] {
+            RESP.appendBulk(argument, to: &prefix)
+        }
+        xaddPrefix = prefix
         state.withLock { state in
             state.counterNames = [MetricField.eventsDropped]
             state.counterIndex = [MetricField.eventsDropped: 0]
@@ -132,6 +137,7 @@ public final class EventPublisher: Sendable {
 
     private func append(_ json: [UInt8]) {
         state.withLock { state in
+            state.pending.payload.append(contentsOf: xaddPrefix)
             RESP.appendBulk(json, to: &state.pending.payload)
             state.pending.ends.append(state.pending.payload.count)
             let cap = configuration.maxBuffered
@@ -218,51 +224,33 @@ public final class EventPublisher: Sendable {
         for (index, amount) in batch.counts.enumerated() where amount != 0 { counters.append((names[index], amount)) }
         counters.sort { $0.field < $1.field }
 
-        // One events.lua call per run of at most `batchSize` events: a long script holds up every
-        // other client of Redis (the queue's own calls) while it runs.
-        let keys = [keys.events, keys.progress, keys.metrics]
-        var calls: [EncodedScriptCall] = []
-        var eventsPerCall: [Int] = []
-        var first = 0
-        repeat {
-            let last = min(batch.ends.count, first + max(1, configuration.batchSize))
-            let from = first == 0 ? 0 : batch.ends[first - 1]
-            let to = last == 0 ? 0 : batch.ends[last - 1]
-            var head: [UInt8] = []
-            RESP.appendBulk(String(configuration.maxLength), to: &head)
-            RESP.appendBulk(String(configuration.progressTTLSeconds), to: &head)
-            RESP.appendBulk(String(last - first), to: &head)
-            var tail: [UInt8] = []
-            var tailCount = 1
-            if first == 0 {
-                RESP.appendBulk(String(batch.progress.count), to: &tail)
-                for (job, json) in batch.progress {
-                    RESP.appendBulk(job, to: &tail)
-                    RESP.appendBulk(json ?? "", to: &tail)
-                }
-                for (field, amount) in counters {
-                    RESP.appendBulk(field, to: &tail)
-                    RESP.appendBulk(String(amount), to: &tail)
-                }
-                tailCount += 2 * (batch.progress.count + counters.count)
+        // The events are already whole XADD commands; the progress records and counters follow
+        // as commands of their own, all in one round trip.
+        var tail: [UInt8] = []
+        var tailCommands = 0
+        var touched = false
+        for (job, json) in batch.progress {
+            if let json {
+                RESP.appendCommand(["HSET", keys.progress, job, json], to: &tail)
+                touched = true
             } else {
-                RESP.appendBulk("0", to: &tail)
+                RESP.appendCommand(["HDEL", keys.progress, job], to: &tail)
             }
-            calls.append(
-                EncodedScriptCall(
-                    script: QueueScript.events, keys: keys, argumentCount: 3 + (last - first) + tailCount,
-                    pieces: [head[...], batch.payload[from..<to], tail[...]]))
-            eventsPerCall.append(last - first)
-            first = last
-        } while first < batch.ends.count
+            tailCommands += 1
+        }
+        if touched {
+            RESP.appendCommand(["EXPIRE", keys.progress, String(configuration.progressTTLSeconds)], to: &tail)
+            tailCommands += 1
+        }
+        for (field, amount) in counters {
+            RESP.appendCommand(["HINCRBY", keys.metrics, field, String(amount)], to: &tail)
+            tailCommands += 1
+        }
         do {
-            let replies = try await redis.evalPipeline(encoded: calls)
-            // A refused call (a bug, or keys of the wrong type) loses its events: count them.
-            var lost: Int64 = 0
-            for (index, reply) in replies.enumerated() {
-                if case .error = reply { lost += Int64(eventsPerCall[index]) }
-            }
-            if lost > 0 { state.withLock { $0.pending.add(lost, to: .eventsDropped) } }
+            let errors = try await redis.send(encoded: [batch.payload[...], tail[...]], commands: batch.ends.count + tailCommands)
+            // A refused XADD (keys of the wrong type) loses its event: count them.
+            let lost = errors.filter { $0.index < batch.ends.count }.count
+            if lost > 0 { state.withLock { $0.pending.add(Int64(lost), to: .eventsDropped) } }
         } catch {
             // Redis is away: keep the events for the next flush (bounded), merge the rest back.
             state.withLock { state in

@@ -76,26 +76,25 @@ struct RedisClientTests {
         #expect(evals.contains("cmdstat_evalsha:calls=3"))
     }
 
-    @Test func encodedScriptCallsRunInOrderAndReloadAfterScriptFlush() async throws {
+    @Test func encodedCommandsRunInOrderAndReportErrorsByIndex() async throws {
         let redis = try await TestRedis()
         defer { redis.stop() }
         let client = try redis.client()
-        let script = RedisScript(name: "join", source: "return KEYS[1] .. ':' .. table.concat(ARGV, ',')")
-        // Arguments in pieces: a prefix, a run cut out of a larger buffer, a suffix.
+        // Commands in pieces that only make whole commands together: a buffer holding three, cut
+        // in the middle of an argument, then one more, then a command that fails.
         var buffer: [UInt8] = []
-        for word in ["skip", "b", "ç\r\n", "", "skip"] { RESP.appendBulk(word, to: &buffer) }
-        let skipped = Array("$4\r\nskip\r\n".utf8).count
-        let run = buffer[skipped..<(buffer.count - skipped)]
-        var head: [UInt8] = []
-        RESP.appendBulk("a", to: &head)
+        RESP.appendCommand(["RPUSH", "list", "a"], to: &buffer)
+        RESP.appendCommand(["RPUSH", "list", "ç\r\n", String(repeating: "z", count: 70_000)], to: &buffer)
+        RESP.appendCommand(["SET", "string", "s"], to: &buffer)
+        let cut = buffer.count / 2
         var tail: [UInt8] = []
-        RESP.appendBulk(String(repeating: "z", count: 70_000), to: &tail)
-        let call = EncodedScriptCall(script: script, keys: ["k"], argumentCount: 5, pieces: [head[...], run, tail[...]])
-        let expected = "k:a,b,ç\r\n,," + String(repeating: "z", count: 70_000)
-        let first = try await client.evalPipeline(encoded: [call, call])
-        #expect(first.map(\.string) == [expected, expected])
-        try await client.send("SCRIPT", "FLUSH")
-        #expect(try await client.evalPipeline(encoded: [call]).map(\.string) == [expected])
+        RESP.appendCommand(["RPUSH", "string", "wrong type"], to: &tail)
+        RESP.appendCommand(["RPUSH", "list", "last"], to: &tail)
+        let errors = try await client.send(encoded: [buffer[..<cut], buffer[cut...], tail[...]], commands: 5)
+        #expect(errors.map(\.index) == [3] && errors.first?.message.hasPrefix("WRONGTYPE") == true)
+        let list = try await client.send("LRANGE", "list", "0", "-1").array?.compactMap(\.string)
+        #expect(list == ["a", "ç\r\n", String(repeating: "z", count: 70_000), "last"])
+        #expect(try await client.send("GET", "string").string == "s")
     }
 
     @Test func reconnectsAfterServerRestart() async throws {

@@ -364,12 +364,12 @@ def run_provision(a):
                 if who in (b"?:0", "?:0"):  # run by a script: belongs to the next script entry
                     pending[args[0].lower()] = pending.get(args[0].lower(), 0) + 1
                     continue
-                if args[0].upper() != "EVALSHA":
+                if args[0].upper() == "XADD":  # a step event, pipelined by a worker's publisher
+                    op = "events (XADD)"
+                elif args[0].upper() != "EVALSHA":
                     continue
-                if len(args) > 12 and args[2] == "9":  # queue.lua: the op follows the 9 keys
+                elif len(args) > 12 and args[2] == "9":  # queue.lua: the op follows the 9 keys
                     op = args[12]
-                elif len(args) > 5 and args[2] == "3":  # events.lua: one call per flushed buffer
-                    op = "events"
                 else:
                     continue
                 o = ops.setdefault(op, {"calls": 0, "usec": 0, "commands": {}})

@@ -5,9 +5,10 @@ import Synchronization
 
 /// Buffers a process's step events, job progress and metric counts, and writes them to Redis in
 /// batches from a background task, one round trip per flush: an `XADD B:events MAXLEN ~ N * event
-/// <json>` per event (encoded when the event is recorded), then `HSET`/`HDEL` of `B:progress`
-/// records and `HINCRBY` of the `B:metrics` counters. Recording is a lock and an append, so the job
-/// path never waits for Redis. Entries of one process keep their order in the stream.
+/// <json>` per event, then `HSET`/`HDEL` of `B:progress` records and `HINCRBY` of the `B:metrics`
+/// counters. Recording is a lock and an append of a few fields; the JSON is written at the flush,
+/// on a queue of its own, so the job path neither encodes nor waits for Redis. Entries of one
+/// process keep their order in the stream.
 public final class EventPublisher: Sendable {
     /// How a publisher batches and caps.
     public struct Configuration: Sendable {
@@ -22,31 +23,55 @@ public final class EventPublisher: Sendable {
         public init() {}
     }
 
-    /// What waits for the next flush.
+    /// An event as the job path records it: a few fields and a closure that writes the rest. It is
+    /// encoded and redacted at the next flush on the publisher's own queue, so the JSON work runs
+    /// beside the jobs instead of in their path.
+    private struct Record: Sendable {
+        let name: String
+        let step: Step
+        let timestamp: Int64
+        let traceID: String?
+        let spanID: String
+        let parentSpanID: String?
+        let duration: Double?
+        let attributes: @Sendable (inout JSONObjectWriter) -> Void
+    }
+
+    /// What waits for the next flush: encoded events (from a flush that failed) before records.
     private struct Pending {
-        /// The events, each already a whole `XADD` command in RESP, back to back: a flush hands this
-        /// buffer to the socket without a String per event.
+        /// Events already encoded, each a whole `XADD` command in RESP, back to back: a flush hands
+        /// this buffer to the socket without a String per event.
         var payload: [UInt8] = []
         /// Where each event ends in `payload`.
         var ends: [Int] = []
+        /// Events recorded since the last flush, oldest first (they follow `payload`).
+        var records: [Record] = []
         /// job id -> progress JSON, or nil to delete it.
         var progress: [String: String?] = [:]
         /// Amounts by counter index (`Counter`).
         var counts: [Int64] = []
 
-        var isEmpty: Bool { ends.isEmpty && progress.isEmpty && !counts.contains { $0 != 0 } }
+        var eventCount: Int { ends.count + records.count }
+
+        var isEmpty: Bool { ends.isEmpty && records.isEmpty && progress.isEmpty && !counts.contains { $0 != 0 } }
 
         mutating func add(_ amount: Int64, to counter: Counter) {
             if counter.index >= counts.count { counts.append(contentsOf: repeatElement(0, count: counter.index - counts.count + 1)) }
             counts[counter.index] += amount
         }
 
-        /// Drops the oldest `count` events.
-        mutating func dropOldest(_ count: Int) {
-            guard count > 0 else { return }
-            let cut = ends[count - 1]
-            payload.removeFirst(cut)
-            ends = ends[count...].map { $0 - cut }
+        /// Over `cap` events, the oldest quarter of the cap goes at once (dropping one at a time
+        /// would move the whole buffer for every new event), and is counted.
+        mutating func trim(to cap: Int) {
+            guard eventCount > cap else { return }
+            let count = eventCount - cap + cap / 4
+            let encoded = min(count, ends.count)
+            if encoded > 0 {
+                let cut = ends[encoded - 1]
+                payload.removeFirst(cut)
+                ends = ends[encoded...].map { $0 - cut }
+            }
+            records.removeFirst(count - encoded)
             add(Int64(count), to: .eventsDropped)
         }
 
@@ -55,6 +80,7 @@ public final class EventPublisher: Sendable {
             let shift = batch.payload.count
             payload = batch.payload + payload
             ends = batch.ends + ends.map { $0 + shift }
+            records = batch.records + records
             for (job, json) in batch.progress where progress[job] == nil { progress[job] = json }
             for (index, amount) in batch.counts.enumerated() where amount != 0 { add(amount, to: Counter(index: index)) }
         }
@@ -80,6 +106,8 @@ public final class EventPublisher: Sendable {
     private let redis: RedisClient
     private let state = Mutex(State())
     private let writer = FlushWriter()
+    /// Where recorded events are encoded: a thread outside the cooperative pool that runs the jobs.
+    private let encoder = DispatchQueue(label: "provision.events.encode", qos: .utility)
     /// The fixed fields of each step's events, encoded once.
     private let fixed: [Int: String]
     /// `XADD B:events MAXLEN ~ N * event` in RESP: each event is this and its JSON.
@@ -111,39 +139,48 @@ public final class EventPublisher: Sendable {
         }
     }
 
-    /// Records an event (encoded and redacted now, written at the next flush).
+    /// Records an event (encoded, redacted and written at the next flush; same JSON as `StepEvent.json`).
     public func emit(_ event: StepEvent) {
-        let fields = fixed[event.step.number] ?? StepEvent.fixedFields(step: event.step, context: context)
-        append(redactor.scrub(bytes: Array(event.json(fixed: fields).utf8)))
+        emit(
+            name: event.name, step: event.step, timestamp: event.timestamp, traceID: event.traceID, spanID: event.spanID,
+            parentSpanID: event.parentSpanID, durationMilliseconds: event.durationMilliseconds
+        ) { out in
+            for (key, value) in event.attributes { out.add(key, value) }
+        }
     }
 
-    /// Records an event whose further attributes `attributes` writes straight into the JSON: the
-    /// job path's way, with no intermediate attribute list.
+    /// Records an event whose further attributes `attributes` writes straight into the JSON at the
+    /// next flush: the job path's way, a lock and an append.
     public func emit(
         name: String, step: Step, timestamp: Int64 = StepEvent.now(), traceID: String?, spanID: String,
-        parentSpanID: String?, durationMilliseconds: Double? = nil, attributes: (inout JSONObjectWriter) -> Void
+        parentSpanID: String?, durationMilliseconds: Double? = nil, attributes: @escaping @Sendable (inout JSONObjectWriter) -> Void
     ) {
-        var out = JSONObjectWriter(capacity: 640)
-        out.add(.event, name)
-        out.add(.timestamp, timestamp)
-        out.appendFields(fixed[step.number] ?? StepEvent.fixedFields(step: step, context: context))
-        out.add(.traceID, traceID)
-        out.add(.spanID, spanID)
-        out.add(.parentSpanID, parentSpanID)
-        if let durationMilliseconds { out.add(.durationMilliseconds, durationMilliseconds) }
-        attributes(&out)
-        append(redactor.scrub(bytes: out.finishBytes()))
+        let record = Record(
+            name: name, step: step, timestamp: timestamp, traceID: traceID, spanID: spanID, parentSpanID: parentSpanID,
+            duration: durationMilliseconds, attributes: attributes)
+        state.withLock { state in
+            state.pending.records.append(record)
+            state.pending.trim(to: configuration.maxBuffered)
+        }
     }
 
-    private func append(_ json: [UInt8]) {
-        state.withLock { state in
-            state.pending.payload.append(contentsOf: xaddPrefix)
-            RESP.appendBulk(json, to: &state.pending.payload)
-            state.pending.ends.append(state.pending.payload.count)
-            let cap = configuration.maxBuffered
-            // Over the cap, the oldest quarter goes at once (dropping one at a time would move the
-            // whole buffer for every new event).
-            if state.pending.ends.count > cap { state.pending.dropOldest(state.pending.ends.count - cap + cap / 4) }
+    /// Appends `records` as XADD commands to `payload`, noting where each ends.
+    private func encode(_ records: [Record], into payload: inout [UInt8], ends: inout [Int]) {
+        payload.reserveCapacity(payload.count + records.count * (xaddPrefix.count + 600))
+        ends.reserveCapacity(ends.count + records.count)
+        for record in records {
+            var out = JSONObjectWriter(capacity: 640)
+            out.add(.event, record.name)
+            out.add(.timestamp, record.timestamp)
+            out.appendFields(fixed[record.step.number] ?? StepEvent.fixedFields(step: record.step, context: context))
+            out.add(.traceID, record.traceID)
+            out.add(.spanID, record.spanID)
+            out.add(.parentSpanID, record.parentSpanID)
+            if let duration = record.duration { out.add(.durationMilliseconds, duration) }
+            record.attributes(&out)
+            payload.append(contentsOf: xaddPrefix)
+            RESP.appendBulk(redactor.scrub(bytes: out.finishBytes()), to: &payload)
+            ends.append(payload.count)
         }
     }
 
@@ -192,7 +229,7 @@ public final class EventPublisher: Sendable {
     }
 
     /// Records still waiting to be written.
-    public var bufferedEvents: Int { state.withLock { $0.pending.ends.count } }
+    public var bufferedEvents: Int { state.withLock { $0.pending.eventCount } }
 
     /// Writes everything recorded so far; returns once Redis has it (or the write failed and the
     /// events were put back for the next flush).
@@ -210,16 +247,30 @@ public final class EventPublisher: Sendable {
     }
 
     private func write() async {
-        let (batch, names) = state.withLock { state -> (Pending, [String]) in
+        var (batch, names) = state.withLock { state -> (Pending, [String]) in
             let taken = state.pending
             state.pending = Pending()
-            // The next batch is likely as large: growing a buffer of hundreds of KiB under the lock
-            // would stall every job that records an event meanwhile.
-            state.pending.payload.reserveCapacity(taken.payload.count)
-            state.pending.ends.reserveCapacity(taken.ends.count)
+            // The next batch is likely as large: growing the array under the lock would stall
+            // every job that records an event meanwhile.
+            state.pending.records.reserveCapacity(taken.records.count)
             return (taken, state.counterNames)
         }
         if batch.isEmpty { return }
+        if !batch.records.isEmpty {
+            let records = batch.records
+            batch.records = []
+            let encoded = await withCheckedContinuation { (continuation: CheckedContinuation<([UInt8], [Int]), Never>) in
+                encoder.async { [self] in
+                    var payload: [UInt8] = []
+                    var ends: [Int] = []
+                    encode(records, into: &payload, ends: &ends)
+                    continuation.resume(returning: (payload, ends))
+                }
+            }
+            let shift = batch.payload.count
+            batch.payload += encoded.0
+            batch.ends += encoded.1.map { $0 + shift }
+        }
         var counters: [(field: String, amount: Int64)] = []
         for (index, amount) in batch.counts.enumerated() where amount != 0 { counters.append((names[index], amount)) }
         counters.sort { $0.field < $1.field }
@@ -255,8 +306,7 @@ public final class EventPublisher: Sendable {
             // Redis is away: keep the events for the next flush (bounded), merge the rest back.
             state.withLock { state in
                 state.pending.restore(batch)
-                let cap = configuration.maxBuffered
-                if state.pending.ends.count > cap { state.pending.dropOldest(state.pending.ends.count - cap + cap / 4) }
+                state.pending.trim(to: configuration.maxBuffered)
             }
         }
     }

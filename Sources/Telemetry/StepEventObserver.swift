@@ -10,7 +10,7 @@ public final class StepEventObserver: WorkerObserver {
     public let publisher: EventPublisher
     public let progressInterval: Duration
 
-    private struct ProgressState {
+    private struct ProgressState: Sendable {
         var published: ContinuousClock.Instant?
         var publishedBytes: Int64 = 0
         var countedBytes: Int64 = 0
@@ -150,7 +150,7 @@ public final class StepEventObserver: WorkerObserver {
     /// so that it precedes the start of any job it unlocked.
     private func emitJob(
         _ job: ClaimedJob, step: Step, name: String, duration: Duration? = nil, sinceEnd: Duration = .zero,
-        _ more: (inout JSONObjectWriter) -> Void
+        _ more: @escaping @Sendable (inout JSONObjectWriter) -> Void
     ) {
         let (seconds, attoseconds) = sinceEnd.components
         let timestamp = StepEvent.now() - (seconds * 1_000_000_000 + attoseconds / 1_000_000_000)

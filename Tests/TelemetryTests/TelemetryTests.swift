@@ -243,6 +243,15 @@ struct TelemetryTests {
         #expect(length >= 1000 && length < 1200, "MAXLEN ~ 1000 kept \(length)")
         let last = try await client.send("XREVRANGE", keys.events, "+", "-", "COUNT", "3").array ?? []
         #expect(spanIDs(last) == ["j4999", "j4998", "j4997"])
+
+        // The stored text is exactly the event's own JSON (the publisher encodes at the flush).
+        let event = StepEvent(
+            name: EventName.failure, step: .models, traceID: "p", spanID: "download:x", parentSpanID: "step/18",
+            durationMilliseconds: 12.345, attributes: [("error_type", .string("http")), ("retry_attempt", .int(2)), ("will_retry", .bool(true))])
+        publisher.emit(event)
+        await publisher.flush()
+        let stored = try await client.send("XREVRANGE", keys.events, "+", "-", "COUNT", "1").array?.first?.array?[1].hash?["event"]
+        #expect(stored == event.json(context: publisher.context))
         publisher.close()
     }
 

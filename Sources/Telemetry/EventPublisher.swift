@@ -4,9 +4,9 @@ import RedisClient
 import Synchronization
 
 /// Buffers a process's step events, job progress and metric counts, and writes them to Redis in
-/// batches from a background task, one round trip per flush: an `XADD B:events MAXLEN ~ N * event
-/// <json>` per event, then `HSET`/`HDEL` of `B:progress` records and `HINCRBY` of the `B:metrics`
-/// counters. Recording is a lock and an append of a few fields; the JSON is written at the flush,
+/// batches from a background task, one round trip per flush: an `XADD B:events * event <json>` per
+/// event and one `XTRIM B:events MAXLEN ~ N`, then `HSET`/`HDEL` of `B:progress` records and
+/// `HINCRBY` of the `B:metrics` counters. Recording is a lock and an append of a few fields; the JSON is written at the flush,
 /// on a queue of its own, so the job path neither encodes nor waits for Redis. Entries of one
 /// process keep their order in the stream.
 public final class EventPublisher: Sendable {
@@ -110,7 +110,8 @@ public final class EventPublisher: Sendable {
     private let encoder = DispatchQueue(label: "provision.events.encode", qos: .utility)
     /// The fixed fields of each step's events, encoded once.
     private let fixed: [Int: String]
-    /// `XADD B:events MAXLEN ~ N * event` in RESP: each event is this and its JSON.
+    /// `XADD B:events * event` in RESP: each event is this and its JSON (the stream is trimmed once
+    /// per flush: a `MAXLEN` on every `XADD` costs Redis more and sends more bytes).
     private let xaddPrefix: [UInt8]
 
     public init(
@@ -128,10 +129,8 @@ public final class EventPublisher: Sendable {
         }
         self.fixed = fixed
         var prefix: [UInt8] = []
-        RESP.appendCommandHeader(arguments: 8, to: &prefix)
-        for argument in ["XADD", keys.events, "MAXLEN", "~", String(configuration.maxLength), "*", "event"] {
-            RESP.appendBulk(argument, to: &prefix)
-        }
+        RESP.appendCommandHeader(arguments: 5, to: &prefix)
+        for argument in ["XADD", keys.events, "*", "event"] { RESP.appendBulk(argument, to: &prefix) }
         xaddPrefix = prefix
         state.withLock { state in
             state.counterNames = [MetricField.eventsDropped]
@@ -279,6 +278,10 @@ public final class EventPublisher: Sendable {
         // as commands of their own, all in one round trip.
         var tail: [UInt8] = []
         var tailCommands = 0
+        if !batch.ends.isEmpty {
+            RESP.appendCommand(["XTRIM", keys.events, "MAXLEN", "~", String(configuration.maxLength)], to: &tail)
+            tailCommands += 1
+        }
         var touched = false
         for (job, json) in batch.progress {
             if let json {

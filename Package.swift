@@ -58,7 +58,7 @@ let package = Package(
         // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
         .target(
             name: "Telemetry",
-            dependencies: ["JobQueue", "RedisClient", "Scheduler", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["JobQueue", "ProcessControl", "RedisClient", "Scheduler", .product(name: "Logging", package: "swift-log")]),
         // Machine status for people and the fleet: the flip's announcement, stalled detection, metrics.
         .target(
             name: "Aggregator",
@@ -105,7 +105,7 @@ let package = Package(
         .testTarget(
             name: "TelemetryTests",
             dependencies: [
-                "Telemetry", "Aggregator", "Scheduler", "JobQueue", "RedisClient", "TestSupport",
+                "Telemetry", "Aggregator", "Scheduler", "JobQueue", "ProcessControl", "RedisClient", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(

@@ -1,4 +1,4 @@
-/// Writes RESP for callers that encode commands themselves (`RedisClient.send(encoded:commands:)`):
+/// Writes RESP for callers that encode commands themselves (`RedisClient.sendBlocking(encoded:commands:)`):
 /// one copy into a buffer instead of a String per argument.
 public enum RESP {
     /// Appends the header of a command of `count` arguments (`*<count>\r\n`); its arguments follow

@@ -80,13 +80,19 @@ public final class RedisClient: Sendable {
     }
 
     /// Sends `commands` commands that are already RESP, back to back in `encoded` (in pieces that
-    /// only make whole commands together), in one round trip. Returns the error replies by command
-    /// index; other replies are read and dropped without being decoded.
-    public func send(encoded: [ArraySlice<UInt8>], commands: Int) async throws(RedisError) -> [(index: Int, message: String)] {
+    /// only make whole commands together), in one round trip, blocking the calling thread: for a
+    /// caller on a thread of its own, where the socket work then runs (at that thread's priority)
+    /// rather than on the client's queue. Returns the error replies by command index; other
+    /// replies are read and dropped without being decoded.
+    public func sendBlocking(encoded: [ArraySlice<UInt8>], commands: Int) throws(RedisError) -> [(index: Int, message: String)] {
         if commands == 0 { return [] }
-        return try await perform("PIPELINE") { connection throws(RedisError) in
-            try connection.pipeline(formatted: encoded, commands: commands, label: "PIPELINE")
+        let result = queue.sync { [box, closed, configuration] in
+            Self.withReconnect(box.connection, label: "PIPELINE", window: configuration.reconnectWindow, closed: closed) {
+                connection throws(RedisError) in
+                try connection.pipeline(formatted: encoded, commands: commands, label: "PIPELINE")
+            }
         }
+        return try result.get()
     }
 
     /// Closes the connection; later commands fail at once.

@@ -1,14 +1,16 @@
 import Foundation
 import JobQueue
+import ProcessControl
 import RedisClient
 import Synchronization
 
 /// Buffers a process's step events, job progress and metric counts, and writes them to Redis in
-/// batches from a background task, one round trip per flush: an `XADD B:events * event <json>` per
-/// event and one `XTRIM B:events MAXLEN ~ N`, then `HSET`/`HDEL` of `B:progress` records and
-/// `HINCRBY` of the `B:metrics` counters. Recording is a lock and an append of a few fields; the JSON is written at the flush,
-/// on a queue of its own, so the job path neither encodes nor waits for Redis. Entries of one
-/// process keep their order in the stream.
+/// batches, one round trip per flush: an `XADD B:events * event <json>` per event and one `XTRIM
+/// B:events MAXLEN ~ N`, then `HSET`/`HDEL` of `B:progress` records and `HINCRBY` of the `B:metrics`
+/// counters. Recording is a lock and an append of a few fields; the JSON is written and sent at the
+/// flush on a thread of its own at a lower CPU priority, so the job path neither encodes nor waits
+/// for Redis, and telemetry yields the CPU to the jobs. Entries of one process keep their order in
+/// the stream.
 public final class EventPublisher: Sendable {
     /// How a publisher batches and caps.
     public struct Configuration: Sendable {
@@ -106,8 +108,9 @@ public final class EventPublisher: Sendable {
     private let redis: RedisClient
     private let state = Mutex(State())
     private let writer = FlushWriter()
-    /// Where recorded events are encoded: a thread outside the cooperative pool that runs the jobs.
-    private let encoder = DispatchQueue(label: "provision.events.encode", qos: .utility)
+    /// Where recorded events are encoded and sent: an OS thread of its own at a lower priority, so
+    /// that telemetry yields the CPU to the jobs and the queue's calls when they compete.
+    private let background = BackgroundThread(name: "provision-events", nice: 10)
     /// The fixed fields of each step's events, encoded once.
     private let fixed: [Int: String]
     /// `XADD B:events * event` in RESP: each event is this and its JSON (the stream is trimmed once
@@ -246,7 +249,7 @@ public final class EventPublisher: Sendable {
     }
 
     private func write() async {
-        var (batch, names) = state.withLock { state -> (Pending, [String]) in
+        let (batch, names) = state.withLock { state -> (Pending, [String]) in
             let taken = state.pending
             state.pending = Pending()
             // The next batch is likely as large: growing the array under the lock would stall
@@ -255,68 +258,61 @@ public final class EventPublisher: Sendable {
             return (taken, state.counterNames)
         }
         if batch.isEmpty { return }
-        if !batch.records.isEmpty {
-            let records = batch.records
-            batch.records = []
-            let encoded = await withCheckedContinuation { (continuation: CheckedContinuation<([UInt8], [Int]), Never>) in
-                encoder.async { [self] in
-                    var payload: [UInt8] = []
-                    var ends: [Int] = []
-                    encode(records, into: &payload, ends: &ends)
-                    continuation.resume(returning: (payload, ends))
-                }
-            }
-            let shift = batch.payload.count
-            batch.payload += encoded.0
-            batch.ends += encoded.1.map { $0 + shift }
+        let sent = await withCheckedContinuation { (continuation: CheckedContinuation<(Pending, Result<Int, RedisError>), Never>) in
+            background.run { [self] in continuation.resume(returning: send(batch, counterNames: names)) }
         }
-        var counters: [(field: String, amount: Int64)] = []
-        for (index, amount) in batch.counts.enumerated() where amount != 0 { counters.append((names[index], amount)) }
-        counters.sort { $0.field < $1.field }
-
-        // The events are already whole XADD commands; the progress records and counters follow
-        // as commands of their own, all in one round trip.
-        var tail: [UInt8] = []
-        var tailCommands = 0
-        if !batch.ends.isEmpty {
-            RESP.appendCommand(["XTRIM", keys.events, "MAXLEN", "~", String(configuration.maxLength)], to: &tail)
-            tailCommands += 1
-        }
-        var touched = false
-        for (job, json) in batch.progress {
-            if let json {
-                RESP.appendCommand(["HSET", keys.progress, job, json], to: &tail)
-                touched = true
-            } else {
-                RESP.appendCommand(["HDEL", keys.progress, job], to: &tail)
-            }
-            tailCommands += 1
-        }
-        if touched {
-            RESP.appendCommand(["EXPIRE", keys.progress, String(configuration.progressTTLSeconds)], to: &tail)
-            tailCommands += 1
-        }
-        for (field, amount) in counters {
-            RESP.appendCommand(["HINCRBY", keys.metrics, field, String(amount)], to: &tail)
-            tailCommands += 1
-        }
-        do {
-            let errors = try await redis.send(encoded: [batch.payload[...], tail[...]], commands: batch.ends.count + tailCommands)
-            // A refused XADD (keys of the wrong type) loses its event: count them.
-            let lost = errors.filter { $0.index < batch.ends.count }.count
+        switch sent.1 {
+        case .success(let lost):
             if lost > 0 { state.withLock { $0.pending.add(Int64(lost), to: .eventsDropped) } }
-        } catch {
-            // Redis is away: keep the events for the next flush (bounded), merge the rest back.
+        case .failure:
+            // Redis is away: keep the events (now encoded) for the next flush, bounded, and merge
+            // the rest back.
             state.withLock { state in
-                state.pending.restore(batch)
+                state.pending.restore(sent.0)
                 state.pending.trim(to: configuration.maxBuffered)
             }
         }
     }
 
-    /// Closes the publisher's connection (after a final `flush`).
+    /// On the background thread: encodes the batch's records and sends everything in one round
+    /// trip. Returns the batch as encoded (to keep on failure) and the events Redis refused.
+    private func send(_ batch: Pending, counterNames names: [String]) -> (Pending, Result<Int, RedisError>) {
+        var batch = batch
+        encode(batch.records, into: &batch.payload, ends: &batch.ends)
+        batch.records = []
+        var counters: [(field: String, amount: Int64)] = []
+        for (index, amount) in batch.counts.enumerated() where amount != 0 { counters.append((names[index], amount)) }
+        counters.sort { $0.field < $1.field }
+
+        // The events are already whole XADD commands; the trim, the progress records and the
+        // counters follow as commands of their own.
+        var tail: [UInt8] = []
+        var tailCommands = 0
+        func command(_ arguments: [String]) {
+            RESP.appendCommand(arguments, to: &tail)
+            tailCommands += 1
+        }
+        if !batch.ends.isEmpty { command(["XTRIM", keys.events, "MAXLEN", "~", String(configuration.maxLength)]) }
+        for (job, json) in batch.progress {
+            if let json { command(["HSET", keys.progress, job, json]) } else { command(["HDEL", keys.progress, job]) }
+        }
+        if batch.progress.values.contains(where: { $0 != nil }) {
+            command(["EXPIRE", keys.progress, String(configuration.progressTTLSeconds)])
+        }
+        for (field, amount) in counters { command(["HINCRBY", keys.metrics, field, String(amount)]) }
+        do {
+            let errors = try redis.sendBlocking(encoded: [batch.payload[...], tail[...]], commands: batch.ends.count + tailCommands)
+            // A refused XADD (keys of the wrong type) loses its event: count them.
+            return (batch, .success(errors.filter { $0.index < batch.ends.count }.count))
+        } catch {
+            return (batch, .failure(error))
+        }
+    }
+
+    /// Closes the publisher's connection and ends its thread (after a final `flush`).
     public func close() {
         redis.close()
+        background.stop()
     }
 }
 

@@ -90,7 +90,7 @@ struct RedisClientTests {
         var tail: [UInt8] = []
         RESP.appendCommand(["RPUSH", "string", "wrong type"], to: &tail)
         RESP.appendCommand(["RPUSH", "list", "last"], to: &tail)
-        let errors = try await client.send(encoded: [buffer[..<cut], buffer[cut...], tail[...]], commands: 5)
+        let errors = try client.sendBlocking(encoded: [buffer[..<cut], buffer[cut...], tail[...]], commands: 5)
         #expect(errors.map(\.index) == [3] && errors.first?.message.hasPrefix("WRONGTYPE") == true)
         let list = try await client.send("LRANGE", "list", "0", "-1").array?.compactMap(\.string)
         #expect(list == ["a", "ç\r\n", String(repeating: "z", count: 70_000), "last"])

@@ -2,6 +2,7 @@ import Aggregator
 import Foundation
 import JobQueue
 import Logging
+import ProcessControl
 import RedisClient
 import Scheduler
 import Synchronization
@@ -253,6 +254,23 @@ struct TelemetryTests {
         let stored = try await client.send("XREVRANGE", keys.events, "+", "-", "COUNT", "1").array?.first?.array?[1].hash?["event"]
         #expect(stored == event.json(context: publisher.context))
         publisher.close()
+    }
+
+    @Test func backgroundThreadRunsWorkInOrderAtALowerPriority() async {
+        let thread = BackgroundThread(name: "test-background", nice: 10)
+        let seen = Mutex<[Int]>([])
+        let niceness = await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+            for index in 0..<100 { thread.run { seen.withLock { $0.append(index) } } }
+            // On Linux PRIO_PROCESS with 0 names the calling thread.
+            thread.run { continuation.resume(returning: getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)) }
+        }
+        #expect(niceness == 10)
+        #expect(seen.withLock { $0 } == Array(0..<100))
+        // After stop, work runs at once on the caller's thread, so nobody waits forever.
+        thread.stop()
+        let ranInline = Mutex(false)
+        thread.run { ranInline.withLock { $0 = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) != 10 } }
+        #expect(ranInline.withLock { $0 })
     }
 
     @Test func publisherKeepsEventsWhileRedisIsAwayAndCountsWhatItDrops() async throws {

@@ -10,7 +10,7 @@ public struct Redactor: Sendable {
     /// The literal strings to mask, longest first, with their percent- and JSON-escaped forms.
     public let secrets: [String]
     private let needles: [[UInt8]]
-    /// Per needle, the byte the scan looks for first (`Needle.anchor`).
+    /// Per needle, the index of the byte the scan looks for first (`anchor(_:)`).
     private let anchors: [Int]
 
     /// Collects secrets from `environment`: values of variables whose names look secret
@@ -39,8 +39,10 @@ public struct Redactor: Sendable {
     /// The first byte of `needle` that is not JSON punctuation: the scan jumps between occurrences
     /// of that byte, and `:` or `"` occur dozens of times in every event.
     private static func anchor(_ needle: [UInt8]) -> Int {
-        needle.firstIndex { !Array(#"":,{}[]"#.utf8).contains($0) } ?? 0
+        needle.firstIndex { !jsonPunctuation.contains($0) } ?? 0
     }
+
+    private static let jsonPunctuation = Array(#"":,{}[]"#.utf8)
 
     /// Words that make an environment variable's value a secret (matched in the upper-cased name).
     public static let secretNameParts = [

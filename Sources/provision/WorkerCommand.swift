@@ -147,8 +147,7 @@ func watchSupervisor(_ supervisor: Int32, shutdown: Shutdown, drainTimeout: Dura
         while getppid() == supervisor { usleep(200_000) }
         logger.warning("the supervisor is gone; draining", metadata: ["supervisor_pid": "\(supervisor)"])
         shutdown.request()
-        let (seconds, attoseconds) = drainTimeout.components
-        Thread.sleep(forTimeInterval: Double(seconds) + Double(attoseconds) / 1e18 + orphanGraceSeconds)
+        Thread.sleep(forTimeInterval: drainTimeout / .seconds(1) + orphanGraceSeconds)
         logger.error("the supervisor is gone and this worker did not stop within its drain timeout; exiting")
         exit(1)
     }

@@ -131,6 +131,23 @@ struct DownloaderTests {
         }
     }
 
+    /// Bytes are written in 64 KiB pieces aligned to the file: what a connection received before it
+    /// dropped is written too (never fetched again), with chunks and drops off those boundaries.
+    @Test func bytesBeforeADroppedConnectionAreKeptAtUnalignedOffsets() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let size = 1_000_003
+        let data = try origin.addFile("f.bin", size: size)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let result = try await Downloader().download(request(origin.url("f.bin", "drop=70001&times=5"), into: folder, chunk: 300_007, connections: 3))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: result.path)) == data)
+        #expect(result.sha256 == sha256(data))
+        let stats = try await origin.stats()
+        #expect(stats.requests.filter { $0.status == 206 }.count >= 1 + 4 + 4, "four drops (the probe takes the first of the five faults), each followed by a request for the rest")
+        #expect(stats.bytes_sent == size + 1, "every byte fetched once: \(stats.bytes_sent)")
+    }
+
     @Test func permanentFailureNamesTheURLWithoutItsQuery() async throws {
         let origin = try await TestOrigin()
         defer { origin.stop() }

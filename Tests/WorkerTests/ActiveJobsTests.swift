@@ -10,11 +10,12 @@ struct ActiveJobsTests {
         ClaimedJob(id: id, kind: "noop", payload: "{}", lease: Lease(plan: "p", job: id, token: token))
     }
 
-    /// Starts a job whose task waits until `release` is called.
+    /// Starts a job whose task waits until `release` is called, even when it is cancelled: a
+    /// cancelled job that ended at once would clear its fate before the test could read it.
     static func launchWaiting(_ active: ActiveJobs, _ job: ClaimedJob) async -> AsyncStream<Void>.Continuation {
         let (stream, release) = AsyncStream<Void>.makeStream()
         await active.launch(job) {
-            for await _ in stream {}
+            await Task { for await _ in stream {} }.value
         }
         return release
     }

@@ -160,9 +160,10 @@ final class DownloadSession {
         var checked = false
         var problem: String?
         var remoteChanged = false
-        /// Bytes received but not yet written; they belong at `start + received - staged`.
+        /// Bytes received but not yet written, which belong at `stagedOffset`.
         private let staging: UnsafeMutableRawPointer
         private var staged = 0
+        private var stagedOffset: Int64 { start + received - Int64(staged) }
 
         init(index: Int, start: Int64, end: Int64, fd: Int32, table: ChunkTable, urlGeneration: Int, staging: UnsafeMutableRawPointer) {
             self.index = index
@@ -198,9 +199,8 @@ final class DownloadSession {
             let writeSize = Int64(Self.writeSize)
             var taken = 0
             while taken < bytes.count {
-                let position = start + received - Int64(staged)  // file offset of staging[0]
-                let boundary = min((position / writeSize + 1) * writeSize, end + 1)
-                let room = Int(boundary - position) - staged
+                let boundary = min((stagedOffset / writeSize + 1) * writeSize, end + 1)
+                let room = Int(boundary - stagedOffset) - staged
                 let n = min(room, bytes.count - taken)
                 (staging + staged).copyMemory(from: base + taken, byteCount: n)
                 staged += n
@@ -214,7 +214,7 @@ final class DownloadSession {
         /// Writes what is staged; called when a boundary is reached and when the request ends.
         func flush() -> Bool {
             var done = 0
-            let position = start + received - Int64(staged)
+            let position = stagedOffset
             while done < staged {
                 let n = pwrite(fd, staging + done, staged - done, off_t(position + Int64(done)))
                 if n < 0 {
@@ -311,7 +311,7 @@ final class DownloadSession {
                 curl_multi_remove_handle(multi, handles[slot].raw)
                 entry.retained.release()
                 let transfer = entry.transfer
-                _ = transfer.flush()
+                _ = transfer.flush()  // a failed write is left in `problem`, for `classify`
                 fetchedBytes += transfer.received
                 freed = true
                 if code == CURLE_OK && table.isComplete(transfer.index) { continue }
@@ -617,7 +617,8 @@ final class HasherThread: @unchecked Sendable {
             while offset < table.size, let mark = table.waitForPrefix(beyond: offset) {
                 while offset < mark {
                     let want = Int(min(Int64(window), mark - offset))
-                    guard let n = hashMapped(want) ?? hashRead(want, buffer: &buffer, size: window), n > 0 else { return }
+                    let n = hashMapped(want) ?? hashRead(want, buffer: &buffer, size: window)
+                    guard n > 0 else { return }
                     offset += Int64(n)
                     table.recordHash(offset: offset, state: hasher.savedState)
                     // Hashed bytes are final: start writing them back now, so the fsync before the
@@ -651,7 +652,7 @@ final class HasherThread: @unchecked Sendable {
     }
 
     /// Hashes up to `count` bytes at `offset` read with `pread`; 0 or less on a read error.
-    private func hashRead(_ count: Int, buffer: inout UnsafeMutableRawBufferPointer?, size: Int) -> Int? {
+    private func hashRead(_ count: Int, buffer: inout UnsafeMutableRawBufferPointer?, size: Int) -> Int {
         let target = buffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
         buffer = target
         var n: Int

@@ -4,7 +4,12 @@ import Foundation
 
 /// libcurl set-up done once per process, before any thread uses curl.
 enum CurlGlobal {
-    static let ready: Bool = curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
+    static let ready: Bool = {
+        // A write past the process's file size limit (`ulimit -f`) must come back as EFBIG, an
+        // error the download can name, instead of SIGXFSZ killing the worker without a word.
+        signal(SIGXFSZ, SIG_IGN)
+        return curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
+    }()
 
     static var version: String {
         guard let info = provision_curl_version_info(), let text = info.pointee.version else { return "?" }

@@ -17,7 +17,7 @@ public enum Destination {
             if part.contains(where: { $0.asciiValue.map { $0 < 32 || $0 == 127 } ?? false }) || part.contains("\\") {
                 throw .invalidDestination(relative, reason: "it contains control characters or backslashes")
             }
-            if part.hasSuffix(".partial") || part.hasSuffix(".partial.state") {
+            if part.hasSuffix(".partial") || part.hasSuffix(".partial.state") || part.hasSuffix(".partial.lock") {
                 throw .invalidDestination(relative, reason: "names ending in .partial are reserved")
             }
         }

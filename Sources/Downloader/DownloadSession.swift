@@ -17,6 +17,7 @@ final class DownloadSession {
 
     var partialPath: String { request.destination + ".partial" }
     var statePath: String { request.destination + ".partial.state" }
+    var lockPath: String { request.destination + ".partial.lock" }
 
     init(request: DownloadRequest, cancelled: CancelFlag, progress: @escaping @Sendable (DownloadProgress) -> Void) {
         self.request = request
@@ -36,6 +37,10 @@ final class DownloadSession {
     private var shownURL: String { URLPolicy.redact(request.url) }
 
     private func perform() throws(DownloadError) -> DownloadResult {
+        let claim = try DestinationLock.acquire(lockPath, cancelled: cancelled) {
+            reportProgress(DownloadProgress(bytesDone: 0, bytesTotal: request.expectedSize, bytesPerSecond: 0, activeConnections: 0, waitingForAnotherDownload: true))
+        }
+        defer { claim?.release() }
         if let expected = request.expectedSHA256?.lowercased(), FileManager.default.fileExists(atPath: request.destination) {
             let size = fileSize(request.destination)
             if request.expectedSize == nil || request.expectedSize == size,
@@ -159,6 +164,8 @@ final class DownloadSession {
         var received: Int64 = 0
         var checked = false
         var problem: String?
+        /// Why writing the partial file failed (`strerror`): not the server's fault, not retried.
+        var writeFailure: String?
         var remoteChanged = false
         /// Bytes received but not yet written, which belong at `stagedOffset`.
         private let staging: UnsafeMutableRawPointer
@@ -219,7 +226,7 @@ final class DownloadSession {
                 let n = pwrite(fd, staging + done, staged - done, off_t(position + Int64(done)))
                 if n < 0 {
                     if errno == EINTR { continue }
-                    problem = "writing the partial file failed: \(String(cString: strerror(errno)))"
+                    writeFailure = String(cString: strerror(errno))
                     return false
                 }
                 done += n
@@ -311,7 +318,7 @@ final class DownloadSession {
                 curl_multi_remove_handle(multi, handles[slot].raw)
                 entry.retained.release()
                 let transfer = entry.transfer
-                _ = transfer.flush()  // a failed write is left in `problem`, for `classify`
+                _ = transfer.flush()  // a failed write is left in `writeFailure`, for `classify`
                 fetchedBytes += transfer.received
                 freed = true
                 if code == CURLE_OK && table.isComplete(transfer.index) { continue }
@@ -366,6 +373,10 @@ final class DownloadSession {
 
     private func classify(code: CURLcode, transfer: Transfer, attempts: Int) -> (error: DownloadError, retryable: Bool) {
         let status = transfer.sink.headers.status
+        if let failure = transfer.writeFailure {
+            // A full disk, a file size limit or an I/O error: fetching the chunk again writes nothing.
+            return (.io(path: partialPath, operation: "write to", reason: failure), false)
+        }
         if let problem = transfer.problem {
             return (.badResponse(url: shownURL, reason: problem), true)
         }
@@ -395,7 +406,8 @@ final class DownloadSession {
         let sink = HeaderSink()
         var hasher = SHA256Hasher()
         var received: Int64 = 0
-        var problem: String?
+        /// Why writing the partial file failed (`strerror`): not retried.
+        var writeFailure: String?
         let cancelled: CancelFlag
         let tick: (Int64) -> Void
 
@@ -419,7 +431,7 @@ final class DownloadSession {
             let n = write(stream.fd, data + done, length - done)
             if n < 0 {
                 if errno == EINTR { continue }
-                stream.problem = "writing the partial file failed: \(String(cString: strerror(errno)))"
+                stream.writeFailure = String(cString: strerror(errno))
                 return 0
             }
             done += n
@@ -480,8 +492,9 @@ final class DownloadSession {
             }
             let error: DownloadError
             var retryable = true
-            if let problem = stream.problem {
-                error = .io(path: partialPath, operation: "write", reason: problem)
+            if let failure = stream.writeFailure {
+                error = .io(path: partialPath, operation: "write to", reason: failure)
+                retryable = false
             } else if status != 200 && status != 0 {
                 error = .http(url: shownURL, status: status, attempts: attempt)
                 retryable = status == 408 || status == 429 || status >= 500

@@ -60,6 +60,9 @@ public struct DownloadProgress: Sendable, Equatable {
     public var bytesTotal: Int64?
     public var bytesPerSecond: Double
     public var activeConnections: Int
+    /// Another download of the same destination (in this or another process) holds it: this one
+    /// waits for it to end, then finds the file in place or picks up where it stopped.
+    public var waitingForAnotherDownload = false
 }
 
 /// Fetches files over HTTP(S) with parallel Range requests on libcurl, resumably and verified.

@@ -147,7 +147,7 @@ enum SpecRules {
             throw ManifestError("The \(what) '\(path.prefix(100))' must be a relative path of 1 to 1024 bytes.")
         }
         for part in path.split(separator: "/", omittingEmptySubsequences: false) {
-            if part.isEmpty || part == "." || part == ".." || part.hasSuffix(".partial") || part.hasSuffix(".partial.state") {
+            if part.isEmpty || part == "." || part == ".." || part.hasSuffix(".partial") || part.hasSuffix(".partial.state") || part.hasSuffix(".partial.lock") {
                 throw ManifestError("The \(what) '\(path.prefix(100))' may not contain empty, '.' or '..' components or end in .partial.")
             }
             if part.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 || $0 == "\\" }) {

@@ -10,7 +10,7 @@ struct DownloadCommand: AsyncParsableCommand {
     @Argument(help: "http(s) URL. HF_TOKEN / CIVITAI_TOKEN are sent to huggingface.co / civitai.com only.")
     var url: String
 
-    @Option(name: [.short, .long], help: "Where the file goes (a .partial file and its .state sit beside it until done).")
+    @Option(name: [.short, .long], help: "Where the file goes (NAME.partial, its .state and its .lock sit beside it until done).")
     var output: String
 
     @Option(help: "Parallel connections.")
@@ -109,6 +109,11 @@ final class ProgressLine: @unchecked Sendable {
     func update(_ progress: DownloadProgress) {
         lock.lock()
         defer { lock.unlock() }
+        if progress.waitingForAnotherDownload {
+            // Said once, as a line of its own, on a terminal too: the wait can be long.
+            FileHandle.standardError.write(Data("\(name): waiting for another download of this file to finish\n".utf8))
+            return
+        }
         let total = progress.bytesTotal
         let fraction = total.map { $0 > 0 ? Double(progress.bytesDone) / Double($0) : 1 } ?? 0
         let eta = total.map { progress.bytesPerSecond > 0 ? Double($0 - progress.bytesDone) / progress.bytesPerSecond : 0 }

@@ -99,6 +99,68 @@ struct ResumeTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == replaced)
     }
 
+    @Test func twoProcessesGivenOneDestinationFetchItOnce() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: Self.size)
+        let folder = try makeTemporaryDirectory("claimed")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("model.safetensors").path
+
+        let first = try TestProcess.provision([
+            "download", origin.url("f.bin", "throttle=500000"), "--output", output, "--allow-loopback",
+            "--chunk-size", String(Self.chunk), "--connections", String(Self.connections), "--json", "--sha256", sha256(data),
+        ])
+        #expect(await eventually(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: output + ".partial.state") })
+        // Same file, same place, while the first is still at it: it must wait, then find the file done.
+        let second = try await run(provisionExecutable(), [
+            "download", origin.url("f.bin"), "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk),
+            "--connections", String(Self.connections), "--json", "--sha256", sha256(data),
+        ])
+        #expect(await first.wait(timeout: .seconds(60)) == 0, "\(first.output)")
+        #expect(second.status == 0, "\(second.output)")
+        #expect(second.output.contains("waiting for another download of this file"), "\(second.output)")
+        let result = try downloadResult(second.output)
+        #expect(result["skipped"] as? Bool == true && result["fetched_bytes"] as? Int == 0)
+        // The first run's probe (one byte) and the file once.
+        #expect(try await origin.stats().bytes_sent <= Self.size + 1)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["model.safetensors"])
+    }
+
+    @Test func aWriteThatFailsEndsTheDownloadAtOnceAndKeepsWhatWasWritten() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: Self.size)
+        let folder = try makeTemporaryDirectory("unwritable")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("model.safetensors").path
+        try await killMidway(try startThrottled(origin, output: output), output: output)
+        _ = try await settledBytes(origin)
+        try await origin.reset()
+
+        // A file size limit below the unfinished chunks: every write there fails with EFBIG, a
+        // real write error (the kernel's, not an injected one) that no retry can cure.
+        let limited = try await run("/usr/bin/prlimit", [
+            "--fsize=\(Self.chunk * 2)", provisionExecutable(), "download", origin.url("f.bin"), "--output", output,
+            "--allow-loopback", "--chunk-size", String(Self.chunk), "--connections", String(Self.connections),
+        ])
+        #expect(limited.status == 1, "\(limited.output)")
+        #expect(limited.output.contains("Could not write to \(output).partial: File too large."), "\(limited.output)")
+        let requests = try await origin.stats().requests
+        // The probe and one request per connection at most: nothing is fetched again.
+        #expect(requests.count <= 1 + Self.connections, "\(requests.map(\.range))")
+        #expect(FileManager.default.fileExists(atPath: output + ".partial.state"))
+
+        let resumed = try await run(provisionExecutable(), [
+            "download", origin.url("f.bin"), "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk),
+            "--connections", String(Self.connections), "--json", "--sha256", sha256(data),
+        ])
+        #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(try downloadResult(resumed.output)["resumed_bytes"] as? Int ?? 0 > Self.size / 4)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)
+    }
+
     @Test func downloadJobsRunInTheWorkerPool() async throws {
         let origin = try await TestOrigin()
         let redis = try await TestRedis()

@@ -238,6 +238,10 @@ def wait_for_quiet(args):
 
 def one_run(args, size, source_sha, tool, n, route, rep, logs):
     settle(args.dest)
+    if args.settle > 0:
+        # Memory freed by the previous run's output, left long enough for a VM with free page
+        # reporting to hand it back: what a machine that has been up a while offers a download.
+        time.sleep(args.settle)
     busy_before, waited = wait_for_quiet(args)
     output = os.path.join(args.dest, "model.bin")
     prefix = os.path.join(logs, f"{tool}-{route}-{n}-{rep}")
@@ -356,6 +360,8 @@ def print_report(args, size, limits, table, comparisons, variants, checks):
     print(f"{size / MiB:.0f} MiB file, best of {args.repeat} run(s) each (curl on the throttled route: 1 run), median beside it; "
           f"ideal (throttled) = min(N × {args.rate_mib} MiB/s, disk {limits['disk_mibs']:.0f} MiB/s, SHA-256 {limits['sha256_mibs']:.0f} MiB/s)")
     print("provision's time includes its SHA-256 and its fsync; the peers hash nothing and leave the write-back to the kernel (+sync column).")
+    if getattr(args, "settle", 0):
+        print(f"Each run started {args.settle:g} s after the previous run's output was deleted (--settle).")
     print()
     header = "| tool | N | route | seconds | median s | MiB/s | ratio to ideal | ÷ origin's delivery | +sync s | CPU s | others' CPU s | max RSS MiB |"
     print(header)
@@ -421,7 +427,7 @@ def profile(args, size, source_sha, logs):
 def report_again(path):
     """Prints the table of a results.json again (python3 bench.py --report FILE)."""
     data = json.load(open(path))
-    args = argparse.Namespace(repeat=data["repeat"], rate_mib=data["rate_mib"], connections=data["connections"],
+    args = argparse.Namespace(repeat=data["repeat"], rate_mib=data["rate_mib"], connections=data["connections"], settle=data.get("settle", 0),
                               routes=list(dict.fromkeys(r["route"] for r in data["runs"])),
                               variants={k: (v["bin"], v["env"]) for k, v in data.get("variant_definitions", {}).items()})
     table, comparisons, variants = summarise(args, data["size_bytes"], data["limits"], data["runs"])
@@ -449,6 +455,7 @@ def main():
     parser.add_argument("--quiet-busy", type=float, default=0.15, help="machine busy fraction that counts as quiet")
     parser.add_argument("--quiet-wait", type=float, default=15, help="seconds to wait for quiet before one run")
     parser.add_argument("--quiet-budget", type=float, default=180, help="seconds to wait for quiet in all")
+    parser.add_argument("--settle", type=float, default=0, help="seconds to wait after deleting the previous output")
     parser.add_argument("--variant", action="append", default=[],
                         help="'LABEL BIN [VAR=VALUE ...]': another provision binary (or settings) run beside provision")
     args = parser.parse_args()
@@ -484,7 +491,7 @@ def main():
         print("== profile")
         profile(args, size, limits["source_sha256"], logs)
 
-    results = {"size_bytes": size, "connections": args.connections, "repeat": args.repeat, "rate_mib": args.rate_mib,
+    results = {"size_bytes": size, "connections": args.connections, "repeat": args.repeat, "rate_mib": args.rate_mib, "settle": args.settle,
                "cpus": os.cpu_count(), "load_before": args.load_before, "limits": limits, "table": table,
                "comparisons": comparisons, "variants": variants,
                "variant_definitions": {k: {"bin": b, "env": e} for k, (b, e) in args.variants.items()}, "targets": [{"target": n, "value": v, "met": ok} for n, v, ok in checks],

@@ -16,11 +16,13 @@ struct ResumeTests {
     static let chunk = 262_144
     static let connections = 4
 
+    /// `download URL --output OUTPUT` with this suite's chunk size and connections, then `extra`.
+    func downloadArguments(_ url: String, output: String, _ extra: [String] = []) -> [String] {
+        ["download", url, "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk), "--connections", String(Self.connections)] + extra
+    }
+
     func startThrottled(_ origin: TestOrigin, output: String) throws -> TestProcess {
-        try TestProcess.provision([
-            "download", origin.url("f.bin", "throttle=250000"), "--output", output, "--allow-loopback",
-            "--chunk-size", String(Self.chunk), "--connections", String(Self.connections), "--json",
-        ])
+        try TestProcess.provision(downloadArguments(origin.url("f.bin", "throttle=250000"), output: output, ["--json"]))
     }
 
     /// Bytes the origin sent, once the killed run's requests are all recorded: the origin records a
@@ -63,10 +65,7 @@ struct ResumeTests {
         let firstRun = try await settledBytes(origin)
         try await origin.reset()
 
-        let second = try await run(provisionExecutable(), [
-            "download", origin.url("f.bin"), "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk),
-            "--connections", String(Self.connections), "--json", "--sha256", sha256(data),
-        ])
+        let second = try await run(provisionExecutable(), downloadArguments(origin.url("f.bin"), output: output, ["--json", "--sha256", sha256(data)]))
         #expect(second.status == 0, "\(second.output)")
         let result = try downloadResult(second.output)
         let resumed = try #require(result["resumed_bytes"] as? Int)
@@ -107,16 +106,11 @@ struct ResumeTests {
         defer { try? FileManager.default.removeItem(at: folder) }
         let output = folder.appendingPathComponent("model.safetensors").path
 
-        let first = try TestProcess.provision([
-            "download", origin.url("f.bin", "throttle=500000"), "--output", output, "--allow-loopback",
-            "--chunk-size", String(Self.chunk), "--connections", String(Self.connections), "--json", "--sha256", sha256(data),
-        ])
+        let first = try TestProcess.provision(
+            downloadArguments(origin.url("f.bin", "throttle=500000"), output: output, ["--json", "--sha256", sha256(data)]))
         #expect(await eventually(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: output + ".partial.state") })
         // Same file, same place, while the first is still at it: it must wait, then find the file done.
-        let second = try await run(provisionExecutable(), [
-            "download", origin.url("f.bin"), "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk),
-            "--connections", String(Self.connections), "--json", "--sha256", sha256(data),
-        ])
+        let second = try await run(provisionExecutable(), downloadArguments(origin.url("f.bin"), output: output, ["--json", "--sha256", sha256(data)]))
         #expect(await first.wait(timeout: .seconds(60)) == 0, "\(first.output)")
         #expect(second.status == 0, "\(second.output)")
         #expect(second.output.contains("waiting for another download of this file"), "\(second.output)")
@@ -141,10 +135,7 @@ struct ResumeTests {
 
         // A file size limit below the unfinished chunks: every write there fails with EFBIG, a
         // real write error (the kernel's, not an injected one) that no retry can cure.
-        let limited = try await run("/usr/bin/prlimit", [
-            "--fsize=\(Self.chunk * 2)", provisionExecutable(), "download", origin.url("f.bin"), "--output", output,
-            "--allow-loopback", "--chunk-size", String(Self.chunk), "--connections", String(Self.connections),
-        ])
+        let limited = try await run("/usr/bin/prlimit", ["--fsize=\(Self.chunk * 2)", provisionExecutable()] + downloadArguments(origin.url("f.bin"), output: output))
         #expect(limited.status == 1, "\(limited.output)")
         #expect(limited.output.contains("Could not write to \(output).partial: File too large."), "\(limited.output)")
         let requests = try await origin.stats().requests
@@ -152,10 +143,7 @@ struct ResumeTests {
         #expect(requests.count <= 1 + Self.connections, "\(requests.map(\.range))")
         #expect(FileManager.default.fileExists(atPath: output + ".partial.state"))
 
-        let resumed = try await run(provisionExecutable(), [
-            "download", origin.url("f.bin"), "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk),
-            "--connections", String(Self.connections), "--json", "--sha256", sha256(data),
-        ])
+        let resumed = try await run(provisionExecutable(), downloadArguments(origin.url("f.bin"), output: output, ["--json", "--sha256", sha256(data)]))
         #expect(resumed.status == 0, "\(resumed.output)")
         #expect(try downloadResult(resumed.output)["resumed_bytes"] as? Int ?? 0 > Self.size / 4)
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)

@@ -360,6 +360,7 @@ def print_report(args, size, limits, table, comparisons, variants, checks):
     print(f"{size / MiB:.0f} MiB file, best of {args.repeat} run(s) each (curl on the throttled route: 1 run), median beside it; "
           f"ideal (throttled) = min(N × {args.rate_mib} MiB/s, disk {limits['disk_mibs']:.0f} MiB/s, SHA-256 {limits['sha256_mibs']:.0f} MiB/s)")
     print("provision's time includes its SHA-256 and its fsync; the peers hash nothing and leave the write-back to the kernel (+sync column).")
+    print(f"The throttled origin paced with nginx's {'millisecond clock (--origin-pacing exact)' if args.origin_pacing == 'exact' else 'event-loop clock (--origin-pacing loop)'}.")
     if getattr(args, "settle", 0):
         print(f"Each run started {args.settle:g} s after the previous run's output was deleted (--settle).")
     print()
@@ -428,6 +429,7 @@ def report_again(path):
     """Prints the table of a results.json again (python3 bench.py --report FILE)."""
     data = json.load(open(path))
     args = argparse.Namespace(repeat=data["repeat"], rate_mib=data["rate_mib"], connections=data["connections"], settle=data.get("settle", 0),
+                              origin_pacing=data.get("origin_pacing", "loop"),
                               routes=list(dict.fromkeys(r["route"] for r in data["runs"])),
                               variants={k: (v["bin"], v["env"]) for k, v in data.get("variant_definitions", {}).items()})
     table, comparisons, variants = summarise(args, data["size_bytes"], data["limits"], data["runs"])
@@ -456,6 +458,7 @@ def main():
     parser.add_argument("--quiet-wait", type=float, default=15, help="seconds to wait for quiet before one run")
     parser.add_argument("--quiet-budget", type=float, default=180, help="seconds to wait for quiet in all")
     parser.add_argument("--settle", type=float, default=0, help="seconds to wait after deleting the previous output")
+    parser.add_argument("--origin-pacing", default="exact", choices=["exact", "loop"], help="how nginx paces /throttled/ (recorded only)")
     parser.add_argument("--variant", action="append", default=[],
                         help="'LABEL BIN [VAR=VALUE ...]': another provision binary (or settings) run beside provision")
     args = parser.parse_args()
@@ -492,6 +495,7 @@ def main():
         profile(args, size, limits["source_sha256"], logs)
 
     results = {"size_bytes": size, "connections": args.connections, "repeat": args.repeat, "rate_mib": args.rate_mib, "settle": args.settle,
+               "origin_pacing": args.origin_pacing,
                "cpus": os.cpu_count(), "load_before": args.load_before, "limits": limits, "table": table,
                "comparisons": comparisons, "variants": variants,
                "variant_definitions": {k: {"bin": b, "env": e} for k, (b, e) in args.variants.items()}, "targets": [{"target": n, "value": v, "met": ok} for n, v, ok in checks],

@@ -271,6 +271,7 @@ final class DownloadSession {
         let validator = remote.validator
         var lastTick = clock.now
         var lastSave = clock.now
+        var completedSinceSave = false
         var lastBytes = table.bytesDone
 
         defer {
@@ -321,7 +322,10 @@ final class DownloadSession {
                 _ = transfer.flush()  // a failed write is left in `writeFailure`, for `classify`
                 fetchedBytes += transfer.received
                 freed = true
-                if code == CURLE_OK && table.isComplete(transfer.index) { continue }
+                if code == CURLE_OK && table.isComplete(transfer.index) {
+                    completedSinceSave = true
+                    continue
+                }
                 if transfer.remoteChanged { throw .remoteChanged(url: shownURL) }
                 let status = transfer.sink.headers.status
                 if [401, 403, 410].contains(status), remote.url != request.url {
@@ -357,9 +361,12 @@ final class DownloadSession {
                 lastBytes = done
                 lastTick = clock.now
             }
-            if clock.now - lastSave >= .seconds(1) {
+            // Saved whenever a chunk completes, so that a kill loses at most the chunk each connection
+            // is on, at any rate; and once a second for progress inside long chunks.
+            if completedSinceSave || clock.now - lastSave >= .seconds(1) {
                 saveState(remote, table: table)
                 lastSave = clock.now
+                completedSinceSave = false
             }
             // A connection that just finished its chunk gets the next one at once, not after a poll.
             let moment = clock.now

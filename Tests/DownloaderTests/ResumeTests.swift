@@ -78,6 +78,35 @@ struct ResumeTests {
         #expect(!FileManager.default.fileExists(atPath: output + ".partial.state"))
     }
 
+    /// Each connection finishes a chunk every 0.2 s and the kill comes once two chunks per connection
+    /// are done, well inside the first second: the bound must hold however fast chunks complete, not
+    /// only when a timed save happened to come just before the kill.
+    @Test func aKillSoonAfterTheStartLosesAtMostTheChunksInFlight() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let size = 8_000_000
+        let data = try origin.addFile("f.bin", size: size)
+        let folder = try makeTemporaryDirectory("early-kill")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("model.safetensors").path
+
+        let first = try TestProcess.provision(downloadArguments(origin.url("f.bin", "throttle=1310720"), output: output, ["--json"]))
+        #expect(await eventually(timeout: .seconds(20), every: .milliseconds(10)) {
+            (try? await origin.stats().requests.filter { $0.status == 206 && $0.bytes == Self.chunk }.count) ?? 0 >= 2 * Self.connections
+        })
+        first.signal(SIGKILL)
+        _ = await first.wait(timeout: .seconds(10))
+        #expect(FileManager.default.fileExists(atPath: output + ".partial.state"))
+        let firstRun = try await settledBytes(origin)
+        try await origin.reset()
+
+        let second = try await run(provisionExecutable(), downloadArguments(origin.url("f.bin"), output: output, ["--json", "--sha256", sha256(data)]))
+        #expect(second.status == 0, "\(second.output)")
+        let secondRun = try await origin.stats().bytes_sent
+        #expect(firstRun + secondRun <= size + Self.connections * Self.chunk + 2, "first \(firstRun), second \(secondRun)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)
+    }
+
     @Test func aFileChangedOnTheServerBetweenRunsIsDetected() async throws {
         let origin = try await TestOrigin()
         defer { origin.stop() }

@@ -364,7 +364,7 @@ def print_report(args, size, limits, table, comparisons, variants, checks):
     if getattr(args, "settle", 0):
         print(f"Each run started {args.settle:g} s after the previous run's output was deleted (--settle).")
     print()
-    header = "| tool | N | route | seconds | median s | MiB/s | ratio to ideal | ÷ origin's delivery | +sync s | CPU s | others' CPU s | max RSS MiB |"
+    header = "| tool | N | route | seconds | median s | MiB/s | ratio to ideal | ÷ origin's delivery | s with sync | CPU s | others' CPU s | max RSS MiB |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for r in table:
@@ -385,6 +385,92 @@ def print_report(args, size, limits, table, comparisons, variants, checks):
     print()
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value}")
+
+
+# ---------------------------------------------------------------- resume
+
+def served_since(log, offset):
+    """Body bytes nginx logged as sent for the requests it finished after `offset` of its access log."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    total = sum(int(line.split()[-1]) for line in data.decode().splitlines() if line.strip())
+    return total, offset + len(data)
+
+
+def planned_chunk(size, n):
+    """provision's chunk size (DownloadSession.chunkSize), for a run killed before it saved a state."""
+    return min(64 * MiB, max(8 * MiB, size // (n * 8)))
+
+
+def resume_runs(args, size, source_sha, logs, table):
+    """provision killed with SIGKILL part-way (at 1/(R+1), 2/(R+1), ... of its best time), then run
+    again to the end: what the origin served in all beyond the file's size is the resume overhead."""
+    records = []
+    output = os.path.join(args.dest, "model.bin")
+    global CURRENT
+    for route, n, rep, tool in ((route, n, rep, tool) for route in args.routes for n in args.connections
+                                for rep in range(args.repeat) for tool in ("provision",) + tuple(args.variants)):
+        row = next((r for r in table if r["tool"] == tool and r["n"] == n and r["route"] == route and r["seconds"]), None)
+        if not row:
+            continue
+        fraction = (rep + 1) / (args.repeat + 1)
+        settle(args.dest)
+        wait_for_quiet(args)
+        cmd = command(args, tool, n, route, output)
+        env = args.variants[tool][1] if tool in args.variants else None
+        prefix = os.path.join(logs, f"resume-{tool}-{route}-{n}-{rep}")
+        offset = os.path.getsize(args.access_log)
+        with open(prefix + ".first.err", "wb") as err:
+            CURRENT = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                                       env={**os.environ, **env} if env else None)
+            try:
+                CURRENT.wait(timeout=row["seconds"] * fraction)
+                killed = False
+            except subprocess.TimeoutExpired:
+                CURRENT.kill()  # SIGKILL: nothing more is saved
+                killed = True
+            CURRENT.wait()
+            CURRENT = None
+        time.sleep(0.5)  # nginx logs a request once it notices the closed connection
+        served_first, offset = served_since(args.access_log, offset)
+        try:
+            state = json.load(open(output + ".partial.state"))
+            recorded, chunk = sum(state["written"]), state["chunk_size"]
+        except (OSError, ValueError, KeyError):
+            recorded, chunk = 0, planned_chunk(size, n)
+        seconds, _, code = measured(cmd, prefix + ".second", env)
+        time.sleep(0.5)
+        served_second, offset = served_since(args.access_log, offset)
+        try:
+            reported = json.loads(open(prefix + ".second.out").read().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError):
+            reported = {}
+        ok = code == 0 and os.path.exists(output) and sha256_file(output) == source_sha
+        again = served_first + served_second - size
+        record = {"tool": tool, "route": route, "n": n, "rep": rep, "killed": killed, "killed_after": row["seconds"] * fraction,
+                  "served_first": served_first, "recorded_in_state": recorded, "second_seconds": seconds,
+                  "second_fetched": reported.get("fetched_bytes"), "second_resumed": reported.get("resumed_bytes"),
+                  "served_second": served_second, "served_again": again, "chunk_size": chunk,
+                  "chunks_again": again / chunk, "sha256_ok": ok}
+        records.append(record)
+        print(f"   {tool:12} N={n:<2} {route:9} killed at {record['killed_after']:.2f} s ({fraction:.0%}; {'SIGKILL' if killed else 'it had finished'}):"
+              f" origin had sent {served_first / MiB:.0f} MiB, the state recorded {recorded / MiB:.0f} MiB;"
+              f" the second run {seconds:.2f} s, origin sent {served_second / MiB:.0f} MiB;"
+              f" {again / MiB:.1f} MiB sent twice = {again / chunk:.2f} chunks of {chunk / MiB:.0f} MiB (bound: {n})"
+              f"  sha256 {'ok' if ok else 'FAILED'}", flush=True)
+        clear(args.dest)
+    return records
+
+
+def resume_checks(records):
+    killed = [r for r in records if r["killed"] and r.get("tool", "provision") == "provision"]
+    if not killed:
+        return []
+    worst = max(killed, key=lambda r: r["chunks_again"] / r["n"])
+    ok = all(r["sha256_ok"] and r["served_again"] <= r["n"] * r["chunk_size"] for r in killed)
+    return [("provision after SIGKILL sends again at most one chunk per connection",
+             f"worst {worst['chunks_again']:.2f} chunks at N={worst['n']} {worst['route']} ({len(killed)} kills)", ok)]
 
 
 # ---------------------------------------------------------------- profile
@@ -433,7 +519,8 @@ def report_again(path):
                               routes=list(dict.fromkeys(r["route"] for r in data["runs"])),
                               variants={k: (v["bin"], v["env"]) for k, v in data.get("variant_definitions", {}).items()})
     table, comparisons, variants = summarise(args, data["size_bytes"], data["limits"], data["runs"])
-    print_report(args, data["size_bytes"], data["limits"], table, comparisons, variants, targets(table, comparisons))
+    checks = targets(table, comparisons) + resume_checks(data.get("resumes", []))
+    print_report(args, data["size_bytes"], data["limits"], table, comparisons, variants, checks)
 
 
 def main():
@@ -458,6 +545,7 @@ def main():
     parser.add_argument("--quiet-wait", type=float, default=15, help="seconds to wait for quiet before one run")
     parser.add_argument("--quiet-budget", type=float, default=180, help="seconds to wait for quiet in all")
     parser.add_argument("--settle", type=float, default=0, help="seconds to wait after deleting the previous output")
+    parser.add_argument("--access-log", default="", help="nginx's access log ('$status $body_bytes_sent'); empty: no resume runs")
     parser.add_argument("--origin-pacing", default="exact", choices=["exact", "loop"], help="how nginx paces /throttled/ (recorded only)")
     parser.add_argument("--variant", action="append", default=[],
                         help="'LABEL BIN [VAR=VALUE ...]': another provision binary (or settings) run beside provision")
@@ -489,6 +577,11 @@ def main():
             records.append(one_run(args, size, limits["source_sha256"], tool, n, route, rep, logs))
     table, comparisons, variants = summarise(args, size, limits, records)
     checks = targets(table, comparisons)
+    resumes = []
+    if args.access_log and "provision" in args.only:
+        print("== resume: provision killed part-way, then run again")
+        resumes = resume_runs(args, size, limits["source_sha256"], logs, table)
+        checks += resume_checks(resumes)
     print_report(args, size, limits, table, comparisons, variants, checks)
     if args.profile_dir:
         print("== profile")
@@ -499,7 +592,7 @@ def main():
                "cpus": os.cpu_count(), "load_before": args.load_before, "limits": limits, "table": table,
                "comparisons": comparisons, "variants": variants,
                "variant_definitions": {k: {"bin": b, "env": e} for k, (b, e) in args.variants.items()}, "targets": [{"target": n, "value": v, "met": ok} for n, v, ok in checks],
-               "runs": records}
+               "runs": records, "resumes": resumes}
     with open(args.results, "w") as f:
         json.dump(results, f, indent=2)
     print(f"\nresults: {args.results}")

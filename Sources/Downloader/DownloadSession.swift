@@ -93,15 +93,18 @@ final class DownloadSession {
         var hasher = SHA256Hasher()
         var hashedOffset: Int64 = 0
 
-        if let state = ResumeState.load(statePath), state.matches(remote, size: size), fileSize(partialPath) == size {
+        let saved = ResumeState.load(statePath)
+        if let state = saved, state.matches(remote, size: size), fileSize(partialPath) == size {
             table = ChunkTable(size: size, chunkSize: state.chunkSize, written: state.written)
             if let restored = state.hasher {
                 hasher = restored
                 hashedOffset = state.hashedOffset
             }
         } else {
-            // A partial file of another version of the remote file: start over, and say so.
-            if FileManager.default.fileExists(atPath: statePath) { restarts += 1 }
+            // A partial file of another version of the remote file: start over, and say so. A state
+            // this build cannot read (damaged, or saved by another version of provision) or a lost
+            // partial file says nothing about the server, so it is dropped without a word.
+            if let state = saved, !state.matches(remote, size: size) { restarts += 1 }
             discardPartial()
             try checkFreeSpace(needed: size)
             try createPartial(size: size)

@@ -127,6 +127,25 @@ struct ResumeTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == replaced)
     }
 
+    /// A state file this build cannot read says nothing about the server: the download starts over
+    /// without claiming that the file changed there.
+    @Test func aDamagedStateFileStartsOverWithoutBlamingTheServer() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: Self.size)
+        let folder = try makeTemporaryDirectory("damaged")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("model.safetensors").path
+        try await killMidway(try startThrottled(origin, output: output), output: output)
+        try Data(#"{"version": 2, "written": "#.utf8).write(to: URL(fileURLWithPath: output + ".partial.state"))
+
+        let second = try await run(provisionExecutable(), downloadArguments(origin.url("f.bin"), output: output, ["--json", "--sha256", sha256(data)]))
+        #expect(second.status == 0, "\(second.output)")
+        let result = try downloadResult(second.output)
+        #expect(result["restarts"] as? Int == 0 && result["resumed_bytes"] as? Int == 0, "\(result)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)
+    }
+
     @Test func twoProcessesGivenOneDestinationFetchItOnce() async throws {
         let origin = try await TestOrigin()
         defer { origin.stop() }

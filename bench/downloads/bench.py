@@ -359,7 +359,7 @@ def print_report(args, size, limits, table, comparisons, variants, checks):
     print()
     print(f"{size / MiB:.0f} MiB file, best of {args.repeat} run(s) each (curl on the throttled route: 1 run), median beside it; "
           f"ideal (throttled) = min(N × {args.rate_mib} MiB/s, disk {limits['disk_mibs']:.0f} MiB/s, SHA-256 {limits['sha256_mibs']:.0f} MiB/s)")
-    print("provision's time includes its SHA-256 and its fsync; the peers hash nothing and leave the write-back to the kernel (+sync column).")
+    print("provision's time includes its SHA-256 and its fsync; the peers hash nothing and leave the write-back to the kernel (column 's with sync': best seconds + the sync after).")
     print(f"The throttled origin paced with nginx's {'millisecond clock (--origin-pacing exact)' if args.origin_pacing == 'exact' else 'event-loop clock (--origin-pacing loop)'}.")
     if getattr(args, "settle", 0):
         print(f"Each run started {args.settle:g} s after the previous run's output was deleted (--settle).")
@@ -390,11 +390,16 @@ def print_report(args, size, limits, table, comparisons, variants, checks):
 # ---------------------------------------------------------------- resume
 
 def served_since(log, offset):
-    """Body bytes nginx logged as sent for the requests it finished after `offset` of its access log."""
+    """Body bytes nginx logged as sent for the requests it finished after `offset` of its access log
+    ('$status $body_bytes_sent "$http_range"'), probes (`Range: bytes=0-0`, one byte each) aside."""
     with open(log, "rb") as f:
         f.seek(offset)
         data = f.read()
-    total = sum(int(line.split()[-1]) for line in data.decode().splitlines() if line.strip())
+    total = 0
+    for line in data.decode().splitlines():
+        parts = line.split(maxsplit=2)
+        if len(parts) == 3 and parts[2].strip('"') != "bytes=0-0":
+            total += int(parts[1])
     return total, offset + len(data)
 
 
@@ -545,7 +550,7 @@ def main():
     parser.add_argument("--quiet-wait", type=float, default=15, help="seconds to wait for quiet before one run")
     parser.add_argument("--quiet-budget", type=float, default=180, help="seconds to wait for quiet in all")
     parser.add_argument("--settle", type=float, default=0, help="seconds to wait after deleting the previous output")
-    parser.add_argument("--access-log", default="", help="nginx's access log ('$status $body_bytes_sent'); empty: no resume runs")
+    parser.add_argument("--access-log", default="", help="nginx's access log (status, body bytes, Range); empty: no resume runs")
     parser.add_argument("--origin-pacing", default="exact", choices=["exact", "loop"], help="how nginx paces /throttled/ (recorded only)")
     parser.add_argument("--variant", action="append", default=[],
                         help="'LABEL BIN [VAR=VALUE ...]': another provision binary (or settings) run beside provision")

@@ -2,7 +2,8 @@
 
 Measures the limits (disk write speed of the destination folder, SHA-256 speed, loopback), then
 runs each tool one at a time, round-robin over the repeats, verifies every output's SHA-256 against
-the source, and prints the table and writes results.json.
+the source, kills provision part-way and runs it again (resume runs, with nginx's access log), and
+prints the table and writes results.json.
 """
 import argparse
 import hashlib

@@ -40,23 +40,40 @@ public enum Discovery {
         top["workflows"] != nil || top["collections"] != nil
     }
 
+    /// The parts of a manifest a discovery response never carries.
+    struct ManifestExtras: Decodable {
+        var comfyui: ComfyUISource?
+        var python: PythonRequirements?
+    }
+
     /// Merges documents (manifests, config_nodes.json, discovery responses) into one spec, in the
     /// order given: defaults first. A node or model named twice with the same source counts once;
-    /// with different sources or pins it is an error naming both documents.
+    /// with different sources or pins it is an error naming both documents. ComfyUI and the Python
+    /// requirements come from every manifest, whatever else it lists.
     public static func merge(_ documents: [(name: String, data: Data)]) throws(ManifestError) -> Spec {
         var merged = Spec()
         var nodeSource: [String: String] = [:]
         var modelSource: [String: String] = [:]
+        var comfyuiSource: String?
         for (name, data) in documents {
             let response = try decodeDocument(Response.self, from: data, name: name, what: "spec or discovery response")
             var groups = [Group(name: nil, custom_nodes: response.custom_nodes, models: response.models)]
             groups += (response.workflows ?? []) + (response.collections ?? [])
-            if response.custom_nodes == nil, response.models == nil, response.workflows == nil, response.collections == nil,
-                let spec = try? decodeDocument(Spec.self, from: data, name: name, what: "manifest")
-            {
-                groups = [Group(name: nil, custom_nodes: spec.customNodes, models: nil)]
-                merged.comfyui = merged.comfyui ?? spec.comfyui
-                merged.models += spec.models
+            if response.workflows == nil, response.collections == nil {
+                let extras = try decodeDocument(ManifestExtras.self, from: data, name: name, what: "manifest")
+                if let comfyui = extras.comfyui {
+                    if let known = merged.comfyui, known != comfyui {
+                        throw ManifestError("ComfyUI is given differently by \(comfyuiSource ?? "?") and \(name).")
+                    }
+                    merged.comfyui = comfyui
+                    comfyuiSource = comfyuiSource ?? name
+                }
+                if let python = extras.python {
+                    var combined = merged.python ?? PythonRequirements()
+                    combined.packages = Self.union(combined.packages, python.packages)
+                    combined.constraints = Self.union(combined.constraints, python.constraints)
+                    merged.python = combined
+                }
             }
             for group in groups {
                 let source = group.name.map { "\(name) (\($0))" } ?? name
@@ -88,5 +105,12 @@ public enum Discovery {
         }
         try SpecRules.validate(merged, name: documents.map(\.name).joined(separator: " + "))
         return merged
+    }
+
+    /// Lines of both lists, first occurrence kept; nil when both are nil.
+    private static func union(_ a: [String]?, _ b: [String]?) -> [String]? {
+        guard a != nil || b != nil else { return nil }
+        var seen = Set<String>()
+        return ((a ?? []) + (b ?? [])).filter { seen.insert($0).inserted }
     }
 }

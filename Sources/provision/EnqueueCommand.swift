@@ -68,13 +68,7 @@ struct PlanSource: ParsableArguments {
         let fingerprint = documents.reduce(into: SHA256Hasher()) { $0.update($1.data) }
         var digest = fingerprint
         let builder = PlanBuilder(planID: "spec-\(digest.finalize().prefix(12))-\(Int(Date().timeIntervalSince1970 * 1000))", machineID: machine, source: documents.map(\.name).joined(separator: " + "))
-        let plan: JSONValue
-        if documents.count == 1, case .lockfile(let lock) = try SpecDocument.load(path: documents[0].name) {
-            plan = builder.plan(for: lock)
-        } else {
-            plan = builder.plan(for: try Discovery.merge(documents))
-        }
-        return PlanBuilder.encode(plan, pretty: false)
+        return PlanBuilder.encode(try Planner.plan(documents, builder: builder), pretty: false)
     }
 
     /// Step 16 of the seed: defaults always, then the components' and collections' dependencies.

@@ -104,8 +104,8 @@ struct PlanCommand: AsyncParsableCommand {
         commandName: "plan",
         abstract: "Print the plan (jobs DAG for `provision enqueue --plan`) that installs a lockfile, manifest or config_nodes.json.")
 
-    @Argument(help: "A lockfile (exact pins), manifest or config_nodes.json (refs as given).")
-    var spec: String
+    @Argument(help: "A lockfile (exact pins, alone), or manifests, config_nodes.json and saved discovery responses (refs as given; merged in order, defaults first).")
+    var specs: [String]
 
     @Option(help: "The machine the plan is for (recorded as machine_id; env MACHINE_ID).")
     var machine: String?
@@ -123,14 +123,13 @@ struct PlanCommand: AsyncParsableCommand {
         try await reportingErrors {
             let builder = PlanBuilder(
                 planID: planID, machineID: machine ?? ProcessInfo.processInfo.environment["MACHINE_ID"].flatMap { $0.isEmpty ? nil : $0 },
-                deepVerify: deepVerify, source: (spec as NSString).lastPathComponent)
-            let plan: JSONValue
-            switch try SpecDocument.load(path: spec) {
-            case .lockfile(let lock): plan = builder.plan(for: lock)
-            case .spec(let manifest): plan = builder.plan(for: manifest)
-            case .workflow:
-                throw UserFacingError(message: "\(spec) is a workflow: pin it first with `provision lock \(spec) --output provision.lock`, then plan the lock.")
+                deepVerify: deepVerify, source: specs.map { ($0 as NSString).lastPathComponent }.joined(separator: " + "))
+            var documents: [(name: String, data: Data)] = []
+            for spec in specs {
+                guard let data = FileManager.default.contents(atPath: spec) else { throw UserFacingError(message: "The spec \(spec) cannot be read.") }
+                documents.append((spec, data))
             }
+            let plan = try Planner.plan(documents, builder: builder)
             let text = PlanBuilder.encode(plan) + "\n"
             if let output {
                 do {

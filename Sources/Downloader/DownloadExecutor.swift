@@ -6,21 +6,25 @@ import Scheduler
 ///
 /// Payload (protocols/schemas/job-payloads/download.schema.json):
 /// `{"url", "path"}` or `{"url", "directory", "filename"}`, optional `sha256`, `size`,
-/// `connections`, `headers` (values may name worker environment variables as `${VAR}`, so that no
-/// secret is stored in Redis).
+/// `connections`, `headers` (values may name worker environment variables the operator exposed as
+/// `${VAR}`, so that no secret is stored in Redis).
 public struct DownloadExecutor: JobExecutor {
     public let kind = "download"
     public var modelsRoot: String
     public var policy: URLPolicy
     public var defaultConnections: Int
     public var chunkSize: Int64?
+    /// The worker's environment: `HF_TOKEN` and `CIVITAI_TOKEN` are sent to their own hosts only.
     public var environment: [String: String]
+    /// What `${VAR}` in a plan's headers may expand to: the names the operator exposed.
+    public var templateValues: [String: String]
 
-    public init(modelsRoot: String, policy: URLPolicy = URLPolicy(), defaultConnections: Int = 8, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(modelsRoot: String, policy: URLPolicy = URLPolicy(), defaultConnections: Int = 8, environmentPolicy: EnvironmentPolicy = EnvironmentPolicy()) {
         self.modelsRoot = modelsRoot
         self.policy = policy
         self.defaultConnections = defaultConnections
-        self.environment = environment
+        self.environment = environmentPolicy.environment
+        self.templateValues = environmentPolicy.templateValues
     }
 
     struct Payload: Decodable {
@@ -83,11 +87,11 @@ public struct DownloadExecutor: JobExecutor {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// Header values with `${VAR}` expanded from the worker's environment.
+    /// Header values with `${VAR}` expanded from the exposed part of the worker's environment.
     func expandHeaders(_ headers: [String: String]) throws(JobFailure) -> [(name: String, value: String)] {
         var result: [(name: String, value: String)] = []
         for (name, template) in headers.sorted(by: { $0.key < $1.key }) {
-            let value = try EnvironmentTemplate.expand(template, environment: environment, field: "header \(name)")
+            let value = try EnvironmentTemplate.expand(template, environment: templateValues, field: "header \(name)")
             guard !value.contains("\r"), !value.contains("\n") else { throw .invalidPayload("header \(name) contains a line break") }
             result.append((name, value))
         }

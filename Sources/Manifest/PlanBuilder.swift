@@ -3,7 +3,7 @@ import Foundation
 
 /// Turns a lockfile or a manifest into a plan (protocols/schemas/plan.schema.json): `comfyui` →
 /// one `node` job per custom node (parallel; nodes with an `install_order` one group after another)
-/// → `python-deps` → `verify`, with `download` jobs that depend on nothing and a `verify` job that
+/// → `python-deps` → `install-scripts` → `verify`, with `download` jobs that depend on nothing and a `verify` job that
 /// depends on every other job. Payloads follow protocols/schemas/job-payloads/.
 public struct PlanBuilder: Sendable {
     public var planID: String?
@@ -126,6 +126,17 @@ public struct PlanBuilder: Sendable {
             if !requirementNodes.isEmpty { payload["nodes"] = .array(requirementNodes.map { .string($0) }) }
             if !pins.isEmpty { payload["constraints"] = .array(Array(Set(pins)).sorted().map { .string($0) }) }
             job("python-deps", "python-deps", payload, dependsOn: base + nodeIDs, label: "Python requirements")
+        }
+        if !nodes.isEmpty {
+            // install.py imports what the requirements bring, so it runs after them, in install order.
+            let ordered = nodes.sorted { ($0.installOrder ?? Int.max, $0.name.lowercased()) < ($1.installOrder ?? Int.max, $1.name.lowercased()) }
+            let entries = ordered.map { node -> JSONValue in
+                var entry: [String: JSONValue] = ["name": .string(node.name)]
+                if let env = node.payload["env"] { entry["env"] = env }
+                return .object(entry)
+            }
+            let after = allIDs.contains("python-deps") ? ["python-deps"] : base + nodeIDs
+            job("install-scripts", "install-scripts", ["nodes": .array(entries)], dependsOn: after, label: "install.py of custom nodes")
         }
         var verify: [String: JSONValue] = [:]
         let pinnedNodes = nodes.compactMap { node in node.commit.map { JSONValue.object(["name": .string(node.name), "commit": .string($0)]) } }

@@ -15,8 +15,8 @@ public struct GitSourcePolicy: Sendable {
         self.allowLocal = allowLocal
     }
 
-    /// The URL git will use: rewritten, then checked (https/http/ssh, file only when allowed; no
-    /// `ext::`, no leading `-`, no whitespace or control characters).
+    /// The URL git will use: rewritten, then checked (https without credentials, file only when
+    /// allowed; no `ext::`, no leading `-`, no whitespace or control characters).
     public func resolve(_ url: String) throws(JobFailure) -> String {
         var resolved = url
         for rule in rewrites where resolved.hasPrefix(rule.from) {
@@ -27,12 +27,29 @@ public struct GitSourcePolicy: Sendable {
             !resolved.contains(where: { $0.isWhitespace || ($0.asciiValue.map { $0 < 32 } ?? false) })
         else { throw .invalidPayload("the git URL '\(url.prefix(200))' is not usable") }
         let lower = resolved.lowercased()
-        if lower.hasPrefix("https://") || lower.hasPrefix("http://") || lower.hasPrefix("ssh://") { return resolved }
+        if lower.hasPrefix("https://") {
+            // Credentials in a URL would reach git's output, events and Redis: a credential helper keeps them.
+            guard let components = URLComponents(string: resolved), let host = components.host, !host.isEmpty, !host.hasPrefix("-") else {
+                throw .invalidPayload("the git URL '\(Self.shown(url))' names no host")
+            }
+            guard components.user == nil, components.password == nil else {
+                throw .invalidPayload("the git URL '\(Self.shown(url))' carries credentials; use a credential helper on the machine instead")
+            }
+            return resolved
+        }
         if lower.hasPrefix("file://") || resolved.hasPrefix("/") {
             guard allowLocal else { throw .invalidPayload("the git URL '\(url.prefix(200))' is local; local sources are not allowed on this worker") }
             return resolved
         }
-        throw .invalidPayload("the git URL '\(url.prefix(200))' must be https (ext::, git:// and other transports are refused)")
+        throw .invalidPayload("the git URL '\(Self.shown(url))' must be https (http, ssh, git://, ext:: and other transports are refused)")
+    }
+
+    /// A URL as it may appear in messages: no credentials, no query.
+    static func shown(_ url: String) -> String {
+        guard var components = URLComponents(string: url), components.scheme != nil else { return String(url.prefix(200)) }
+        if components.user != nil || components.password != nil { components.user = "***"; components.password = nil }
+        components.query = nil
+        return String((components.string ?? url).prefix(200))
     }
 
     /// Tags and branches: letters, digits and `._/+-`, not starting with `-` or `.`, no `..`.
@@ -54,17 +71,22 @@ struct Git: Sendable {
     var timeout: Duration = .seconds(600)
 
     private var safety: [String] {
-        ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always",
-         "-c", "protocol.ssh.allow=always", "-c", "protocol.file.allow=\(allowLocal ? "always" : "never")",
+        ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always",
+         "-c", "protocol.file.allow=\(allowLocal ? "always" : "never")",
          "-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"]
     }
 
+    /// The environment git runs with: the working set only (no queue credentials, no tokens).
+    var baseEnvironment: [String: String]
+    var executable = "git"
+
     private var environment: [String: String] {
-        var env = ProcessInfo.processInfo.environment
+        var env = baseEnvironment
         env["GIT_TERMINAL_PROMPT"] = "0"
         env["GIT_CONFIG_NOSYSTEM"] = "1"
         env["GIT_ASKPASS"] = "/bin/false"
         env["SSH_ASKPASS"] = "/bin/false"
+        env["GIT_ALLOW_PROTOCOL"] = allowLocal ? "https:file" : "https"
         env["LC_ALL"] = "C"
         return env
     }
@@ -74,7 +96,7 @@ struct Git: Sendable {
     func run(_ arguments: [String], in directory: String? = nil, what: String) async throws(JobFailure) -> String {
         let output: ChildProcess.Output
         do {
-            output = try await ChildProcess.run("git", safety + (directory.map { ["-C", $0] } ?? []) + arguments, environment: environment, timeout: timeout)
+            output = try await ChildProcess.run(executable, safety + (directory.map { ["-C", $0] } ?? []) + arguments, environment: environment, timeout: timeout)
         } catch {
             throw JobFailure(type: "git_missing", message: "git could not be run: \(error)", retryable: false)
         }

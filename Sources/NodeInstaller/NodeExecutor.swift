@@ -4,8 +4,8 @@ import ProcessControl
 import Scheduler
 
 /// The `node` job kind: one custom node cloned at its pin into `custom_nodes/NAME`, via a staging
-/// folder and one rename, with its `.env` and `install.py`. Requirements are installed later, all
-/// nodes together, by `python-deps`.
+/// folder and one rename, with its `.env`. Requirements are installed later, all nodes together, by
+/// `python-deps`; `install.py` after them, by `install-scripts`.
 public struct NodeExecutor: JobExecutor {
     public let kind = "node"
     public var configuration: NodeInstallerConfiguration
@@ -48,7 +48,8 @@ public struct NodeExecutor: JobExecutor {
         let workspace = configuration.workspace
         let git = configuration.git
         let envFile = try renderEnv(payload)
-        try workspace.createDirectories(workspace.customNodes, workspace.staging, workspace.locks)
+        try workspace.createDirectories(workspace.customNodes, workspace.locks)
+        let staging = try workspace.nodeStaging()
         let slot = try await FileLock.acquireSlot(workspace.locks + "/git", slots: configuration.gitSlots)
         defer { withExtendedLifetime(slot) {} }
 
@@ -68,28 +69,27 @@ public struct NodeExecutor: JobExecutor {
         }
 
         // Clone into staging; a crash here leaves only staging debris, removed by the next attempt.
-        removeStaging(named: payload.name)
-        let stage = workspace.staging + "/\(payload.name).\(UUID().uuidString.prefix(8))"
+        removeStaging(named: payload.name, in: staging)
+        let stage = staging + "/\(payload.name).\(UUID().uuidString.prefix(8))"
         let head: String
         do {
             head = try await pin.clone(url, into: stage, wanted: wanted, recursive: payload.recursive ?? false, git: git)
             try writeEnv(envFile, into: stage)
-            try replace(target, with: stage, name: payload.name)
+            try replace(target, with: stage, name: payload.name, staging: staging)
         } catch {
             try? FileManager.default.removeItem(atPath: stage)
             throw error
         }
-        let ranScript = try await runInstallScript(in: target, payload: payload, context: context)
         InstallMarker.write(target, commit: head)
         context.logger.info("custom node installed", metadata: ["node": "\(payload.name)", "commit": "\(head)"])
-        return resultJSON(["name": payload.name, "commit": head, "skipped": false, "install_script": ranScript])
+        return resultJSON(["name": payload.name, "commit": head, "skipped": false, "install_script": FileManager.default.fileExists(atPath: target + "/install.py")])
     }
 
     private func renderEnv(_ payload: Payload) throws(JobFailure) -> String? {
         guard let env = payload.env, !env.isEmpty else { return nil }
         var lines: [String] = []
         for (key, template) in env.sorted(by: { $0.key < $1.key }) {
-            let value = try EnvironmentTemplate.expand(template, environment: configuration.environment, field: "env \(key) of node \(payload.name)")
+            let value = try EnvironmentTemplate.expand(template, environment: configuration.exposedEnvironment, field: "env \(key) of node \(payload.name)")
             guard !value.contains("\n"), !value.contains("\r") else { throw .invalidPayload("env \(key) of node \(payload.name) contains a line break") }
             let quoted = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             lines.append("\(key)=\"\(quoted)\"")
@@ -107,19 +107,18 @@ public struct NodeExecutor: JobExecutor {
         }
     }
 
-    private func removeStaging(named name: String) {
-        let staging = configuration.workspace.staging
+    private func removeStaging(named name: String, in staging: String) {
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] where entry.hasPrefix(name + ".") {
             try? FileManager.default.removeItem(atPath: staging + "/" + entry)
         }
     }
 
     /// Puts the finished clone in place with renames; an older checkout is moved aside first.
-    private func replace(_ target: String, with stage: String, name: String) throws(JobFailure) {
+    private func replace(_ target: String, with stage: String, name: String, staging: String) throws(JobFailure) {
         let fm = FileManager.default
         var aside: String?
         if fm.fileExists(atPath: target) {
-            let old = configuration.workspace.staging + "/\(name).replaced.\(UUID().uuidString.prefix(8))"
+            let old = staging + "/\(name).replaced.\(UUID().uuidString.prefix(8))"
             guard rename(target, old) == 0 else { throw JobFailure(type: "io", message: "could not move \(target) aside: \(String(cString: strerror(errno)))", retryable: true) }
             aside = old
         }
@@ -129,33 +128,5 @@ public struct NodeExecutor: JobExecutor {
             throw JobFailure(type: "io", message: "could not move custom node \(name) into place: \(reason)", retryable: true)
         }
         if let aside { try? fm.removeItem(atPath: aside) }
-    }
-
-    private func runInstallScript(in directory: String, payload: Payload, context: JobContext) async throws(JobFailure) -> Bool {
-        let script = directory + "/install.py"
-        guard FileManager.default.fileExists(atPath: script) else { return false }
-        let workspace = configuration.workspace
-        let python = FileManager.default.isExecutableFile(atPath: workspace.python) ? workspace.python : configuration.systemPython
-        var environment = configuration.environment
-        for (key, template) in payload.env ?? [:] {
-            environment[key] = try EnvironmentTemplate.expand(template, environment: configuration.environment, field: "env \(key) of node \(payload.name)")
-        }
-        environment["COMFYUI_PATH"] = workspace.comfyUI
-        let output: ChildProcess.Output
-        do {
-            output = try await ChildProcess.run(python, ["install.py"], environment: environment, workingDirectory: directory, timeout: configuration.installScriptTimeout)
-        } catch {
-            throw JobFailure(type: "install_script_failed", message: "install.py of \(payload.name) could not start: \(error)", retryable: false)
-        }
-        guard output.succeeded else {
-            let how = output.termination.map { "\($0)" } ?? "it ran longer than \(configuration.installScriptTimeout)"
-            // The script's own words, minus any secret it was given.
-            var tail = output.output.split(separator: "\n").suffix(3).joined(separator: " / ")
-            for key in (payload.env ?? [:]).keys {
-                if let value = environment[key], value.count >= 4 { tail = tail.replacingOccurrences(of: value, with: "***") }
-            }
-            throw JobFailure(type: "install_script_failed", message: "install.py of \(payload.name) failed (\(how)): \(tail.prefix(500))", retryable: true)
-        }
-        return true
     }
 }

@@ -14,20 +14,28 @@ public struct NodeInstallerConfiguration: Sendable {
     public var gitTimeout: Duration = .seconds(900)
     /// The Python that creates the environment (`python3 -m venv`).
     public var systemPython = "python3"
+    /// The git executable (a path, or a name looked up in PATH).
+    public var gitExecutable = "git"
     /// uv (from PyPI) resolves and installs requirements.
     public var uv = "uv"
     /// Package sources for uv: a wheelhouse (`--find-links`) and whether to skip the index, for
     /// offline machines and tests.
     public var findLinks: [String] = []
     public var noIndex = false
-    public var environment: [String: String] = ProcessInfo.processInfo.environment
+    /// The worker's environment and what of it plans may reach.
+    public var environmentPolicy = EnvironmentPolicy()
+
+    /// What git, uv and `install.py` run with: no queue credentials, no tokens unless exposed.
+    var childEnvironment: [String: String] { environmentPolicy.childEnvironment }
+    /// What `${VAR}` in a node's `env` may expand to.
+    var exposedEnvironment: [String: String] { environmentPolicy.templateValues }
 
     public init(workspace: Workspace, sources: GitSourcePolicy = GitSourcePolicy()) {
         self.workspace = workspace
         self.sources = sources
     }
 
-    var git: Git { Git(allowLocal: sources.allowLocal, timeout: gitTimeout) }
+    var git: Git { Git(allowLocal: sources.allowLocal, timeout: gitTimeout, baseEnvironment: childEnvironment, executable: gitExecutable) }
 }
 
 /// A ref pin from a payload: at most one of commit, tag or branch; none means the default branch.

@@ -40,7 +40,7 @@ public struct PythonDepsExecutor: JobExecutor {
             guard FileManager.default.fileExists(atPath: directory) else {
                 throw JobFailure(type: "node_missing", message: "custom node \(node) is not installed", retryable: false)
             }
-            requirements += try RequirementsReader.read(node: node, directory: directory, allowOutside: payload.allow_outside ?? false)
+            requirements += try RequirementsReader.read(node: node, directory: directory, allowOutside: payload.allow_outside ?? false, sources: configuration.sources)
         }
         let environment = PythonEnvironment(configuration: configuration)
         let lock = try await environment.lock()
@@ -61,6 +61,15 @@ public struct PythonDepsExecutor: JobExecutor {
         switch try await environment.compile(requirements: requirements.map(\.line), constraints: constraints, in: folder) {
         case .conflict(let explanation):
             throw conflict(explanation, requirements: requirements, protected: protected)
+        case .failed(let kind, let output):
+            let what: String
+            switch kind {
+            case .fetch: what = "a package, index or git repository could not be fetched"
+            case .build: what = "a package failed to build"
+            case .tool: what = "a tool uv needs is missing"
+            case .conflict, .other: what = "uv failed"
+            }
+            throw JobFailure(type: kind.rawValue, message: "resolving the custom nodes' requirements failed: \(what): \(PythonEnvironment.summary(output))", retryable: kind.retryable)
         case .resolved(let resolved):
             try await environment.install(resolved, constraints: protected, in: folder, what: "the requirements of \(nodes.count) custom nodes")
             context.logger.info("python requirements installed", metadata: ["packages": "\(resolved.count)", "nodes": "\(nodes.count)"])

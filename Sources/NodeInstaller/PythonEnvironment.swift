@@ -7,6 +7,36 @@ enum Resolution {
     case resolved([String])
     /// uv's explanation of why no set of versions fits.
     case conflict(String)
+    /// Something else stopped the resolution (a fetch, a build, a missing tool): uv's output, classified.
+    case failed(UVFailure, String)
+}
+
+/// Why a uv command failed, told apart by uv's own words: each needs a different remedy.
+enum UVFailure: String, Sendable {
+    /// No set of versions satisfies every requirement.
+    case conflict = "requirements_conflict"
+    /// An index, a download or a git repository could not be reached (may pass on a retry).
+    case fetch = "requirements_fetch_failed"
+    /// A package had to be built from source and its build failed.
+    case build = "package_build_failed"
+    /// A tool uv needs (git, a Python interpreter) is missing.
+    case tool = "tool_missing"
+    case other = "python_deps_failed"
+
+    var retryable: Bool { self == .fetch || self == .other }
+
+    static func classify(_ output: String) -> UVFailure {
+        let text = output.lowercased()
+        func has(_ words: String...) -> Bool { words.contains { text.contains($0) } }
+        if has("git executable not found", "no interpreter found", "no python interpreter", "command not found") { return .tool }
+        if has("failed to build", "build backend failed", "failed to prepare distributions", "error: subprocess-exited-with-error",
+               "build failed", "failed building wheel") { return .build }
+        if has("failed to fetch", "failed to download", "error sending request", "dns error", "connection refused", "connection reset",
+               "timed out", "git operation failed", "failed to clone", "does not appear to be a git repository", "could not read from remote",
+               "network", "tls handshake", "status code 5", "429") { return .fetch }
+        if has("no solution found", "unsatisfiable", "conflicting", "incompatible") { return .conflict }
+        return .other
+    }
 }
 
 /// The machine's one Python environment (`<workspace>/venv`) and the uv commands that change it.
@@ -51,7 +81,10 @@ struct PythonEnvironment: Sendable {
         write(requirements, to: input)
         write(constraints, to: constraintFile)
         let result = try await uv(["pip", "compile", input, "--constraint", constraintFile, "--python", workspace.python, "--output-file", output, "--no-header", "--no-annotate", "--quiet"])
-        guard result.succeeded else { return .conflict(result.output) }
+        guard result.succeeded else {
+            let kind = UVFailure.classify(result.output)
+            return kind == .conflict ? .conflict(result.output) : .failed(kind, result.output)
+        }
         let lines = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") && !$0.isEmpty }
         return .resolved(lines)
     }
@@ -64,23 +97,42 @@ struct PythonEnvironment: Sendable {
         write(constraints, to: constraintFile)
         let result = try await uv(["pip", "install", "--python", workspace.python, "--requirement", file, "--constraint", constraintFile, "--quiet"])
         guard result.succeeded else {
-            throw JobFailure(type: "pip_install_failed", message: "installing \(what) failed: \(Self.summary(result.output))", retryable: true)
+            let kind = UVFailure.classify(result.output)
+            let type = kind == .other || kind == .conflict ? "pip_install_failed" : kind.rawValue
+            throw JobFailure(type: type, message: "installing \(what) failed: \(Self.summary(result.output))", retryable: kind != .build && kind != .tool)
         }
     }
 
     private func uv(_ arguments: [String]) async throws(JobFailure) -> ChildProcess.Output {
         let sources = configuration.findLinks.flatMap { ["--find-links", $0] } + (configuration.noIndex ? ["--no-index"] : [])
         do {
-            return try await ChildProcess.run(configuration.uv, arguments + sources, environment: configuration.environment, timeout: .seconds(1800))
+            return try await ChildProcess.run(configuration.uv, arguments + sources, environment: uvEnvironment, timeout: .seconds(1800))
         } catch {
             throw JobFailure(type: "uv_missing", message: "uv could not be run (\(error)); install it with pip install uv or point --uv at it", retryable: false)
         }
     }
 
+    /// uv runs git for `git+https` requirements: the same transports and mirror rewrites as the
+    /// node clones (git's `insteadOf`, given through the environment so nested git dependencies
+    /// see it too), and no system git configuration.
+    var uvEnvironment: [String: String] {
+        var env = configuration.childEnvironment
+        let rewrites = configuration.sources.rewrites
+        env["GIT_CONFIG_COUNT"] = String(rewrites.count)
+        for (index, rule) in rewrites.enumerated() {
+            env["GIT_CONFIG_KEY_\(index)"] = "url.\(rule.to).insteadOf"
+            env["GIT_CONFIG_VALUE_\(index)"] = rule.from
+        }
+        env["GIT_CONFIG_NOSYSTEM"] = "1"
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        env["GIT_ALLOW_PROTOCOL"] = configuration.sources.allowLocal ? "https:file" : "https"
+        return env
+    }
+
     private func run(_ executable: String, _ arguments: [String], what: String) async throws(JobFailure) -> String {
         let output: ChildProcess.Output
         do {
-            output = try await ChildProcess.run(executable, arguments, environment: configuration.environment, timeout: .seconds(600))
+            output = try await ChildProcess.run(executable, arguments, environment: configuration.childEnvironment, timeout: .seconds(600))
         } catch {
             throw JobFailure(type: "python_missing", message: "\(what) failed: \(error)", retryable: false)
         }

@@ -10,40 +10,81 @@ struct Requirement: Sendable, Equatable {
 }
 
 /// Reads a node's `requirements.txt`, refusing lines that reach outside the node (other indexes,
-/// editable or local paths, VCS or file URLs) unless allowed, and inlining `-r` files inside it.
+/// editable or local paths, file URLs, files outside the node) unless allowed, inlining `-r` files
+/// inside it, and passing `git+https` lines through the same source policy and rewrites as the
+/// node itself (real nodes depend on such packages: was-node-suite on img2texture).
 enum RequirementsReader {
-    static func read(node: String, directory: String, allowOutside: Bool) throws(JobFailure) -> [Requirement] {
-        try read(node: node, file: directory + "/requirements.txt", root: directory, allowOutside: allowOutside, depth: 0)
+    static func read(node: String, directory: String, allowOutside: Bool, sources: GitSourcePolicy) throws(JobFailure) -> [Requirement] {
+        let root = URL(fileURLWithPath: directory).resolvingSymlinksInPath().path
+        return try read(node: node, file: directory + "/requirements.txt", root: root, allowOutside: allowOutside, sources: sources, depth: 0)
     }
 
-    private static func read(node: String, file: String, root: String, allowOutside: Bool, depth: Int) throws(JobFailure) -> [Requirement] {
-        guard depth < 5 else { throw .invalidPayload("the requirements of \(node) include each other too deeply") }
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return [] }
-        var result: [Requirement] = []
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+    /// The logical lines of a requirements file as pip reads them: split on any line ending,
+    /// a trailing `\` joins the next line, comments removed.
+    static func logicalLines(_ text: String) -> [(number: Int, line: String)] {
+        var result: [(number: Int, line: String)] = []
+        var pending = ""
+        var start = 0
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" || $0 == "\u{0B}" || $0 == "\u{0C}" || $0 == "\u{85}" || $0 == "\u{2028}" || $0 == "\u{2029}" }).enumerated() {
+            if pending.isEmpty { start = index + 1 }
             var line = String(raw)
-            if let hash = line.range(of: " #") ?? (line.hasPrefix("#") ? line.range(of: "#") : nil) { line = String(line[..<hash.lowerBound]) }
-            line = line.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty { continue }
-            let whereabouts = "\(node)'s \((file as NSString).lastPathComponent) line \(number + 1)"
-            func refuse(_ why: String) -> JobFailure {
-                JobFailure(type: "requirements_refused", message: "\(whereabouts) \(why) ('\(line.prefix(120))'); allow it with allow_outside in the manifest", retryable: false)
+            if line.hasSuffix("\\") {
+                line.removeLast()
+                pending += line
+                continue
             }
+            line = pending + line
+            pending = ""
+            if let hash = line.range(of: " #") ?? line.range(of: "\t#") ?? (line.hasPrefix("#") ? line.range(of: "#") : nil) { line = String(line[..<hash.lowerBound]) }
+            line = line.trimmingCharacters(in: .whitespaces)
+            if !line.isEmpty { result.append((start, line)) }
+        }
+        let last = pending.trimmingCharacters(in: .whitespaces)
+        if !last.isEmpty { result.append((start, last)) }
+        return result
+    }
+
+    private static func read(node: String, file: String, root: String, allowOutside: Bool, sources: GitSourcePolicy, depth: Int) throws(JobFailure) -> [Requirement] {
+        guard depth < 5 else { throw .invalidPayload("the requirements of \(node) include each other too deeply") }
+        let name = (file as NSString).lastPathComponent
+        guard FileManager.default.fileExists(atPath: file) else { return [] }
+        // A symlink may point anywhere: only what resolves inside the node's folder is read.
+        let resolvedFile = URL(fileURLWithPath: file).resolvingSymlinksInPath().path
+        guard resolvedFile.hasPrefix(root + "/") else {
+            throw JobFailure(type: "requirements_refused", message: "\(node)'s \(name) is a link to a file outside the node", retryable: false)
+        }
+        guard let data = FileManager.default.contents(atPath: resolvedFile), data.count <= 1 << 20 else {
+            throw JobFailure(type: "requirements_refused", message: "\(node)'s \(name) cannot be read or is larger than 1 MiB", retryable: false)
+        }
+        var result: [Requirement] = []
+        for (number, line) in logicalLines(String(decoding: data, as: UTF8.self)) {
+            let whereabouts = "\(node)'s \(name) line \(number)"
+            func refuse(_ why: String) -> JobFailure {
+                JobFailure(type: "requirements_refused", message: "\(whereabouts) \(why) ('\(line.prefix(120))'); allow it with allow_outside in the python-deps job", retryable: false)
+            }
+            guard !line.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" }) else { throw refuse("contains control characters") }
             if line.hasPrefix("-") {
-                let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+                let parts = line.split(maxSplits: 1, whereSeparator: { $0 == " " || $0 == "\t" || $0 == "=" }).map(String.init)
                 let option = parts[0]
                 if (option == "-r" || option == "--requirement") && parts.count == 2 {
-                    let included = ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(parts[1].trimmingCharacters(in: .whitespaces))
-                    let resolvedRoot = URL(fileURLWithPath: root).resolvingSymlinksInPath().path
+                    let path = parts[1].trimmingCharacters(in: .whitespaces)
+                    guard !path.hasPrefix("/"), !path.contains("://") else { throw refuse("includes a file outside the node") }
+                    let included = ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
                     let resolved = URL(fileURLWithPath: included).resolvingSymlinksInPath().path
-                    guard resolved.hasPrefix(resolvedRoot + "/") else { throw refuse("includes a file outside the node") }
-                    result += try read(node: node, file: resolved, root: root, allowOutside: allowOutside, depth: depth + 1)
+                    guard resolved.hasPrefix(root + "/") else { throw refuse("includes a file outside the node") }
+                    result += try read(node: node, file: resolved, root: root, allowOutside: allowOutside, sources: sources, depth: depth + 1)
                     continue
                 }
                 if allowOutside { result.append(Requirement(node: node, line: line, name: "")); continue }
                 throw refuse("uses the option \(option), which reaches outside the node")
             }
             let lower = line.lowercased()
+            if lower.contains("git+") {
+                if let vcs = try vcsRequirement(line, sources: sources, refuse: refuse) {
+                    result.append(Requirement(node: node, line: vcs.line, name: vcs.name))
+                    continue
+                }
+            }
             if lower.contains("://") || lower.hasPrefix("file:") || lower.contains("git+") || lower.contains(" @ ") || line.hasPrefix(".") || line.hasPrefix("/") {
                 if allowOutside { result.append(Requirement(node: node, line: line, name: projectName(line))); continue }
                 throw refuse("names a URL or a local path")
@@ -53,6 +94,53 @@ enum RequirementsReader {
             result.append(Requirement(node: node, line: line, name: name))
         }
         return result
+    }
+
+    /// `git+https://host/owner/repo.git[@ref][#egg=name]` or `name @ git+https://…`: the URL checked
+    /// and rewritten by the node source policy (https only; file:// only where local sources are
+    /// allowed), the ref checked like a node's. Nil when the line is not a git requirement.
+    static func vcsRequirement(_ line: String, sources: GitSourcePolicy, refuse: (String) -> JobFailure) throws(JobFailure) -> (line: String, name: String)? {
+        var named: String?
+        var spec = Substring(line)
+        if let at = line.range(of: " @ ") {
+            named = String(line[..<at.lowerBound]).trimmingCharacters(in: .whitespaces)
+            spec = line[at.upperBound...].drop { $0 == " " }
+        }
+        guard spec.lowercased().hasPrefix("git+") else { return nil }
+        var rest = spec.dropFirst(4)
+        var marker = ""
+        if let semicolon = rest.firstIndex(of: ";") {
+            marker = String(rest[semicolon...])
+            rest = rest[..<semicolon]
+        }
+        rest = Substring(rest.trimmingCharacters(in: .whitespaces))
+        var fragment = ""
+        if let hash = rest.firstIndex(of: "#") {
+            fragment = String(rest[hash...])
+            rest = rest[..<hash]
+        }
+        var ref = ""
+        if let scheme = rest.range(of: "://"), let at = rest[scheme.upperBound...].lastIndex(of: "@"),
+            let slash = rest[scheme.upperBound...].firstIndex(of: "/"), at > slash
+        {
+            ref = String(rest[rest.index(after: at)...])
+            rest = rest[..<at]
+            guard GitSourcePolicy.isSafeRef(ref) || GitSourcePolicy.isCommit(ref) else { throw refuse("names the git ref '\(ref.prefix(60))', which is not a plain tag, branch or commit") }
+        }
+        let url: String
+        do {
+            url = try sources.resolve(String(rest))
+        } catch {
+            throw refuse("names a git source this worker refuses: \(error.message)")
+        }
+        guard fragment.isEmpty || fragment.range(of: #"^#(egg=[A-Za-z0-9._-]+)?(&subdirectory=[A-Za-z0-9._/-]+)?$"#, options: .regularExpression) != nil,
+            !fragment.contains("..")
+        else { throw refuse("has a fragment other than #egg=NAME and &subdirectory=PATH") }
+        let egg = fragment.range(of: #"egg=[A-Za-z0-9._-]+"#, options: .regularExpression).map { String(fragment[$0].dropFirst(4)) }
+        let repository = ((String(rest) as NSString).lastPathComponent as NSString).deletingPathExtension
+        let name = normalise(named.map(projectName) ?? egg ?? repository)
+        let rebuilt = (named.map { "\($0) @ " } ?? "") + "git+" + url + (ref.isEmpty ? "" : "@" + ref) + fragment + marker
+        return (rebuilt, name)
     }
 
     /// `Torch_Vision[extra]>=1; python_version>'3'` → `torch-vision`.

@@ -15,8 +15,11 @@ public struct Workspace: Sendable {
     public var models: String { comfyUI + "/models" }
     public var venv: String { root + "/venv" }
     public var python: String { venv + "/bin/python" }
-    /// Clones are made here and moved into place only when complete (same filesystem: an atomic rename).
-    public var staging: String { customNodes + "/.staging" }
+    /// Clones are made here and moved into place only when complete. Never inside `custom_nodes`:
+    /// ComfyUI imports every folder there, dot-folders too, and reports `IMPORT FAILED` for it.
+    public var staging: String { root + "/.provision/staging" }
+    /// Where older versions staged clones; removed when found empty.
+    var legacyStaging: String { customNodes + "/.staging" }
     public var locks: String { root + "/.provision/locks" }
 
     public func node(_ name: String) -> String { customNodes + "/" + name }
@@ -25,6 +28,21 @@ public struct Workspace: Sendable {
     public static func isSafeNodeName(_ name: String) -> Bool {
         guard let first = name.first, first.isASCII, first.isLetter || first.isNumber || first == "_", name.count <= 100 else { return false }
         return name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) } && name != "." && name != ".."
+    }
+
+    /// The staging folder for clones headed to `custom_nodes`: `staging` when it is on the same
+    /// filesystem (so the final rename is atomic), else a folder beside `custom_nodes` in ComfyUI.
+    func nodeStaging() throws(JobFailure) -> String {
+        try createDirectories(customNodes, staging)
+        // A machine provisioned by an older version has `custom_nodes/.staging`; rmdir removes it
+        // only when empty, so a clone another process still has there is left alone.
+        rmdir(legacyStaging)
+        var nodes = stat()
+        var stage = stat()
+        if stat(customNodes, &nodes) == 0, stat(staging, &stage) == 0, nodes.st_dev == stage.st_dev { return staging }
+        let beside = comfyUI + "/.provision-staging"
+        try createDirectories(beside)
+        return beside
     }
 
     func createDirectories(_ paths: String...) throws(JobFailure) {

@@ -140,8 +140,42 @@ public final class ChildProcess: Sendable {
             ended = nil
             _ = await child.wait(timeout: .seconds(5))
         }
-        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        return Output(termination: ended, output: text)
+        return Output(termination: ended, output: printable(tailOf: log, limit: outputLimit))
+    }
+
+    /// The most of a command's output `run` keeps: its last bytes, where errors are.
+    public static let outputLimit = 256 << 10
+
+    /// The last `limit` bytes of a file as text that is safe in messages, status and events.
+    static func printable(tailOf path: String, limit: Int) -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
+        defer { try? handle.close() }
+        let size = (try? handle.seekToEnd()) ?? 0
+        try? handle.seek(toOffset: size > UInt64(limit) ? size - UInt64(limit) : 0)
+        return printable(handle.readDataToEndOfFile())
+    }
+
+    /// Output as text for people: invalid UTF-8 replaced, terminal escape sequences removed,
+    /// carriage returns (progress bars) made line breaks, NUL and other control bytes dropped.
+    public static func printable(_ data: Data) -> String {
+        let text = String(decoding: data, as: UTF8.self)
+        var result = String.UnicodeScalarView()
+        var escape = false
+        for scalar in text.unicodeScalars {
+            if escape {
+                // CSI sequences end with a letter; a lone ESC swallows one character.
+                if scalar.properties.isAlphabetic || scalar == "~" { escape = false }
+                continue
+            }
+            switch scalar.value {
+            case 0x1B: escape = true
+            case 0x0A, 0x09: result.append(scalar)
+            case 0x0D: result.append("\n")
+            case 0x00..<0x20, 0x7F, 0x80..<0xA0: continue
+            default: result.append(scalar)
+            }
+        }
+        return String(result)
     }
 
     /// Finds `program` in PATH (and the sbin folders, where Debian puts some servers).

@@ -32,12 +32,12 @@ public struct Step: Sendable, Hashable {
     public static let machineReady = Step(
         number: 21, name: "Machine Ready", phase: "comfyui_ready", event: "machine.ready.complete")
 
-    /// The step a job belongs to (protocols/events.md): `node`, `comfyui`, `python-deps` → 17;
+    /// The step a job belongs to (protocols/events.md): `node`, `comfyui`, `python-deps`, `install-scripts` → 17;
     /// `download`, `verify` → 18; the stand-in kinds `noop` and `sleep` take the step of the job they
     /// stand in for, from the id: `model:…`, `models:…`, `download:…`, `verify`, `verify:…` → 18, else 17.
     public static func forJob(kind: String, id: String) -> Step {
         switch kind {
-        case "node", "comfyui", "python-deps": return .customNodes
+        case "node", "comfyui", "python-deps", "install-scripts": return .customNodes
         case "download", "verify": return .models
         default:
             if id.hasPrefix("model:") || id.hasPrefix("models:") || id.hasPrefix("download:") || id == "verify"

@@ -196,6 +196,16 @@ struct ExecutorOptions: ParsableArguments {
     @Flag(help: "Install Python packages only from --find-links, never from an index.")
     var noIndex = false
 
+    @Option(name: .customLong("expose-env"), help: "An environment variable plans may use as ${NAME} in headers and node env, and that git, uv and install.py see (repeatable; env PROVISION_EXPOSE_ENV=A,B). The Redis URL is never exposed.")
+    var exposeEnv: [String] = []
+
+    /// The worker's environment and the names plans may reach.
+    var environmentPolicy: EnvironmentPolicy {
+        let environment = ProcessInfo.processInfo.environment
+        let listed = (environment["PROVISION_EXPOSE_ENV"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        return EnvironmentPolicy(environment: environment, exposed: Set(exposeEnv + listed))
+    }
+
     var resolvedWorkspace: String {
         workspace ?? ProcessInfo.processInfo.environment["PROVISION_WORKSPACE"] ?? "/workspace"
     }
@@ -210,6 +220,8 @@ struct ExecutorOptions: ParsableArguments {
 
     func validate() throws {
         for rule in gitRewrites where !rule.contains("=") { throw ValidationError("--git-rewrite takes FROM=TO.") }
+        for name in exposeEnv where !EnvironmentTemplate.isIdentifier(name) { throw ValidationError("--expose-env takes a variable name, not '\(name.prefix(60))'.") }
+        for name in exposeEnv where EnvironmentPolicy.neverExposed.contains(name) { throw ValidationError("--expose-env cannot expose \(name): it holds the queue's credentials.") }
         guard (1...64).contains(gitSlots) else { throw ValidationError("--git-slots must be between 1 and 64.") }
     }
 
@@ -224,12 +236,14 @@ struct ExecutorOptions: ParsableArguments {
         for folder in findLinks { list += ["--find-links", folder] }
         if noIndex { list.append("--no-index") }
         for rule in gitRewrites { list += ["--git-rewrite", rule] }
+        for name in exposeEnv { list += ["--expose-env", name] }
         return list
     }
 
     func registry() -> ExecutorRegistry {
         var registry = ExecutorRegistry.builtin
-        registry.register(DownloadExecutor(modelsRoot: resolvedModelsRoot, policy: URLPolicy(allowLoopback: allowsLoopback), defaultConnections: downloadConnections))
+        let environmentPolicy = self.environmentPolicy
+        registry.register(DownloadExecutor(modelsRoot: resolvedModelsRoot, policy: URLPolicy(allowLoopback: allowsLoopback), defaultConnections: downloadConnections, environmentPolicy: environmentPolicy))
         let rewrites = gitRewrites.compactMap { rule -> (from: String, to: String)? in
             guard let equals = rule.firstIndex(of: "=") else { return nil }
             return (String(rule[..<equals]), String(rule[rule.index(after: equals)...]))
@@ -241,9 +255,11 @@ struct ExecutorOptions: ParsableArguments {
         nodes.uv = uv ?? ProcessInfo.processInfo.environment["PROVISION_UV"] ?? "uv"
         nodes.findLinks = findLinks
         nodes.noIndex = noIndex
+        nodes.environmentPolicy = environmentPolicy
         registry.register(NodeExecutor(configuration: nodes))
         registry.register(ComfyUIExecutor(configuration: nodes))
         registry.register(PythonDepsExecutor(configuration: nodes))
+        registry.register(InstallScriptsExecutor(configuration: nodes))
         registry.register(VerifyExecutor(workspace: resolvedWorkspace))
         return registry
     }

@@ -47,13 +47,13 @@ struct EndToEndTests {
         let planned = try await provision(["plan", lockPath, "--machine", "m1", "--deep-verify", "-o", planPath])
         #expect(planned.status == 0, "\(planned.output)")
         let enqueued = try await provision(["enqueue", "--plan", planPath], environment: ["REDIS_URL": redis.url, "MACHINE_ID": "m1"])
-        #expect(enqueued.status == 0 && enqueued.output.contains("enqueued 7 jobs"), "\(enqueued.output)")
+        #expect(enqueued.status == 0 && enqueued.output.contains("enqueued 8 jobs"), "\(enqueued.output)")
 
         let workspace = folder.appendingPathComponent("ws")
         let workers = try TestProcess.provision(
             ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "4", "--health-port", "0", "--workspace", workspace.path,
              "--allow-local-sources", "--allow-loopback-origins", "--uv", testUV(), "--find-links", wheels.path, "--no-index"],
-            environment: ["REDIS_URL": redis.url, "PROVISION_E2E_SECRET": "s3cret"])
+            environment: ["REDIS_URL": redis.url, "PROVISION_E2E_SECRET": "s3cret", "PROVISION_EXPOSE_ENV": "PROVISION_E2E_SECRET"])
         defer { workers.terminate() }
         let queue = try JobQueue(redis: try redis.client(), machine: "m1")
         var status = try await queue.status()
@@ -62,7 +62,7 @@ struct EndToEndTests {
             return status.isSettled && [.ready, .failed].contains(status.state)
         }
         #expect(status.state == .ready, "\(status.failures) \(workers.output.suffix(3000))")
-        #expect(status.count("succeeded") == 7)
+        #expect(status.count("succeeded") == 8)
 
         // What the workers installed is what the lock pins.
         #expect(try await git(["rev-parse", "HEAD"], in: workspace.appendingPathComponent("ComfyUI/custom_nodes/alpha")) == alphaV1)

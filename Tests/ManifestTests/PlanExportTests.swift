@@ -29,7 +29,7 @@ struct PlanExportTests {
         let byID = Dictionary(uniqueKeysWithValues: jobs.compactMap { job in job["id"]?.string.map { ($0, job) } })
         func deps(_ id: String) -> Set<String> { Set(byID[id]?["depends_on"]?.array?.compactMap(\.string) ?? []) }
         #expect(jobs.map { $0["id"]?.string ?? "" } == [
-            "comfyui", "model:checkpoints_SDXL_m.safetensors", "model:vae_v.pt", "node:first", "node:second", "node:zeta", "python-deps", "verify",
+            "comfyui", "model:checkpoints_SDXL_m.safetensors", "model:vae_v.pt", "node:first", "node:second", "node:zeta", "python-deps", "install-scripts", "verify",
         ])
         #expect(deps("comfyui").isEmpty && deps("model:vae_v.pt").isEmpty)
         // Ordered nodes one group after another; unordered ones right after ComfyUI.

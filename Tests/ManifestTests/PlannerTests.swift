@@ -74,4 +74,13 @@ struct PlannerTests {
             #expect(stored.sorted() == expected.sorted(), "\(specs)")
         }
     }
+
+    @Test func theInstallScriptsJobComesAfterPythonDeps() throws {
+        let spec = Data(#"{"custom_nodes": [{"name": "b", "url": "https://github.com/o/b", "install_order": 1}, {"name": "a", "url": "https://github.com/o/a", "env": {"K": "${V}"}}]}"#.utf8)
+        let plan = try Planner.plan([("spec.json", spec)], builder: PlanBuilder(planID: "p"))
+        let scripts = try #require((plan["jobs"]?.array ?? []).first { $0["kind"]?.string == "install-scripts" })
+        #expect(scripts["depends_on"]?.array?.compactMap(\.string) == ["python-deps"])
+        #expect(scripts["payload"]?["nodes"]?.array?.compactMap { $0["name"]?.string } == ["b", "a"])
+        #expect(scripts["payload"]?["nodes"]?.array?.last?["env"]?["K"]?.string == "${V}")
+    }
 }

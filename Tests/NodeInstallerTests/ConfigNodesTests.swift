@@ -18,7 +18,8 @@ struct ConfigNodesTests {
         let h = try NodeHarness()
         let redis = try await TestRedis()
         defer { h.cleanup(); redis.stop() }
-        let original = packageRoot().deletingLastPathComponent().appendingPathComponent("shared/data/config_nodes.json")
+        // The seed's file as the old system shipped it, kept in the repository.
+        let original = packageRoot().appendingPathComponent("Tests/ManifestTests/Fixtures/config_nodes.json")
         var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: original)) as? [String: Any])
         var nodes = try #require(config["custom_nodes"] as? [[String: Any]])
         #expect(nodes.count == 42)
@@ -49,7 +50,11 @@ struct ConfigNodesTests {
         let spec = h.folder.appendingPathComponent("config_nodes.json")
         try JSONSerialization.data(withJSONObject: config).write(to: spec)
 
-        let environment = ["REDIS_URL": redis.url, "AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY_ENCODED": "c2VjcmV0", "AWS_DEFAULT_REGION": "eu-west-1", "OPENAI_API_KEY": "sk-test"]
+        let environment = [
+            "REDIS_URL": redis.url, "AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY_ENCODED": "c2VjcmV0", "AWS_DEFAULT_REGION": "eu-west-1", "OPENAI_API_KEY": "sk-test",
+            // The nodes' env names these; the operator exposes them to plans.
+            "PROVISION_EXPOSE_ENV": "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY_ENCODED,AWS_DEFAULT_REGION,OPENAI_API_KEY",
+        ]
         let enqueue = try await run(provisionExecutable(), ["enqueue", "--machine", "m1", "--spec", spec.path], environment: environment)
         #expect(enqueue.status == 0, "\(enqueue.output)")
         let workers = try TestProcess.provision(

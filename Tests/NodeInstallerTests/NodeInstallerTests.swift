@@ -22,7 +22,9 @@ struct NodeHarness {
         configuration.uv = testUV()
         configuration.findLinks = [wheels.path]
         configuration.noIndex = true
-        configuration.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        // The given variables are what the operator exposed (--expose-env).
+        configuration.environmentPolicy = EnvironmentPolicy(
+            environment: ProcessInfo.processInfo.environment.merging(environment) { $1 }, exposed: Set(environment.keys))
     }
 
     var repos: URL { folder.appendingPathComponent("repos") }
@@ -37,6 +39,7 @@ struct NodeHarness {
 
     func node(_ payload: [String: Any]) async throws -> [String: Any] { try await run(NodeExecutor(configuration: configuration), payload) }
     func deps(_ payload: [String: Any] = [:]) async throws -> [String: Any] { try await run(PythonDepsExecutor(configuration: configuration), payload) }
+    func scripts(_ nodes: [[String: Any]]) async throws -> [String: Any] { try await run(InstallScriptsExecutor(configuration: configuration), ["nodes": nodes]) }
 
     func head(_ name: String) async throws -> String {
         try await fixtureGit(["rev-parse", "HEAD"], in: configuration.workspace.node(name))
@@ -80,8 +83,19 @@ struct NodeInstallerTests {
         #expect(try await h.head("by-tag") == repo.commits[0])
         #expect(try await h.head("by-branch") == repo.commits[2])
         #expect(try await h.head("by-default") == repo.commits[1])
-        // Nothing is left in the staging area.
+        // Nothing is left in the staging area, and custom_nodes holds the nodes alone: ComfyUI
+        // imports every folder there, so a staging folder inside it failed to import on every machine.
         #expect(try FileManager.default.contentsOfDirectory(atPath: h.configuration.workspace.staging).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: h.configuration.workspace.customNodes).sorted() == ["by-branch", "by-commit", "by-default", "by-tag"])
+    }
+
+    @Test func aStagingFolderLeftInCustomNodesByAnOlderVersionIsRemovedWhenEmpty() async throws {
+        let h = try NodeHarness()
+        defer { h.cleanup() }
+        let repo = try await makeGitRepo(in: h.repos, name: "plain", commits: [["a.py": "1"]])
+        try FileManager.default.createDirectory(atPath: h.configuration.workspace.customNodes + "/.staging", withIntermediateDirectories: true)
+        _ = try await h.node(["name": "plain", "url": repo.url])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: h.configuration.workspace.customNodes) == ["plain"])
     }
 
     @Test func submodulesArePresentAndARerunIsANoOp() async throws {
@@ -123,9 +137,17 @@ struct NodeInstallerTests {
         defer { h.cleanup() }
         let script = "import os, pathlib\npathlib.Path('installed.txt').write_text(os.environ['API_KEY'][:2] + os.environ['COMFYUI_PATH'])\n"
         let repo = try await makeGitRepo(in: h.repos, name: "envnode", commits: [["install.py": script, ".gitignore": "installed.txt\n.env\n"]])
-        let result = try await h.node(["name": "envnode", "url": repo.url, "env": ["API_KEY": "${TEST_NODE_SECRET}", "REGION": "eu-${TEST_NODE_SECRET}-x"]])
+        let env = ["API_KEY": "${TEST_NODE_SECRET}", "REGION": "eu-${TEST_NODE_SECRET}-x"]
+        let result = try await h.node(["name": "envnode", "url": repo.url, "env": env])
         #expect(result["install_script"] as? Bool == true)
         let directory = h.configuration.workspace.node("envnode")
+        // install.py runs in its own job, after the requirements.
+        #expect(!FileManager.default.fileExists(atPath: directory + "/installed.txt"))
+        let ran = try await h.scripts([["name": "envnode", "env": env]])
+        let entry = try #require((ran["scripts"] as? [[String: Any]])?.first)
+        #expect(entry["skipped"] as? Bool == false)
+        let again = try await h.scripts([["name": "envnode", "env": env]])
+        #expect((again["scripts"] as? [[String: Any]])?.first?["skipped"] as? Bool == true)
         #expect(try String(contentsOfFile: directory + "/.env", encoding: .utf8) == "API_KEY=\"s3cret-value\"\nREGION=\"eu-s3cret-value-x\"\n")
         let mode = try FileManager.default.attributesOfItem(atPath: directory + "/.env")[.posixPermissions] as? Int
         #expect(mode == 0o600)
@@ -200,7 +222,7 @@ struct NodeInstallerTests {
     @Test func requirementLinesThatReachOutsideAreRefused() async throws {
         let h = try NodeHarness()
         defer { h.cleanup() }
-        for (index, line) in ["--extra-index-url https://evil.example/simple", "-e .", "git+https://example.com/x.git", "pkg @ file:///etc/x", "-r ../../../etc/passwd", "-i https://evil.example"].enumerated() {
+        for (index, line) in ["--extra-index-url https://evil.example/simple", "-e .", "git+ssh://example.com/x.git", "pkg @ file:///etc/x", "-r ../../../etc/passwd", "-i https://evil.example"].enumerated() {
             let repo = try await makeGitRepo(in: h.repos, name: "outside\(index)", commits: [["requirements.txt": "tinyfoo\n\(line)\n"]])
             _ = try await h.node(["name": "outside\(index)", "url": repo.url])
             let refused = await failure { try await h.deps(["nodes": ["outside\(index)"]]) }

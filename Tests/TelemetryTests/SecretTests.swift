@@ -64,6 +64,8 @@ struct SecretTests {
         let redis = try await TestRedis(password: Self.password)
         let environment = [
             "HF_TOKEN": Self.token, "CIVITAI_TOKEN": Self.civitai, "REDIS_URL": redis.url, "GPU_MODE": "mock",
+            // The plan's header names ${HF_TOKEN}: the operator lets plans use it.
+            "PROVISION_EXPOSE_ENV": "HF_TOKEN",
         ]
         let redactor = Redactor(environment: environment)
         let keys = try MachineKeys(machine: "m1")

@@ -1,0 +1,190 @@
+import Foundation
+@testable import NodeInstaller
+import ProcessControl
+import Scheduler
+import TestSupport
+import Testing
+
+/// What installing real nodes (ComfyUI 0.8 and 15 nodes) showed: install.py needs the requirements
+/// first, requirement files come with CRLF and git+https lines, children must not see the queue's
+/// credentials, and failures must say what they are.
+@Suite("install.py, requirement lines and child environments", .serialized)
+struct InstallScriptsTests {
+    @Test func installScriptsRunAfterTheRequirementsAndTheirErrorsAreKept() async throws {
+        let h = try NodeHarness()
+        defer { h.cleanup() }
+        try await makeWheels(in: h.wheels, ["tinyfoo==1.0"])
+        // Like Impact-Pack: the script imports what requirements.txt installs.
+        let needy = try await makeGitRepo(in: h.repos, name: "needy", commits: [[
+            "requirements.txt": "tinyfoo\n", "install.py": "import tinyfoo\nopen('ok.txt', 'w').write(tinyfoo.__version__)\n", ".gitignore": "ok.txt\n",
+        ]])
+        let noisy = try await makeGitRepo(in: h.repos, name: "noisy", commits: [["install.py": "print('step 1')\nprint(\"[ERROR] No module named 'git'\")\n"]])
+        let broken = try await makeGitRepo(in: h.repos, name: "broken", commits: [["install.py": "print('starting')\nraise ValueError('boom \\x00 here')\n"]])
+        for (name, repo) in [("needy", needy), ("noisy", noisy), ("broken", broken)] { _ = try await h.node(["name": name, "url": repo.url]) }
+        _ = try await h.deps(["nodes": ["needy"]])
+        let result = try await h.scripts([["name": "needy"], ["name": "noisy"]])
+        let scripts = try #require(result["scripts"] as? [[String: Any]])
+        #expect(try String(contentsOfFile: h.configuration.workspace.node("needy") + "/ok.txt", encoding: .utf8) == "1.0")
+        let noisyEntry = try #require(scripts.first { $0["name"] as? String == "noisy" })
+        #expect(noisyEntry["error_lines"] as? [String] == ["[ERROR] No module named 'git'"], "\(noisyEntry)")
+        #expect((noisyEntry["output_tail"] as? [String])?.first == "step 1")
+
+        let failed = await failure { try await h.scripts([["name": "broken"]]) }
+        #expect(failed?.type == "install_script_failed", "\(String(describing: failed))")
+        #expect(failed?.message.contains("install.py of broken failed") == true && failed?.message.contains("ValueError: boom  here") == true, "\(failed?.message ?? "")")
+        #expect(failed?.message.unicodeScalars.contains { $0.value < 0x20 } == false)
+    }
+
+    @Test func childProcessesGetNoQueueCredentialsOrTokens() async throws {
+        var h = try NodeHarness()
+        defer { h.cleanup() }
+        // git as a wrapper that records the environment it was given.
+        let record = h.folder.appendingPathComponent("git-env.txt").path
+        let wrapper = h.folder.appendingPathComponent("git-wrapper")
+        try "#!/bin/sh\nenv >> '\(record)'\nexec /usr/bin/git \"$@\"\n".write(to: wrapper, atomically: true, encoding: .utf8)
+        chmod(wrapper.path, 0o755)
+        h.configuration.gitExecutable = wrapper.path
+        var environment = ProcessInfo.processInfo.environment
+        environment["REDIS_URL"] = "redis://:queue-password@127.0.0.1:1/0"
+        environment["PROVISION_REDIS_URL"] = "redis://:queue-password@127.0.0.1:1/0"
+        environment["HF_TOKEN"] = "hf_not_for_children"
+        environment["SOME_SECRET"] = "unlisted-value"
+        environment["EXPOSED_ONE"] = "visible-value"
+        h.configuration.environmentPolicy = EnvironmentPolicy(environment: environment, exposed: ["EXPOSED_ONE", "PROVISION_REDIS_URL"])
+        let dump = "import os, json\njson.dump(dict(os.environ), open('env.json', 'w'))\n"
+        let repo = try await makeGitRepo(in: h.repos, name: "dumper", commits: [["install.py": dump, ".gitignore": "env.json\n"]])
+        _ = try await h.node(["name": "dumper", "url": repo.url])
+        _ = try await h.scripts([["name": "dumper", "env": ["USES": "${EXPOSED_ONE}"]]])
+        let seen = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: h.configuration.workspace.node("dumper") + "/env.json"))) as? [String: String] ?? [:]
+        for name in ["REDIS_URL", "PROVISION_REDIS_URL", "HF_TOKEN", "SOME_SECRET"] { #expect(seen[name] == nil, "install.py saw \(name)") }
+        #expect(seen["EXPOSED_ONE"] == "visible-value" && seen["USES"] == "visible-value" && seen["PATH"] != nil)
+        let gitEnvironment = try String(contentsOfFile: record, encoding: .utf8)
+        #expect(!gitEnvironment.isEmpty)
+        for secret in ["queue-password", "hf_not_for_children", "unlisted-value"] { #expect(!gitEnvironment.contains(secret), "git saw \(secret)") }
+        // A plan cannot name the queue's own credentials, exposed or not, nor what was not exposed.
+        for name in ["PROVISION_REDIS_URL", "REDIS_URL", "SOME_SECRET", "HF_TOKEN"] {
+            let refused = await failure { try await h.node(["name": "leak", "url": repo.url, "env": ["X": "${\(name)}"]]) }
+            #expect(refused?.type == "missing_variable", "\(name): \(String(describing: refused))")
+        }
+    }
+
+    @Test func httpSSHAndCredentialSourcesAreRefusedOnTheWorker() throws {
+        let executor = NodeExecutor(configuration: NodeInstallerConfiguration(workspace: Workspace(root: "/nonexistent")))
+        for url in ["http://github.com/o/r", "ssh://git@github.com/o/r", "git@github.com:o/r.git", "https://user:pw@github.com/o/r", "git://github.com/o/r"] {
+            let payload = String(decoding: try JSONSerialization.data(withJSONObject: ["name": "n", "url": url]), as: UTF8.self)
+            #expect(throws: JobFailure.self, "\(url)") { try executor.validate(payload: payload) }
+        }
+        do {
+            try executor.validate(payload: #"{"name": "n", "url": "https://bob:hunter22@github.com/o/r"}"#)
+        } catch {
+            #expect(!error.message.contains("hunter22"))
+        }
+    }
+
+    @Test func crlfContinuationsAndLinksAreReadAsPipReadsThem() async throws {
+        let h = try NodeHarness()
+        defer { h.cleanup() }
+        let policy = h.configuration.sources
+        func lines(_ text: String) throws -> [String] {
+            let folder = h.folder.appendingPathComponent("req-\(UUID().uuidString.prefix(6))")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try text.write(to: folder.appendingPathComponent("requirements.txt"), atomically: true, encoding: .utf8)
+            return try RequirementsReader.read(node: "n", directory: folder.path, allowOutside: false, sources: policy).map(\.line)
+        }
+        #expect(try lines("tinyfoo\r\ntinybar>=1 # why\r\n") == ["tinyfoo", "tinybar>=1"])
+        #expect(try lines("numpy\\\n  >=1.0\nscipy\n") == ["numpy  >=1.0", "scipy"])
+        // Each of these hid behind CRLF before: the whole file was one line.
+        for hostile in ["tinyfoo\r\n-e /etc", "tinyfoo\r\n--find-links /tmp", "tinyfoo\r\n-r /etc/hostname", "tinyfoo\r-i https://evil.example", "tinyfoo\r\n--extra-\\\nindex-url=https://evil.example"] {
+            #expect(throws: JobFailure.self, "\(hostile.debugDescription)") { try lines(hostile) }
+        }
+        // A requirements.txt that is a link out of the node is not read.
+        let linked = h.folder.appendingPathComponent("linked")
+        try FileManager.default.createDirectory(at: linked, withIntermediateDirectories: true)
+        try "secret-package\n".write(to: h.folder.appendingPathComponent("outside.txt"), atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: linked.appendingPathComponent("requirements.txt").path, withDestinationPath: h.folder.appendingPathComponent("outside.txt").path)
+        let refused = await failure { try RequirementsReader.read(node: "linked", directory: linked.path, allowOutside: false, sources: policy) }
+        #expect(refused?.type == "requirements_refused" && refused?.message.contains("outside the node") == true)
+    }
+
+    @Test func gitRequirementLinesGoThroughTheSourcePolicyAndItsRewrites() async throws {
+        let h = try NodeHarness()
+        defer { h.cleanup() }
+        let refuse: (String) -> JobFailure = { JobFailure(type: "requirements_refused", message: $0, retryable: false) }
+        // The harness rewrites https://github.example/ to its local repositories.
+        let rewritten = try #require(try RequirementsReader.vcsRequirement("git+https://github.example/img2texture.git@v1#egg=img2texture", sources: h.configuration.sources, refuse: refuse))
+        #expect(rewritten.line == "git+file://\(h.folder.path)/repos/img2texture.git@v1#egg=img2texture" && rewritten.name == "img2texture")
+        let named = try #require(try RequirementsReader.vcsRequirement("cstr @ git+https://github.example/cstr", sources: h.configuration.sources, refuse: refuse))
+        #expect(named.name == "cstr" && named.line.hasPrefix("cstr @ git+file://"))
+        let strict = GitSourcePolicy()
+        for line in ["git+http://github.com/o/r", "git+ssh://git@github.com/o/r", "git+file:///etc/x", "git+https://github.com/o/r@--upload-pack=x", "git+https://github.com/o/r#egg=x&subdirectory=../../etc"] {
+            #expect(throws: JobFailure.self, "\(line)") { try RequirementsReader.vcsRequirement(line, sources: strict, refuse: refuse) }
+        }
+        #expect(try RequirementsReader.vcsRequirement("git+https://github.com/WASasquatch/img2texture.git", sources: strict, refuse: refuse)?.name == "img2texture")
+
+        // End to end: uv fetches the package from the rewritten source, through git.
+        try await makeWheels(in: h.wheels, ["setuptools==70.0", "wheel==0.43"])
+        let package = try await makeGitRepo(in: h.repos, name: "gitpkg", commits: [[
+            "pyproject.toml": "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n[project]\nname = \"gitpkg\"\nversion = \"1.0\"\n",
+            "backend.py": minimalBuildBackend, "gitpkg/__init__.py": "VALUE = 42\n",
+        ]], tags: ["v1": 0])
+        _ = package
+        let user = try await makeGitRepo(in: h.repos, name: "user", commits: [["requirements.txt": "git+https://github.example/gitpkg@v1#egg=gitpkg\n"]])
+        _ = try await h.node(["name": "user", "url": user.url])
+        let result = try await h.deps(["nodes": ["user"]])
+        #expect(result["installed"] as? Int == 1, "\(result)")
+        #expect(try await h.installed()["gitpkg"] == "1.0")
+
+        // A git source that cannot be fetched is a fetch failure, not a conflict.
+        let missing = try await makeGitRepo(in: h.repos, name: "missing-user", commits: [["requirements.txt": "git+https://github.example/no-such-repo#egg=nope\n"]])
+        _ = try await h.node(["name": "missing-user", "url": missing.url])
+        let fetch = await failure { try await h.deps(["nodes": ["missing-user"]]) }
+        #expect(fetch?.type == "requirements_fetch_failed" && fetch?.retryable == true, "\(String(describing: fetch))")
+    }
+
+    @Test func outputIsMadePrintable() {
+        let bytes: [UInt8] = [0x41, 0x00, 0x1B, 0x5B, 0x33, 0x31, 0x6D, 0x42, 0x0D, 0x43, 0xFF, 0x07, 0x0A]
+        #expect(ChildProcess.printable(Data(bytes)) == "AB\nC\u{FFFD}\n")
+        #expect(UVFailure.classify("error: Failed to download and build `x @ git+https://h/x`\n  Caused by: Git operation failed") == .fetch)
+        #expect(UVFailure.classify("× No solution found when resolving dependencies:\n╰─▶ Because a==1 depends on b<2 and you require b>=2, we can conclude that your requirements are unsatisfiable.") == .conflict)
+        #expect(UVFailure.classify("error: Failed to build `pkg==1.0`\n  Caused by: Build backend failed to build wheel") == .build)
+        #expect(UVFailure.classify("error: Git executable not found. Ensure that Git is installed and available.") == .tool)
+    }
+}
+
+/// A PEP 517 build backend with no dependencies, so uv can build a package from a git checkout offline.
+let minimalBuildBackend = #"""
+import base64, hashlib, os, zipfile
+
+def _meta():
+    text = open("pyproject.toml").read()
+    name = text.split('name = "')[1].split('"')[0]
+    version = text.split('version = "')[1].split('"')[0]
+    return name, version
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name, version = _meta()
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    files = {}
+    for root, _, names in os.walk(dist):
+        for n in names:
+            if n.endswith(".py"):
+                path = os.path.join(root, n)
+                files[path] = open(path, "rb").read()
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, wheel), "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    return wheel
+"""#

@@ -14,6 +14,9 @@ public struct NodeInstallerConfiguration: Sendable {
     public var gitTimeout: Duration = .seconds(900)
     /// The Python that creates the environment (`python3 -m venv`).
     public var systemPython = "python3"
+    /// Whether this machine has GPUs: decides between CPU and GPU builds of the same module
+    /// (onnxruntime / onnxruntime-gpu).
+    public var gpu = false
     /// The git executable (a path, or a name looked up in PATH).
     public var gitExecutable = "git"
     /// uv (from PyPI) resolves and installs requirements.

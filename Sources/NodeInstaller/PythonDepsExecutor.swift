@@ -70,10 +70,25 @@ public struct PythonDepsExecutor: JobExecutor {
             case .conflict, .other: what = "uv failed"
             }
             throw JobFailure(type: kind.rawValue, message: "resolving the custom nodes' requirements failed: \(what): \(PythonEnvironment.summary(output))", retryable: kind.retryable)
-        case .resolved(let resolved):
-            try await environment.install(resolved, constraints: protected, in: folder, what: "the requirements of \(nodes.count) custom nodes")
+        case .resolved(let all):
+            let (resolved, choices) = ExclusiveDistributions.pick(all, gpu: configuration.gpu)
+            // The resolution is complete; without dependencies the install cannot bring back what was dropped.
+            try await environment.install(resolved, constraints: protected, in: folder, what: "the requirements of \(nodes.count) custom nodes", withDependencies: choices.isEmpty)
+            var exclusive: [[String: Any]] = []
+            for choice in choices {
+                let droppedNames = choice.dropped.map(RequirementsReader.projectName)
+                try await environment.uninstall(droppedNames)
+                let wantedBy = requirements.filter { droppedNames.contains($0.name) || $0.name == RequirementsReader.projectName(choice.kept) }
+                    .map { "\($0.node): \($0.line)" }
+                context.logger.warning(
+                    "distributions that install the same module were asked for together; one is kept",
+                    metadata: ["kept": "\(choice.kept)", "dropped": "\(choice.dropped.joined(separator: ", "))", "wanted_by": "\(wantedBy.joined(separator: "; "))"])
+                exclusive.append(["kept": choice.kept, "dropped": choice.dropped, "wanted_by": wantedBy])
+            }
             context.logger.info("python requirements installed", metadata: ["packages": "\(resolved.count)", "nodes": "\(nodes.count)"])
-            return resultJSON(["nodes": nodes.count, "requirements": requirements.count, "installed": resolved.count, "resolved": Array(resolved.prefix(200))])
+            var result: [String: Any] = ["nodes": nodes.count, "requirements": requirements.count, "installed": resolved.count, "resolved": Array(resolved.prefix(200))]
+            if !exclusive.isEmpty { result["exclusive"] = exclusive }
+            return resultJSON(result)
         }
     }
 

@@ -90,12 +90,12 @@ struct PythonEnvironment: Sendable {
     }
 
     /// `uv pip install` of resolved lines, the protected pins kept as constraints.
-    func install(_ lines: [String], constraints: [String], in folder: String, what: String) async throws(JobFailure) {
+    func install(_ lines: [String], constraints: [String], in folder: String, what: String, withDependencies: Bool = true) async throws(JobFailure) {
         let file = folder + "/install.txt"
         let constraintFile = folder + "/constraints.txt"
         write(lines, to: file)
         write(constraints, to: constraintFile)
-        let result = try await uv(["pip", "install", "--python", workspace.python, "--requirement", file, "--constraint", constraintFile, "--quiet"])
+        let result = try await uv(["pip", "install", "--python", workspace.python, "--requirement", file, "--constraint", constraintFile, "--quiet"] + (withDependencies ? [] : ["--no-deps"]))
         guard result.succeeded else {
             let kind = UVFailure.classify(result.output)
             let type = kind == .other || kind == .conflict ? "pip_install_failed" : kind.rawValue
@@ -103,8 +103,17 @@ struct PythonEnvironment: Sendable {
         }
     }
 
-    private func uv(_ arguments: [String]) async throws(JobFailure) -> ChildProcess.Output {
-        let sources = configuration.findLinks.flatMap { ["--find-links", $0] } + (configuration.noIndex ? ["--no-index"] : [])
+    /// Removes distributions from the environment; those not installed are ignored.
+    func uninstall(_ names: [String]) async throws(JobFailure) {
+        guard !names.isEmpty else { return }
+        let result = try await uv(["pip", "uninstall", "--python", workspace.python] + names, sources: false)
+        guard result.succeeded || result.output.contains("Skipping") || result.output.contains("not installed") else {
+            throw JobFailure(type: "pip_uninstall_failed", message: "removing \(names.joined(separator: ", ")) failed: \(Self.summary(result.output))", retryable: true)
+        }
+    }
+
+    private func uv(_ arguments: [String], sources withSources: Bool = true) async throws(JobFailure) -> ChildProcess.Output {
+        let sources = withSources ? configuration.findLinks.flatMap { ["--find-links", $0] } + (configuration.noIndex ? ["--no-index"] : []) : []
         do {
             return try await ChildProcess.run(configuration.uv, arguments + sources, environment: uvEnvironment, timeout: .seconds(1800))
         } catch {
@@ -150,5 +159,45 @@ struct PythonEnvironment: Sendable {
     static func summary(_ output: String) -> String {
         let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         return lines.suffix(4).joined(separator: " ").prefix(800).description
+    }
+}
+
+/// Distributions that install the same Python module and must not sit side by side (the one
+/// installed last wins silently): after resolving, one of each family is kept.
+enum ExclusiveDistributions {
+    /// Each family, most capable first; `gpu` marks the build a GPU machine needs.
+    static let families: [(names: [String], gpu: String?)] = [
+        (["onnxruntime-gpu", "onnxruntime"], "onnxruntime-gpu"),
+        (["opencv-contrib-python", "opencv-contrib-python-headless", "opencv-python", "opencv-python-headless"], nil),
+    ]
+
+    /// What was dropped in favour of what, for the job's result.
+    struct Choice: Sendable, Equatable {
+        var kept: String
+        var dropped: [String]
+    }
+
+    /// The resolved lines with one distribution per family: on a GPU machine the GPU build, else
+    /// the CPU one when both were asked for; otherwise the most capable one named.
+    static func pick(_ lines: [String], gpu: Bool) -> (lines: [String], choices: [Choice]) {
+        var result = lines
+        var choices: [Choice] = []
+        for family in families {
+            let present = lines.filter { family.names.contains(RequirementsReader.projectName($0)) }
+            guard present.count > 1 else { continue }
+            let names = present.map { RequirementsReader.projectName($0) }
+            var keep: String
+            if let gpuName = family.gpu, names.contains(gpuName) {
+                keep = gpu ? gpuName : (family.names.first { $0 != gpuName && names.contains($0) } ?? gpuName)
+            } else {
+                keep = family.names.first { names.contains($0) } ?? names[0]
+            }
+            if !names.contains(keep) { keep = names[0] }
+            let kept = present.first { RequirementsReader.projectName($0) == keep } ?? present[0]
+            let dropped = present.filter { $0 != kept }
+            result.removeAll { dropped.contains($0) }
+            choices.append(Choice(kept: kept, dropped: dropped))
+        }
+        return (result, choices)
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import JobQueue
 import Logging
 import RedisClient
+import ProcessControl
 import Scheduler
 import Downloader
 import Manifest
@@ -256,6 +257,8 @@ struct ExecutorOptions: ParsableArguments {
         nodes.findLinks = findLinks
         nodes.noIndex = noIndex
         nodes.environmentPolicy = environmentPolicy
+        let environment = ProcessInfo.processInfo.environment
+        nodes.gpu = environment["GPU_MODE"] == "mock" ? (Int(environment["MOCK_GPU_NUM"] ?? "1") ?? 1) > 0 : (try? ChildProcess.locate("nvidia-smi")) != nil
         registry.register(NodeExecutor(configuration: nodes))
         registry.register(ComfyUIExecutor(configuration: nodes))
         registry.register(PythonDepsExecutor(configuration: nodes))

@@ -141,6 +141,30 @@ struct InstallScriptsTests {
         #expect(fetch?.type == "requirements_fetch_failed" && fetch?.retryable == true, "\(String(describing: fetch))")
     }
 
+    @Test func distributionsOfOneModuleAreNotInstalledTogether() async throws {
+        var h = try NodeHarness()
+        defer { h.cleanup() }
+        try await makeWheels(in: h.wheels, ["onnxruntime==1.0", "onnxruntime-gpu==1.0", "opencv-python==5.1", "opencv-python-headless==4.9", "uses-ort==1.0;onnxruntime"])
+        let cpu = try await makeGitRepo(in: h.repos, name: "cpu-node", commits: [["requirements.txt": "uses-ort\nopencv-python-headless==4.9\n"]])
+        let gpu = try await makeGitRepo(in: h.repos, name: "gpu-node", commits: [["requirements.txt": "onnxruntime-gpu\nopencv-python\n"]])
+        _ = try await h.node(["name": "cpu-node", "url": cpu.url])
+        _ = try await h.node(["name": "gpu-node", "url": gpu.url])
+        h.configuration.gpu = true
+        let result = try await h.deps(["nodes": ["cpu-node", "gpu-node"]])
+        let installed = try await h.installed()
+        #expect(installed["onnxruntime-gpu"] == "1.0" && installed["onnxruntime"] == nil, "\(installed)")
+        #expect(installed["opencv-python"] == "5.1" && installed["opencv-python-headless"] == nil, "\(installed)")
+        let exclusive = try #require(result["exclusive"] as? [[String: Any]])
+        #expect(exclusive.count == 2)
+        #expect((exclusive.first?["wanted_by"] as? [String])?.contains("gpu-node: onnxruntime-gpu") == true, "\(exclusive)")
+        // A CPU machine keeps the CPU build, and a build installed before is removed.
+        h.configuration.gpu = false
+        _ = try await h.deps(["nodes": ["cpu-node", "gpu-node"]])
+        let again = try await h.installed()
+        #expect(again["onnxruntime"] == "1.0" && again["onnxruntime-gpu"] == nil, "\(again)")
+        #expect(ExclusiveDistributions.pick(["onnxruntime==1.0", "numpy==2.0"], gpu: true).lines == ["onnxruntime==1.0", "numpy==2.0"])
+    }
+
     @Test func outputIsMadePrintable() {
         let bytes: [UInt8] = [0x41, 0x00, 0x1B, 0x5B, 0x33, 0x31, 0x6D, 0x42, 0x0D, 0x43, 0xFF, 0x07, 0x0A]
         #expect(ChildProcess.printable(Data(bytes)) == "AB\nC\u{FFFD}\n")

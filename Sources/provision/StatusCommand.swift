@@ -25,6 +25,9 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "With --wait on a terminal, redraw a live view.")
     var live = true
 
+    @Flag(help: "List every job of the current plan with its outcome (state, attempts, error or result).")
+    var jobs = false
+
     func run() async throws {
         try await reportingErrors {
             let keys = try MachineKeys(prefix: queue.keyPrefix, machine: try queue.machineID)
@@ -37,7 +40,7 @@ struct StatusCommand: AsyncParsableCommand {
                     view?.draw(StatusText.live(snapshot, width: terminalWidth()))
                     if ContinuousClock.now >= deadline {
                         view?.clear()
-                        say(render(snapshot))
+                        say(render(snapshot, jobs: nil))
                         throw ExitCode(2)
                     }
                     try await Task.sleep(for: .milliseconds(view == nil ? 200 : 250))
@@ -45,18 +48,66 @@ struct StatusCommand: AsyncParsableCommand {
                 }
                 view?.clear()
             }
-            say(render(snapshot))
+            var jobRecords: [[String: String]] = []
+            if jobs, let plan = snapshot.status.planID {
+                let jobQueue = try JobQueue(redis: try RedisClient(url: try queue.redisURL), machine: keys.machine, prefix: queue.keyPrefix)
+                jobRecords = try await jobQueue.jobs(plan: plan)
+            }
+            say(render(snapshot, jobs: jobs ? jobRecords : nil))
             if wait && snapshot.status.state != .ready { throw ExitCode(1) }
         }
     }
 
-    private func render(_ snapshot: MachineSnapshot) -> String {
-        if json { return snapshot.json }
+    private func render(_ snapshot: MachineSnapshot, jobs: [[String: String]]?) -> String {
+        if json {
+            guard let jobs, var object = (try? JSONSerialization.jsonObject(with: Data(snapshot.json.utf8))) as? [String: Any] else { return snapshot.json }
+            object["jobs"] = jobs.map(Self.jobEntry)
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(snapshot.json.utf8)
+            return String(decoding: data, as: UTF8.self)
+        }
         var text = StatusText.summary(snapshot)
         if !snapshot.activeJobs.isEmpty {
             text += "\n" + StatusText.live(snapshot, width: terminalWidth()).dropFirst().joined(separator: "\n")
         }
+        if let jobs {
+            let width = min(48, jobs.map { ($0["id"] ?? "").count }.max() ?? 0)
+            for record in jobs {
+                let id = (record["id"] ?? "?").padding(toLength: width, withPad: " ", startingAt: 0)
+                let state = (record["state"] ?? "?").padding(toLength: 10, withPad: " ", startingAt: 0)
+                var line = "  \(id)  \(state) \(record["kind"] ?? "?"), attempt \(record["attempts"] ?? "0")"
+                if let error = record["error"], !error.isEmpty, record["state"] != "succeeded" {
+                    line += ": \(record["error_type"] ?? "error"): \(error.prefix(300))"
+                } else if let notes = Self.notes(record["result"]) {
+                    line += ": " + notes
+                }
+                text += "\n" + line
+            }
+        }
         return text
+    }
+
+    /// What a job's result says that a person must see: install.py error lines, dropped builds.
+    static func notes(_ result: String?) -> String? {
+        guard let result, let object = (try? JSONSerialization.jsonObject(with: Data(result.utf8))) as? [String: Any] else { return nil }
+        var notes: [String] = []
+        for script in object["scripts"] as? [[String: Any]] ?? [] {
+            if let lines = script["error_lines"] as? [String], let name = script["name"] as? String {
+                notes.append("install.py of \(name) printed: \(lines.joined(separator: " / ").prefix(200))")
+            }
+        }
+        for choice in object["exclusive"] as? [[String: Any]] ?? [] {
+            notes.append("kept \(choice["kept"] as? String ?? "?") over \((choice["dropped"] as? [String] ?? []).joined(separator: ", "))")
+        }
+        return notes.isEmpty ? nil : notes.joined(separator: "; ")
+    }
+
+    static func jobEntry(_ record: [String: String]) -> [String: Any] {
+        var entry: [String: Any] = ["job": record["id"] ?? "", "kind": record["kind"] ?? "", "state": record["state"] ?? ""]
+        if let attempts = record["attempts"].flatMap(Int.init) { entry["attempts"] = attempts }
+        if let type = record["error_type"], !type.isEmpty { entry["error_type"] = type }
+        if let error = record["error"], !error.isEmpty { entry["error"] = error }
+        if let result = record["result"], let object = (try? JSONSerialization.jsonObject(with: Data(result.utf8))) as? [String: Any] { entry["result"] = object }
+        return entry
     }
 }
 

@@ -64,6 +64,14 @@ struct EndToEndTests {
         #expect(status.state == .ready, "\(status.failures) \(workers.output.suffix(3000))")
         #expect(status.count("succeeded") == 8)
 
+        // Every job's outcome, for people and as JSON that follows the schema.
+        let listed = try await provision(["status", "--jobs"], environment: ["REDIS_URL": redis.url, "MACHINE_ID": "m1"])
+        #expect(listed.status == 0 && listed.output.contains("install-scripts") && listed.output.contains("node:alpha"), "\(listed.output)")
+        let listedJSON = try await provision(["status", "--jobs", "--json"], environment: ["REDIS_URL": redis.url, "MACHINE_ID": "m1"])
+        try await validateAgainstSchema(listedJSON.output, schema: "status.schema.json")
+        let entries = (try JSONValue.parse(listedJSON.output))["jobs"]?.array ?? []
+        #expect(entries.count == 8 && entries.allSatisfy { $0["state"]?.string == "succeeded" }, "\(listedJSON.output)")
+
         // What the workers installed is what the lock pins.
         #expect(try await git(["rev-parse", "HEAD"], in: workspace.appendingPathComponent("ComfyUI/custom_nodes/alpha")) == alphaV1)
         #expect(try await git(["rev-parse", "HEAD"], in: workspace.appendingPathComponent("ComfyUI/custom_nodes/beta")) == betaDev)

@@ -180,6 +180,33 @@ public struct Git: Sendable {
         }
     }
 
+    /// The node types a repository registers at a commit, read statically (`NodeClassScanner`) from
+    /// its Python files that mention NODE_CLASS_MAPPINGS; one shallow fetch into a throw-away bare
+    /// repository, nothing checked out, nothing run.
+    public func declaredNodeClasses(_ url: String, commit: String) async throws(ManifestError) -> Set<String> {
+        let target = try checkURL(effectiveURL(try checkURL(url)))
+        guard Self.isFullCommit(commit) else { throw ManifestError("Reading the node classes of \(Self.shown(url)) needs a full commit, not '\(commit.prefix(60))'.") }
+        let scratch = NSTemporaryDirectory() + "provision-git-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let initialised = try await run(["init", "-q", "--bare", "--", scratch])
+        guard initialised.succeeded else { throw ManifestError("A scratch git repository could not be created: \(initialised.lastLine).") }
+        let fetched = try await run(["-C", scratch, "fetch", "-q", "--no-tags", "--depth=1", "--", target, commit])
+        guard fetched.succeeded else { throw ManifestError("Fetching commit \(commit) of \(Self.shown(url)) failed: \(fetched.lastLine).") }
+        let listed = try await run(["-C", scratch, "grep", "-l", "-I", "--fixed-strings", "NODE_CLASS_MAPPINGS", commit, "--", "*.py"])
+        // git grep exits 1 when nothing matches.
+        guard listed.succeeded || listed.status == 1 else { throw ManifestError("Searching \(Self.shown(url)) failed: \(listed.lastLine).") }
+        var names = Set<String>()
+        for line in listed.output.split(whereSeparator: \.isNewline).prefix(400) {
+            // "<commit>:<path>"
+            let object = String(line)
+            guard object.hasPrefix(commit + ":"), !object.contains("\0") else { continue }
+            let shown = try await run(["-C", scratch, "cat-file", "blob", object])
+            guard shown.succeeded else { continue }
+            names.formUnion(NodeClassScanner.classNames(inPython: shown.output))
+        }
+        return names
+    }
+
     /// The commit checked out in a local repository, or nil when it is not one.
     public func head(of directory: String) async throws(ManifestError) -> String? {
         let result = try await run(["-c", "safe.directory=\(directory)", "-C", directory, "rev-parse", "--verify", "-q", "HEAD"], timeout: .seconds(30))

@@ -29,6 +29,8 @@ let package = Package(
         .target(name: "CSpawn"),
         .target(name: "CFileSync"),
         .target(name: "ProcessControl", dependencies: ["CSpawn"]),
+        // git for the whole project: one source policy (https, rewrites, refs), one safe runner.
+        .target(name: "GitClient", dependencies: ["ProcessControl"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
         .target(
             name: "JobQueue",
@@ -49,12 +51,12 @@ let package = Package(
         .target(
             name: "NodeInstaller",
             dependencies: [
-                "Scheduler", "JobQueue", "ProcessControl",
+                "Scheduler", "JobQueue", "ProcessControl", "GitClient",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "Manifest",
-            dependencies: ["Downloader", "Scheduler", "JobQueue", "ProcessControl"]),
+            dependencies: ["Downloader", "Scheduler", "JobQueue", "ProcessControl", "GitClient"]),
         // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
         .target(
             name: "Telemetry",
@@ -90,7 +92,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
-        .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "TestSupport"]),
+        .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "GitClient", "TestSupport"]),
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "ManifestTests",

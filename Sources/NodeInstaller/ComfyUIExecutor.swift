@@ -28,7 +28,7 @@ public struct ComfyUIExecutor: JobExecutor {
     private func checked(_ text: String) throws(JobFailure) -> (Payload, RefPin, String) {
         let payload = try decodePayload(Payload.self, text, kind: "comfyui", shape: "{\"url\"} with commit, tag or branch")
         let pin = try RefPin(commit: payload.commit, tag: payload.tag, branch: payload.branch, owner: "comfyui")
-        return (payload, pin, try configuration.sources.resolve(payload.url))
+        return (payload, pin, try configuration.sources.resolveSource(payload.url))
     }
 
     public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {

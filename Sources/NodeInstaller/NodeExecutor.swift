@@ -40,7 +40,7 @@ public struct NodeExecutor: JobExecutor {
         for key in (payload.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
             throw .invalidPayload("node \(payload.name) has the env key '\(key.prefix(60))', which is not an identifier")
         }
-        return (payload, pin, try configuration.sources.resolve(payload.url))
+        return (payload, pin, try configuration.sources.resolveSource(payload.url))
     }
 
     public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {

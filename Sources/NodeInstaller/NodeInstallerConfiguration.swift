@@ -1,4 +1,5 @@
 import Foundation
+import GitClient
 import Scheduler
 
 /// What the node, ComfyUI and Python executors share: the workspace, where sources may come from,
@@ -38,7 +39,9 @@ public struct NodeInstallerConfiguration: Sendable {
         self.sources = sources
     }
 
-    var git: Git { Git(allowLocal: sources.allowLocal, timeout: gitTimeout, baseEnvironment: childEnvironment, executable: gitExecutable) }
+    var git: Git {
+        Git(client: GitClient.Git(policy: sources, timeout: gitTimeout, executable: gitExecutable, baseEnvironment: childEnvironment))
+    }
 }
 
 /// A ref pin from a payload: at most one of commit, tag or branch; none means the default branch.

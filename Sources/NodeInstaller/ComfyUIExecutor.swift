@@ -78,11 +78,11 @@ public struct ComfyUIExecutor: JobExecutor {
         try await environment.ensure()
         var installed = 0
         let requirementsFile = target + "/requirements.txt"
-        if payload.requirements ?? true, InstallMarker.read(target) != head, FileManager.default.fileExists(atPath: requirementsFile) {
+        if payload.requirements ?? true, InstallMarker.installed.read(target) != head, FileManager.default.fileExists(atPath: requirementsFile) {
             let protected = await environment.protectedPins()
             let lines = RequirementsReader.readPlain(requirementsFile)
             guard !lines.isEmpty else {
-                InstallMarker.write(target, commit: head)
+                InstallMarker.installed.write(target, commit: head)
                 return resultJSON(["commit": head, "cloned": cloned, "requirements": 0])
             }
             let folder = workspace.root + "/.provision/python"
@@ -90,7 +90,7 @@ public struct ComfyUIExecutor: JobExecutor {
             try await environment.install(lines, constraints: protected, in: folder, what: "ComfyUI's requirements")
             installed = lines.count
         }
-        InstallMarker.write(target, commit: head)
+        InstallMarker.installed.write(target, commit: head)
         context.logger.info("ComfyUI installed", metadata: ["commit": "\(head)"])
         return resultJSON(["commit": head, "cloned": cloned, "requirements": installed])
     }

@@ -53,7 +53,7 @@ public struct InstallScriptsExecutor: JobExecutor {
             guard let head = await configuration.git.head(directory) else {
                 throw JobFailure(type: "node_missing", message: "custom node \(node.name) is not installed, so its install.py cannot run", retryable: false)
             }
-            if ScriptMarker.read(directory) == head {
+            if InstallMarker.script.read(directory) == head {
                 results.append(["name": node.name, "skipped": true])
                 continue
             }
@@ -63,7 +63,7 @@ public struct InstallScriptsExecutor: JobExecutor {
                     "install.py printed errors but exited 0",
                     metadata: ["node": "\(node.name)", "errors": "\(ran.errors.joined(separator: " / ").prefix(500))"])
             }
-            ScriptMarker.write(directory, commit: head)
+            InstallMarker.script.write(directory, commit: head)
             var entry: [String: Any] = ["name": node.name, "skipped": false, "seconds": ran.seconds, "output_tail": ran.tail]
             if !ran.errors.isEmpty { entry["error_lines"] = ran.errors }
             results.append(entry)
@@ -113,18 +113,5 @@ public struct InstallScriptsExecutor: JobExecutor {
         return lower.hasPrefix("[error]") || lower.hasPrefix("error:") || lower.hasPrefix("error ") || lower.contains("traceback (most recent call last)")
             || lower.range(of: #"^[a-z_.]*(error|exception):"#, options: .regularExpression) != nil
             || lower.contains("no module named") || lower.contains("[error]")
-    }
-}
-
-/// Marks a node's `install.py` as run at a commit, inside `.git` so it is never a file of the node.
-enum ScriptMarker {
-    static func path(_ directory: String) -> String { directory + "/.git/provision-install-script" }
-
-    static func read(_ directory: String) -> String? {
-        (try? String(contentsOfFile: path(directory), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    static func write(_ directory: String, commit: String) {
-        try? (commit + "\n").write(toFile: path(directory), atomically: true, encoding: .utf8)
     }
 }

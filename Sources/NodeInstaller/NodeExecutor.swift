@@ -58,7 +58,7 @@ public struct NodeExecutor: JobExecutor {
         if FileManager.default.fileExists(atPath: target) {
             let head = await git.head(target)
             let clean = await git.isClean(target)
-            if let head, pin.matches(head, wanted: wanted), clean, InstallMarker.read(target) == head {
+            if let head, pin.matches(head, wanted: wanted), clean, InstallMarker.installed.read(target) == head {
                 try writeEnv(envFile, into: target)
                 return resultJSON(["name": payload.name, "commit": head, "skipped": true])
             }
@@ -80,7 +80,7 @@ public struct NodeExecutor: JobExecutor {
             try? FileManager.default.removeItem(atPath: stage)
             throw error
         }
-        InstallMarker.write(target, commit: head)
+        InstallMarker.installed.write(target, commit: head)
         context.logger.info("custom node installed", metadata: ["node": "\(payload.name)", "commit": "\(head)"])
         return resultJSON(["name": payload.name, "commit": head, "skipped": false, "install_script": FileManager.default.fileExists(atPath: target + "/install.py")])
     }

@@ -95,16 +95,23 @@ struct RefPin: Sendable, CustomStringConvertible {
     }
 }
 
-/// Marks a checkout as fully installed (clone, .env, install.py) at a commit; kept inside `.git`
-/// so it is never an untracked file of the node.
-enum InstallMarker {
-    static func path(_ directory: String) -> String { directory + "/.git/provision-installed" }
+/// Marks a step of a checkout as done at a commit (`installed`: clone and .env; `install-script`:
+/// its install.py ran); kept inside `.git` so it is never an untracked file of the node.
+struct InstallMarker {
+    let name: String
 
-    static func read(_ directory: String) -> String? {
+    /// The clone and its .env are in place.
+    static let installed = InstallMarker(name: "provision-installed")
+    /// The node's install.py ran to success.
+    static let script = InstallMarker(name: "provision-install-script")
+
+    func path(_ directory: String) -> String { directory + "/.git/" + name }
+
+    func read(_ directory: String) -> String? {
         (try? String(contentsOfFile: path(directory), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    static func write(_ directory: String, commit: String) {
+    func write(_ directory: String, commit: String) {
         try? (commit + "\n").write(toFile: path(directory), atomically: true, encoding: .utf8)
     }
 }

@@ -32,6 +32,9 @@ let package = Package(
         // git for the whole project: one source policy (https, rewrites, refs), one safe runner.
         .target(name: "GitClient", dependencies: ["ProcessControl"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
+        // What a job is without any queue: payload contracts per kind, failure, context, progress,
+        // the executor protocol. Domain modules depend on this, never on Redis.
+        .target(name: "JobCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .target(
             name: "JobQueue",
             dependencies: ["RedisClient"],
@@ -39,28 +42,28 @@ let package = Package(
         .target(
             name: "Scheduler",
             dependencies: [
-                "JobQueue", "RedisClient", "ProcessControl",
+                "JobCore", "JobQueue", "RedisClient", "ProcessControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "Downloader",
             dependencies: [
-                "CCurl", "CCurlShim", "CSHA256", "CFileSync", "Scheduler", "JobQueue",
+                "CCurl", "CCurlShim", "CSHA256", "CFileSync", "JobCore",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "NodeInstaller",
             dependencies: [
-                "Scheduler", "JobQueue", "ProcessControl", "GitClient",
+                "JobCore", "ProcessControl", "GitClient",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "Manifest",
-            dependencies: ["Downloader", "Scheduler", "JobQueue", "ProcessControl", "GitClient"]),
+            dependencies: ["Downloader", "JobCore", "ProcessControl", "GitClient"]),
         // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
         .target(
             name: "Telemetry",
-            dependencies: ["JobQueue", "ProcessControl", "RedisClient", "Scheduler", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["JobCore", "JobQueue", "ProcessControl", "RedisClient", "Scheduler", .product(name: "Logging", package: "swift-log")]),
         // Machine status for people and the fleet: the flip's announcement, stalled detection, metrics.
         .target(
             name: "Aggregator",
@@ -96,7 +99,7 @@ let package = Package(
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "ManifestTests",
-            dependencies: ["Manifest", "Downloader", "Scheduler", "JobQueue", "RedisClient", "TestSupport"],
+            dependencies: ["Manifest", "Downloader", "JobCore", "Scheduler", "JobQueue", "RedisClient", "TestSupport"],
             exclude: ["Fixtures"]),
         .testTarget(
             name: "WorkerTests",

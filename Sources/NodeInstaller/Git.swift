@@ -1,6 +1,6 @@
 import Foundation
 import GitClient
-import Scheduler
+import JobCore
 
 /// Where custom nodes, ComfyUI and `git+https` requirements may come from: the project's one policy.
 public typealias GitSourcePolicy = GitClient.GitSourcePolicy

@@ -1,46 +1,22 @@
 import Foundation
-import JobQueue
 import ProcessControl
-import Scheduler
+import JobCore
 
 /// The `install-scripts` job kind: every node's `install.py`, run after the plan's combined
 /// requirements are installed (scripts import what the requirements bring: Impact-Pack's needs
 /// `git`), one at a time in install order, each with its output kept as a bounded tail.
 public struct InstallScriptsExecutor: JobExecutor {
-    public let kind = "install-scripts"
     public var configuration: NodeInstallerConfiguration
 
     public init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
-    struct Node: Decodable {
-        var name: String
-        var env: [String: String]?
-    }
-
-    struct Payload: Decodable {
-        var nodes: [Node]
-    }
-
     /// Lines of a script's output kept in the job's result.
     static let tailLines = 20
 
-    public func validate(payload: String) throws(JobFailure) {
-        let decoded = try decodePayload(Payload.self, payload, kind: "install-scripts", shape: "{\"nodes\": [{\"name\", \"env\"}]}")
-        for node in decoded.nodes {
-            guard Workspace.isSafeNodeName(node.name) else {
-                throw .invalidPayload("install-scripts names the node '\(node.name.prefix(60))', which is not a plain folder name")
-            }
-            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
-                throw .invalidPayload("node \(node.name) has the env key '\(key.prefix(60))', which is not an identifier")
-            }
-        }
-    }
-
-    public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
-        try validate(payload: job.payload)
-        let payload = try decodePayload(Payload.self, job.payload, kind: "install-scripts", shape: "{\"nodes\": [...]}")
+    public func run(_ attempt: JobAttempt<InstallScriptsPayload>, context: JobContext) async throws -> String {
+        let payload = attempt.payload
         let workspace = configuration.workspace
         let environment = PythonEnvironment(configuration: configuration)
         // Scripts install packages of their own: one writer to the environment at a time.
@@ -73,7 +49,7 @@ public struct InstallScriptsExecutor: JobExecutor {
 
     /// One script: its node's environment, a deadline, output kept; a non-zero exit fails the job
     /// naming the node and the script's own last words.
-    private func runScript(_ node: Node, in directory: String) async throws(JobFailure) -> (seconds: Double, tail: [String], errors: [String]) {
+    private func runScript(_ node: InstallScriptsPayload.Node, in directory: String) async throws(JobFailure) -> (seconds: Double, tail: [String], errors: [String]) {
         let workspace = configuration.workspace
         let python = FileManager.default.isExecutableFile(atPath: workspace.python) ? workspace.python : configuration.systemPython
         var environment = configuration.childEnvironment

@@ -1,6 +1,6 @@
 import Foundation
 import GitClient
-import Scheduler
+import JobCore
 
 /// What the node, ComfyUI and Python executors share: the workspace, where sources may come from,
 /// and the tools they run.
@@ -51,13 +51,7 @@ struct RefPin: Sendable, CustomStringConvertible {
     var branch: String?
 
     init(commit: String?, tag: String?, branch: String?, owner: String) throws(JobFailure) {
-        guard [commit, tag, branch].compactMap({ $0 }).count <= 1 else {
-            throw .invalidPayload("\(owner) names more than one of commit, tag and branch")
-        }
-        if let commit, !GitSourcePolicy.isCommit(commit) { throw .invalidPayload("\(owner) has a commit that is not 7-40 hexadecimal digits") }
-        for ref in [tag, branch].compactMap({ $0 }) where !GitSourcePolicy.isSafeRef(ref) {
-            throw .invalidPayload("\(owner) has the ref '\(ref.prefix(60))', which is not a plain tag or branch name")
-        }
+        try PayloadRules.checkPin(commit: commit, tag: tag, branch: branch, owner: owner)
         self.commit = commit?.lowercased()
         self.tag = tag
         self.branch = branch
@@ -119,12 +113,4 @@ struct InstallMarker {
 func resultJSON(_ fields: [String: Any]) -> String {
     let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
-}
-
-func decodePayload<T: Decodable>(_ type: T.Type, _ text: String, kind: String, shape: String) throws(JobFailure) -> T {
-    do {
-        return try JSONDecoder().decode(T.self, from: Data(text.utf8))
-    } catch {
-        throw .invalidPayload("a \(kind) job needs a payload \(shape)")
-    }
 }

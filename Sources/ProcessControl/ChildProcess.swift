@@ -25,6 +25,9 @@ public final class ChildProcess: Sendable {
     public let pid: pid_t
     public let executable: String
     private let termination = Mutex<Termination?>(nil)
+    /// Fires when the child exits: a thread of its own blocks in `waitid` for it, so waiting costs
+    /// no polling.
+    private let exit = ExitSignal()
 
     /// Starts `executable` (a path, or a name looked up in PATH) in `workingDirectory`. Output goes
     /// to `outputPath` (appended) or nowhere; standard input is /dev/null.
@@ -64,6 +67,7 @@ public final class ChildProcess: Sendable {
         }
         guard status == 0 else { throw .spawnFailed(path, String(cString: strerror(status))) }
         pid = child
+        exit.watch(child)
     }
 
     /// The termination, once the child has ended (reaps it).
@@ -89,24 +93,25 @@ public final class ChildProcess: Sendable {
         if isRunning { kill(pid, number) }
     }
 
-    /// Waits for the child to end; nil when `timeout` passes first.
+    /// Waits for the child to end; nil when `timeout` passes first. Cancelling the task ends the wait.
     public func wait(timeout: Duration = .seconds(3600)) async -> Termination? {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            if let done = poll() { return done }
-            if ContinuousClock.now >= deadline { return nil }
-            try? await Task.sleep(for: .milliseconds(10))
+        if let done = poll() { return done }
+        let exit = self.exit
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await exit.wait() }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
         }
+        return poll()
     }
 
     /// The blocking twin of `wait`, for `deinit` and other synchronous places.
     public func waitBlocking(timeout: Duration) -> Termination? {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            if let done = poll() { return done }
-            if ContinuousClock.now >= deadline { return nil }
-            usleep(10_000)
-        }
+        if let done = poll() { return done }
+        let (seconds, attoseconds) = timeout.components
+        _ = exit.group.wait(timeout: .now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)))
+        return poll()
     }
 
     /// SIGTERM, then SIGKILL if it has not ended within `grace`; waits for the end.
@@ -229,6 +234,65 @@ public enum ChildProcessError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .notFound(let program): return "\(program) was not found in PATH."
         case .spawnFailed(let path, let reason): return "\(path) could not be started: \(reason)."
+        }
+    }
+}
+
+/// The exit of one child, announced once: a dedicated thread blocks in `waitid(WNOWAIT)` (the
+/// child stays to be reaped by `poll`), then wakes every async waiter and the blocking ones.
+final class ExitSignal: Sendable {
+    private struct State {
+        var exited = false
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var cancelled: Set<Int> = []
+        var next = 0
+    }
+
+    private let state = Mutex(State())
+    /// Entered until the child exits, for `waitBlocking`.
+    let group = DispatchGroup()
+
+    func watch(_ pid: pid_t) {
+        group.enter()
+        let thread = Thread { [self] in
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) == -1 && errno == EINTR {}
+            // Exited, or reaped already (ECHILD): either way it is over.
+            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.exited = true
+                defer { state.waiters = [:] }
+                return Array(state.waiters.values)
+            }
+            for waiter in waiters { waiter.resume() }
+            group.leave()
+        }
+        thread.stackSize = 64 << 10
+        thread.start()
+    }
+
+    /// Returns when the child has exited or the task is cancelled.
+    func wait() async {
+        let id = state.withLock { state -> Int in
+            state.next += 1
+            return state.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.cancelled.remove(id) != nil || state.exited { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                if let waiter = state.waiters.removeValue(forKey: id) { return waiter }
+                // Not registered yet: the registration sees this and returns at once.
+                state.cancelled.insert(id)
+                return nil
+            }
+            waiter?.resume()
         }
     }
 }

@@ -166,6 +166,21 @@ struct InstallScriptsTests {
         #expect(ExclusiveDistributions.pick(["onnxruntime==1.0", "numpy==2.0"], gpu: true).lines == ["onnxruntime==1.0", "numpy==2.0"])
     }
 
+    @Test func waitingForAChildEndsAtItsExitAndOnCancellation() async throws {
+        let quick = try ChildProcess("/bin/sh", ["-c", "sleep 0.2; exit 3"])
+        #expect(await quick.wait(timeout: .seconds(30)) == .exited(3))
+        let slow = try ChildProcess("/bin/sleep", ["30"])
+        defer { slow.signal(SIGKILL); _ = slow.waitBlocking(timeout: .seconds(5)) }
+        #expect(await slow.wait(timeout: .milliseconds(100)) == nil)
+        let waiting = Task { await slow.wait(timeout: .seconds(3600)) }
+        try await Task.sleep(for: .milliseconds(100))
+        waiting.cancel()
+        // Cancelled, the wait returns (nil: the child still runs) instead of holding the task for an hour.
+        #expect(await waiting.value == nil)
+        slow.signal(SIGTERM)
+        #expect(slow.waitBlocking(timeout: .seconds(10)) == .signalled(SIGTERM))
+    }
+
     @Test func outputIsMadePrintable() {
         let bytes: [UInt8] = [0x41, 0x00, 0x1B, 0x5B, 0x33, 0x31, 0x6D, 0x42, 0x0D, 0x43, 0xFF, 0x07, 0x0A]
         #expect(ChildProcess.printable(Data(bytes)) == "AB\nC\u{FFFD}\n")

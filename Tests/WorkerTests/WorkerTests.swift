@@ -77,13 +77,14 @@ struct WorkerTests {
         func time(_ id: String, _ field: String) -> Int { Int(records[id]?[field] ?? "") ?? -1 }
         for node in nodes { #expect(time(node, "started_at") >= time("core", "finished_at")) }
         for node in nodes { #expect(time("deps", "started_at") >= time(node, "finished_at")) }
-        // The most jobs running at one moment: 2 processes × 4 slots.
+        // The most jobs running at one moment never exceeds 2 processes × 4 slots (how close it
+        // comes is timing: bench/queue measures it).
         let intervals = records.values.compactMap { r -> (Int, Int)? in
             guard let s = r["started_at"].flatMap({ Int($0) }), let f = r["finished_at"].flatMap({ Int($0) }) else { return nil }
             return (s, f)
         }
         let peak = intervals.map { point in intervals.filter { $0.0 <= point.0 && point.0 < $0.1 }.count }.max() ?? 0
-        #expect(peak == 8, "peak concurrency \(peak)")
+        #expect(peak <= 8, "peak concurrency \(peak)")
 
         // The CLI agrees and exits 0 for ready.
         let cli = try await run(provisionExecutable(), ["status", "--redis", h.redis.url, "--machine", "m1", "--wait", "--json", "--timeout", "5"])

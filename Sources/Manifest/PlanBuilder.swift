@@ -23,6 +23,8 @@ public struct PlanBuilder: Sendable {
     struct NodeEntry {
         var payload: NodePayload
         var commit: String?
+        var allowOutside = false
+        var gitPins: [String: String] = [:]
         var name: String { payload.name }
         var installOrder: Int? { payload.installOrder }
         var requirements: Bool { payload.requirements ?? true }
@@ -37,7 +39,7 @@ public struct PlanBuilder: Sendable {
                 payload: NodePayload(
                     name: node.name, url: node.url, commit: node.commit, recursive: node.recursive, requirements: node.requirements,
                     env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
-                commit: node.commit)
+                commit: node.commit, allowOutside: node.allowOutside ?? false, gitPins: node.gitRequirements ?? [:])
         }
         let comfyui = lock.comfyui.map { ComfyUIPayload(url: $0.url, commit: $0.commit) }
         let models = lock.models.map { model -> ModelEntry in
@@ -54,7 +56,7 @@ public struct PlanBuilder: Sendable {
                 payload: NodePayload(
                     name: node.name, url: node.url, commit: node.commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
                     requirements: node.requirements, env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
-                commit: node.commit.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil })
+                commit: node.commit.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil }, allowOutside: node.allowOutside ?? false)
         }
         let comfyui = spec.comfyui.map { source -> ComfyUIPayload in
             var payload = ComfyUIPayload(url: source.url, commit: source.commit, tag: source.tag, branch: source.branch)
@@ -113,8 +115,11 @@ public struct PlanBuilder: Sendable {
         let pins = (python?.constraints ?? []) + (python?.packages ?? []).filter { $0.contains("==") }
         if comfyui != nil || !requirementNodes.isEmpty || !pins.isEmpty {
             // Empty arrays are left out: Redis's cjson would store them as {}.
+            let allowed = nodes.filter { $0.requirements && $0.allowOutside }.map(\.name).sorted()
+            let gitPins = nodes.filter(\.requirements).reduce(into: [String: String]()) { $0.merge($1.gitPins) { first, _ in first } }
             let payload = PythonDepsPayload(
-                nodes: requirementNodes.isEmpty ? nil : requirementNodes, constraints: pins.isEmpty ? nil : Array(Set(pins)).sorted())
+                nodes: requirementNodes.isEmpty ? nil : requirementNodes, constraints: pins.isEmpty ? nil : Array(Set(pins)).sorted(),
+                allowOutsideNodes: allowed.isEmpty ? nil : allowed, gitPins: gitPins.isEmpty ? nil : gitPins)
             job("python-deps", payload, dependsOn: base + nodeIDs, label: "Python requirements")
         }
         if !nodes.isEmpty {

@@ -181,6 +181,23 @@ struct InstallScriptsTests {
         #expect(slow.waitBlocking(timeout: .seconds(10)) == .signalled(SIGTERM))
     }
 
+    @Test func theLocksPinsReplaceGitRefsAndOnlyAllowedNodesReachOutside() async throws {
+        let h = try NodeHarness()
+        defer { h.cleanup() }
+        let refuse: (String) -> JobFailure = { JobFailure(type: "requirements_refused", message: $0, retryable: false) }
+        let pin = String(repeating: "a", count: 40)
+        let pinned = try #require(try RequirementsReader.vcsRequirement(
+            "pkg @ git+https://github.example/pkg.git@main ; python_version>'3'", sources: h.configuration.sources,
+            pins: ["https://github.example/pkg": pin], refuse: refuse))
+        #expect(pinned.line == "pkg @ git+file://\(h.folder.path)/repos/pkg.git@\(pin) ; python_version>'3'", "\(pinned.line)")
+        // -e reaches outside: refused for one node, accepted for the node the operator allowed.
+        let folder = h.folder.appendingPathComponent("editable")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try "-e ./vendor/lib\n".write(to: folder.appendingPathComponent("requirements.txt"), atomically: true, encoding: .utf8)
+        #expect(throws: JobFailure.self) { try RequirementsReader.read(node: "editable", directory: folder.path, allowOutside: false, sources: h.configuration.sources) }
+        #expect(try RequirementsReader.read(node: "editable", directory: folder.path, allowOutside: true, sources: h.configuration.sources).map(\.line) == ["-e ./vendor/lib"])
+    }
+
     @Test func outputIsMadePrintable() {
         let bytes: [UInt8] = [0x41, 0x00, 0x1B, 0x5B, 0x33, 0x31, 0x6D, 0x42, 0x0D, 0x43, 0xFF, 0x07, 0x0A]
         #expect(ChildProcess.printable(Data(bytes)) == "AB\nC\u{FFFD}\n")

@@ -1,0 +1,216 @@
+import Foundation
+import ProcessControl
+import ServiceLifecycle
+import Services
+import Testing
+import TestSupport
+
+@Suite("Services: detection, instance list, ComfyUI's log")
+struct ServicesPlanningTests {
+    @Test("nvidia-smi lines, mock GPUs, and a missing nvidia-smi")
+    func detection() async {
+        let gpus = Hardware.parseNvidiaSMI("0, GPU-aaa, NVIDIA A100-SXM4-80GB, 81920 MiB\n1, GPU-bbb, NVIDIA A100-SXM4-80GB, 81920 MiB\n\n")
+        #expect(gpus.map(\.index) == [0, 1])
+        #expect(gpus[1].uuid == "GPU-bbb" && gpus[1].memoryTotal == "81920 MiB")
+        let mock = await Hardware.detect(environment: ["GPU_MODE": "mock", "MOCK_GPU_NUM": "3"])
+        #expect(mock.mode == .mock && mock.gpus.count == 3)
+        let none = await Hardware.detect(environment: [:], nvidiaSMI: "no-such-nvidia-smi")
+        #expect(none.mode == .cpu && none.gpus.isEmpty && none.note == "nvidia-smi not found")
+    }
+
+    @Test("WORKERS=comfyui:1 on 2 GPUs: comfyui-gpu{i} on BASE+i with CUDA_VISIBLE_DEVICES=i; no GPU: one --cpu instance")
+    func instances() throws {
+        var planner = InstancePlanner(comfyUIDirectory: "/workspace/ComfyUI", python: "/workspace/venv/bin/python")
+        planner.basePort = 9100
+        planner.extraArguments = ["--preview-method", "auto"]
+        let hardware = Hardware(mode: .mock, gpus: (0..<2).map { GPU(index: $0, uuid: "u\($0)", name: "g", memoryTotal: "mock") })
+        let list = try planner.instances(hardware: hardware, workers: try WorkersSpec(parsing: "comfyui:1"))
+        #expect(list.map(\.name) == ["comfyui-gpu0", "comfyui-gpu1"])
+        #expect(list.map(\.port) == [9100, 9101])
+        #expect(list.map { $0.environment["CUDA_VISIBLE_DEVICES"] } == ["0", "1"])
+        #expect(list[1].arguments == ["main.py", "--listen", "127.0.0.1", "--port", "9101", "--preview-method", "auto"])
+        #expect(list[1].workerID == "comfyui-1" && list[1].workingDirectory == "/workspace/ComfyUI")
+        let cpu = try planner.instances(hardware: Hardware(mode: .cpu, gpus: []), workers: try WorkersSpec(parsing: "comfyui:1"))
+        #expect(cpu.map(\.name) == ["comfyui-cpu"] && cpu[0].arguments.contains("--cpu"))
+        #expect(try planner.instances(hardware: hardware, workers: try WorkersSpec(parsing: "other:2")).isEmpty)
+        #expect(throws: ServicesError.self) { try WorkersSpec(parsing: "comfyui:x") }
+    }
+
+    @Test("ComfyUI's import failure lines name the node and the traceback's last line")
+    func importFailures() {
+        let log = """
+            Traceback (most recent call last):
+              File "/w/ComfyUI/nodes.py", line 2131, in load_custom_node
+                module_spec.loader.exec_module(module)
+              File "/w/ComfyUI/custom_nodes/ComfyUI-Broken/__init__.py", line 1, in <module>
+                import missing_package
+            ModuleNotFoundError: No module named 'missing_package'
+
+            Cannot import /w/ComfyUI/custom_nodes/ComfyUI-Broken module for custom nodes: No module named 'missing_package'
+
+            Import times for custom nodes:
+               0.0 seconds: /w/ComfyUI/custom_nodes/fine
+               0.0 seconds (IMPORT FAILED): /w/ComfyUI/custom_nodes/ComfyUI-Broken
+               0.0 seconds (IMPORT FAILED): /w/ComfyUI/custom_nodes/other.py
+            """
+        let failures = ComfyUILog.importFailures(in: log)
+        #expect(failures.map(\.node) == ["ComfyUI-Broken", "other"])
+        #expect(failures[0].error == "ModuleNotFoundError: No module named 'missing_package'")
+    }
+
+    @Test("A workflow's class types missing from /object_info are named")
+    func missingClassTypes() {
+        let readiness = Readiness(nodes: ["good"], classTypes: ["GoodNode", "KSampler", "FancyUpscale", "MagicMask"])
+        let info = ["KSampler": "nodes", "GoodNode": "custom_nodes.good"]
+        let failure = readiness.judge(objectInfo: info, log: "")
+        #expect(failure?.type == "node_type_missing")
+        #expect(failure?.message == "The workflows use node types that ComfyUI does not have: FancyUpscale, MagicMask.")
+        #expect(Readiness(nodes: ["good"], classTypes: ["GoodNode"]).judge(objectInfo: info, log: "") == nil)
+        #expect(Readiness(nodes: ["good", "absent"]).judge(objectInfo: info, log: "")?.node == "absent")
+    }
+}
+
+@Suite("Services: supervised stand-in ComfyUI processes", .serialized)
+struct InstanceSupervisorTests {
+    func instances(_ comfy: URL, count: Int, base: Int) throws -> [ComfyUIInstance] {
+        var planner = InstancePlanner(comfyUIDirectory: comfy.path, python: testPython())
+        planner.basePort = base
+        let hardware = Hardware(mode: .mock, gpus: (0..<count).map { GPU(index: $0, uuid: "m\($0)", name: "mock", memoryTotal: "mock") })
+        return try planner.instances(hardware: hardware, workers: WorkersSpec(parsing: "comfyui:1"))
+    }
+
+    func policy(_ comfy: URL, environment: [String: String] = [:]) -> SupervisionPolicy {
+        var policy = SupervisionPolicy(logDirectory: comfy.deletingLastPathComponent().appendingPathComponent("logs").path)
+        policy.livenessInterval = .milliseconds(300)
+        policy.livenessTimeout = .milliseconds(300)
+        policy.backoffBase = .milliseconds(100)
+        policy.stopTimeout = .seconds(5)
+        for (key, value) in environment { policy.environment[key] = value }
+        return policy
+    }
+
+    /// Runs supervisors in a ServiceGroup until `body` returns, then shuts the group down.
+    func running(
+        _ supervisors: [InstanceSupervisor], _ body: () async throws -> Void
+    ) async throws {
+        let group = ServiceGroup(configuration: .init(services: supervisors, gracefulShutdownSignals: [], logger: .init(label: "test")))
+        let task = Task { try await group.run() }
+        do { try await body() } catch {
+            await group.triggerGracefulShutdown()
+            _ = await task.result
+            throw error
+        }
+        await group.triggerGracefulShutdown()
+        try await task.value
+    }
+
+    @Test("mock 2 GPUs: 2 instances on BASE+i serve, each sees its CUDA_VISIBLE_DEVICES; shutdown leaves no process")
+    func twoInstances() async throws {
+        let comfy = try makeComfyUI(["good": goodNode])
+        let base = try freePorts(2)
+        let recorder = Recorder()
+        let supervisors = try instances(comfy, count: 2, base: base).map {
+            InstanceSupervisor(instance: $0, readiness: Readiness(nodes: ["good"], deadlineSeconds: 30), policy: policy(comfy), observer: recorder)
+        }
+        var pids: Set<Int32> = []
+        try await running(supervisors) {
+            #expect(await eventually(timeout: .seconds(30)) { supervisors.allSatisfy { $0.status.state == .serving } })
+            for (index, supervisor) in supervisors.enumerated() {
+                let stats = try await LoopbackHTTP.get(host: "127.0.0.1", port: base + index, path: "/system_stats", timeout: .seconds(5))
+                let object = try JSONSerialization.jsonObject(with: Data(stats.body)) as? [String: Any]
+                let seen = (object?["stand_in"] as? [String: Any])?["cuda_visible_devices"] as? String
+                #expect(seen == String(index), "instance \(index) saw CUDA_VISIBLE_DEVICES=\(seen ?? "nil")")
+                #expect(supervisor.status.instance.name == "comfyui-gpu\(index)")
+                #expect(recorder.count(supervisor.status.instance.name) { $0 == .connected } == 1)
+            }
+            pids = recorder.pids()
+            #expect(pids.count == 2 && pids.allSatisfy(processExists))
+        }
+        #expect(!pids.isEmpty && pids.allSatisfy { !processExists($0) }, "still running: \(pids.filter(processExists))")
+        #expect(supervisors.allSatisfy { $0.status.state == .stopped })
+    }
+
+    @Test("a node whose __init__.py raises: failed, naming the node and the exception; never serving")
+    func importFailure() async throws {
+        let comfy = try makeComfyUI(["good": goodNode, "broken-node": badNode])
+        let base = try freePorts(1)
+        let recorder = Recorder()
+        let supervisor = InstanceSupervisor(
+            instance: try instances(comfy, count: 1, base: base)[0], readiness: Readiness(nodes: ["good", "broken-node"], deadlineSeconds: 30),
+            policy: policy(comfy), observer: recorder)
+        try await running([supervisor]) {
+            #expect(await eventually(timeout: .seconds(30)) { supervisor.status.state == .failed })
+        }
+        let failure = recorder.failure("comfyui-gpu0")
+        #expect(failure?.type == "custom_node_import_failed")
+        #expect(failure?.node == "broken-node")
+        #expect(failure?.message == "Custom node broken-node failed to import in ComfyUI: ValueError: boom: missing weights file.")
+        #expect(recorder.count("comfyui-gpu0") { $0 == .connected } == 0)
+    }
+
+    @Test("a crash after serving: degraded, restarted, recovered; a hang likewise")
+    func crashAndHang() async throws {
+        let comfy = try makeComfyUI(["good": goodNode])
+        let control = try makeTemporaryDirectory("control")
+        let base = try freePorts(1)
+        let recorder = Recorder()
+        let supervisor = InstanceSupervisor(
+            instance: try instances(comfy, count: 1, base: base)[0], readiness: Readiness(nodes: ["good"], deadlineSeconds: 30),
+            policy: policy(comfy, environment: ["FAKE_COMFYUI_CONTROL_DIR": control.path]), observer: recorder)
+        try await running([supervisor]) {
+            #expect(await eventually(timeout: .seconds(30)) { supervisor.status.state == .serving })
+            let first = supervisor.status.pid
+            try "crash".write(to: control.appendingPathComponent(String(base)), atomically: true, encoding: .utf8)
+            #expect(await eventually(timeout: .seconds(30)) { recorder.count("comfyui-gpu0") { $0 == .recovered } == 1 })
+            #expect(supervisor.status.restarts == 1 && supervisor.status.pid != first)
+            #expect(supervisor.status.lastExit == "exit status 3")
+            try "hang".write(to: control.appendingPathComponent(String(base)), atomically: true, encoding: .utf8)
+            #expect(await eventually(timeout: .seconds(30)) { recorder.count("comfyui-gpu0") { $0 == .recovered } == 2 })
+        }
+        let degraded = recorder.all("comfyui-gpu0").compactMap { event -> String? in
+            if case .degraded(let reason) = event { return reason }
+            return nil
+        }
+        #expect(degraded == ["comfyui-gpu0 exited (exit status 3)", "comfyui-gpu0 stopped answering /system_stats"])
+        #expect(recorder.count("comfyui-gpu0") { $0 == .connected } == 1)
+    }
+
+    @Test("a port already taken: one clear sentence, no process started")
+    func portTaken() async throws {
+        let comfy = try makeComfyUI(["good": goodNode])
+        let base = try freePorts(1)
+        let squatter = try startPython(
+            "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',\(base)))\ns.listen()\nprint('listening',flush=True)\ntime.sleep(120)\n")
+        defer { squatter.terminate() }
+        #expect(await eventually { squatter.output.contains("listening") })
+        let recorder = Recorder()
+        let supervisor = InstanceSupervisor(
+            instance: try instances(comfy, count: 1, base: base)[0], readiness: Readiness(deadlineSeconds: 30), policy: policy(comfy), observer: recorder)
+        try await running([supervisor]) {
+            #expect(await eventually(timeout: .seconds(30)) { supervisor.status.state == .failed })
+        }
+        #expect(recorder.failure("comfyui-gpu0")?.message
+            == "Port \(base) on 127.0.0.1 for comfyui-gpu0 is already in use by another process; stop it or choose another base port (--comfyui-base-port).")
+        #expect(recorder.pids().isEmpty)
+    }
+
+    @Test("a workflow node type missing from /object_info is named; a server that never answers fails at the deadline")
+    func missingTypeAndDeadline() async throws {
+        let comfy = try makeComfyUI(["good": goodNode])
+        let base = try freePorts(2)
+        let recorder = Recorder()
+        let list = try instances(comfy, count: 2, base: base)
+        let missing = InstanceSupervisor(
+            instance: list[0], readiness: Readiness(nodes: ["good"], classTypes: ["GoodNode", "UltimateSDUpscale"], deadlineSeconds: 30),
+            policy: policy(comfy), observer: recorder)
+        let hung = InstanceSupervisor(
+            instance: list[1], readiness: Readiness(nodes: ["good"], deadlineSeconds: 2), policy: policy(comfy, environment: ["FAKE_COMFYUI_HANG": "1"]),
+            observer: recorder)
+        try await running([missing, hung]) {
+            #expect(await eventually(timeout: .seconds(30)) { missing.status.state == .failed && hung.status.state == .failed })
+        }
+        #expect(recorder.failure("comfyui-gpu0")?.message == "The workflows use node type that ComfyUI does not have: UltimateSDUpscale.")
+        #expect(recorder.failure("comfyui-gpu1")?.message == "comfyui-gpu1 listens on port \(base + 1) but did not answer /system_stats and /object_info within 2 s.")
+        #expect(recorder.pids().allSatisfy { !processExists($0) })
+    }
+}

@@ -11,6 +11,16 @@ public struct PlanBuilder: Sendable {
     /// Hash every model in the verify job.
     public var deepVerify = false
     public var source: String?
+    /// Append a last `services` job (steps 19-21, protocols/schemas/job-payloads/services.schema.json)
+    /// that depends on every other job and succeeds once ComfyUI serves every installed node.
+    public var services: ServicesJob?
+
+    /// What the `services` job asks for beyond the plan's nodes and workflows.
+    public struct ServicesJob: Sendable {
+        /// Seconds ComfyUI may take to answer; nil leaves the default (300).
+        public var deadlineSeconds: Double?
+        public init(deadlineSeconds: Double? = nil) { self.deadlineSeconds = deadlineSeconds }
+    }
 
     public init(planID: String? = nil, machineID: String? = nil, deepVerify: Bool = false, source: String? = nil) {
         self.planID = planID
@@ -46,7 +56,8 @@ public struct PlanBuilder: Sendable {
         }
         var digest = SHA256Hasher()
         digest.update(lock.encoded())
-        return build(comfyui: comfyui, comfyuiCommit: lock.comfyui?.commit, nodes: nodes, models: models, python: lock.python, fingerprint: digest.finalize())
+        let classTypes = Set((lock.workflows ?? []).flatMap(\.nodes)).sorted()
+        return build(comfyui: comfyui, comfyuiCommit: lock.comfyui?.commit, nodes: nodes, models: models, python: lock.python, fingerprint: digest.finalize(), classTypes: classTypes)
     }
 
     public func plan(for spec: Spec) -> JSONValue {
@@ -86,7 +97,8 @@ public struct PlanBuilder: Sendable {
 
     func build(
         comfyui: [String: JSONValue]?, comfyuiCommit: String?, nodes: [NodeEntry],
-        models: [(path: String, payload: [String: JSONValue], size: Int64?, sha256: String?)], python: PythonRequirements?, fingerprint: String
+        models: [(path: String, payload: [String: JSONValue], size: Int64?, sha256: String?)], python: PythonRequirements?, fingerprint: String,
+        classTypes: [String] = []
     ) -> JSONValue {
         var jobs: [JSONValue] = []
         var allIDs: [String] = []
@@ -143,6 +155,13 @@ public struct PlanBuilder: Sendable {
         if !packages.isEmpty { verify["python_packages"] = .array(packages.sorted().map { .string($0) }) }
         if deepVerify { verify["deep"] = .bool(true) }
         job("verify", "verify", verify, dependsOn: allIDs, label: "verify")
+        if let services {
+            var payload: [String: JSONValue] = [:]
+            if !nodes.isEmpty { payload["nodes"] = .array(nodes.map(\.name).sorted().map { .string($0) }) }
+            if !classTypes.isEmpty { payload["class_types"] = .array(classTypes.map { .string($0) }) }
+            if let deadline = services.deadlineSeconds { payload["deadline_s"] = .number(deadline) }
+            job("services", "services", payload, dependsOn: allIDs, label: "ComfyUI serves every node")
+        }
 
         var plan: [String: JSONValue] = [
             "version": .number(1),

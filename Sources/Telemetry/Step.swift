@@ -27,6 +27,8 @@ public struct Step: Sendable, Hashable {
         number: 17, name: "Custom Nodes Installation", phase: "component_installation", event: "machine.custom_nodes.install")
     public static let models = Step(
         number: 18, name: "Models Installation", phase: "component_installation", event: "machine.models.install")
+    public static let comfyUIServer = Step(
+        number: 19, name: "ComfyUI Server Start", phase: "comfyui_ready", event: "machine.comfyui.server.start")
     public static let workerConnection = Step(
         number: 20, name: "Worker Connection", phase: "comfyui_ready", event: "machine.worker.connection.start")
     public static let machineReady = Step(
@@ -39,6 +41,7 @@ public struct Step: Sendable, Hashable {
         switch kind {
         case "node", "comfyui", "python-deps": return .customNodes
         case "download", "verify": return .models
+        case "services": return .comfyUIServer
         default:
             if id.hasPrefix("model:") || id.hasPrefix("models:") || id.hasPrefix("download:") || id == "verify"
                 || id.hasPrefix("verify:")

@@ -85,12 +85,21 @@ final class MachineServices: Sendable {
             redactor: processRedactor, claimant: "supervisor-\(ProcessInfo.processInfo.hostName)-\(getpid())", logger: logger)
         tasks.append(Task { await announcer.watch() })
 
+        var supervisor: MachineServiceSupervisor?
+        if let services, services.enabled, let workspace {
+            supervisor = MachineServiceSupervisor(
+                redis: redis, keys: keys, options: services, workspace: workspace, stateDir: stateDir, publisher: publisher, logger: logger)
+        }
+
         var server: HealthServer?
         var port: Int?
         if health.healthPort != 0 {
             let monitor = MachineMonitor(redis: RedisClient(configuration: redis, label: "health"), keys: keys, stallAfter: telemetry.stallDuration)
             let candidate = HealthServer(
-                monitor: monitor, configuration: .init(host: health.healthHost, port: health.healthPort), logger: logger)
+                monitor: monitor, configuration: .init(host: health.healthHost, port: health.healthPort), logger: logger,
+                services: supervisor.map { supervisor in
+                    HealthServer.Services(problem: { supervisor.problem }, metrics: { supervisor.prometheus })
+                })
             do {
                 let bound = try await candidate.start()
                 server = candidate
@@ -105,14 +114,7 @@ final class MachineServices: Sendable {
             }
         }
         await publisher?.flush()
-        var supervisor: MachineServiceSupervisor?
-        var supervisorTask: Task<Void, Never>?
-        if let services, services.enabled, let workspace {
-            let created = MachineServiceSupervisor(
-                redis: redis, keys: keys, options: services, workspace: workspace, stateDir: stateDir, publisher: publisher, logger: logger)
-            supervisor = created
-            supervisorTask = Task { await created.run() }
-        }
+        let supervisorTask = supervisor.map { supervisor in Task { await supervisor.run() } }
         return MachineServices(
             health: server, healthPort: port, publisher: publisher, tasks: tasks, supervisor: supervisor, supervisorTask: supervisorTask)
     }

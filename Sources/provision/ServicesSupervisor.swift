@@ -175,7 +175,43 @@ final class MachineServiceSupervisor: Sendable {
 
     /// The instances' state now (for /metrics and /health of this process).
     var statuses: [InstanceStatus] { running.withLock { $0?.supervisors.map(\.status) ?? [] } }
-    var probeRequests: Int { running.withLock { $0?.supervisors.reduce(0) { $0 + $1.requestCount } ?? 0 } }
+
+    /// Why not every instance serves (nil when all do, or when no plan asked for services).
+    var problem: String? {
+        let notServing = statuses.filter { $0.state != .serving }
+        guard !notServing.isEmpty else { return nil }
+        return notServing.map { status in
+            "\(status.instance.name) is \(status.state.rawValue)" + (status.failure.map { ": \($0.message)" } ?? status.lastExit.map { " (last exit: \($0))" } ?? "")
+        }.joined(separator: "; ")
+    }
+
+    /// Per instance: up, state, pid, port, GPU, restarts, uptime and probe requests, in Prometheus text.
+    var prometheus: String {
+        let list = running.withLock { $0?.supervisors.map { ($0.status, $0.requestCount) } ?? [] }
+        guard !list.isEmpty else { return "" }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        var lines = [
+            "# HELP provision_comfyui_up 1 while the ComfyUI instance serves (ready and connected).",
+            "# TYPE provision_comfyui_up gauge",
+        ]
+        func labels(_ status: InstanceStatus) -> String {
+            "instance=\"\(status.instance.name)\",gpu=\"\(status.instance.gpu.map(String.init) ?? "cpu")\",port=\"\(status.instance.port)\""
+        }
+        for (status, _) in list { lines.append("provision_comfyui_up{\(labels(status))} \(status.state == .serving ? 1 : 0)") }
+        lines += ["# HELP provision_comfyui_state The instance's state (1 for the current one).", "# TYPE provision_comfyui_state gauge"]
+        for (status, _) in list { lines.append("provision_comfyui_state{\(labels(status)),state=\"\(status.state.rawValue)\"} 1") }
+        lines += ["# HELP provision_comfyui_pid The instance's process id (0 when not running).", "# TYPE provision_comfyui_pid gauge"]
+        for (status, _) in list { lines.append("provision_comfyui_pid{\(labels(status))} \(status.pid ?? 0)") }
+        lines += ["# HELP provision_comfyui_restarts_total Restarts of the instance.", "# TYPE provision_comfyui_restarts_total counter"]
+        for (status, _) in list { lines.append("provision_comfyui_restarts_total{\(labels(status))} \(status.restarts)") }
+        lines += ["# HELP provision_comfyui_uptime_seconds Seconds since the instance last began serving.", "# TYPE provision_comfyui_uptime_seconds gauge"]
+        for (status, _) in list {
+            lines.append("provision_comfyui_uptime_seconds{\(labels(status))} \(status.servingSince.map { Double(now - $0) / 1000 } ?? 0)")
+        }
+        lines += ["# HELP provision_comfyui_probe_requests_total HTTP requests the supervisor sent the instance (readiness and liveness).", "# TYPE provision_comfyui_probe_requests_total counter"]
+        for (status, count) in list { lines.append("provision_comfyui_probe_requests_total{\(labels(status))} \(count)") }
+        return lines.joined(separator: "\n") + "\n"
+    }
 }
 
 /// Writes each instance change to Redis, the machine's events and, after ready, the fleet.

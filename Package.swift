@@ -75,7 +75,8 @@ let package = Package(
         // ComfyUI per GPU (steps 9-13, 19-21): hardware, instance list, supervision, readiness probes.
         .target(
             name: "Services",
-            dependencies: ["ProcessControl", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
+            dependencies: ["ProcessControl", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            plugins: ["EmbedScripts"]),
         .executableTarget(
             name: "provision",
             dependencies: [

@@ -111,6 +111,9 @@ func bringUp(
     let elapsed = clock.now - started
     let monitor = MachineMonitor(redis: jobQueue.redis, keys: jobQueue.keys, stallAfter: telemetry.stallDuration)
     if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
+    for status in services.supervisor?.statuses ?? [] {
+        say("  \(status.instance.name): \(status.state.rawValue) on http://\(status.instance.host):\(status.instance.port) (pid \(status.pid.map(String.init) ?? "-"), log \(status.log))")
+    }
     say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
     if serve && status.state == .ready && !shutdown.isRequested {
         say("ready; serving until SIGTERM")

@@ -122,7 +122,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "ServicesTests",
-            dependencies: ["Services", "ProcessControl", "RedisClient", "TestSupport"]),
+            dependencies: ["Services", "Manifest", "ProcessControl", "RedisClient", "TestSupport"]),
         .testTarget(
             name: "HealthServerTests",
             dependencies: [

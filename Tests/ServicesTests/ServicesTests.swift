@@ -1,4 +1,5 @@
 import Foundation
+import Manifest
 import ProcessControl
 import ServiceLifecycle
 import Services
@@ -212,5 +213,43 @@ struct InstanceSupervisorTests {
         #expect(recorder.failure("comfyui-gpu0")?.message == "The workflows use node type that ComfyUI does not have: UltimateSDUpscale.")
         #expect(recorder.failure("comfyui-gpu1")?.message == "comfyui-gpu1 listens on port \(base + 1) but did not answer /system_stats and /object_info within 2 s.")
         #expect(recorder.pids().allSatisfy { !processExists($0) })
+    }
+}
+
+@Suite("Services: the plan's services job and the CLI's dry run")
+struct ServicesPlanTests {
+    @Test("PlanBuilder appends a services job after every other job, with the nodes and the workflows' class types")
+    func planJob() throws {
+        let lock = Lockfile(
+            comfyui: LockedRepository(url: "https://example.invalid/ComfyUI.git", commit: String(repeating: "a", count: 40)),
+            customNodes: [LockedNode(name: "ComfyUI-KJNodes", url: "https://example.invalid/kj.git", commit: String(repeating: "b", count: 40))],
+            workflows: [LockedWorkflow(name: "w", sha256: String(repeating: "c", count: 64), format: .api, nodes: ["ImageResizeKJ"], models: [])])
+        var builder = PlanBuilder(planID: "p", machineID: "m")
+        #expect(!PlanBuilder.encode(builder.plan(for: lock)).contains(#""kind" : "services""#))
+        builder.services = PlanBuilder.ServicesJob(deadlineSeconds: 90)
+        let plan = builder.plan(for: lock)
+        guard case .array(let jobs)? = plan["jobs"], case .object(let last)? = jobs.last else {
+            Issue.record("no jobs")
+            return
+        }
+        #expect(last["kind"] == .string("services"))
+        let others = jobs.dropLast().compactMap { job -> String? in
+            if case .string(let id)? = job["id"] { return id }
+            return nil
+        }
+        #expect(last["depends_on"] == .array(others.map { .string($0) }))
+        #expect(last["payload"] == .object([
+            "nodes": .array([.string("ComfyUI-KJNodes")]), "class_types": .array([.string("ImageResizeKJ")]), "deadline_s": .number(90),
+        ]))
+    }
+
+    @Test("provision services --dry-run prints the instances of 2 mock GPUs")
+    func dryRun() async throws {
+        let result = try await run(
+            provisionExecutable(), ["services", "--dry-run", "--workspace", "/srv/ws", "--comfyui-base-port", "9300"],
+            environment: ["GPU_MODE": "mock", "MOCK_GPU_NUM": "2", "WORKERS": "comfyui:1", "COMFYUI_ARGS": "--lowvram"])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("hardware: mock, 2 GPU(s)"))
+        #expect(result.output.contains("comfyui-gpu1:\n  gpu: 1\n  port: 9301\n  cwd: /srv/ws/ComfyUI\n  command: /srv/ws/venv/bin/python main.py --listen 127.0.0.1 --port 9301 --lowvram\n  env: CUDA_VISIBLE_DEVICES=1\n  worker: comfyui-1"), "\(result.output)")
     }
 }

@@ -419,7 +419,8 @@ public final class InstanceSupervisor: Service, Sendable {
                 }
                 nextCheck = clock.now + policy.livenessInterval
             }
-            try? await Task.sleep(for: .milliseconds(100))
+            // 4 wake-ups a second per instance: a crash is seen within 250 ms at a small cost (8 instances).
+            try? await Task.sleep(for: .milliseconds(250))
         }
         return .cancelled
     }

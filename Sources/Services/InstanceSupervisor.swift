@@ -154,6 +154,7 @@ public final class InstanceSupervisor: Service, Sendable {
         var child: ChildProcess?
         defer { if let child { _ = child.stop(grace: .seconds(1)) } }  // only on an unexpected exit path
 
+        await stopLeftover()
         while !Task.isCancelled {
             // A port someone else holds: ComfyUI would die with a traceback; say it in one sentence.
             if await LoopbackHTTP.isListening(host: probeHost, port: instance.port) {
@@ -186,6 +187,7 @@ public final class InstanceSupervisor: Service, Sendable {
                 break
             }
             child = spawned
+            try? "\(spawned.pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
             let started = clock.now
             await update(.started) {
                 $0.pid = spawned.pid
@@ -287,9 +289,48 @@ public final class InstanceSupervisor: Service, Sendable {
     /// SIGTERM, then SIGKILL after the policy's timeout; waits for the end.
     private func stop(_ child: ChildProcess) async -> ChildProcess.Termination? {
         child.signal(SIGTERM)
+        defer { unlink(pidFile) }
         if let ended = await child.wait(timeout: policy.stopTimeout) { return ended }
         child.signal(SIGKILL)
         return await child.wait(timeout: .seconds(5))
+    }
+
+    /// `NAME.pid` beside the log: the running process, so a supervisor that was killed (SIGKILL, OOM)
+    /// leaves a trace its successor can act on.
+    var pidFile: String { policy.logDirectory + "/" + instance.name + ".pid" }
+
+    /// Stops an instance a killed supervisor left running (same pid file, still this instance's
+    /// command line), so it does not hold the port forever: SIGTERM, then SIGKILL.
+    private func stopLeftover() async {
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+            pid > 1, Self.isAlive(pid),
+            let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
+        else {
+            unlink(pidFile)
+            return
+        }
+        let arguments = command.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard arguments.contains(instance.arguments[0]), arguments.contains(String(instance.port)) else {
+            unlink(pidFile)
+            return
+        }
+        kill(pid, SIGTERM)
+        let clock = ContinuousClock()
+        let deadline = clock.now + policy.stopTimeout
+        while Self.isAlive(pid) && clock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        if Self.isAlive(pid) { kill(pid, SIGKILL) }
+        while Self.isAlive(pid) && clock.now < deadline + .seconds(5) { try? await Task.sleep(for: .milliseconds(20)) }
+        await update(.exited(reason: "stopped \(instance.name) (pid \(pid)) left running by an earlier supervisor")) { $0.lastExit = "left over, stopped" }
+        unlink(pidFile)
+    }
+
+    /// Running and not a zombie.
+    static func isAlive(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        return state != "Z" && state != "X"
     }
 
     private func idleUntilCancelled() async {

@@ -253,3 +253,35 @@ struct ServicesPlanTests {
         #expect(result.output.contains("comfyui-gpu1:\n  gpu: 1\n  port: 9301\n  cwd: /srv/ws/ComfyUI\n  command: /srv/ws/venv/bin/python main.py --listen 127.0.0.1 --port 9301 --lowvram\n  env: CUDA_VISIBLE_DEVICES=1\n  worker: comfyui-1"), "\(result.output)")
     }
 }
+
+@Suite("Services: a ComfyUI left running by a killed supervisor", .serialized)
+struct LeftoverTests {
+    @Test("the next supervisor stops the instance named in its pid file, then serves on the port")
+    func leftover() async throws {
+        let comfy = try makeComfyUI(["good": goodNode])
+        let base = try freePorts(1)
+        var planner = InstancePlanner(comfyUIDirectory: comfy.path, python: testPython())
+        planner.basePort = base
+        let instance = try planner.instances(hardware: Hardware(mode: .mock, gpus: [GPU(index: 0, uuid: "u", name: "m", memoryTotal: "m")]), workers: WorkersSpec(parsing: "comfyui:1"))[0]
+        var policy = SupervisionPolicy(logDirectory: comfy.deletingLastPathComponent().appendingPathComponent("logs").path)
+        policy.stopTimeout = .seconds(5)
+        try FileManager.default.createDirectory(atPath: policy.logDirectory, withIntermediateDirectories: true)
+        // What a SIGKILLed supervisor leaves: its instance still running, and its pid file.
+        let orphan = try ChildProcess(testPython(), instance.arguments, workingDirectory: comfy.path)
+        defer { _ = orphan.stop(grace: .seconds(1)) }
+        #expect(await eventually { await LoopbackHTTP.isListening(host: "127.0.0.1", port: base) })
+        try "\(orphan.pid)\n".write(toFile: policy.logDirectory + "/comfyui-gpu0.pid", atomically: true, encoding: .utf8)
+
+        let recorder = Recorder()
+        let supervisor = InstanceSupervisor(instance: instance, readiness: Readiness(nodes: ["good"], deadlineSeconds: 30), policy: policy, observer: recorder)
+        let group = ServiceGroup(configuration: .init(services: [supervisor], gracefulShutdownSignals: [], logger: .init(label: "test")))
+        let task = Task { try await group.run() }
+        #expect(await eventually(timeout: .seconds(30)) { supervisor.status.state == .serving || supervisor.status.state == .failed })
+        #expect(supervisor.status.state == .serving, "\(String(describing: supervisor.status.failure))")
+        #expect(!orphan.isRunning)
+        #expect(supervisor.status.pid != orphan.pid)
+        await group.triggerGracefulShutdown()
+        try await task.value
+        #expect(!FileManager.default.fileExists(atPath: policy.logDirectory + "/comfyui-gpu0.pid"))
+    }
+}

@@ -28,7 +28,7 @@ public struct Step: Sendable, Hashable {
     public static let models = Step(
         number: 18, name: "Models Installation", phase: "component_installation", event: "machine.models.install")
     public static let comfyUIServer = Step(
-        number: 19, name: "ComfyUI Server Start", phase: "comfyui_ready", event: "machine.comfyui.server.start")
+        number: 19, name: "ComfyUI Server Start", phase: "comfyui_ready", event: "machine.comfyui.server")
     public static let workerConnection = Step(
         number: 20, name: "Worker Connection", phase: "comfyui_ready", event: "machine.worker.connection.start")
     public static let machineReady = Step(

@@ -102,7 +102,7 @@ final class MachineServiceSupervisor: Sendable {
         publisher?.emit(StepEvent(
             name: ServiceSteps.hardware.event, step: ServiceSteps.hardware, traceID: request.plan, spanID: ServiceSteps.hardware.spanID,
             parentSpanID: nil, attributes: [
-                ("gpu_mode", .string(hardware.mode.rawValue)), ("gpu_count", .int(Int64(hardware.gpus.count))),
+                ("detected_mode", .string(hardware.mode.rawValue)), ("gpu_count", .int(Int64(hardware.gpus.count))),
                 ("gpus", .string(hardware.gpus.map { "\($0.index):\($0.name)" }.joined(separator: ","))),
             ] + (hardware.note.map { [("note", EventValue.string($0))] } ?? [])))
         let instances: [ComfyUIInstance]
@@ -281,7 +281,7 @@ final class RedisInstanceObserver: InstanceObserver {
         case .ready(let milliseconds):
             emit(ServiceSteps.serverStart.completeEvent, ServiceSteps.serverStart, attributes, duration: Double(milliseconds))
         case .connected, .recovered:
-            emit(Step.workerConnection.event, Step.workerConnection, attributes + [("worker_id", .string(status.instance.workerID))])
+            emit(Step.workerConnection.event, Step.workerConnection, attributes + [("worker_id", .string(status.instance.workerID))], span: status.instance.workerID)
             commands.append(["HSET", keys.comfyWorkers, status.instance.workerID, Self.registration(status, machine: keys.machine.machine, heartbeat: now)])
             commands.append(["EXPIRE", keys.comfyWorkers, String(ServiceKeys.ttlSeconds)])
             if event == .recovered {
@@ -324,9 +324,9 @@ final class RedisInstanceObserver: InstanceObserver {
         if case .failed = event { await publisher?.flush() }
     }
 
-    private func emit(_ name: String, _ step: Step, _ attributes: [(key: String, value: EventValue)], duration: Double? = nil) {
+    private func emit(_ name: String, _ step: Step, _ attributes: [(key: String, value: EventValue)], duration: Double? = nil, span: String? = nil) {
         publisher?.emit(StepEvent(
-            name: name, step: step, traceID: request.plan, spanID: step.spanID + "/" + (attributes.first?.value.string ?? ""),
+            name: name, step: step, traceID: request.plan, spanID: step.spanID + "/" + (span ?? attributes.first?.value.string ?? ""),
             parentSpanID: step.spanID, durationMilliseconds: duration, attributes: attributes))
     }
 }

@@ -88,6 +88,16 @@ struct ServicesEndToEndTests {
         #expect(after["comfyui-gpu0"]?["restarts"] as? Int == 1 && after["comfyui-gpu0"]?["state"] as? String == "serving")
         #expect(try await client.send("HGET", base + ":status", "state").string == "ready")
 
+        // The runtime steps are in the machine's event stream, each valid against event.schema.json.
+        let events = try await run(provisionExecutable(), ["events", "--format", "json"], environment: environment)
+        let lines = events.output.split(separator: "\n").map(String.init).filter { $0.hasPrefix("{") }
+        for name in ["machine.pm2.hardware.detect", "machine.comfyui.service.start", "machine.comfyui.server.complete",
+                     "machine.worker.connection.start", "machine.comfyui.service.degraded", "machine.comfyui.service.recovered"] {
+            #expect(lines.contains { $0.contains("\"event\":\"\(name)\"") }, "\(name)")
+        }
+        let (valid, report) = try await validateJSONLines(lines, schema: "event.schema.json")
+        #expect(valid, "\(report)")
+
         // SIGTERM: every ComfyUI process ends with the worker (checked by pid).
         let pids = after.filter { $0.key != "_supervisor" }.values.compactMap { $0["pid"] as? Int }.map(Int32.init)
         #expect(pids.count == 2 && pids.allSatisfy(processExists))

@@ -16,26 +16,36 @@ struct ServicesExecutor: JobExecutor {
     /// How long to wait for a supervisor to show up before saying none runs.
     var supervisorGrace: Duration = .seconds(10)
 
-    struct Payload: Decodable {
+    struct Payload {
         var nodes: [String]?
         var classTypes: [String]?
         var deadlineS: Double?
-
-        enum CodingKeys: String, CodingKey {
-            case nodes, classTypes = "class_types", deadlineS = "deadline_s"
-        }
     }
 
     func validate(payload: String) throws(JobFailure) { _ = try decode(payload) }
 
     private func decode(_ text: String) throws(JobFailure) -> Payload {
-        // Redis's cjson stores an empty array as {}: read it as no entries.
-        let cleaned = text.replacingOccurrences(of: "{}", with: "[]")
-        guard let payload = try? JSONDecoder().decode(Payload.self, from: Data((cleaned == "[]" ? "{}" : cleaned).utf8)) else {
-            throw .invalidPayload("a services job's payload must be {\"nodes\": [...], \"class_types\": [...], \"deadline_s\": seconds}")
+        let usage = "a services job's payload must be {\"nodes\": [...], \"class_types\": [...], \"deadline_s\": seconds}"
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else { throw .invalidPayload(usage) }
+        // Redis's cjson stores an empty array as {}: read an empty object as no entries.
+        func strings(_ key: String) throws(JobFailure) -> [String]? {
+            switch object[key] {
+            case nil: return nil
+            case let list as [Any]:
+                let values = list.compactMap { $0 as? String }
+                guard values.count == list.count, values.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 500 }) else { throw .invalidPayload(usage) }
+                return values
+            case let empty as [String: Any] where empty.isEmpty: return []
+            default: throw .invalidPayload(usage)
+            }
         }
-        if let deadline = payload.deadlineS, !(0.1...86_400).contains(deadline) {
-            throw .invalidPayload("a services job's deadline_s must be between 0.1 and 86400")
+        guard Set(object.keys).isSubset(of: ["nodes", "class_types", "deadline_s"]) else { throw .invalidPayload(usage) }
+        var payload = Payload(nodes: try strings("nodes"), classTypes: try strings("class_types"))
+        if let value = object["deadline_s"] {
+            guard let deadline = (value as? NSNumber)?.doubleValue, (0.1...86_400).contains(deadline) else {
+                throw .invalidPayload("a services job's deadline_s must be between 0.1 and 86400")
+            }
+            payload.deadlineS = deadline
         }
         return payload
     }

@@ -69,6 +69,9 @@ public struct InstancePlanner: Sendable {
         var environment: [String: String] = [:]
         // Without a GPU no device is visible, so a stray CUDA_VISIBLE_DEVICES cannot leak in.
         environment["CUDA_VISIBLE_DEVICES"] = gpu.map(String.init) ?? ""
+        // Python buffers a redirected stdout: import failures and "To see the GUI" must reach the log
+        // before the probe judges the instance by it.
+        environment["PYTHONUNBUFFERED"] = "1"
         return ComfyUIInstance(
             name: name, index: index, gpu: gpu, host: host, port: basePort + index, executable: python,
             arguments: arguments, workingDirectory: comfyUIDirectory, environment: environment)

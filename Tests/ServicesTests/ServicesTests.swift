@@ -250,7 +250,7 @@ struct ServicesPlanTests {
             environment: ["GPU_MODE": "mock", "MOCK_GPU_NUM": "2", "WORKERS": "comfyui:1", "COMFYUI_ARGS": "--lowvram"])
         #expect(result.status == 0, "\(result.output)")
         #expect(result.output.contains("hardware: mock, 2 GPU(s)"))
-        #expect(result.output.contains("comfyui-gpu1:\n  gpu: 1\n  port: 9301\n  cwd: /srv/ws/ComfyUI\n  command: /srv/ws/venv/bin/python main.py --listen 127.0.0.1 --port 9301 --lowvram\n  env: CUDA_VISIBLE_DEVICES=1\n  worker: comfyui-1"), "\(result.output)")
+        #expect(result.output.contains("comfyui-gpu1:\n  gpu: 1\n  port: 9301\n  cwd: /srv/ws/ComfyUI\n  command: /srv/ws/venv/bin/python main.py --listen 127.0.0.1 --port 9301 --lowvram\n  env: CUDA_VISIBLE_DEVICES=1 PYTHONUNBUFFERED=1\n  worker: comfyui-1"), "\(result.output)")
     }
 }
 

@@ -50,7 +50,8 @@ final class MachineServiceSupervisor: Sendable {
     private let logDirectory: String
     private let publisher: EventPublisher?
     private let logger: Logger
-    private let running = Mutex<(request: ServicesRequest, supervisors: [InstanceSupervisor], hardware: Hardware)?>(nil)
+    /// The request being served, its instances, and why it could not start (then no instance).
+    private let running = Mutex<(request: ServicesRequest, supervisors: [InstanceSupervisor], hardware: Hardware, error: String?)?>(nil)
 
     init(
         redis: RedisConfiguration, keys: MachineKeys, options: ServicesOptions, workspace: String, stateDir: String?,
@@ -73,14 +74,18 @@ final class MachineServiceSupervisor: Sendable {
         let writer = RedisClient(configuration: redis, label: "services")
         let heartbeat = Task { await self.heartbeat(writer: RedisClient(configuration: redis, label: "services-heartbeat")) }
         var current: (request: ServicesRequest, group: ServiceGroup, task: Task<Void, Never>)?
+        // The request acted on last, even when it could not start (a bad WORKERS is not retried every second).
+        var handled: String?
         while !Task.isCancelled {
             if let text = try? await writer.send(["GET", keys.want]).string,
                 let request = try? JSONDecoder().decode(ServicesRequest.self, from: Data(text.utf8)),
-                request.id != current?.request.id
+                request.id != handled
             {
-                if let current {
-                    await current.group.triggerGracefulShutdown()
-                    await current.task.value
+                handled = request.id
+                if let running = current {
+                    await running.group.triggerGracefulShutdown()
+                    await running.task.value
+                    current = nil
                 }
                 current = await start(request, writer: writer)
             }
@@ -109,6 +114,7 @@ final class MachineServiceSupervisor: Sendable {
         do {
             instances = try options.planner(workspace: workspace).instances(hardware: hardware, workers: try options.workers())
         } catch {
+            running.withLock { $0 = (request, [], hardware, "\(error)") }
             await recordSupervisor(writer: writer, request: request, hardware: hardware, instances: 0, error: "\(error)")
             return nil
         }
@@ -119,7 +125,7 @@ final class MachineServiceSupervisor: Sendable {
             logger: logger)
         let policy = options.policy(logDirectory: logDirectory)
         let supervisors = instances.map { InstanceSupervisor(instance: $0, readiness: request.readiness, policy: policy, observer: observer) }
-        running.withLock { $0 = (request, supervisors, hardware) }
+        running.withLock { $0 = (request, supervisors, hardware, nil) }
         await recordSupervisor(writer: writer, request: request, hardware: hardware, instances: instances.count, error: nil)
         logger.info("starting ComfyUI", metadata: ["instances": "\(instances.map(\.name))", "request": "\(request.id)"])
         let group = ServiceGroup(configuration: .init(services: supervisors, gracefulShutdownSignals: [], logger: logger))
@@ -146,8 +152,8 @@ final class MachineServiceSupervisor: Sendable {
     /// Every 2 s: the supervisor's record and the worker registrations stay alive; without it they expire.
     private func heartbeat(writer: RedisClient) async {
         while !Task.isCancelled {
-            if let (request, supervisors, hardware) = running.withLock({ $0 }) {
-                await recordSupervisor(writer: writer, request: request, hardware: hardware, instances: supervisors.count, error: nil)
+            if let (request, supervisors, hardware, error) = running.withLock({ $0 }) {
+                await recordSupervisor(writer: writer, request: request, hardware: hardware, instances: supervisors.count, error: error)
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 var commands: [[String]] = []
                 // Instance records are written by the observer at each change (in order); the heartbeat

@@ -82,7 +82,7 @@ struct WorkerCommand: AsyncParsableCommand {
             defer { signals.forEach { $0.cancel() } }
             let services = try await MachineServices.start(
                 redisURL: url, keys: keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
-                logger: logger, services: services, workspace: pool.executors.resolvedWorkspace)
+                logger: logger, services: self.services, workspace: pool.executors.resolvedWorkspace)
             do {
                 try await pool.supervisor(
                     redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel,

@@ -59,6 +59,21 @@ struct ServicesPlanningTests {
         #expect(failures[0].error == "ModuleNotFoundError: No module named 'missing_package'")
     }
 
+    @Test("an instance's log is copied to .1 (older ones shift, at most `keep`) and emptied when it passes its cap")
+    func logRotation() throws {
+        let folder = try makeTemporaryDirectory("log")
+        let path = folder.appendingPathComponent("comfyui-gpu0.log").path
+        let log = RotatingLog(path: path, maxBytes: 4096, keep: 2)
+        for round in 0..<3 {
+            try String(repeating: "\(round)", count: 5000).write(toFile: path, atomically: false, encoding: .utf8)
+            #expect(log.rotateIfNeeded())
+        }
+        #expect(log.size == 0 && !log.rotateIfNeeded())
+        #expect(try String(contentsOfFile: path + ".1", encoding: .utf8).hasPrefix("2"))
+        #expect(try String(contentsOfFile: path + ".2", encoding: .utf8).hasPrefix("1"))
+        #expect(!FileManager.default.fileExists(atPath: path + ".3"))
+    }
+
     @Test("A workflow's class types missing from /object_info are named")
     func missingClassTypes() {
         let readiness = Readiness(nodes: ["good"], classTypes: ["GoodNode", "KSampler", "FancyUpscale", "MagicMask"])

@@ -179,7 +179,7 @@ public final class InstanceSupervisor: Service, Sendable {
             do {
                 spawned = try ChildProcess(
                     instance.executable, instance.arguments, environment: environment, outputPath: log.path,
-                    workingDirectory: instance.workingDirectory)
+                    workingDirectory: instance.workingDirectory, newProcessGroup: true)
             } catch {
                 let failure = InstanceFailure(type: "spawn_failed", message: ServicesError.cannotStart(instance: instance.name, reason: error.description).description)
                 await update(.failed(failure)) { $0.state = .failed; $0.failure = failure }
@@ -205,6 +205,7 @@ public final class InstanceSupervisor: Service, Sendable {
                 await idleUntilCancelled()
             case .exited(let termination):
                 child = nil
+                spawned.signalGroup(SIGKILL)  // what it started dies with it
                 crashesInARow += 1
                 let reason = "\(instance.name) ended before it answered (\(termination))"
                 if !everServed && crashesInARow >= policy.maxCrashesBeforeReady {
@@ -251,6 +252,7 @@ public final class InstanceSupervisor: Service, Sendable {
                     break
                 case .exited(let termination):
                     child = nil
+                    spawned.signalGroup(SIGKILL)
                     crashesInARow = clock.now - since > .seconds(30) ? 1 : crashesInARow + 1
                     await update(.degraded(reason: "\(instance.name) exited (\(termination))")) {
                         $0.state = .restarting; $0.pid = nil; $0.restarts += 1; $0.lastExit = "\(termination)"
@@ -288,10 +290,14 @@ public final class InstanceSupervisor: Service, Sendable {
 
     /// SIGTERM, then SIGKILL after the policy's timeout; waits for the end.
     private func stop(_ child: ChildProcess) async -> ChildProcess.Termination? {
-        child.signal(SIGTERM)
-        defer { unlink(pidFile) }
+        child.signalGroup(SIGTERM)
+        defer {
+            // Whatever ComfyUI started (a node's helper process) goes with it.
+            child.signalGroup(SIGKILL)
+            unlink(pidFile)
+        }
         if let ended = await child.wait(timeout: policy.stopTimeout) { return ended }
-        child.signal(SIGKILL)
+        child.signalGroup(SIGKILL)
         return await child.wait(timeout: .seconds(5))
     }
 

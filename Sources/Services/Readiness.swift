@@ -52,12 +52,10 @@ public struct Readiness: Sendable, Equatable, Codable {
         return nil
     }
 
-    /// A module or folder name as ComfyUI keys it: without a `.py` suffix or an `@version` tail.
+    /// A folder name as ComfyUI keys its module: `custom_nodes.` + the folder's base name (dots
+    /// kept: nodes.py's get_module_name), a single-file node without `.py`.
     static func folder(_ name: String) -> String {
-        var base = name.split(separator: ".", maxSplits: 1).first.map(String.init) ?? name
-        if name.hasSuffix(".py") { base = String(name.dropLast(3)) }
-        if let at = base.firstIndex(of: "@") { base = String(base[..<at]) }
-        return base.lowercased()
+        (name.hasSuffix(".py") ? String(name.dropLast(3)) : name).lowercased()
     }
 
     static func sameNode(_ a: String, _ b: String) -> Bool { folder(a) == folder(b) }

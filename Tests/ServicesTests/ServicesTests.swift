@@ -83,6 +83,10 @@ struct ServicesPlanningTests {
         #expect(failure?.message == "The workflows use node types that ComfyUI does not have: FancyUpscale, MagicMask.")
         #expect(Readiness(nodes: ["good"], classTypes: ["GoodNode"]).judge(objectInfo: info, log: "") == nil)
         #expect(Readiness(nodes: ["good", "absent"]).judge(objectInfo: info, log: "")?.node == "absent")
+        // ComfyUI keys a module by the folder's whole name, dots included.
+        let dotted = ["DotNode": "custom_nodes.comfyui.dotted"]
+        #expect(Readiness(nodes: ["comfyui.dotted"]).judge(objectInfo: dotted, log: "") == nil)
+        #expect(Readiness(nodes: ["comfyui"]).judge(objectInfo: dotted, log: "")?.node == "comfyui")
     }
 }
 

@@ -37,7 +37,7 @@ struct ServicesEndToEndTests {
         return hash.compactMapValues { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 
-    @Test("worker: mock 2 GPUs serve, machine_ready once; a crash is machine_degraded then machine_recovered; SIGTERM leaves no process")
+    @Test("worker: mock 2 GPUs serve, machine_ready once; a crash and a hang are machine_degraded then machine_recovered, /health 503 meanwhile; SIGTERM leaves no process")
     func workerLifecycle() async throws {
         let redis = try await TestRedis()
         defer { redis.stop() }
@@ -54,7 +54,7 @@ struct ServicesEndToEndTests {
         ]
         let worker = try TestProcess.provision(
             ["worker", "--processes", "1", "--health-port", String(healthPort), "--workspace", comfy.deletingLastPathComponent().path,
-             "--comfyui-python", testPython(), "--comfyui-base-port", String(ports), "--liveness-interval", "0.3",
+             "--comfyui-python", testPython(), "--comfyui-base-port", String(ports), "--liveness-interval", "0.3", "--service-stop-timeout", "3",
              "--services-log-dir", comfy.deletingLastPathComponent().appendingPathComponent("logs").path],
             environment: environment)
         defer { worker.terminate() }
@@ -88,6 +88,22 @@ struct ServicesEndToEndTests {
         #expect(after["comfyui-gpu0"]?["restarts"] as? Int == 1 && after["comfyui-gpu0"]?["state"] as? String == "serving")
         #expect(try await client.send("HGET", base + ":status", "state").string == "ready")
 
+        // A hang (SIGSTOP): /health says degraded (503) until the instance is replaced and serves again.
+        let frozenPID = try #require(after["comfyui-gpu1"]?["pid"] as? Int)
+        let frozen = Int32(frozenPID)
+        kill(frozen, SIGSTOP)
+        let unhealthy = await eventually(timeout: .seconds(30), every: .milliseconds(20)) {
+            guard let answer = try? await httpGet("http://127.0.0.1:\(healthPort)/health") else { return false }
+            return answer.status == 503 && answer.body.contains(#""status":"degraded""#) && answer.body.contains("comfyui-gpu1 is restarting")
+        }
+        #expect(unhealthy)
+        #expect(await eventually(timeout: .seconds(60)) {
+            (try? await fleetTypes(client)) == ["machine_ready", "machine_degraded", "machine_recovered", "machine_degraded", "machine_recovered"]
+        })
+        #expect(await eventually { (try? await httpGet("http://127.0.0.1:\(healthPort)/health").status) == 200 })
+        #expect(!processExists(frozen))
+        let replaced = try await records(client, base + ":services")
+
         // The runtime steps are in the machine's event stream, each valid against event.schema.json.
         let events = try await run(provisionExecutable(), ["events", "--format", "json"], environment: environment)
         let lines = events.output.split(separator: "\n").map(String.init).filter { $0.hasPrefix("{") }
@@ -99,7 +115,7 @@ struct ServicesEndToEndTests {
         #expect(valid, "\(report)")
 
         // SIGTERM: every ComfyUI process ends with the worker (checked by pid).
-        let pids = after.filter { $0.key != "_supervisor" }.values.compactMap { $0["pid"] as? Int }.map(Int32.init)
+        let pids = replaced.filter { $0.key != "_supervisor" }.values.compactMap { $0["pid"] as? Int }.map(Int32.init)
         #expect(pids.count == 2 && pids.allSatisfy(processExists))
         worker.signal(SIGTERM)
         #expect(await worker.wait(timeout: .seconds(60)) == 0, "\(worker.output)")

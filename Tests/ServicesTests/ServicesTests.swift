@@ -262,6 +262,18 @@ struct ServicesPlanTests {
         ]))
     }
 
+    @Test("provision plan --with-services ends the plan with the services job")
+    func planCommand() async throws {
+        let manifest = packageRoot().appendingPathComponent("protocols/examples/manifest-sample.json").path
+        let result = try await run(provisionExecutable(), ["plan", manifest, "--with-services", "--services-deadline", "120"])
+        #expect(result.status == 0, "\(result.output)")
+        let plan = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+        let jobs = plan?["jobs"] as? [[String: Any]] ?? []
+        #expect(jobs.last?["kind"] as? String == "services")
+        #expect((jobs.last?["depends_on"] as? [String])?.count == jobs.count - 1)
+        #expect((jobs.last?["payload"] as? [String: Any])?["deadline_s"] as? Double == 120)
+    }
+
     @Test("provision services --dry-run prints the instances of 2 mock GPUs")
     func dryRun() async throws {
         let result = try await run(

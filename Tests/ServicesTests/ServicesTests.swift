@@ -195,6 +195,29 @@ struct InstanceSupervisorTests {
         #expect(recorder.count("comfyui-gpu0") { $0 == .connected } == 1)
     }
 
+    @Test("a slow start is waited for: starting, then serving, with the probes spaced out meanwhile")
+    func slowStart() async throws {
+        let comfy = try makeComfyUI(["good": goodNode])
+        let base = try freePorts(1)
+        let recorder = Recorder()
+        let supervisor = InstanceSupervisor(
+            instance: try instances(comfy, count: 1, base: base)[0], readiness: Readiness(nodes: ["good"], deadlineSeconds: 60),
+            policy: policy(comfy, environment: ["FAKE_COMFYUI_START_DELAY": "2"]), observer: recorder)
+        let clock = ContinuousClock()
+        let started = clock.now
+        var waited = Duration.zero
+        try await running([supervisor]) {
+            #expect(await eventually { supervisor.status.pid != nil })
+            #expect(supervisor.status.state == .starting)
+            #expect(await eventually(timeout: .seconds(60)) { supervisor.status.state == .serving })
+            waited = clock.now - started
+        }
+        // At most two requests in any second, however long the start took (a rate, not a time limit).
+        let seconds = Int((waited / .seconds(1)).rounded(.up))
+        #expect(supervisor.requestCount >= 2 && supervisor.requestCount <= 2 * seconds, "\(supervisor.requestCount) requests in \(waited)")
+        #expect(recorder.failure("comfyui-gpu0") == nil)
+    }
+
     @Test("a port already taken: one clear sentence, no process started")
     func portTaken() async throws {
         let comfy = try makeComfyUI(["good": goodNode])

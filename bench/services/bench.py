@@ -142,7 +142,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench-services-") as tmp:
         machine = Machine(tmp, args.instances)
         try:
-            gaps, probes = [], []
+            gaps, probes, claimed = [], [], []
             for r in range(args.rounds):
                 plan_id = f"r{r}"
                 machine.enqueue(plan_id)
@@ -151,10 +151,12 @@ def main():
                 done = machine.job(plan_id, "node:install", "finished_at")
                 ready = int(cli(machine.redis_port, "HGET", "provision:{m1}:status", "finished_at"))
                 gaps.append(ready - done)
+                claimed.append(machine.job(plan_id, "services", "started_at") - done)
                 probes.append(machine.metrics())
                 time.sleep(0.5)
             print(f"\n1. install jobs done -> machine_ready, {args.instances} instances, {args.rounds} rounds (Redis server clock, ms):")
             print(f"   each: {gaps}; median {median(gaps)} ms, max {max(gaps)} ms (target <= 1000)")
+            print(f"   of which install done -> services job claimed: {claimed}")
             print(f"   readiness requests per instance and round (system_stats + object_info): {[sorted(p.values()) for p in probes]}")
         finally:
             machine.stop()

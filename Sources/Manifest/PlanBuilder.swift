@@ -12,6 +12,16 @@ public struct PlanBuilder: Sendable {
     /// Hash every model in the verify job.
     public var deepVerify = false
     public var source: String?
+    /// Append a last `services` job (steps 19-21, protocols/schemas/job-payloads/services.schema.json)
+    /// that depends on every other job and succeeds once ComfyUI serves every installed node.
+    public var services: ServicesJob?
+
+    /// What the `services` job asks for beyond the plan's nodes and workflows.
+    public struct ServicesJob: Sendable {
+        /// Seconds ComfyUI may take to answer; nil leaves the default (300).
+        public var deadlineSeconds: Double?
+        public init(deadlineSeconds: Double? = nil) { self.deadlineSeconds = deadlineSeconds }
+    }
 
     public init(planID: String? = nil, machineID: String? = nil, deepVerify: Bool = false, source: String? = nil) {
         self.planID = planID
@@ -47,7 +57,8 @@ public struct PlanBuilder: Sendable {
         }
         var digest = SHA256Hasher()
         digest.update(lock.encoded())
-        return build(comfyui: comfyui, comfyuiCommit: lock.comfyui?.commit, nodes: nodes, models: models, python: lock.python, fingerprint: digest.finalize())
+        let classTypes = Set((lock.workflows ?? []).flatMap(\.nodes)).sorted()
+        return build(comfyui: comfyui, comfyuiCommit: lock.comfyui?.commit, nodes: nodes, models: models, python: lock.python, fingerprint: digest.finalize(), classTypes: classTypes)
     }
 
     public func plan(for spec: Spec) -> JSONValue {
@@ -77,7 +88,8 @@ public struct PlanBuilder: Sendable {
     }
 
     func build(
-        comfyui: ComfyUIPayload?, comfyuiCommit: String?, nodes: [NodeEntry], models: [ModelEntry], python: PythonRequirements?, fingerprint: String
+        comfyui: ComfyUIPayload?, comfyuiCommit: String?, nodes: [NodeEntry], models: [ModelEntry], python: PythonRequirements?, fingerprint: String,
+        classTypes: [String] = []
     ) -> JSONValue {
         var jobs: [JSONValue] = []
         var allIDs: [String] = []
@@ -139,6 +151,12 @@ public struct PlanBuilder: Sendable {
         if !packages.isEmpty { verify.pythonPackages = packages.sorted() }
         if deepVerify { verify.deep = true }
         job("verify", verify, dependsOn: allIDs, label: "verify")
+        if let services {
+            let payload = ServicesPayload(
+                nodes: nodes.isEmpty ? nil : nodes.map(\.name).sorted(), classTypes: classTypes.isEmpty ? nil : classTypes,
+                deadlineSeconds: services.deadlineSeconds)
+            job("services", payload, dependsOn: allIDs, label: "ComfyUI serves every node")
+        }
 
         var plan: [String: JSONValue] = [
             "version": .number(1),

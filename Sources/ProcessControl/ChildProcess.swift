@@ -30,10 +30,12 @@ public final class ChildProcess: Sendable {
     private let exit = ExitSignal()
 
     /// Starts `executable` (a path, or a name looked up in PATH) in `workingDirectory`. Output goes
-    /// to `outputPath` (appended) or nowhere; standard input is /dev/null.
+    /// to `outputPath` (appended) or nowhere; standard input is /dev/null. With `newProcessGroup` the
+    /// child leads a process group of its own: a terminal's Ctrl-C does not reach it, and
+    /// `signalGroup` reaches whatever it started.
     public init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
-        workingDirectory: String? = nil
+        workingDirectory: String? = nil, newProcessGroup: Bool = false
     ) throws(ChildProcessError) {
         let path = executable.contains("/") ? executable : try Self.locate(executable)
         self.executable = path
@@ -56,7 +58,12 @@ public final class ChildProcess: Sendable {
         var empty = sigset_t()
         sigemptyset(&empty)
         posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        var flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
+        if newProcessGroup {
+            posix_spawnattr_setpgroup(&attributes, 0)
+            flags |= POSIX_SPAWN_SETPGROUP
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
 
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
         var child: pid_t = 0
@@ -91,6 +98,11 @@ public final class ChildProcess: Sendable {
 
     public func signal(_ number: Int32) {
         if isRunning { kill(pid, number) }
+    }
+
+    /// Signals the child's process group (started with `newProcessGroup`): the child and what it started.
+    public func signalGroup(_ number: Int32) {
+        if kill(-pid, number) != 0 { signal(number) }
     }
 
     /// Waits for the child to end; nil when `timeout` passes first. Cancelling the task ends the wait.

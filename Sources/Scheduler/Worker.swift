@@ -135,7 +135,8 @@ public final class Worker: Sendable {
         // The adapter between the queue and the executors: the payload decoded once, no lease handed on.
         let prepared: PreparedJob
         do throws(JobFailure) {
-            prepared = try executor.prepare(id: job.id, attempt: job.attempt, maxAttempts: job.maxAttempts, payload: job.payload)
+            prepared = try executor.prepare(
+                id: job.id, plan: job.plan, generation: job.generation, attempt: job.attempt, maxAttempts: job.maxAttempts, payload: job.payload)
         } catch {
             await report(job, .failure(error), started, log)
             return

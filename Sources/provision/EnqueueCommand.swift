@@ -53,6 +53,12 @@ struct PlanSource: ParsableArguments {
     @Flag(help: "Let the discovery API be on a loopback or private address.")
     var allowLoopbackApi = false
 
+    @Flag(help: "End the plan with a services job: ready only once ComfyUI serves every installed node (env PROVISION_WITH_SERVICES=1).")
+    var withServices = false
+
+    @Option(help: "Seconds ComfyUI may take to serve before the services job fails (default 300).")
+    var servicesDeadline: Double?
+
     var isEmpty: Bool { plan == nil && spec.isEmpty && discoveryApi == nil }
 
     /// The plan JSON to enqueue, or nil when nothing was named.
@@ -67,7 +73,10 @@ struct PlanSource: ParsableArguments {
         if documents.isEmpty { return nil }
         let fingerprint = documents.reduce(into: SHA256Hasher()) { $0.update($1.data) }
         var digest = fingerprint
-        let builder = PlanBuilder(planID: "spec-\(digest.finalize().prefix(12))-\(Int(Date().timeIntervalSince1970 * 1000))", machineID: machine, source: documents.map(\.name).joined(separator: " + "))
+        var builder = PlanBuilder(planID: "spec-\(digest.finalize().prefix(12))-\(Int(Date().timeIntervalSince1970 * 1000))", machineID: machine, source: documents.map(\.name).joined(separator: " + "))
+        if withServices || ProcessInfo.processInfo.environment["PROVISION_WITH_SERVICES"] == "1" {
+            builder.services = PlanBuilder.ServicesJob(deadlineSeconds: servicesDeadline)
+        }
         return PlanBuilder.encode(try Planner.plan(documents, builder: builder), pretty: false)
     }
 

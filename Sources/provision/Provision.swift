@@ -12,7 +12,7 @@ struct Provision: AsyncParsableCommand {
         subcommands: [
             UpCommand.self, DemoCommand.self, WorkerCommand.self, WorkerProcessCommand.self, EnqueueCommand.self,
             StatusCommand.self, EventsCommand.self, CancelCommand.self, DownloadCommand.self, AnalyzeCommand.self,
-            LockCommand.self, PlanCommand.self, VerifyCommand.self, ExportCommand.self,
+            LockCommand.self, PlanCommand.self, VerifyCommand.self, ExportCommand.self, ServicesCommand.self,
         ])
 }
 

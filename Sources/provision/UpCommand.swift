@@ -16,6 +16,7 @@ struct UpCommand: AsyncParsableCommand {
     @OptionGroup var pool: PoolOptions
     @OptionGroup var telemetry: TelemetryOptions
     @OptionGroup var health: HealthOptions
+    @OptionGroup var services: ServicesOptions
 
     @OptionGroup var source: PlanSource
 
@@ -33,7 +34,7 @@ struct UpCommand: AsyncParsableCommand {
             let planText = try await source.planJSON(machine: (try? queue.machineID) ?? "local")
             try await bringUp(
                 queue: queue, pool: pool, telemetry: telemetry, health: health, planJSON: planText, stateDir: stateDir,
-                timeout: timeout, serve: serve)
+                timeout: timeout, serve: serve, servicesOptions: services)
         }
     }
 }
@@ -41,7 +42,7 @@ struct UpCommand: AsyncParsableCommand {
 /// The main job: optional private Redis, enqueue, worker pool, progress until the machine settles.
 func bringUp(
     queue: QueueOptions, pool: PoolOptions, telemetry: TelemetryOptions, health: HealthOptions, planJSON: String?,
-    stateDir: String?, timeout: Double, serve: Bool, healthRequired: Bool = true
+    stateDir: String?, timeout: Double, serve: Bool, healthRequired: Bool = true, servicesOptions: ServicesOptions? = nil
 ) async throws {
     let logger = queue.bootstrapLogging(label: "provision.up")
     let machine = (try? queue.machineID) ?? "local"
@@ -76,14 +77,14 @@ func bringUp(
     do {
         services = try await MachineServices.start(
             redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
-            logger: logger)
+            logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir)
     } catch where !healthRequired {
         say("the health server could not start (\(error)); going on without it")
         var without = health
         without.healthPort = 0
         services = try await MachineServices.start(
             redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: without, workersConfig: pool.workersConfig,
-            logger: logger)
+            logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir)
     }
     if let port = services.healthPort { say("health server on http://\(health.healthHost):\(port)/health") }
     let supervisor = pool.supervisor(
@@ -107,6 +108,9 @@ func bringUp(
     let elapsed = clock.now - started
     let monitor = MachineMonitor(redis: jobQueue.redis, keys: jobQueue.keys, stallAfter: telemetry.stallDuration)
     if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
+    for status in services.supervisor?.statuses ?? [] {
+        say("  \(status.instance.name): \(status.state.rawValue) on http://\(status.instance.host):\(status.instance.port) (pid \(status.pid.map(String.init) ?? "-"), log \(status.log))")
+    }
     say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
     if let privateRedis {
         let stateRoot = privateRedis.directory.deletingLastPathComponent().path

@@ -68,6 +68,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var pool: PoolOptions
     @OptionGroup var telemetry: TelemetryOptions
     @OptionGroup var health: HealthOptions
+    @OptionGroup var services: ServicesOptions
 
     func run() async throws {
         try await reportingErrors {
@@ -82,7 +83,7 @@ struct WorkerCommand: AsyncParsableCommand {
             defer { signals.forEach { $0.cancel() } }
             let services = try await MachineServices.start(
                 redisURL: url, keys: keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
-                logger: logger)
+                logger: logger, services: self.services, workspace: pool.executors.resolvedWorkspace)
             do {
                 try await pool.supervisor(
                     redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel,
@@ -132,8 +133,10 @@ struct WorkerProcessCommand: AsyncParsableCommand {
             if let supervisorPid {
                 watchSupervisor(supervisorPid, shutdown: shutdown, drainTimeout: .seconds(drainTimeout), logger: logger)
             }
+            var registry = executors.registry()
+            registry.register(ServicesExecutor(redis: redis, keys: keys))
             try await runWorkerProcess(
-                redis: redis, keys: keys, registry: executors.registry(), configuration: configuration, events: events,
+                redis: redis, keys: keys, registry: registry, configuration: configuration, events: events,
                 logger: logger, until: shutdown)
         }
     }

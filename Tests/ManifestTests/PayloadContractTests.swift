@@ -35,6 +35,7 @@ struct PayloadContractTests {
         ]),
         (SleepPayload.kind, [SleepPayload(ms: 5, fail: .init(message: "m", untilAttempt: 1, retryable: false), progressBytes: 10, progressEveryMs: 20).encoded()]),
         (NoopPayload.kind, [NoopPayload().encoded()]),
+        (ServicesPayload.kind, [ServicesPayload(nodes: ["a"], classTypes: ["KSampler"], deadlineSeconds: 30).encoded()]),
     ]
 
     @Test func everyKindHasASchemaWithTheSameFields() async throws {

@@ -288,7 +288,9 @@ struct DemoTests {
         defer { try? FileManager.default.removeItem(at: state) }
         let result = try await run(provisionExecutable(), ["demo", "--state-dir", state.path, "--models-mib", "32"], timeout: .seconds(300))
         #expect(result.status == 0, "\(result.output.suffix(3000))")
-        #expect(result.output.contains("ready: 15/15 succeeded"))
+        // ComfyUI, 6 nodes, python-deps, install-scripts, 5 models, verify, services.
+        #expect(result.output.contains("ready: 16/16 succeeded"), "\(result.output.suffix(3000))")
+        #expect(result.output.contains("comfyui-cpu: serving on http://127.0.0.1:"), "\(result.output.suffix(3000))")
         let models = state.appendingPathComponent("workspace/ComfyUI/models")
         #expect(FileManager.default.fileExists(atPath: models.appendingPathComponent("checkpoints/demo-checkpoint.safetensors").path))
         #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("workspace/ComfyUI/custom_nodes/was-node-suite-comfyui/installed.flag").path))

@@ -105,16 +105,11 @@ public final class ChildProcess: Sendable {
         if kill(-pid, number) != 0 { signal(number) }
     }
 
-    /// Waits for the child to end; nil when `timeout` passes first. Cancelling the task ends the wait.
-    public func wait(timeout: Duration = .seconds(3600)) async -> Termination? {
+    /// Waits for the child to end; nil when `timeout` passes first, or, when `cancellable`, when the
+    /// task is cancelled. Stopping a child must wait even in a cancelled task, so that is not the default.
+    public func wait(timeout: Duration = .seconds(3600), cancellable: Bool = false) async -> Termination? {
         if let done = poll() { return done }
-        let exit = self.exit
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await exit.wait() }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-        }
+        await exit.wait(timeout: timeout, cancellable: cancellable)
         return poll()
     }
 
@@ -174,7 +169,8 @@ public final class ChildProcess: Sendable {
         if fd >= 0 { close(fd) }
         defer { unlink(log) }
         let child = try ChildProcess(executable, arguments, environment: environment, outputPath: log, workingDirectory: workingDirectory)
-        let ended = await child.wait(timeout: timeout)
+        // A cancelled job stops its command: SIGTERM, then SIGKILL, as at the deadline.
+        let ended = await child.wait(timeout: timeout, cancellable: true)
         if ended == nil {
             child.signal(SIGTERM)
             if await child.wait(timeout: grace) == nil {
@@ -282,22 +278,14 @@ final class ExitSignal: Sendable {
         thread.start()
     }
 
-    /// Returns when the child has exited or the task is cancelled.
-    func wait() async {
+    /// Returns when the child has exited, when `timeout` has passed, or (when `cancellable`) when
+    /// the task is cancelled; whichever comes first resumes the waiter, once.
+    func wait(timeout: Duration, cancellable: Bool) async {
         let id = state.withLock { state -> Int in
             state.next += 1
             return state.next
         }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    if state.cancelled.remove(id) != nil || state.exited { return true }
-                    state.waiters[id] = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
+        let resume: @Sendable () -> Void = { [self] in
             let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
                 if let waiter = state.waiters.removeValue(forKey: id) { return waiter }
                 // Not registered yet: the registration sees this and returns at once.
@@ -306,5 +294,25 @@ final class ExitSignal: Sendable {
             }
             waiter?.resume()
         }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.cancelled.remove(id) != nil || state.exited { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if resumeNow {
+                    continuation.resume()
+                    return
+                }
+                let (seconds, attoseconds) = timeout.components
+                let nanoseconds = max(0, min(Int64.max / 2, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds)), execute: resume)
+            }
+        } onCancel: {
+            if cancellable { resume() }
+        }
+        // A timer or a cancellation that fired after the waiter was gone leaves its id behind: drop it.
+        state.withLock { _ = $0.cancelled.remove(id) }
     }
 }

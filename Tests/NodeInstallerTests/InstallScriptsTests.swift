@@ -172,7 +172,7 @@ struct InstallScriptsTests {
         let slow = try ChildProcess("/bin/sleep", ["30"])
         defer { slow.signal(SIGKILL); _ = slow.waitBlocking(timeout: .seconds(5)) }
         #expect(await slow.wait(timeout: .milliseconds(100)) == nil)
-        let waiting = Task { await slow.wait(timeout: .seconds(3600)) }
+        let waiting = Task { await slow.wait(timeout: .seconds(3600), cancellable: true) }
         try await Task.sleep(for: .milliseconds(100))
         waiting.cancel()
         // Cancelled, the wait returns (nil: the child still runs) instead of holding the task for an hour.

@@ -43,9 +43,9 @@ public struct DownloadExecutor: JobExecutor {
     public func validate(payload: String) throws(JobFailure) {
         let decoded = try decode(payload)
         do {
-            _ = try policy.check(decoded.url)
+            _ = try policy.checkWithoutResolving(decoded.url)
         } catch {
-            throw .invalidPayload(error.description)
+            throw JobFailure(type: error.type, message: error.description, retryable: false)
         }
     }
 

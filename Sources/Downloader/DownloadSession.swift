@@ -297,7 +297,7 @@ final class DownloadSession {
                 let retained = Unmanaged.passRetained(transfer)
                 let handle = handles[slot]
                 handle.reset()
-                handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
+                handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds, policy: request.policy)
                 handle.set(CURLOPT_URL, remote.url)
                 handle.set(CURLOPT_RANGE, "\(start)-\(end)")
                 handle.setHeaders(baseHeaders + (validator.map { ["If-Range: \($0)"] } ?? []))
@@ -322,6 +322,7 @@ final class DownloadSession {
                 curl_multi_remove_handle(multi, handles[slot].raw)
                 entry.retained.release()
                 let transfer = entry.transfer
+                if code != CURLE_OK, let refused = handles[slot].refusedConnection(url: remote.url) { throw refused }
                 _ = transfer.flush()  // a failed write is left in `writeFailure`, for `classify`
                 fetchedBytes += transfer.received
                 freed = true
@@ -482,7 +483,7 @@ final class DownloadSession {
             let retained = Unmanaged.passRetained(stream)
             defer { retained.release() }
             let handle = try EasyHandle()
-            handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
+            handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds, policy: request.policy)
             handle.set(CURLOPT_URL, remote.url)
             if let url = URL(string: remote.url) { handle.setHeaders(headers(for: url, credentialOrigin: remote.credentialOrigin)) }
             _ = provision_easy_setopt_header_callback(handle.raw, headerCallback)
@@ -495,6 +496,10 @@ final class DownloadSession {
             let code = curl_easy_perform(handle.raw)
             fetchedBytes += stream.received
             if cancelled.isSet { throw .cancelled }
+            if code != CURLE_OK, let refused = handle.refusedConnection(url: remote.url) {
+                discardPartial()
+                throw refused
+            }
             let status = stream.sink.headers.status
             if code == CURLE_OK && status == 200 && (total == nil || stream.received == total) {
                 let digest = stream.hasher.finalize()

@@ -27,10 +27,12 @@ public final class ChildProcess: Sendable {
     private let termination = Mutex<Termination?>(nil)
 
     /// Starts `executable` (a path, or a name looked up in PATH) in `workingDirectory`. Output goes
-    /// to `outputPath` (appended) or nowhere; standard input is /dev/null.
+    /// to `outputPath` (appended) or nowhere; standard input is /dev/null. With `ownProcessGroup` the
+    /// child leads a process group of its own, so a Ctrl-C on the terminal (SIGINT to the foreground
+    /// group) reaches only this process, which then stops the child in its own order.
     public init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
-        workingDirectory: String? = nil
+        workingDirectory: String? = nil, ownProcessGroup: Bool = false
     ) throws(ChildProcessError) {
         let path = executable.contains("/") ? executable : try Self.locate(executable)
         self.executable = path
@@ -53,7 +55,12 @@ public final class ChildProcess: Sendable {
         var empty = sigset_t()
         sigemptyset(&empty)
         posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        var flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
+        if ownProcessGroup {
+            posix_spawnattr_setpgroup(&attributes, 0)
+            flags |= POSIX_SPAWN_SETPGROUP
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
 
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
         var child: pid_t = 0

@@ -60,7 +60,9 @@ public final class LocalRedisServer: Sendable {
 
         let server: ChildProcess
         do {
-            server = try ChildProcess("redis-server", [config.path])
+            // In a process group of its own: a Ctrl-C on the terminal reaches `provision up`, which
+            // stops this server after its workers have drained, not before.
+            server = try ChildProcess("redis-server", [config.path], ownProcessGroup: true)
         } catch {
             throw LocalRedisError.notStarted("\(error) (Debian: apt-get install -y redis-server)")
         }

@@ -22,7 +22,16 @@ final class RedisConnection {
         context = nil
     }
 
+    /// hiredis writes with `write(2)`: to a socket whose server went away (a Redis restarted under
+    /// a unix socket) that raises SIGPIPE, which kills the process. Ignored once per process, so
+    /// the write fails with EPIPE and the reconnect logic takes over.
+    private static let pipeSignalIgnored: Bool = {
+        signal(SIGPIPE, SIG_IGN)
+        return true
+    }()
+
     func connect() throws(RedisError) {
+        _ = Self.pipeSignalIgnored
         close()
         let connectTimeout = timeval(configuration.connectTimeout)
         let made: UnsafeMutablePointer<redisContext>?

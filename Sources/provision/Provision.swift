@@ -14,6 +14,14 @@ struct Provision: AsyncParsableCommand {
             StatusCommand.self, EventsCommand.self, CancelCommand.self, DownloadCommand.self, AnalyzeCommand.self,
             LockCommand.self, PlanCommand.self, VerifyCommand.self, ExportCommand.self,
         ])
+
+    static func main() async {
+        // A write to a socket or pipe whose reader is gone (a Redis restarted under a unix socket,
+        // `provision … | head`) must come back as EPIPE to the caller that can handle it, not
+        // kill the process with SIGPIPE (exit 141). Children start with default signals again.
+        signal(SIGPIPE, SIG_IGN)
+        await main(nil)
+    }
 }
 
 /// Options every command that talks to one machine's queue shares.
@@ -76,7 +84,7 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
     } catch let error as ExitCode {
         throw error
     } catch {
-        FileHandle.standardError.write(Data("provision: \(processRedactor.scrub("\(error)"))\n".utf8))
+        writeAll(STDERR_FILENO, "provision: \(processRedactor.scrub("\(error)"))\n")
         throw ExitCode.failure
     }
 }
@@ -87,6 +95,19 @@ func currentExecutable() -> String {
 }
 
 /// Writes one line to standard output at once (unbuffered), so progress reaches a pipe as it happens.
+/// A reader that went away (EPIPE) loses the line; the command goes on to its orderly end.
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((processRedactor.scrub(line) + "\n").utf8))
+    writeAll(STDOUT_FILENO, processRedactor.scrub(line) + "\n")
+}
+
+/// Writes `text` to `fd` whole, retrying short writes and EINTR, giving up silently on other errors.
+func writeAll(_ fd: Int32, _ text: String) {
+    let bytes = Array(text.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeBytes { buffer in write(fd, buffer.baseAddress.map { $0 + done }, buffer.count - done) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        done += n
+    }
 }

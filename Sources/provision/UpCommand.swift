@@ -47,6 +47,12 @@ func bringUp(
     let environment = ProcessInfo.processInfo.environment
     let machine = (try? queue.machineID) ?? "local"
 
+    // Signals are caught before anything is started, so a Ctrl-C at any point ends in the ordered
+    // stop below: workers drain, then the private Redis stops (and is waited for), then the summary.
+    let shutdown = Shutdown()
+    let signals = shutdown.onSignals()
+    defer { signals.forEach { $0.cancel() } }
+
     var privateRedis: LocalRedisServer?
     let url: String
     if let given = try? queue.redisURL {
@@ -63,6 +69,11 @@ func bringUp(
         say("started a private redis-server (data in \(directory.path))")
     }
     defer { privateRedis?.stop() }
+    if let signal = shutdown.requestedBySignal {
+        privateRedis?.stop()
+        say("interrupted by \(signalName(signal)) before anything ran")
+        throw ExitCode(128 + signal)
+    }
 
     let jobQueue = try JobQueue(redis: try RedisClient(url: url, label: "up"), machine: machine, prefix: queue.keyPrefix)
     let clock = ContinuousClock()
@@ -72,9 +83,6 @@ func bringUp(
         say("enqueued \(enqueued.jobs) jobs for machine \(machine) (generation \(enqueued.generation))")
     }
 
-    let shutdown = Shutdown()
-    let signals = shutdown.onSignals()
-    defer { signals.forEach { $0.cancel() } }
     var services: MachineServices
     do {
         services = try await MachineServices.start(
@@ -95,12 +103,16 @@ func bringUp(
     let workers = Task { try await supervisor.run(until: shutdown) }
     say("running \(pool.processes) worker processes × \(pool.concurrency) slots")
 
-    var status = try await jobQueue.status()
+    // A Redis that stays unreachable beyond the client's reconnect window ends the wait; the stop
+    // below still runs in order, and the error is reported after it.
+    var lost: (any Error)?
+    var status = MachineStatus(machineID: machine, hash: [:], reasons: [])
+    do { status = try await jobQueue.status() } catch { lost = error }
     var lastLine = ""
     let deadline = started + .milliseconds(Int(timeout * 1000))
-    while !shutdown.isRequested && (planJSON == nil || !(status.isSettled || status.state == .failed)) && clock.now < deadline {
-        try await Task.sleep(for: .milliseconds(planJSON == nil ? 1000 : 200))
-        status = try await jobQueue.status()
+    while lost == nil && !shutdown.isRequested && (planJSON == nil || !(status.isSettled || status.state == .failed)) && clock.now < deadline {
+        try? await Task.sleep(for: .milliseconds(planJSON == nil ? 1000 : 200))
+        do { status = try await jobQueue.status() } catch { lost = error }
         let line = "  \(status.state.rawValue): \(status.count("succeeded"))/\(status.count("total")) succeeded · \(status.count("active")) active · \(status.count("failed") + status.count("dead")) failed"
         if line != lastLine && status.planID != nil {
             say(line)
@@ -109,21 +121,47 @@ func bringUp(
     }
     let elapsed = clock.now - started
     let monitor = MachineMonitor(redis: jobQueue.redis, keys: jobQueue.keys, stallAfter: telemetry.stallDuration)
-    if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
-    say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
-    if serve && status.state == .ready && !shutdown.isRequested {
+    var summaryShown = false
+    if lost == nil && serve && status.state == .ready && !shutdown.isRequested {
+        if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
+        summaryShown = true
         say("ready; serving until SIGTERM")
         await shutdown.wait()
     }
+    let signal = shutdown.requestedBySignal
+    if let signal, !summaryShown { say("\(signalName(signal)) received: letting the workers drain") }
     shutdown.request()
     let stopped = await workers.result
     await services.stop()
+    let snapshot = lost == nil && !summaryShown ? try? await monitor.snapshot() : nil
+    jobQueue.redis.close()
+    if let server = privateRedis {
+        server.stop()
+        privateRedis = nil
+        say("stopped the private redis-server")
+    }
+    if let snapshot { say(StatusText.summary(snapshot)) }
+    say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
+    if let lost { throw lost }
     try stopped.get()
     switch status.state {
     case .ready: return
     case .failed, .cancelled: throw ExitCode(1)
     default:
+        if let signal {
+            say("interrupted by \(signalName(signal)) before the machine was ready")
+            throw ExitCode(128 + signal)
+        }
         if planJSON == nil { return }
         throw ExitCode(2)
+    }
+}
+
+/// `SIGINT`, `SIGTERM`, or the number.
+func signalName(_ number: Int32) -> String {
+    switch number {
+    case SIGINT: return "SIGINT"
+    case SIGTERM: return "SIGTERM"
+    default: return "signal \(number)"
     }
 }

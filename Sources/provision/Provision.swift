@@ -20,6 +20,7 @@ struct Provision: AsyncParsableCommand {
         // `provision … | head`) must come back as EPIPE to the caller that can handle it, not
         // kill the process with SIGPIPE (exit 141). Children start with default signals again.
         signal(SIGPIPE, SIG_IGN)
+        appendToSharedLogFiles()
         await main(nil)
     }
 }
@@ -98,6 +99,18 @@ func currentExecutable() -> String {
 /// A reader that went away (EPIPE) loses the line; the command goes on to its orderly end.
 func say(_ line: String) {
     writeAll(STDOUT_FILENO, processRedactor.scrub(line) + "\n")
+}
+
+/// Worker processes write to their supervisor's standard error. When that is a file opened without
+/// O_APPEND (`provision worker > pool.log 2>&1`), each process writes at its own offset and their
+/// lines overwrite each other; with O_APPEND every write lands at the end of the file.
+func appendToSharedLogFiles() {
+    for fd in [STDOUT_FILENO, STDERR_FILENO] {
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0 && flags & O_APPEND == 0 { _ = fcntl(fd, F_SETFL, flags | O_APPEND) }
+    }
 }
 
 /// Writes `text` to `fd` whole, retrying short writes and EINTR, giving up silently on other errors.

@@ -17,13 +17,16 @@ public final class LocalRedisServer: Sendable {
     public let listen: Listen
     public let password: String?
     public let appendOnly: Bool
+    /// More lines for redis.conf (tests: `enable-debug-command local`).
+    public let extraConfiguration: [String]
     private let process = Mutex<ChildProcess?>(nil)
 
-    public init(directory: URL, listen: Listen, appendOnly: Bool = true, password: String? = nil) {
+    public init(directory: URL, listen: Listen, appendOnly: Bool = true, password: String? = nil, extraConfiguration: [String] = []) {
         self.directory = directory
         self.listen = listen
         self.appendOnly = appendOnly
         self.password = password
+        self.extraConfiguration = extraConfiguration
     }
 
     /// A URL clients can use, with the password when there is one.
@@ -56,6 +59,7 @@ public final class LocalRedisServer: Sendable {
             lines += ["port 0", "unixsocket \(path)", "unixsocketperm 700"]
         }
         if let password { lines.append("requirepass \"\(password)\"") }
+        lines += extraConfiguration
         _ = FileManager.default.createFile(atPath: config.path, contents: Data((lines.joined(separator: "\n") + "\n").utf8), attributes: [.posixPermissions: 0o600])
 
         let server: ChildProcess

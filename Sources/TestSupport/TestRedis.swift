@@ -8,11 +8,11 @@ public final class TestRedis: Sendable {
     public let directory: URL
 
     /// With `unixSocket` the server listens on `DIRECTORY/redis.sock` only (`port` is 0).
-    public init(appendOnly: Bool = false, password: String? = nil, unixSocket: Bool = false) async throws {
+    public init(appendOnly: Bool = false, password: String? = nil, unixSocket: Bool = false, extraConfiguration: [String] = []) async throws {
         directory = try makeTemporaryDirectory("redis")
         port = unixSocket ? 0 : try LocalRedisServer.freeLoopbackPort()
         let listen: LocalRedisServer.Listen = unixSocket ? .socket(path: directory.appendingPathComponent("redis.sock").path) : .loopback(port: port)
-        server = LocalRedisServer(directory: directory, listen: listen, appendOnly: appendOnly, password: password)
+        server = LocalRedisServer(directory: directory, listen: listen, appendOnly: appendOnly, password: password, extraConfiguration: extraConfiguration)
         try await server.start()
     }
 

@@ -22,7 +22,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             guard let text = try await source.planJSON(machine: try queue.machineID) else {
                 throw ValidationError("Say what to install: --plan FILE, --spec FILE or --discovery-api URL.")
             }
-            let jobQueue = try JobQueue(redis: try RedisClient(url: try queue.redisURL), machine: try queue.machineID, prefix: queue.keyPrefix)
+            let jobQueue = try JobQueue(redis: try queue.oneShotClient(), machine: try queue.machineID, prefix: queue.keyPrefix)
             let enqueued = try await jobQueue.enqueue(planJSON: text, replace: replace)
             say("enqueued \(enqueued.jobs) jobs for machine \(jobQueue.keys.machine) (generation \(enqueued.generation), \(enqueued.ready) ready now)")
         }
@@ -133,7 +133,7 @@ struct CancelCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let jobQueue = try JobQueue(redis: try RedisClient(url: try queue.redisURL), machine: try queue.machineID, prefix: queue.keyPrefix)
+            let jobQueue = try JobQueue(redis: try queue.oneShotClient(), machine: try queue.machineID, prefix: queue.keyPrefix)
             guard let plan = try await jobQueue.status().planID else {
                 throw UserFacingError(message: "Machine \(jobQueue.keys.machine) has no plan to cancel.")
             }

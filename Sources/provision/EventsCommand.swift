@@ -47,6 +47,8 @@ struct EventsCommand: AsyncParsableCommand {
             let stream = fleet ? keys.fleetEvents : keys.events
             var configuration = try RedisConfiguration(url: try queue.redisURL)
             configuration.commandTimeout = max(configuration.commandTimeout, .seconds(5))
+            // Following is a long-running reader that rides out restarts; a one-time read is not.
+            if !follow { configuration = QueueOptions.oneShot(configuration) }
             let redis = RedisClient(configuration: configuration, label: "events")
             let shutdown = Shutdown()
             let signals = follow ? shutdown.onSignals() : []

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import RedisClient
 import Telemetry
 
 /// The `provision` command line: thin wiring of the queue, workers and status.
@@ -54,6 +55,20 @@ struct QueueOptions: ParsableArguments {
             if let id = ProcessInfo.processInfo.environment["MACHINE_ID"], !id.isEmpty { return id }
             throw ValidationError("Say which machine with --machine ID or MACHINE_ID.")
         }
+    }
+
+    /// A client for a command that runs once and ends (`status`, `enqueue`, `events`, `cancel`): a
+    /// Redis that cannot be reached is reported within about 5 s (2 s to connect, 3 s of retries),
+    /// where workers keep the URL's long reconnect window to ride out a restart.
+    func oneShotClient(label: String = "redis") throws -> RedisClient {
+        RedisClient(configuration: Self.oneShot(try RedisConfiguration(url: try redisURL)), label: label)
+    }
+
+    static func oneShot(_ configuration: RedisConfiguration) -> RedisConfiguration {
+        var configuration = configuration
+        configuration.connectTimeout = min(configuration.connectTimeout, .seconds(2))
+        configuration.reconnectWindow = min(configuration.reconnectWindow, .seconds(3))
+        return configuration
     }
 
     var keyPrefix: String { prefix ?? ProcessInfo.processInfo.environment["PROVISION_PREFIX"] ?? "provision" }

@@ -28,6 +28,12 @@ struct UpCommand: AsyncParsableCommand {
     @Flag(help: "Keep the workers running after the machine is ready, until SIGTERM.")
     var serve = false
 
+    func validate() throws {
+        guard timeout.isFinite, timeout >= 0, timeout <= 366 * 86400 else {
+            throw ValidationError("--timeout must be between 0 and 31622400 seconds.")
+        }
+    }
+
     func run() async throws {
         try await reportingErrors {
             let planText = try await source.planJSON(machine: (try? queue.machineID) ?? "local")

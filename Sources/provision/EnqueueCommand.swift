@@ -119,6 +119,13 @@ func readPlanFile(_ path: String, limit: Int = 64 << 20) throws -> String {
     guard let text = String(data: data, encoding: .utf8) else {
         throw UserFacingError(message: "The plan \(path) is not UTF-8 text.")
     }
+    // Strict JSON and the plan's shape before anything reaches Redis: the script's decoder takes
+    // `0x2`, lets a repeated key win, and cannot say which field has the wrong type.
+    do throws(StrictJSONError) {
+        try PlanShape.check(text)
+    } catch {
+        throw UserFacingError(message: "The plan was refused: \(error).")
+    }
     return text
 }
 

@@ -144,6 +144,6 @@ public struct NetworkAddress: Sendable, Hashable, CustomStringConvertible {
         let family = isIPv4 ? AF_INET : AF_INET6
         let text = raw.withUnsafeMutableBytes { inet_ntop(family, $0.baseAddress, &buffer, socklen_t(buffer.count)) }
         guard text != nil else { return "?" }
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

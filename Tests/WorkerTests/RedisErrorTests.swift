@@ -34,6 +34,38 @@ struct RedisErrorTests {
         }
     }
 
+    /// `status --wait` across a Redis that is away for longer than one-shot retries last: it keeps
+    /// waiting and exits 0 when the machine is ready; with Redis gone until the timeout it exits 3
+    /// with one sentence, never 1 ("failed").
+    @Test func statusWaitOutlastsARedisOutage() async throws {
+        let redis = try await TestRedis(appendOnly: true)
+        defer { redis.stop() }
+        let queue = try JobQueue(redis: try redis.client(reconnectWindow: .seconds(30)), machine: "m1")
+        _ = try await queue.enqueue(planJSON: planJSON("outage", (0..<4).map { sleepJob("j\($0)", ms: 50) }))
+        let waiter = try TestProcess.provision(["status", "--machine", "m1", "--wait", "--timeout", "120"], environment: ["REDIS_URL": redis.url])
+        defer { waiter.terminate() }
+        try await Task.sleep(for: .milliseconds(800))
+        try await redis.restart(downtime: .seconds(6))
+        #expect(waiter.isRunning, "\(waiter.output)")
+        let pool = try TestProcess.provision(
+            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "2", "--health-port", "0"], environment: ["REDIS_URL": redis.url])
+        defer { pool.terminate() }
+        let exit = await waiter.wait(timeout: .seconds(90))
+        #expect(exit == 0, "\(String(describing: exit)): \(waiter.output)")
+
+        // Gone for good: the timeout ends the wait with the Redis problem, exit 3.
+        _ = try await queue.enqueue(planJSON: planJSON("outage-2", [sleepJob("a", ms: 60_000)]), replace: true)
+        let second = try TestProcess.provision(["status", "--machine", "m1", "--wait", "--timeout", "6"], environment: ["REDIS_URL": redis.url])
+        defer { second.terminate() }
+        try await Task.sleep(for: .milliseconds(800))
+        pool.terminate()
+        redis.server.stop()
+        let gone = await second.wait(timeout: .seconds(60))
+        #expect(gone == 3, "\(String(describing: gone)): \(second.output)")
+        let lines = second.output.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("provision: Could not connect to Redis"), "\(second.output)")
+    }
+
     @Test func negativeTimeoutsAreRangeErrors() async throws {
         for (arguments, option) in [
             (["status", "--machine", "m1", "--wait", "--timeout=-1"], "--timeout"),

@@ -36,6 +36,26 @@ struct ShutdownTests {
         #expect(!before.isEmpty && before.allSatisfy { !processExists($0) })
     }
 
+    /// SIGTERM (a service manager stopping `up`) ends the same way, with exit 143.
+    @Test func sigtermOnUpStopsInOrderWithExit143() async throws {
+        let folder = try makeTemporaryDirectory("up-term")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let planFile = folder.appendingPathComponent("plan.json")
+        try planJSON("terminated", (0..<10).map { sleepJob("j\($0)", ms: 2000) }).write(to: planFile, atomically: true, encoding: .utf8)
+        let up = try TestProcess.provision(
+            ["up", "--machine", "m1", "--plan", planFile.path, "--processes", "1", "--concurrency", "2", "--health-port", "0",
+             "--state-dir", folder.path],
+            environment: ["REDIS_URL": "", "PROVISION_REDIS_URL": ""])
+        defer { up.terminate() }
+        #expect(try await eventually(timeout: .seconds(60)) { up.output.contains("active") }, "\(up.output)")
+        let tree = descendantPIDs(of: up.pid)
+        up.signal(SIGTERM)
+        let exit = await up.wait(timeout: .seconds(90))
+        #expect(exit == 143, "exit \(String(describing: exit)): \(up.output.suffix(3000))")
+        #expect(up.output.contains("stopped the private redis-server") && up.output.contains("interrupted by SIGTERM"), "\(up.output.suffix(2000))")
+        for pid in tree { #expect(!processExists(pid), "pid \(pid) is left") }
+    }
+
     /// Ctrl-C on `provision up` with its private Redis: SIGINT reaches the whole foreground process
     /// group; the workers drain, the private Redis stops and is waited for, the summary is printed,
     /// and `up` exits 130. No process is left, zombies included.

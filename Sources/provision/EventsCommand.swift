@@ -60,7 +60,7 @@ struct EventsCommand: AsyncParsableCommand {
                 let start = last.map { "(" + $0 } ?? "-"
                 let page = try await redis.send("XRANGE", stream, start, "+", "COUNT", "500").array ?? []
                 let entries = page.compactMap(Entry.init)
-                print(entries)
+                if !print(entries) { return }
                 if let id = entries.last?.id { last = id }
                 if page.count < 500 { break }
             }
@@ -72,7 +72,8 @@ struct EventsCommand: AsyncParsableCommand {
                     let page = first[1].array
                 else { continue }
                 let entries = page.compactMap(Entry.init)
-                print(entries)
+                // Nobody reads any more (`provision events --follow | head`): stop, as SIGPIPE did.
+                if !print(entries) { return }
                 if let id = entries.last?.id { last = id }
             }
         }
@@ -98,18 +99,20 @@ struct EventsCommand: AsyncParsableCommand {
         }
     }
 
-    private func print(_ entries: [Entry]) {
-        guard !entries.isEmpty else { return }
+    /// Prints the entries; false when standard output is gone.
+    @discardableResult
+    private func print(_ entries: [Entry]) -> Bool {
+        guard !entries.isEmpty else { return true }
         switch format {
         case .json:
-            say(entries.map(\.line).joined(separator: "\n"))
+            return say(entries.map(\.line).joined(separator: "\n"))
         case .otlp:
             let events = entries.compactMap { entry -> [String: EventValue]? in
                 guard var event = StepEvent.decode(entry.json) else { return nil }
                 event["stream_id"] = .string(entry.id)
                 return event
             }
-            say(OTLPLogs.request(events: events))
+            return say(OTLPLogs.request(events: events))
         }
     }
 }

@@ -111,8 +111,10 @@ func currentExecutable() -> String {
 }
 
 /// Writes one line to standard output at once (unbuffered), so progress reaches a pipe as it happens.
-/// A reader that went away (EPIPE) loses the line; the command goes on to its orderly end.
-func say(_ line: String) {
+/// A reader that went away (EPIPE) loses the line and false comes back; the command decides
+/// whether to end (`events --follow`) or to go on to its orderly end (`up`).
+@discardableResult
+func say(_ line: String) -> Bool {
     writeAll(STDOUT_FILENO, processRedactor.scrub(line) + "\n")
 }
 
@@ -128,14 +130,16 @@ func appendToSharedLogFiles() {
     }
 }
 
-/// Writes `text` to `fd` whole, retrying short writes and EINTR, giving up silently on other errors.
-func writeAll(_ fd: Int32, _ text: String) {
+/// Writes `text` to `fd` whole, retrying short writes and EINTR; false on any other error.
+@discardableResult
+func writeAll(_ fd: Int32, _ text: String) -> Bool {
     let bytes = Array(text.utf8)
     var done = 0
     while done < bytes.count {
         let n = bytes.withUnsafeBytes { buffer in write(fd, buffer.baseAddress.map { $0 + done }, buffer.count - done) }
         if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
+        if n <= 0 { return false }
         done += n
     }
+    return true
 }

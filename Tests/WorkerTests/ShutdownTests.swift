@@ -36,6 +36,28 @@ struct ShutdownTests {
         #expect(!before.isEmpty && before.allSatisfy { !processExists($0) })
     }
 
+    /// With SIGPIPE ignored, `events --follow | head -1` must still end once `head` is gone: the
+    /// next write fails with EPIPE and the command stops.
+    @Test func eventsFollowStopsWhenItsReaderIsGone() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = try redis.client()
+        let stream = try MachineKeys(prefix: "provision", machine: "m1").events
+        try await client.send("XADD", stream, "*", "event", #"{"event":"first"}"#)
+        let pipeline = try TestProcess(
+            "/bin/sh", ["-c", "\"$0\" events --machine m1 --follow | head -1", provisionExecutable()], environment: ["REDIS_URL": redis.url])
+        defer { pipeline.terminate() }
+        #expect(try await eventually(timeout: .seconds(20)) { pipeline.output.contains("first") }, "\(pipeline.output)")
+        try await Task.sleep(for: .milliseconds(300))
+        for index in 0..<3 {
+            try await client.send("XADD", stream, "*", "event", #"{"event":"more-\#(index)"}"#)
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        let exit = await pipeline.wait(timeout: .seconds(20))
+        #expect(exit == 0, "\(String(describing: exit)): \(pipeline.output)")
+        #expect(!pipeline.output.contains("more-"))
+    }
+
     /// SIGTERM (a service manager stopping `up`) ends the same way, with exit 143.
     @Test func sigtermOnUpStopsInOrderWithExit143() async throws {
         let folder = try makeTemporaryDirectory("up-term")

@@ -154,11 +154,12 @@ func bringUp(
     case .ready: return
     case .failed, .cancelled: throw ExitCode(1)
     default:
+        // Without a plan `up` only runs workers: stopping them is its normal end, as for `worker`.
+        if planJSON == nil { return }
         if let signal {
             say("interrupted by \(signalName(signal)) before the machine was ready")
             throw ExitCode(128 + signal)
         }
-        if planJSON == nil { return }
         throw ExitCode(2)
     }
 }

@@ -31,8 +31,9 @@ public final class ChildProcess: Sendable {
 
     /// Starts `executable` (a path, or a name looked up in PATH) in `workingDirectory`. Output goes
     /// to `outputPath` (appended) or nowhere; standard input is /dev/null. With `newProcessGroup` the
-    /// child leads a process group of its own: a terminal's Ctrl-C does not reach it, and
-    /// `signalGroup` reaches whatever it started.
+    /// child leads a process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group)
+    /// reaches only this process, which stops the child in its own order, and `signalGroup` reaches
+    /// whatever the child started.
     public init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
         workingDirectory: String? = nil, newProcessGroup: Bool = false

@@ -141,9 +141,18 @@ def show_phase(phase):
         for line in check[:12]:
             if not line.startswith("No broken"):
                 print(f"    {line}")
-        print(f"  torch before {read(os.path.join(d['folder'], 'torch-before')).strip()}, after {read(os.path.join(d['folder'], 'torch-after')).strip()}")
+        last = lambda text: (text.strip().splitlines() or ["?"])[-1]
+        print(f"  torch before {last(read(os.path.join(d['folder'], 'torch-before')))}, after {last(read(os.path.join(d['folder'], 'torch-after')))}")
         freeze = [l for l in read(os.path.join(d["folder"], "pip-freeze.txt")).splitlines() if l.strip()]
-        print(f"  packages (pip freeze --all): {len(freeze)}")
+        notable = [l for l in freeze if re.match(r"(?i)^(numpy|opencv[-_a-z]*|onnxruntime[-_a-z]*)[=@ ]", l)]
+        print(f"  packages (pip freeze --all): {len(freeze)}; {', '.join(notable)}")
+        if way == "provision":
+            deps = d["jobs"].get("python-deps", {}).get("result", {})
+            for choice in deps.get("exclusive", []):
+                print(f"  python-deps kept {choice.get('kept')}, dropped {', '.join(choice.get('dropped', []))} (asked: {'; '.join(choice.get('wanted_by', []))})")
+            for script in d["jobs"].get("install-scripts", {}).get("result", {}).get("scripts", []):
+                if script.get("error_lines"):
+                    print(f"  install.py of {script.get('name')}: {len(script['error_lines'])} error lines, last: {script['error_lines'][-1][:140]}")
     return {w: data[w]["total"] for w in ways}
 
 

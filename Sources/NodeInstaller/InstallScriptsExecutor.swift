@@ -52,7 +52,9 @@ public struct InstallScriptsExecutor: JobExecutor {
     private func runScript(_ node: InstallScriptsPayload.Node, in directory: String) async throws(JobFailure) -> (seconds: Double, tail: [String], errors: [String]) {
         let workspace = configuration.workspace
         let python = FileManager.default.isExecutableFile(atPath: workspace.python) ? workspace.python : configuration.systemPython
-        var environment = configuration.childEnvironment
+        // Scripts clone sub-packages (Impact-Pack clones its Subpack with GitPython): they see the
+        // mirror rewrites the node clones use.
+        var environment = configuration.gitChildEnvironment
         var secrets: [String] = []
         for (key, template) in node.env ?? [:] {
             let value = try EnvironmentTemplate.expand(template, environment: configuration.exposedEnvironment, field: "env \(key) of node \(node.name)")

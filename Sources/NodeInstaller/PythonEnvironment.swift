@@ -121,22 +121,8 @@ struct PythonEnvironment: Sendable {
         }
     }
 
-    /// uv runs git for `git+https` requirements: the same transports and mirror rewrites as the
-    /// node clones (git's `insteadOf`, given through the environment so nested git dependencies
-    /// see it too), and no system git configuration.
-    var uvEnvironment: [String: String] {
-        var env = configuration.childEnvironment
-        let rewrites = configuration.sources.rewrites
-        env["GIT_CONFIG_COUNT"] = String(rewrites.count)
-        for (index, rule) in rewrites.enumerated() {
-            env["GIT_CONFIG_KEY_\(index)"] = "url.\(rule.to).insteadOf"
-            env["GIT_CONFIG_VALUE_\(index)"] = rule.from
-        }
-        env["GIT_CONFIG_NOSYSTEM"] = "1"
-        env["GIT_TERMINAL_PROMPT"] = "0"
-        env["GIT_ALLOW_PROTOCOL"] = configuration.sources.allowLocal ? "https:file" : "https"
-        return env
-    }
+    /// uv runs git for `git+https` requirements: the same transports and mirror rewrites as the node clones.
+    var uvEnvironment: [String: String] { configuration.gitChildEnvironment }
 
     private func run(_ executable: String, _ arguments: [String], what: String) async throws(JobFailure) -> String {
         let output: ChildProcess.Output

@@ -198,6 +198,23 @@ struct InstallScriptsTests {
         #expect(try RequirementsReader.read(node: "editable", directory: folder.path, allowOutside: true, sources: h.configuration.sources).map(\.line) == ["-e ./vendor/lib"])
     }
 
+    @Test func anInstallScriptThatClonesSeesTheMirrorRewrites() async throws {
+        let h = try NodeHarness()
+        defer { h.cleanup() }
+        // Like Impact-Pack's install.py: it clones a sub-package from its public URL with git.
+        _ = try await makeGitRepo(in: h.repos, name: "subpack", commits: [["sub.py": "SUB = 1\n"]])
+        let script = """
+            import subprocess, sys
+            result = subprocess.run(["git", "clone", "-q", "https://github.example/subpack", "subpack"], capture_output=True, text=True)
+            print(result.stderr)
+            sys.exit(result.returncode)
+            """
+        let parent = try await makeGitRepo(in: h.repos, name: "parent", commits: [["install.py": script, ".gitignore": "subpack/\n"]])
+        _ = try await h.node(["name": "parent", "url": parent.url])
+        _ = try await h.scripts([["name": "parent"]])
+        #expect(FileManager.default.fileExists(atPath: h.configuration.workspace.node("parent") + "/subpack/sub.py"))
+    }
+
     @Test func outputIsMadePrintable() {
         let bytes: [UInt8] = [0x41, 0x00, 0x1B, 0x5B, 0x33, 0x31, 0x6D, 0x42, 0x0D, 0x43, 0xFF, 0x07, 0x0A]
         #expect(ChildProcess.printable(Data(bytes)) == "AB\nC\u{FFFD}\n")

@@ -73,6 +73,21 @@ struct PythonEnvironment: Sendable {
         return output.split(separator: "\n").map(String.init).filter { $0.contains("==") }
     }
 
+    /// Every installed distribution as `name==version`.
+    func installedDistributions() async -> [String] {
+        let script = "import importlib.metadata as m\nfor d in m.distributions(): print(f\"{d.metadata['Name']}=={d.version}\")"
+        guard let output = try? await run(workspace.python, ["-c", script], what: "listing installed packages") else { return [] }
+        return output.split(separator: "\n").map(String.init).filter { $0.contains("==") }
+    }
+
+    /// Distributions of one module installed side by side (a script's `pip install` brought one
+    /// back): one kept by the same rule as python-deps, the others removed. Returns the choices.
+    func settleExclusiveDistributions(gpu: Bool) async throws(JobFailure) -> [ExclusiveDistributions.Choice] {
+        let (_, choices) = ExclusiveDistributions.pick(await installedDistributions(), gpu: gpu)
+        for choice in choices { try await uninstall(choice.dropped.map(RequirementsReader.projectName)) }
+        return choices
+    }
+
     /// `uv pip compile`: resolves `requirements` under `constraints`; returns the pinned lines or uv's explanation.
     func compile(requirements: [String], constraints: [String], in folder: String) async throws(JobFailure) -> Resolution {
         let input = folder + "/requirements.in"

@@ -16,6 +16,9 @@ public final class EventPublisher: Sendable {
     public struct Configuration: Sendable {
         /// `MAXLEN ~` of the machine's event stream.
         public var maxLength = 10_000
+        /// Events older than this are trimmed (`XTRIM MINID ~`), and a stream (and `B:metrics`) with
+        /// no write for this long expires: an idle or abandoned machine's telemetry does not stay.
+        public var maxAge: Duration = .seconds(7 * 24 * 3600)
         /// How often buffered records are written.
         public var flushInterval: Duration = .milliseconds(25)
         /// Events kept while Redis is unreachable; older ones are dropped (and counted) beyond it.
@@ -292,7 +295,13 @@ public final class EventPublisher: Sendable {
             RESP.appendCommand(arguments, to: &tail)
             tailCommands += 1
         }
-        if !batch.ends.isEmpty { command(["XTRIM", keys.events, "MAXLEN", "~", String(configuration.maxLength)]) }
+        let maxAgeMs = Int64(configuration.maxAge / .milliseconds(1))
+        if !batch.ends.isEmpty {
+            command(["XTRIM", keys.events, "MAXLEN", "~", String(configuration.maxLength)])
+            let oldest = max(0, Int64(Date().timeIntervalSince1970 * 1000) - maxAgeMs)
+            command(["XTRIM", keys.events, "MINID", "~", String(oldest)])
+            command(["PEXPIRE", keys.events, String(maxAgeMs)])
+        }
         for (job, json) in batch.progress {
             if let json { command(["HSET", keys.progress, job, json]) } else { command(["HDEL", keys.progress, job]) }
         }
@@ -300,6 +309,7 @@ public final class EventPublisher: Sendable {
             command(["EXPIRE", keys.progress, String(configuration.progressTTLSeconds)])
         }
         for (field, amount) in counters { command(["HINCRBY", keys.metrics, field, String(amount)]) }
+        if !counters.isEmpty { command(["PEXPIRE", keys.metrics, String(maxAgeMs)]) }
         do {
             let errors = try redis.sendBlocking(encoded: [batch.payload[...], tail[...]], commands: batch.ends.count + tailCommands)
             // A refused XADD (keys of the wrong type) loses its event: count them.

@@ -313,10 +313,10 @@ struct AggregatorTests {
             return
         }
         let early = FleetAnnouncement(machineID: "m1", generation: generation, status: statusHash, failures: failures, claimant: "dead-after-publish", tookOver: false)
-        let reply = try await h.client.eval(
-            QueueScript.fleet, keys: [h.queue.keys.fleetEvents],
-            arguments: [early.announceID, "0", "1000", h.queue.keys.fleetChannel, early.json, "type", early.type.rawValue, "data", early.json])
-        #expect(reply.array?.first?.string == "added")
+        let (_, duplicate) = try await FleetStream(redis: h.client, keys: h.queue.keys).announce(
+            generation: early.generation, planID: early.planID, message: early.json,
+            fields: [("type", early.type.rawValue), ("data", early.json)])
+        #expect(!duplicate)
         let watch = Task { await announcer.watch() }
         defer { watch.cancel() }
         #expect(try await eventually(timeout: .seconds(10)) { try await h.announced() })

@@ -17,6 +17,8 @@ public struct RedisConfiguration: Sendable, Equatable {
     public var commandTimeout: Duration
     /// How long a client keeps trying to reconnect before a command fails.
     public var reconnectWindow: Duration
+    /// The seed nodes of a Redis Cluster (`redis+cluster://`); nil for one server.
+    public var cluster: [ClusterSeed]?
 
     public init(
         endpoint: Endpoint, username: String? = nil, password: String? = nil, database: Int = 0,
@@ -32,8 +34,14 @@ public struct RedisConfiguration: Sendable, Equatable {
         self.reconnectWindow = reconnectWindow
     }
 
-    /// Parses `redis://[user:password@]host[:port][/db]` or `unix:///path/redis.sock[?db=N&password=P]`.
+    /// Parses `redis://[user:password@]host[:port][/db]`, `unix:///path/redis.sock[?db=N&password=P]` or
+    /// `redis+cluster://[user:password@]host:port[,host:port...]`.
     public init(url text: String) throws(RedisError) {
+        // Several hosts do not fit URLComponents: parsed by hand (ClusterConnections.swift).
+        if text.lowercased().hasPrefix("redis+cluster://") {
+            self = try Self.cluster(url: text)
+            return
+        }
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased()
         else { throw RedisError.invalidURL(reason: "it is not a URL") }
         let query = Dictionary(
@@ -65,7 +73,7 @@ public struct RedisConfiguration: Sendable, Equatable {
         case "rediss":
             throw RedisError.invalidURL(reason: "TLS (rediss://) is not supported by this hiredis build")
         default:
-            throw RedisError.invalidURL(reason: "the scheme '\(scheme)' is not redis:// or unix://")
+            throw RedisError.invalidURL(reason: "the scheme '\(scheme)' is not redis://, unix:// or redis+cluster://")
         }
         if let db = query["db"] {
             guard let value = Int(db), value >= 0 else { throw RedisError.invalidURL(reason: "db=\(db) is not a number") }
@@ -76,6 +84,7 @@ public struct RedisConfiguration: Sendable, Equatable {
 
     /// The server as it may be shown to people: never the password.
     public var serverDescription: String {
+        if let cluster { return "redis+cluster://" + cluster.map(\.address).joined(separator: ",") }
         switch endpoint {
         case .tcp(let host, let port): return "redis://\(host):\(port)/\(database)"
         case .unix(let path): return "unix://\(path)?db=\(database)"

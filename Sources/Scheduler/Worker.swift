@@ -2,6 +2,7 @@ import Foundation
 import JobQueue
 import Logging
 import RedisClient
+import Synchronization
 
 /// How one worker process behaves.
 public struct WorkerConfiguration: Sendable {
@@ -42,6 +43,9 @@ public final class Worker: Sendable {
     private let logger: Logger
     private let observers: [any WorkerObserver]
     private let active = ActiveJobs()
+    /// Retries this process scheduled: a wait whose upkeep time was computed before one of them
+    /// must claim again to learn when the retry is due.
+    private let retriesScheduled = Atomic<Int>(0)
     private let completions: CompletionBatcher
 
     /// The process's one connection for claims, heartbeats, completions and the idle wait: a fleet
@@ -156,7 +160,9 @@ public final class Worker: Sendable {
     private func waitForWork(upkeepIn: Int?, until shutdown: Shutdown) async throws(RedisError) {
         let clock = ContinuousClock()
         let due = upkeepIn.map { clock.now + .milliseconds($0) }
+        let retries = retriesScheduled.load(ordering: .relaxed)
         while !shutdown.isRequested {
+            if retriesScheduled.load(ordering: .relaxed) != retries { return }
             var wait = Duration.seconds(configuration.idleWaitSeconds)
             if let due {
                 if clock.now >= due { return }
@@ -259,6 +265,7 @@ public final class Worker: Sendable {
                 failure.type = configuration.redact(failure.type)
                 let (status, flip) = try await queue.fail(
                     job.lease, errorType: failure.type, message: failure.message, retryable: failure.retryable)
+                if case .retry = status { retriesScheduled.add(1, ordering: .relaxed) }
                 let sinceEnd = ContinuousClock.now - ended
                 for observer in observers {
                     observer.jobFailed(job, failure: failure, outcome: status, duration: ended - started, sinceEnd: sinceEnd)

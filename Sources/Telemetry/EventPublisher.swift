@@ -311,7 +311,7 @@ public final class EventPublisher: Sendable {
         for (field, amount) in counters { command(["HINCRBY", keys.metrics, field, String(amount)]) }
         if !counters.isEmpty { command(["PEXPIRE", keys.metrics, String(maxAgeMs)]) }
         do {
-            let errors = try redis.sendBlocking(encoded: [batch.payload[...], tail[...]], commands: batch.ends.count + tailCommands)
+            let errors = try redis.sendBlocking(encoded: [batch.payload[...], tail[...]], commands: batch.ends.count + tailCommands, key: keys.events)
             // A refused XADD (keys of the wrong type) loses its event: count them.
             return (batch, .success(errors.filter { $0.index < batch.ends.count }.count))
         } catch {

@@ -398,10 +398,11 @@ import sys, time, redis
 url, base, script, plan, job, token, at = sys.argv[1:8]
 r = redis.Redis.from_url(url)
 sha = r.script_load(open(script).read())
-keys = [f"{base}:{n}" for n in ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events")]
+keys = [f"{base}:{n}" for n in ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
+                                "jobs", "previous", "plans", "progress", "metrics")]
 r.ping()
 while time.time() < float(at):
     pass
-outcome, flipped = r.evalsha(sha, 9, *keys, "complete", base, plan, job, token, "{}")
+outcome, flipped = r.evalsha(sha, len(keys), *keys, "complete", base, plan, job, token, "{}")
 print("ok", flipped.decode() if flipped else "-")
 """#

@@ -262,6 +262,11 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- enqueue <machine_id> <plan_json> <max_payload_bytes> <max_jobs> <replace 0|1> <retention_seconds>
+-- Input:  KEYS[1..14]; writes status, ready, active, delayed, failures, wake, jobs, previous, plans.
+--         ARGV[3] machine id, ARGV[4] plan JSON (schemas/plan.schema.json), ARGV[5] max payload
+--         bytes, ARGV[6] max jobs, ARGV[7] replace, ARGV[8] retention in seconds.
+-- Output: { generation, jobs, ready }
+--         PLAN_INVALID <sentence> | MACHINE_BUSY <sentence> | BAD_REQUEST <sentence>: nothing written.
 ---------------------------------------------------------------------------------------------------
 local function validate_plan(text, max_payload, max_jobs, machine)
   -- Built here, not at the top: only enqueue needs them, and the top runs on every call.
@@ -458,7 +463,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- claim <worker_id> <max_jobs> <upkeep_limit>
--- Returns { flipped, next_upkeep_ms, { job fields... }, ... }; each job is
+-- Input:  KEYS[1..14]; reads/writes status, ready, active, delayed, failures, wake, jobs.
+-- Output: { flipped, next_upkeep_ms, { job fields... }, ... }; each job is
 -- { id, kind, payload, attempt, max_attempts, token, lease_ms, timeout_ms, plan, generation, label }.
 -- next_upkeep_ms: when a claim next has upkeep to do (a retry due, a lease deadline), -1 for never:
 -- an idle worker waits on B:wake that long, or for a marker alone.
@@ -514,6 +520,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- heartbeat <worker_id> <plan> <job> <token> [<plan> <job> <token> ...]
+-- Input:  KEYS[1..14]; writes heartbeats, workers (dead ones removed), active, jobs.
+-- Output: { 1 | 0, ... } one per lease: held (renewed) or lost.
 -- Renews each lease by its job's lease_ms; returns 1 per job still held, 0 per lease lost.
 ---------------------------------------------------------------------------------------------------
 local function heartbeat()
@@ -540,7 +548,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- complete <plan> <job> <token> <result_json>
--- Returns { "ok" | "duplicate" | "stale", flipped }.
+-- Input:  KEYS[1..14]; writes status, ready, active, wake, jobs (and the expiry of a finished plan).
+-- Output: { "ok" | "duplicate" | "stale", flipped }.
 -- complete_many <plan> <job> <token> <result_json> [<plan> <job> <token> <result_json> ...]
 -- The same for up to MAX_BATCH jobs in one call; returns { flipped, { outcome, ... } }.
 ---------------------------------------------------------------------------------------------------
@@ -613,7 +622,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- fail <plan> <job> <token> <error_type> <error_message> <retryable 0|1> <jitter 0..1>
--- Returns { "retry" | "dead" | "stale", flipped, delay_ms }.
+-- Input:  KEYS[1..14]; writes status, active, delayed, failures, jobs.
+-- Output: { "retry" | "dead" | "stale", flipped, delay_ms }.
 ---------------------------------------------------------------------------------------------------
 local function fail_job()
   local plan, id, token = ARGV[3], ARGV[4], ARGV[5]
@@ -641,6 +651,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- release <plan> <job> <token>
+-- Input:  KEYS[1..14]; writes status, ready, active, wake, jobs.   Output: "released" | "stale".
 -- A draining worker hands a job back unfinished; the attempt does not count.
 ---------------------------------------------------------------------------------------------------
 local function release()
@@ -657,6 +668,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- cancel <plan> <reason>
+-- Input:  KEYS[1..14]; writes status, ready, active, delayed, jobs.
+-- Output: { "cancelled", n } | { state, 0 } (already ready/cancelled) | BAD_REQUEST (not the current plan).
 -- Every job not finished becomes cancelled; running jobs learn it at their next heartbeat.
 ---------------------------------------------------------------------------------------------------
 local function cancel()
@@ -686,6 +699,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- register <worker_id> <info_json> | unregister <worker_id>
+-- Input:  KEYS[1..14]; writes workers, heartbeats.   Output: "registered" | "unregistered".
 ---------------------------------------------------------------------------------------------------
 local function register()
   local worker, info = ARGV[3], ARGV[4]
@@ -705,6 +719,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- announce <claimant> <grace_ms> <takeover_ms>
+-- Input:  KEYS[1..14]; reads failures, writes status.
 -- Claims the fleet announcement of the current generation's flip (protocols/events.md §5). The
 -- status field `announced` is "0" (enqueue), "claimed <at_ms> <claimant>" while someone announces,
 -- "1" once announced. A claim older than takeover_ms may be taken over (the claimant died). Callers
@@ -736,7 +751,8 @@ local function announce()
 end
 
 ---------------------------------------------------------------------------------------------------
--- announced <claimant> <event_json> <events_maxlen>
+-- announced <claimant> <event_json> <events_maxlen> [<events_max_age_ms>]
+-- Input:  KEYS[1..14]; writes status, events.   Output: "announced" | "lost".
 -- The claimant has published the announcement fleet-wide: marks the generation announced and
 -- appends the machine's own event (machine.ready.complete, or machine.step.failure for step 21) to
 -- B:events, both at once, so the event is in the stream exactly once. Returns "announced", or

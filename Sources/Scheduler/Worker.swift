@@ -174,7 +174,12 @@ public final class Worker: Sendable {
                 if reply.array != nil { return }
             } else {
                 if try await queue.redis.send("LPOP", queue.keys.wake).string != nil { return }
-                try? await Task.sleep(for: min(wait, .milliseconds(250)))
+                // Checked locally every 25 ms: once the last job ends, the blocking wait takes over at
+                // once (a plan enqueued then starts in milliseconds, not at the next look).
+                let until = clock.now + min(wait, .milliseconds(250))
+                while clock.now < until, await active.count > 0, !shutdown.isRequested {
+                    try? await Task.sleep(for: .milliseconds(25))
+                }
                 if await active.count < configuration.concurrency { continue }
                 return
             }

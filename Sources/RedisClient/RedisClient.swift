@@ -12,15 +12,22 @@ public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
     private let queue: DispatchQueue
     private let box: ConnectionBox
-    /// Set for `redis+cluster://`: every call is routed by its key instead of going to `box`.
-    private let cluster: ClusterConnections?
+    /// Set for `redis+cluster://` and `redis+sentinel://`: every call is routed (by its key, or to
+    /// the master Sentinel names) instead of going to `box`.
+    private let cluster: RoutedConnections?
     private let closed = ClosedFlag()
 
     public init(configuration: RedisConfiguration, label: String = "redis") {
         self.configuration = configuration
         self.queue = DispatchQueue(label: "provision.redis.\(label)")
         self.box = ConnectionBox(RedisConnection(configuration: configuration))
-        self.cluster = configuration.cluster.map { ClusterConnections(configuration: configuration, seeds: $0) }
+        if let seeds = configuration.cluster {
+            self.cluster = RoutedConnections(configuration: configuration, discovery: .cluster(seeds))
+        } else if let sentinel = configuration.sentinel {
+            self.cluster = RoutedConnections(configuration: configuration, discovery: .sentinel(sentinel))
+        } else {
+            self.cluster = nil
+        }
     }
 
     public convenience init(url: String, label: String = "redis") throws(RedisError) {
@@ -136,7 +143,7 @@ public final class RedisClient: Sendable {
 
     /// Runs `body` on the client's queue with the cluster's connections (blocking I/O off the
     /// cooperative pool, one call at a time, as for one server).
-    private func onCluster<T: Sendable>(_ body: @escaping @Sendable (ClusterConnections) throws(RedisError) -> T) async throws(RedisError) -> T {
+    private func onCluster<T: Sendable>(_ body: @escaping @Sendable (RoutedConnections) throws(RedisError) -> T) async throws(RedisError) -> T {
         guard let cluster else { throw .invalidURL(reason: "not a cluster client") }
         let result: Result<T, RedisError> = await withCheckedContinuation { continuation in
             queue.async { [closed, configuration] in

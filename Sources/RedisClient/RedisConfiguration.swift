@@ -19,6 +19,8 @@ public struct RedisConfiguration: Sendable, Equatable {
     public var reconnectWindow: Duration
     /// The seed nodes of a Redis Cluster (`redis+cluster://`); nil for one server.
     public var cluster: [ClusterSeed]?
+    /// The sentinels that name the master (`redis+sentinel://`); nil for one server.
+    public var sentinel: SentinelSpec?
 
     public init(
         endpoint: Endpoint, username: String? = nil, password: String? = nil, database: Int = 0,
@@ -37,9 +39,13 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// Parses `redis://[user:password@]host[:port][/db]`, `unix:///path/redis.sock[?db=N&password=P]` or
     /// `redis+cluster://[user:password@]host:port[,host:port...]`.
     public init(url text: String) throws(RedisError) {
-        // Several hosts do not fit URLComponents: parsed by hand (ClusterConnections.swift).
+        // Several hosts do not fit URLComponents: parsed by hand (RoutedConnections.swift).
         if text.lowercased().hasPrefix("redis+cluster://") {
             self = try Self.cluster(url: text)
+            return
+        }
+        if text.lowercased().hasPrefix("redis+sentinel://") {
+            self = try Self.sentinel(url: text)
             return
         }
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased()
@@ -85,6 +91,9 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// The server as it may be shown to people: never the password.
     public var serverDescription: String {
         if let cluster { return "redis+cluster://" + cluster.map(\.address).joined(separator: ",") }
+        if let sentinel {
+            return "redis+sentinel://" + sentinel.sentinels.map(\.address).joined(separator: ",") + "/\(sentinel.masterName)/\(database)"
+        }
         switch endpoint {
         case .tcp(let host, let port): return "redis://\(host):\(port)/\(database)"
         case .unix(let path): return "unix://\(path)?db=\(database)"

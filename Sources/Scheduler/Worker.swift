@@ -19,6 +19,9 @@ public struct WorkerConfiguration: Sendable {
     public var idleHeartbeat: Duration = .seconds(15)
     /// Applied to every error message and result before it is sent to Redis (secrets out).
     public var redact: @Sendable (String) -> String = { $0 }
+    /// Whether the others sharing the worker's connection (its event publisher) have nothing to
+    /// send, so that an idle `BLPOP` would not hold them back.
+    public var connectionIsQuiet: @Sendable () -> Bool = { true }
 
     public init(workerID: String, concurrency: Int) {
         self.workerID = workerID
@@ -46,6 +49,10 @@ public final class Worker: Sendable {
     /// Retries this process scheduled: a wait whose upkeep time was computed before one of them
     /// must claim again to learn when the retry is due.
     private let retriesScheduled = Atomic<Int>(0)
+    /// Jobs between claim and the end of their report (announcing a flip included). A slot is
+    /// handed over before its job's report ends, so the slots alone cannot say that the connection
+    /// is free for a blocking wait.
+    private let executing = Atomic<Int>(0)
     private let completions: CompletionBatcher
 
     /// The process's one connection for claims, heartbeats, completions and the idle wait: a fleet
@@ -154,9 +161,10 @@ public final class Worker: Sendable {
     }
 
     /// Waits until a claim may find work: a wake marker (a script made jobs ready), the upkeep the
-    /// last claim announced (a retry due, a lease to take back), or shutdown. With no job running it
-    /// blocks in `BLPOP` (no script call while idle); with jobs running it looks at the wake list
-    /// without blocking every 250 ms, so heartbeats and completions on the connection never wait.
+    /// last claim announced (a retry due, a lease to take back), or shutdown. With no job running or
+    /// reporting it blocks in `BLPOP` (no script call while idle); otherwise it looks at the wake list
+    /// without blocking every 250 ms, so heartbeats, completions and a flip's announcement on the
+    /// shared connection never wait behind the blocking call.
     private func waitForWork(upkeepIn: Int?, until shutdown: Shutdown) async throws(RedisError) {
         let clock = ContinuousClock()
         let due = upkeepIn.map { clock.now + .milliseconds($0) }
@@ -168,7 +176,7 @@ public final class Worker: Sendable {
                 if clock.now >= due { return }
                 wait = min(wait, due - clock.now)
             }
-            if await active.count == 0 {
+            if executing.load(ordering: .relaxed) == 0, configuration.connectionIsQuiet() {
                 let seconds = max(0.01, Double(wait / .milliseconds(1)) / 1000)
                 let reply = try await queue.redis.send("BLPOP", queue.keys.wake, String(format: "%.3f", seconds))
                 if reply.array != nil { return }
@@ -177,7 +185,9 @@ public final class Worker: Sendable {
                 // Checked locally every 25 ms: once the last job ends, the blocking wait takes over at
                 // once (a plan enqueued then starts in milliseconds, not at the next look).
                 let until = clock.now + min(wait, .milliseconds(250))
-                while clock.now < until, await active.count > 0, !shutdown.isRequested {
+                while clock.now < until, executing.load(ordering: .relaxed) > 0 || !configuration.connectionIsQuiet(),
+                    !shutdown.isRequested
+                {
                     try? await Task.sleep(for: .milliseconds(25))
                 }
                 if await active.count < configuration.concurrency { continue }
@@ -202,6 +212,8 @@ public final class Worker: Sendable {
     }
 
     private func execute(_ job: ClaimedJob) async {
+        executing.add(1, ordering: .relaxed)
+        defer { executing.subtract(1, ordering: .relaxed) }
         let log = JobLog(base: logger, job: job)
         let started = ContinuousClock.now
         for observer in observers { observer.jobStarted(job, workerID: configuration.workerID) }

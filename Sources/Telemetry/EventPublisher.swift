@@ -100,6 +100,8 @@ public final class EventPublisher: Sendable {
 
     private struct State {
         var pending = Pending()
+        /// A batch is on its way to Redis.
+        var writing = false
         var counterNames: [String] = []
         var counterIndex: [String: Int] = [:]
     }
@@ -236,6 +238,10 @@ public final class EventPublisher: Sendable {
     /// Records still waiting to be written.
     public var bufferedEvents: Int { state.withLock { $0.pending.eventCount } }
 
+    /// Nothing buffered and nothing being written: a worker sharing this publisher's connection may
+    /// block it (an idle `BLPOP`) without holding events back.
+    public var isQuiet: Bool { state.withLock { $0.pending.isEmpty && !$0.writing } }
+
     /// Writes everything recorded so far; returns once Redis has it (or the write failed and the
     /// events were put back for the next flush).
     public func flush() async {
@@ -255,12 +261,14 @@ public final class EventPublisher: Sendable {
         let (batch, names) = state.withLock { state -> (Pending, [String]) in
             let taken = state.pending
             state.pending = Pending()
+            state.writing = !taken.isEmpty
             // The next batch is likely as large: growing the array under the lock would stall
             // every job that records an event meanwhile.
             state.pending.records.reserveCapacity(taken.records.count)
             return (taken, state.counterNames)
         }
         if batch.isEmpty { return }
+        defer { state.withLock { $0.writing = false } }
         let sent = await withCheckedContinuation { (continuation: CheckedContinuation<(Pending, Result<Int, RedisError>), Never>) in
             background.run { [self] in continuation.resume(returning: send(batch, counterNames: names)) }
         }

@@ -135,6 +135,7 @@ func runWorkerProcess(
     observers.append(announcer)
     var worker = configuration
     worker.redact = { processRedactor.scrub($0) }
+    worker.connectionIsQuiet = { [publisher] in publisher?.isQuiet ?? true }
     let runner = try Worker(
         client: client, machine: keys.machine, prefix: keys.prefix, registry: registry, configuration: worker,
         logger: logger, observers: observers)

@@ -13,7 +13,42 @@ public struct ClusterSeed: Sendable, Hashable {
     var address: String { "\(host):\(port)" }
 }
 
+/// Where a `redis+sentinel://` client asks for the master: the sentinels and the master's name.
+public struct SentinelSpec: Sendable, Hashable {
+    public let sentinels: [ClusterSeed]
+    public let masterName: String
+
+    public init(sentinels: [ClusterSeed], masterName: String) {
+        self.sentinels = sentinels
+        self.masterName = masterName
+    }
+}
+
 extension RedisConfiguration {
+    /// Parses `redis+sentinel://[user:password@]host:port[,host:port...]/<master name>[/db]`: the
+    /// sentinels are asked for the master's address (`SENTINEL get-master-addr-by-name`) on connect,
+    /// after a broken connection and after a `READONLY` reply (the old master, now a replica). The
+    /// user and password are the master's; the sentinels are asked without them.
+    static func sentinel(url text: String) throws(RedisError) -> RedisConfiguration {
+        var rest = String(text.dropFirst("redis+sentinel://".count))
+        guard let slash = rest.firstIndex(of: "/") else {
+            throw RedisError.invalidURL(reason: "redis+sentinel:// needs the master's name after the hosts, as /mymaster")
+        }
+        let path = rest[rest.index(after: slash)...].split(separator: "/", omittingEmptySubsequences: true)
+        rest = String(rest[..<slash])
+        guard let name = path.first, name.count <= 200, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
+        else { throw RedisError.invalidURL(reason: "the sentinel master name must be 1-200 letters, digits, '.', '_' or '-'") }
+        var configuration = try cluster(url: "redis+cluster://" + rest)
+        guard let seeds = configuration.cluster else { throw RedisError.invalidURL(reason: "redis+sentinel:// names no sentinel") }
+        configuration.cluster = nil
+        configuration.sentinel = SentinelSpec(sentinels: seeds, masterName: String(name))
+        if path.count > 1 {
+            guard let db = Int(path[1]), db >= 0 else { throw RedisError.invalidURL(reason: "the database '\(path[1].prefix(20))' is not a number") }
+            configuration.database = db
+        }
+        return configuration
+    }
+
     /// Parses `redis+cluster://[user:password@]host:port[,host:port...][/0]`: the seeds are asked for
     /// the slot map (`CLUSTER SLOTS`); the other nodes are learnt from it.
     static func cluster(url text: String) throws(RedisError) -> RedisConfiguration {
@@ -51,12 +86,20 @@ extension RedisConfiguration {
     }
 }
 
-/// A client's connections to the nodes of a Redis Cluster and the slot map that routes each command
-/// by its first key (`ClusterSlot`). hiredis 0.14 knows nothing of clusters, so this follows `MOVED`
-/// (the slot lives elsewhere: update the map), `ASK` (one command to the importing node, after
-/// `ASKING`) and retries `TRYAGAIN` / `CLUSTERDOWN` and broken connections until the reconnect
-/// window closes. Used only on the owning client's serial queue.
-final class ClusterConnections: @unchecked Sendable {
+/// A client's connections when the server is found rather than given: the nodes of a Redis Cluster
+/// with the slot map that routes each command by its first key (`ClusterSlot`), or the master that
+/// Sentinel names. hiredis 0.14 knows neither, so this follows `MOVED` (the slot lives elsewhere:
+/// update the map) and `ASK` (one command to the importing node, after `ASKING`), asks Sentinel
+/// again after `READONLY` (a failed-over master) or a broken connection, and retries `TRYAGAIN`,
+/// `CLUSTERDOWN` and `MASTERDOWN` until the reconnect window closes. Used only on the owning client's
+/// serial queue.
+final class RoutedConnections: @unchecked Sendable {
+    /// How the topology is learnt.
+    enum Discovery {
+        case cluster([ClusterSeed])
+        case sentinel(SentinelSpec)
+    }
+
     private final class Node {
         let connection: RedisConnection
         /// Script name → SHA1 loaded on this node (each node has its own script cache).
@@ -65,14 +108,22 @@ final class ClusterConnections: @unchecked Sendable {
     }
 
     private let configuration: RedisConfiguration
-    private let seeds: [ClusterSeed]
+    private let discovery: Discovery
+    private var seeds: [ClusterSeed] {
+        switch discovery {
+        case .cluster(let seeds): return seeds
+        case .sentinel(let spec): return spec.sentinels
+        }
+    }
+    /// The master Sentinel named last (sentinel mode).
+    private var master: String?
     private var nodes: [String: Node] = [:]
     private var slots: [String?] = Array(repeating: nil, count: ClusterSlot.count)
     private var mapIsCurrent = false
 
-    init(configuration: RedisConfiguration, seeds: [ClusterSeed]) {
+    init(configuration: RedisConfiguration, discovery: Discovery) {
         self.configuration = configuration
-        self.seeds = seeds
+        self.discovery = discovery
     }
 
     func close() {
@@ -182,12 +233,16 @@ final class ClusterConnections: @unchecked Sendable {
                     redirects += 1
                     guard redirects <= 16 else { return reply }
                     asking = String(words[2])
-                case "TRYAGAIN", "CLUSTERDOWN":
-                    // A slot in migration (a multi-key call whose keys are split between two nodes), or
-                    // a cluster electing: it settles within seconds.
+                case "TRYAGAIN", "CLUSTERDOWN", "READONLY", "MASTERDOWN":
+                    // A slot in migration (a multi-key call whose keys are split between two nodes), a
+                    // cluster electing, or a master that became a replica: it settles within seconds.
+                    // A READONLY write was not executed, so sending it again is safe.
                     guard clock.now < deadline else { return reply }
                     pause(attempt: &attempt, until: deadline, clock: clock)
-                    if words.first == "CLUSTERDOWN" { mapIsCurrent = false }
+                    if words.first != "TRYAGAIN" {
+                        mapIsCurrent = false
+                        if let master { nodes[master]?.connection.close() }
+                    }
                 default:
                     return reply
                 }
@@ -237,6 +292,7 @@ final class ClusterConnections: @unchecked Sendable {
 
     private func address(for slot: Int?) throws(RedisError) -> String {
         if !mapIsCurrent { try refresh() }
+        if case .sentinel = discovery, let master { return master }
         if let slot, let address = slots[slot] { return address }
         if slot == nil, let any = slots.lazy.compactMap({ $0 }).first { return any }
         guard let slot else { return seeds[0].address }
@@ -254,6 +310,7 @@ final class ClusterConnections: @unchecked Sendable {
             }
             var nodeConfiguration = configuration
             nodeConfiguration.cluster = nil
+            nodeConfiguration.sentinel = nil
             nodeConfiguration.endpoint = .tcp(host: String(address[..<colon]), port: port)
             node = Node(RedisConnection(configuration: nodeConfiguration))
             nodes[address] = node
@@ -267,6 +324,7 @@ final class ClusterConnections: @unchecked Sendable {
 
     /// Reloads the slot map from any node that answers: the known nodes first, then the seeds.
     private func refresh() throws(RedisError) {
+        if case .sentinel(let spec) = discovery { return try askSentinels(spec) }
         var candidates = Array(nodes.keys.sorted())
         for seed in seeds where !candidates.contains(seed.address) { candidates.append(seed.address) }
         var failure: RedisError?
@@ -297,6 +355,39 @@ final class ClusterConnections: @unchecked Sendable {
             }
         }
         throw failure ?? .connectFailed(server: configuration.serverDescription, reason: "no cluster node answered")
+    }
+
+    /// Asks each sentinel in turn for the master's address; the first answer wins. Sentinels are
+    /// asked on connections of their own, without the master's credentials.
+    private func askSentinels(_ spec: SentinelSpec) throws(RedisError) {
+        var failure: RedisError?
+        for sentinel in spec.sentinels {
+            let connection = RedisConnection(
+                configuration: RedisConfiguration(
+                    endpoint: .tcp(host: sentinel.host, port: sentinel.port), connectTimeout: configuration.connectTimeout,
+                    commandTimeout: configuration.connectTimeout, reconnectWindow: .zero))
+            defer { connection.close() }
+            do throws(RedisError) {
+                try connection.connect()
+                let reply = try connection.command(
+                    ["SENTINEL", "get-master-addr-by-name", spec.masterName], label: "SENTINEL get-master-addr-by-name")
+                guard let fields = reply.array, fields.count == 2, let host = fields[0].string, let port = fields[1].string,
+                    Int(port) != nil
+                else {
+                    failure = .connectFailed(
+                        server: connection.server, reason: "the sentinel knows no master named '\(spec.masterName)' (\(reply))")
+                    continue
+                }
+                let address = "\(host):\(port)"
+                if master != address, let old = master { nodes[old]?.connection.close() }
+                master = address
+                mapIsCurrent = true
+                return
+            } catch {
+                failure = error
+            }
+        }
+        throw failure ?? .connectFailed(server: configuration.serverDescription, reason: "no sentinel answered")
     }
 
     /// `CLUSTER SLOTS`: `[[start, end, [host, port, id...], replicas...]...]`; an empty host is the
@@ -334,6 +425,7 @@ final class ClusterConnections: @unchecked Sendable {
 
     private static func isRedirect(_ message: String) -> Bool {
         message.hasPrefix("MOVED ") || message.hasPrefix("ASK ") || message.hasPrefix("TRYAGAIN") || message.hasPrefix("CLUSTERDOWN")
+            || message.hasPrefix("READONLY") || message.hasPrefix("MASTERDOWN")
     }
 
     private static func send(_ arguments: [String], on node: Node, asking: Bool, label: String) throws(RedisError) -> RedisReply {

@@ -3,7 +3,7 @@ import ProcessControl
 import RedisClient
 import Synchronization
 
-/// A master, one replica and one Sentinel (quorum 1, a master is down after 1 s) on loopback, data in
+/// A master, one replica and one Sentinel (quorum 1, a master is down after 2 s) on loopback, data in
 /// a temporary folder, for one test. The Sentinel is `redis-server --sentinel` (Debian's
 /// redis-sentinel is the same program).
 public final class TestSentinel: Sendable {
@@ -31,7 +31,7 @@ public final class TestSentinel: Sendable {
             "port \(sentinelPort)", "bind 127.0.0.1", "dir \(sentinelDir.path)",
             "logfile \(sentinelDir.appendingPathComponent("sentinel.log").path)",
             "sentinel monitor \(Self.masterName) 127.0.0.1 \(masterPort) 1",
-            "sentinel down-after-milliseconds \(Self.masterName) 1000",
+            "sentinel down-after-milliseconds \(Self.masterName) 2000",
             "sentinel failover-timeout \(Self.masterName) 5000",
         ]
         try (lines.joined(separator: "\n") + "\n").write(to: config, atomically: true, encoding: .utf8)
@@ -46,9 +46,10 @@ public final class TestSentinel: Sendable {
                 watcher.close()
             }
             guard let info = try? await replica.send("INFO", "replication").string, info.contains("master_link_status:up"),
-                let known = try? await watcher.send("SENTINEL", "REPLICAS", Self.masterName).array, !known.isEmpty
+                let known = try? await watcher.send("SENTINEL", "REPLICAS", Self.masterName).array, !known.isEmpty,
+                let named = try? await watcher.send("SENTINEL", "get-master-addr-by-name", Self.masterName).array
             else { return false }
-            return true
+            return named.last?.string == String(self.masterPort)
         }
         guard ready else { throw ClusterSetupError(what: "the replica or the sentinel did not come up within 30 s") }
     }

@@ -31,9 +31,16 @@ struct SentinelWorkerTests {
         #expect(try await eventually(timeout: .seconds(60)) { try await queue.status().count("succeeded") >= 5 }, "\(pool.output)")
         let promoted = sentinel.node(sentinel.replicaPort)
         defer { promoted.close() }
+        // Replication is asynchronous: the scenario starts once the replica has the plan (what it
+        // lacks of the last writes is what the failover loses).
+        #expect(await eventually(timeout: .seconds(10)) { (try? await promoted.send("EXISTS", queue.keys.jobs).int) == 1 })
         let replicated = try await promoted.send("DBSIZE").int ?? 0
+        let replicaInfo = try await promoted.send("INFO", "replication").string ?? ""
+        let watcher = sentinel.node(sentinel.sentinelPort)
+        defer { watcher.close() }
+        let named = try await watcher.send("SENTINEL", "get-master-addr-by-name", TestSentinel.masterName)
         sentinel.kill(sentinel.masterPort)
-        #expect(replicated > 0, "the replica had no data before the failover")
+        #expect(replicated > 0, "the replica had no data before the failover: \(replicaInfo) \(named) master \(sentinel.masterPort)")
         #expect(await eventually(timeout: .seconds(30), every: .milliseconds(200)) {
             (try? await promoted.send("ROLE").array?.first?.string) == "master"
         })

@@ -98,6 +98,22 @@ struct FleetMemoryTests {
         #expect(try await h.queue.claim(worker: "w1", count: 1).jobs.count == 1)
     }
 
+    @Test func workersSilentForTenMinutesAreRemoved() async throws {
+        let h = try await Harness()
+        defer { h.redis.stop() }
+        try await h.queue.register(worker: "alive", infoJSON: "{}")
+        // A worker that died without unregistering, last heard of 11 minutes ago.
+        let time = try await h.client.send("TIME").array ?? []
+        let now = (time.first?.int ?? 0) * 1000
+        try await h.client.send("HSET", h.queue.keys.workers, "dead", "{}")
+        try await h.client.send("ZADD", h.queue.keys.heartbeats, String(now - 660_000), "dead")
+        _ = try await h.queue.heartbeat(worker: "alive", leases: [])
+        #expect(try await h.queue.workers().map(\.id) == ["alive"])
+        // Both keys go when the last worker is silent that long.
+        let ttl = try await h.client.send("PTTL", h.queue.keys.workers).int ?? -3
+        #expect(ttl > 590_000 && ttl <= 600_000)
+    }
+
     @Test func claimSaysWhenUpkeepIsNextDue() async throws {
         let h = try await Harness()
         defer { h.redis.stop() }

@@ -22,7 +22,10 @@ struct RetireCommand: AsyncParsableCommand {
             let deleted = try await jobQueue.retire(force: force)
             // The fleet index is in the fleet stream's slot: a call of its own.
             try await FleetStream(redis: redis, keys: jobQueue.keys).forget()
-            say("retired machine \(jobQueue.keys.machine): \(deleted) keys removed")
+            // The services' keys are written by plain commands, not the queue's script (same slot).
+            let services = ServiceKeys(machine: jobQueue.keys)
+            let removed = try await redis.send(["DEL", services.services, services.want, services.wake, services.comfyWorkers]).int ?? 0
+            say("retired machine \(jobQueue.keys.machine): \(deleted + Int(removed)) keys removed")
         }
     }
 }

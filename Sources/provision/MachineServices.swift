@@ -90,7 +90,7 @@ final class MachineServices: Sendable {
         var supervisor: MachineServiceSupervisor?
         if let services, services.enabled, let workspace {
             supervisor = MachineServiceSupervisor(
-                redis: redis, keys: keys, options: services, workspace: workspace, stateDir: stateDir, publisher: publisher, logger: logger)
+                redis: redis, shared: client, keys: keys, options: services, workspace: workspace, stateDir: stateDir, publisher: publisher, logger: logger)
         }
 
         var server: HealthServer?

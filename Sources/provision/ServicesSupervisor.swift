@@ -44,6 +44,9 @@ enum ServiceSteps {
 /// `InstanceSupervisor` per instance in a `ServiceGroup`, and keeps their state in Redis.
 final class MachineServiceSupervisor: Sendable {
     private let redis: RedisConfiguration
+    /// The process's shared connection (events, announcements, health): the supervisor's records
+    /// go through it, so services add one connection (the blocking wait) to a machine, not four.
+    private let shared: RedisClient
     private let keys: ServiceKeys
     private let options: ServicesOptions
     private let workspace: String
@@ -54,10 +57,11 @@ final class MachineServiceSupervisor: Sendable {
     private let running = Mutex<(request: ServicesRequest, supervisors: [InstanceSupervisor], hardware: Hardware, error: String?)?>(nil)
 
     init(
-        redis: RedisConfiguration, keys: MachineKeys, options: ServicesOptions, workspace: String, stateDir: String?,
+        redis: RedisConfiguration, shared: RedisClient, keys: MachineKeys, options: ServicesOptions, workspace: String, stateDir: String?,
         publisher: EventPublisher?, logger: Logger
     ) {
         self.redis = redis
+        self.shared = shared
         self.keys = ServiceKeys(machine: keys)
         self.options = options
         self.workspace = workspace
@@ -71,8 +75,8 @@ final class MachineServiceSupervisor: Sendable {
         var waiting = redis
         waiting.commandTimeout = .seconds(5)
         let wake = RedisClient(configuration: waiting, label: "services-wake")
-        let writer = RedisClient(configuration: redis, label: "services")
-        let heartbeat = Task { await self.heartbeat(writer: RedisClient(configuration: redis, label: "services-heartbeat")) }
+        let writer = shared
+        let heartbeat = Task { await self.heartbeat(writer: self.shared) }
         var current: (request: ServicesRequest, group: ServiceGroup, task: Task<Void, Never>)?
         // The request acted on last, even when it could not start (a bad WORKERS is not retried every second).
         var handled: String?
@@ -102,7 +106,6 @@ final class MachineServiceSupervisor: Sendable {
         await heartbeat.value
         _ = try? await writer.send(["DEL", keys.services, keys.comfyWorkers])
         wake.close()
-        writer.close()
     }
 
     private func start(_ request: ServicesRequest, writer: RedisClient) async -> (ServicesRequest, ServiceGroup, Task<Void, Never>)? {
@@ -124,7 +127,7 @@ final class MachineServiceSupervisor: Sendable {
         // Records of an earlier request would read as this one's.
         _ = try? await writer.send(["DEL", keys.services, keys.comfyWorkers])
         let observer = RedisInstanceObserver(
-            writer: RedisClient(configuration: redis, label: "services-state"), keys: keys, request: request, publisher: publisher,
+            writer: shared, keys: keys, request: request, publisher: publisher,
             logger: logger)
         let policy = options.policy(logDirectory: logDirectory)
         let supervisors = instances.map { InstanceSupervisor(instance: $0, readiness: request.readiness, policy: policy, observer: observer) }
@@ -179,7 +182,6 @@ final class MachineServiceSupervisor: Sendable {
             }
             try? await Task.sleep(for: .seconds(2))
         }
-        writer.close()
     }
 
     /// The instances' state now (for /metrics and /health of this process).

@@ -212,6 +212,27 @@ struct QueueProtocolTests {
         #expect(settled.state == .failed && settled.isSettled && settled.count("succeeded") == 1)
     }
 
+    @Test func whenTheMachineFailsRetriesWaitingOutTheirBackoffAreCancelled() async throws {
+        let h = try await Harness()
+        defer { h.redis.stop() }
+        _ = try await h.queue.enqueue(planJSON: planJSON("p1", [
+            job("fatal", "noop", ["max_attempts": 1]), job("patient", "noop", ["max_attempts": 3, "backoff_ms": 60_000]),
+        ]))
+        let claimed = try await h.claimAll()
+        let patient = try #require(claimed.first { $0.id == "patient" })
+        let fatal = try #require(claimed.first { $0.id == "fatal" })
+        guard case .retry = try await h.queue.fail(patient.lease, errorType: "http_503", message: "later").outcome else {
+            Issue.record("the patient job was not delayed")
+            return
+        }
+        #expect(try await h.queue.status().count("delayed") == 1)
+        #expect(try await h.queue.fail(fatal.lease, errorType: "invalid_payload", message: "bad", retryable: false).flip == .failed)
+        let status = try await h.queue.status()
+        #expect(status.state == .failed && status.count("delayed") == 0 && status.count("cancelled") == 1, "\(status)")
+        #expect(try await h.queue.job(plan: "p1", id: "patient")?["state"] == "cancelled")
+        #expect(status.isSettled)
+    }
+
     @Test func nonRetryableFailureDiesAtOnce() async throws {
         let h = try await Harness()
         defer { h.redis.stop() }

@@ -152,6 +152,15 @@ local function flip_failed(now)
   local state = redis.call("HGET", K_STATUS, "state")
   if state ~= "pending" and state ~= "running" then return "" end
   redis.call("HSET", K_STATUS, "state", "failed", "finished_at", now)
+  -- Retries waiting out their backoff would run jobs of a plan that has already failed: cancelled.
+  for _, id in ipairs(redis.call("ZRANGE", K_DELAYED, 0, -1)) do
+    if jget(id, "state") == "delayed" then
+      move(id, "delayed", "cancelled")
+      jset(id, "error_type", "cancelled", "error", "the machine failed before this retry", "finished_at", now)
+      jdel(id, "retry_at")
+    end
+  end
+  redis.call("DEL", K_DELAYED)
   retain_finished()
   return "failed"
 end

@@ -29,7 +29,12 @@ let package = Package(
         .target(name: "CSpawn"),
         .target(name: "CFileSync"),
         .target(name: "ProcessControl", dependencies: ["CSpawn"]),
+        // git for the whole project: one source policy (https, rewrites, refs), one safe runner.
+        .target(name: "GitClient", dependencies: ["ProcessControl"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
+        // What a job is without any queue: payload contracts per kind, failure, context, progress,
+        // the executor protocol. Domain modules depend on this, never on Redis.
+        .target(name: "JobCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .target(
             name: "JobQueue",
             dependencies: ["RedisClient"],
@@ -37,28 +42,28 @@ let package = Package(
         .target(
             name: "Scheduler",
             dependencies: [
-                "JobQueue", "RedisClient", "ProcessControl",
+                "JobCore", "JobQueue", "RedisClient", "ProcessControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "Downloader",
             dependencies: [
-                "CCurl", "CCurlShim", "CSHA256", "CFileSync", "Scheduler", "JobQueue",
+                "CCurl", "CCurlShim", "CSHA256", "CFileSync", "JobCore",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "NodeInstaller",
             dependencies: [
-                "Scheduler", "JobQueue", "ProcessControl",
+                "JobCore", "ProcessControl", "GitClient",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "Manifest",
-            dependencies: ["Downloader", "Scheduler", "JobQueue", "ProcessControl"]),
+            dependencies: ["Downloader", "JobCore", "ProcessControl", "GitClient"]),
         // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
         .target(
             name: "Telemetry",
-            dependencies: ["JobQueue", "ProcessControl", "RedisClient", "Scheduler", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["JobCore", "JobQueue", "ProcessControl", "RedisClient", "Scheduler", .product(name: "Logging", package: "swift-log")]),
         // Machine status for people and the fleet: the flip's announcement, stalled detection, metrics.
         .target(
             name: "Aggregator",
@@ -90,11 +95,11 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
-        .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "TestSupport"]),
+        .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "GitClient", "TestSupport"]),
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "ManifestTests",
-            dependencies: ["Manifest", "Downloader", "Scheduler", "JobQueue", "RedisClient", "TestSupport"],
+            dependencies: ["Manifest", "Downloader", "JobCore", "Scheduler", "JobQueue", "RedisClient", "TestSupport"],
             exclude: ["Fixtures"]),
         .testTarget(
             name: "WorkerTests",

@@ -1,6 +1,5 @@
 import Foundation
-import JobQueue
-import Scheduler
+import JobCore
 
 /// The `download` job kind: fetches one model file into the models folder.
 ///
@@ -9,7 +8,6 @@ import Scheduler
 /// `connections`, `headers` (values may name worker environment variables the operator exposed as
 /// `${VAR}`, so that no secret is stored in Redis).
 public struct DownloadExecutor: JobExecutor {
-    public let kind = "download"
     public var modelsRoot: String
     public var policy: URLPolicy
     public var defaultConnections: Int
@@ -27,34 +25,16 @@ public struct DownloadExecutor: JobExecutor {
         self.templateValues = environmentPolicy.templateValues
     }
 
-    struct Payload: Decodable {
-        var url: String
-        var path: String?
-        var directory: String?
-        var filename: String?
-        var sha256: String?
-        var size: Int64?
-        var connections: Int?
-        var headers: [String: String]?
-
-        var relativePath: String? {
-            if let path { return path }
-            guard let directory, let filename else { return nil }
-            return directory + "/" + filename
-        }
-    }
-
-    public func validate(payload: String) throws(JobFailure) {
-        let decoded = try decode(payload)
+    public func validate(_ payload: DownloadPayload) throws(JobFailure) {
         do {
-            _ = try policy.check(decoded.url)
+            _ = try policy.check(payload.url)
         } catch {
             throw .invalidPayload(error.description)
         }
     }
 
-    public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
-        let payload = try decode(job.payload)
+    public func run(_ attempt: JobAttempt<DownloadPayload>, context: JobContext) async throws -> String {
+        let payload = attempt.payload
         guard let relative = payload.relativePath else { throw JobFailure.invalidPayload("a download needs path, or directory and filename") }
         let destination: String
         do {
@@ -96,28 +76,5 @@ public struct DownloadExecutor: JobExecutor {
             result.append((name, value))
         }
         return result
-    }
-
-    private func decode(_ text: String) throws(JobFailure) -> Payload {
-        let payload: Payload
-        do {
-            payload = try JSONDecoder().decode(Payload.self, from: Data(text.utf8))
-        } catch {
-            throw .invalidPayload("a download needs a payload {\"url\", \"path\"} (or directory and filename)")
-        }
-        if let sha = payload.sha256, sha.count != 64 || !sha.allSatisfy(\.isHexDigit) {
-            throw .invalidPayload("sha256 must be 64 hexadecimal digits")
-        }
-        if let size = payload.size, size < 0 { throw .invalidPayload("size must not be negative") }
-        if let connections = payload.connections, !(1...64).contains(connections) {
-            throw .invalidPayload("connections must be between 1 and 64")
-        }
-        for name in (payload.headers ?? [:]).keys {
-            guard !name.isEmpty, name.count <= 100, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_".contains($0)) }) else {
-                throw .invalidPayload("a header name must be letters, digits, '-' or '_'")
-            }
-        }
-        if payload.relativePath == nil { throw .invalidPayload("a download needs path, or directory and filename") }
-        return payload
     }
 }

@@ -101,8 +101,36 @@ public struct Locker: Sendable {
                 let name = uniqueName(for: package.repository, taken: &names)
                 nodes.append(CustomNode(name: name, url: package.repository, requirements: true))
             }
-            let blocking = (analysis.unresolved.filter { options.includeInactive || !$0.inactive }.map { "\($0.classType) (unknown)" })
-                + analysis.ambiguous.filter { options.includeInactive || !$0.inactive }.map { entry in
+            var unresolved = analysis.unresolved.filter { options.includeInactive || !$0.inactive }.map(\.classType)
+            var ambiguous = analysis.ambiguous.filter { options.includeInactive || !$0.inactive }
+            if !unresolved.isEmpty || !ambiguous.isEmpty {
+                // What the map cannot say, the candidates' own source may: every repository the
+                // inputs install for an unknown type, the claimants for an ambiguous one.
+                let installed = nodes.map { ($0.url, $0.ref) } + lockedNodes.map { ($0.url, GitRef.commit($0.commit)) }
+                    + analysis.packages.map { ($0.repository, GitRef.head) }
+                let settled = await settleFromSources(
+                    unresolved: unresolved, ambiguous: ambiguous.map { ($0.classType, $0.candidates.map(\.repository)) }, installed: installed)
+                for (type, repository) in settled.sorted(by: { $0.key < $1.key }) {
+                    guard let key = NodeRegistry.key(repository) else { continue }
+                    provides[key, default: []].append(type)
+                    if !known.contains(key), !nodes.contains(where: { NodeRegistry.key($0.url) == key }) {
+                        nodes.append(CustomNode(name: uniqueName(for: repository, taken: &names), url: repository, requirements: true))
+                    }
+                    options.progress("settled \(type): \(repository) registers it in its NODE_CLASS_MAPPINGS")
+                }
+                unresolved.removeAll { settled[$0] != nil }
+                ambiguous.removeAll { settled[$0.classType] != nil }
+                lockedWorkflows = lockedWorkflows?.map { workflow in
+                    var workflow = workflow
+                    workflow.unresolved = workflow.unresolved?.filter { settled[$0] == nil }
+                    workflow.ambiguous = workflow.ambiguous?.filter { settled[$0] == nil }
+                    if workflow.unresolved?.isEmpty == true { workflow.unresolved = nil }
+                    if workflow.ambiguous?.isEmpty == true { workflow.ambiguous = nil }
+                    return workflow
+                }
+            }
+            let blocking = unresolved.map { "\($0) (unknown)" }
+                + ambiguous.map { entry in
                     "\(entry.classType) (claimed by \(entry.candidates.map(\.repository).joined(separator: ", ")))"
                 }
             if !blocking.isEmpty {
@@ -154,6 +182,36 @@ public struct Locker: Sendable {
             python: packages.isEmpty && constraints.isEmpty ? nil : PythonRequirements(packages: packages.isEmpty ? nil : packages, constraints: constraints.isEmpty ? nil : constraints),
             workflows: lockedWorkflows)
         return (lock.normalized(), warnings)
+    }
+
+    /// Types settled by reading candidates' NODE_CLASS_MAPPINGS statically: type → the one repository
+    /// that registers it. A type two candidates register, or none, stays as it was.
+    func settleFromSources(unresolved: [String], ambiguous: [(type: String, candidates: [String])], installed: [(url: String, ref: GitRef)]) async -> [String: String] {
+        var declared: [String: (url: String, classes: Set<String>)] = [:]
+        func read(_ url: String, _ ref: GitRef) async {
+            guard let key = NodeRegistry.key(url), declared[key] == nil else { return }
+            do {
+                let commit = try await options.git.resolve(url, ref: ref)
+                declared[key] = (url, try await options.git.declaredNodeClasses(url, commit: commit))
+            } catch {
+                options.progress("could not read the node classes of \(Git.shown(url)): \(error.message)")
+                declared[key] = (url, [])
+            }
+        }
+        var settled: [String: String] = [:]
+        if !unresolved.isEmpty {
+            for (url, ref) in installed.prefix(200) { await read(url, ref) }
+            for type in unresolved {
+                let owners = declared.values.filter { $0.classes.contains(type) }
+                if owners.count == 1, let owner = owners.first { settled[type] = owner.url }
+            }
+        }
+        for entry in ambiguous {
+            for url in entry.candidates.prefix(20) { await read(url, .head) }
+            let owners = entry.candidates.filter { url in NodeRegistry.key(url).flatMap { declared[$0]?.classes.contains(entry.type) } ?? false }
+            if owners.count == 1 { settled[entry.type] = owners[0] }
+        }
+        return settled
     }
 
     /// Per workflow: its custom node types, models, and what stays unresolved.

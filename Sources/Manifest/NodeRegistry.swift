@@ -45,6 +45,9 @@ public struct NodeRegistry: Sendable {
     private var patterns: [(key: String, regex: NSRegularExpression)] = []
     /// Lower-cased package id (cnr_id) → key.
     private var ids: [String: String] = [:]
+    /// Folded repository name (`ComfyUI_LayerStyle` → `comfyuilayerstyle`) → keys: the registry's
+    /// ids (cnr_id) are often the repository's name, where Manager's id is another.
+    private var repositoryNames: [String: [String]] = [:]
     /// Types the map attributes to ComfyUI itself.
     private var coreTypes: Set<String> = []
     /// Where the map came from, for reports.
@@ -99,6 +102,7 @@ public struct NodeRegistry: Sendable {
             let id = idsByKey[key] ?? Self.repositoryName(repository)
             packages[key] = NodePackage(package: id, repository: repository, title: meta["title_aux"]?.string)
             ids[id.lowercased()] = key
+            repositoryNames[Self.folded(Self.repositoryName(repository)), default: []].append(key)
             for name in names {
                 guard let name = name.string else { continue }
                 claims[name, default: []].append(key)
@@ -157,8 +161,16 @@ public struct NodeRegistry: Sendable {
             if let key = Self.key(repository), let known = packages[key] { return known }
             return NodePackage(package: cnrID ?? Self.repositoryName(repository), repository: repository)
         }
-        if let cnrID, !cnrID.isEmpty, let key = ids[cnrID.lowercased()], let known = packages[key] { return known }
+        guard let cnrID, !cnrID.isEmpty else { return nil }
+        if let key = ids[cnrID.lowercased()], let known = packages[key] { return known }
+        // The registry id is often the repository's name; one repository of that name settles it.
+        if let keys = repositoryNames[Self.folded(cnrID)], Set(keys).count == 1, let known = packages[keys[0]] { return known }
         return nil
+    }
+
+    /// A name with case, '-', '_' and '.' folded away, so `comfyui-layerstyle` meets `ComfyUI_LayerStyle`.
+    static func folded(_ name: String) -> String {
+        String(name.lowercased().filter { $0 != "-" && $0 != "_" && $0 != "." })
     }
 
     /// The package for a repository URL, from the registry when it lists it.

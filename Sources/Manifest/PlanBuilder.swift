@@ -1,5 +1,6 @@
 import Downloader
 import Foundation
+import JobCore
 
 /// Turns a lockfile or a manifest into a plan (protocols/schemas/plan.schema.json): `comfyui` →
 /// one `node` job per custom node (parallel; nodes with an `install_order` one group after another)
@@ -20,29 +21,27 @@ public struct PlanBuilder: Sendable {
     }
 
     struct NodeEntry {
-        var name: String
-        var payload: [String: JSONValue]
-        var installOrder: Int?
+        var payload: NodePayload
         var commit: String?
-        var requirements: Bool
+        var name: String { payload.name }
+        var installOrder: Int? { payload.installOrder }
+        var requirements: Bool { payload.requirements ?? true }
     }
+
+    typealias ModelEntry = (path: String, payload: DownloadPayload)
 
     public func plan(for lock: Lockfile) -> JSONValue {
         let lock = lock.normalized()
-        let nodes = lock.customNodes.map { node -> NodeEntry in
-            var payload: [String: JSONValue] = ["name": .string(node.name), "url": .string(node.url), "commit": .string(node.commit)]
-            if let recursive = node.recursive { payload["recursive"] = .bool(recursive) }
-            if let requirements = node.requirements { payload["requirements"] = .bool(requirements) }
-            if let env = node.env, !env.isEmpty { payload["env"] = .object(env.mapValues { .string($0) }) }
-            if let order = node.installOrder { payload["install_order"] = .number(Double(order)) }
-            return NodeEntry(name: node.name, payload: payload, installOrder: node.installOrder, commit: node.commit, requirements: node.requirements ?? true)
+        let nodes = lock.customNodes.map { node in
+            NodeEntry(
+                payload: NodePayload(
+                    name: node.name, url: node.url, commit: node.commit, recursive: node.recursive, requirements: node.requirements,
+                    env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
+                commit: node.commit)
         }
-        let comfyui = lock.comfyui.map { repository -> [String: JSONValue] in ["url": .string(repository.url), "commit": .string(repository.commit)] }
-        let models = lock.models.map { model -> (path: String, payload: [String: JSONValue], size: Int64?, sha256: String?) in
-            (model.path, [
-                "url": .string(model.url), "directory": .string(model.directory), "filename": .string(model.filename),
-                "sha256": .string(model.sha256), "size": .number(Double(model.size)),
-            ], model.size, model.sha256)
+        let comfyui = lock.comfyui.map { ComfyUIPayload(url: $0.url, commit: $0.commit) }
+        let models = lock.models.map { model -> ModelEntry in
+            (model.path, DownloadPayload(url: model.url, directory: model.directory, filename: model.filename, sha256: model.sha256, size: model.size))
         }
         var digest = SHA256Hasher()
         digest.update(lock.encoded())
@@ -50,31 +49,22 @@ public struct PlanBuilder: Sendable {
     }
 
     public func plan(for spec: Spec) -> JSONValue {
-        let nodes = spec.customNodes.sorted { $0.name.lowercased() < $1.name.lowercased() }.map { node -> NodeEntry in
-            var payload: [String: JSONValue] = ["name": .string(node.name), "url": .string(node.url)]
-            if let commit = node.commit { payload["commit"] = .string(commit) }
-            if let tag = node.tag { payload["tag"] = .string(tag) }
-            if let branch = node.branch { payload["branch"] = .string(branch) }
-            if let recursive = node.recursive { payload["recursive"] = .bool(recursive) }
-            if let requirements = node.requirements { payload["requirements"] = .bool(requirements) }
-            if let env = node.env, !env.isEmpty { payload["env"] = .object(env.mapValues { .string($0) }) }
-            if let order = node.installOrder { payload["install_order"] = .number(Double(order)) }
-            let full = node.commit.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil }
-            return NodeEntry(name: node.name, payload: payload, installOrder: node.installOrder, commit: full, requirements: node.requirements ?? true)
+        let nodes = spec.customNodes.sorted { $0.name.lowercased() < $1.name.lowercased() }.map { node in
+            NodeEntry(
+                payload: NodePayload(
+                    name: node.name, url: node.url, commit: node.commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
+                    requirements: node.requirements, env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
+                commit: node.commit.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil })
         }
-        let comfyui = spec.comfyui.map { source -> [String: JSONValue] in
-            var payload: [String: JSONValue] = ["url": .string(source.url)]
-            if let commit = source.commit { payload["commit"] = .string(commit) }
-            if let tag = source.tag { payload["tag"] = .string(tag) }
-            if let branch = source.branch { payload["branch"] = .string(branch) }
-            if let ref = source.ref { payload[Git.isCommitPrefix(ref) ? "commit" : "branch"] = .string(ref) }
+        let comfyui = spec.comfyui.map { source -> ComfyUIPayload in
+            var payload = ComfyUIPayload(url: source.url, commit: source.commit, tag: source.tag, branch: source.branch)
+            if let ref = source.ref {
+                if Git.isCommitPrefix(ref) { payload.commit = ref } else { payload.branch = ref }
+            }
             return payload
         }
-        let models = spec.models.sorted { $0.path < $1.path }.map { model -> (path: String, payload: [String: JSONValue], size: Int64?, sha256: String?) in
-            var payload: [String: JSONValue] = ["url": .string(model.url), "directory": .string(model.directory), "filename": .string(model.filename)]
-            if let sha256 = model.sha256 { payload["sha256"] = .string(sha256.lowercased()) }
-            if let size = model.size { payload["size"] = .number(Double(size)) }
-            return (model.path, payload, model.size, model.sha256?.lowercased())
+        let models = spec.models.sorted { $0.path < $1.path }.map { model -> ModelEntry in
+            (model.path, DownloadPayload(url: model.url, directory: model.directory, filename: model.filename, sha256: model.sha256?.lowercased(), size: model.size))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -85,21 +75,21 @@ public struct PlanBuilder: Sendable {
     }
 
     func build(
-        comfyui: [String: JSONValue]?, comfyuiCommit: String?, nodes: [NodeEntry],
-        models: [(path: String, payload: [String: JSONValue], size: Int64?, sha256: String?)], python: PythonRequirements?, fingerprint: String
+        comfyui: ComfyUIPayload?, comfyuiCommit: String?, nodes: [NodeEntry], models: [ModelEntry], python: PythonRequirements?, fingerprint: String
     ) -> JSONValue {
         var jobs: [JSONValue] = []
         var allIDs: [String] = []
-        func job(_ id: String, _ kind: String, _ payload: [String: JSONValue], dependsOn: [String] = [], label: String) {
-            var fields: [String: JSONValue] = ["id": .string(id), "kind": .string(kind), "payload": .object(payload), "label": .string(String(label.prefix(200)))]
+        func job<P: JobPayload>(_ id: String, _ payload: P, dependsOn: [String] = [], label: String) {
+            let encoded = (try? JSONValue.parse(payload.encoded())) ?? .object([:])
+            var fields: [String: JSONValue] = ["id": .string(id), "kind": .string(P.kind), "payload": encoded, "label": .string(String(label.prefix(200)))]
             if !dependsOn.isEmpty { fields["depends_on"] = .array(dependsOn.map { .string($0) }) }
             jobs.append(.object(fields))
             allIDs.append(id)
         }
-        if let comfyui { job("comfyui", "comfyui", comfyui, label: "ComfyUI") }
+        if let comfyui { job("comfyui", comfyui, label: "ComfyUI") }
         var usedIDs = Set(allIDs)
         for model in models {
-            job(Self.jobID("model:" + model.path, taken: &usedIDs), "download", model.payload, label: "model \(model.path)")
+            job(Self.jobID("model:" + model.path, taken: &usedIDs), model.payload, label: "model \(model.path)")
         }
         // Nodes: unordered ones in parallel after ComfyUI; ordered ones group by group.
         let base = comfyui == nil ? [] : ["comfyui"]
@@ -111,49 +101,39 @@ public struct PlanBuilder: Sendable {
             previousGroup = nodes.filter { $0.installOrder == order }.map { "node:" + $0.name }
         }
         var nodeIDs: [String] = []
-        for node in nodes.sorted(by: { ($0.installOrder ?? Int.max, $0.name.lowercased()) < ($1.installOrder ?? Int.max, $1.name.lowercased()) }) {
+        let ordered = nodes.sorted { ($0.installOrder ?? Int.max, $0.name.lowercased()) < ($1.installOrder ?? Int.max, $1.name.lowercased()) }
+        for node in ordered {
             let id = "node:" + node.name
             usedIDs.insert(id)
             let dependencies = node.installOrder.flatMap { orderDependencies[$0] } ?? base
-            job(id, "node", node.payload, dependsOn: dependencies, label: "node \(node.name)")
+            job(id, node.payload, dependsOn: dependencies, label: "node \(node.name)")
             nodeIDs.append(id)
         }
         let requirementNodes = nodes.filter(\.requirements).map(\.name).sorted { $0.lowercased() < $1.lowercased() }
         let pins = (python?.constraints ?? []) + (python?.packages ?? []).filter { $0.contains("==") }
         if comfyui != nil || !requirementNodes.isEmpty || !pins.isEmpty {
             // Empty arrays are left out: Redis's cjson would store them as {}.
-            var payload: [String: JSONValue] = [:]
-            if !requirementNodes.isEmpty { payload["nodes"] = .array(requirementNodes.map { .string($0) }) }
-            if !pins.isEmpty { payload["constraints"] = .array(Array(Set(pins)).sorted().map { .string($0) }) }
-            job("python-deps", "python-deps", payload, dependsOn: base + nodeIDs, label: "Python requirements")
+            let payload = PythonDepsPayload(
+                nodes: requirementNodes.isEmpty ? nil : requirementNodes, constraints: pins.isEmpty ? nil : Array(Set(pins)).sorted())
+            job("python-deps", payload, dependsOn: base + nodeIDs, label: "Python requirements")
         }
         if !nodes.isEmpty {
             // install.py imports what the requirements bring, so it runs after them, in install order.
-            let ordered = nodes.sorted { ($0.installOrder ?? Int.max, $0.name.lowercased()) < ($1.installOrder ?? Int.max, $1.name.lowercased()) }
-            let entries = ordered.map { node -> JSONValue in
-                var entry: [String: JSONValue] = ["name": .string(node.name)]
-                if let env = node.payload["env"] { entry["env"] = env }
-                return .object(entry)
-            }
+            let scripts = InstallScriptsPayload(nodes: ordered.map { InstallScriptsPayload.Node(name: $0.name, env: $0.payload.env) })
             let after = allIDs.contains("python-deps") ? ["python-deps"] : base + nodeIDs
-            job("install-scripts", "install-scripts", ["nodes": .array(entries)], dependsOn: after, label: "install.py of custom nodes")
+            job("install-scripts", scripts, dependsOn: after, label: "install.py of custom nodes")
         }
-        var verify: [String: JSONValue] = [:]
-        let pinnedNodes = nodes.compactMap { node in node.commit.map { JSONValue.object(["name": .string(node.name), "commit": .string($0)]) } }
-        if !pinnedNodes.isEmpty { verify["nodes"] = .array(pinnedNodes) }
+        var verify = VerifyPayload()
+        let pinnedNodes = nodes.compactMap { node in node.commit.map { VerifyPayload.Node(name: node.name, commit: $0) } }
+        if !pinnedNodes.isEmpty { verify.nodes = pinnedNodes }
         if !models.isEmpty {
-            verify["models"] = .array(models.map { model in
-                var entry: [String: JSONValue] = ["path": .string(model.path)]
-                if let size = model.size { entry["size"] = .number(Double(size)) }
-                if let sha256 = model.sha256 { entry["sha256"] = .string(sha256) }
-                return .object(entry)
-            })
+            verify.models = models.map { VerifyPayload.Model(path: $0.path, size: $0.payload.size, sha256: $0.payload.sha256) }
         }
-        if let comfyuiCommit { verify["comfyui"] = .object(["commit": .string(comfyuiCommit)]) }
+        if let comfyuiCommit { verify.comfyui = VerifyPayload.Checkout(commit: comfyuiCommit) }
         let packages = python?.packages ?? []
-        if !packages.isEmpty { verify["python_packages"] = .array(packages.sorted().map { .string($0) }) }
-        if deepVerify { verify["deep"] = .bool(true) }
-        job("verify", "verify", verify, dependsOn: allIDs, label: "verify")
+        if !packages.isEmpty { verify.pythonPackages = packages.sorted() }
+        if deepVerify { verify.deep = true }
+        job("verify", verify, dependsOn: allIDs, label: "verify")
 
         var plan: [String: JSONValue] = [
             "version": .number(1),

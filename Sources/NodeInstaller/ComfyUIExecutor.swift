@@ -1,38 +1,23 @@
 import Foundation
-import JobQueue
-import Scheduler
+import JobCore
 
 /// The `comfyui` job kind: ComfyUI cloned at its pin into `<workspace>/ComfyUI`, the Python
 /// environment created or reused, and ComfyUI's requirements installed with an installed torch kept.
 public struct ComfyUIExecutor: JobExecutor {
-    public let kind = "comfyui"
     public var configuration: NodeInstallerConfiguration
 
     public init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
-    struct Payload: Decodable {
-        var url: String
-        var commit: String?
-        var tag: String?
-        var branch: String?
-        var requirements: Bool?
-        var force: Bool?
+    public func validate(_ payload: ComfyUIPayload) throws(JobFailure) {
+        _ = try configuration.sources.resolveSource(payload.url)
     }
 
-    public func validate(payload: String) throws(JobFailure) {
-        _ = try checked(payload)
-    }
-
-    private func checked(_ text: String) throws(JobFailure) -> (Payload, RefPin, String) {
-        let payload = try decodePayload(Payload.self, text, kind: "comfyui", shape: "{\"url\"} with commit, tag or branch")
+    public func run(_ attempt: JobAttempt<ComfyUIPayload>, context: JobContext) async throws -> String {
+        let payload = attempt.payload
         let pin = try RefPin(commit: payload.commit, tag: payload.tag, branch: payload.branch, owner: "comfyui")
-        return (payload, pin, try configuration.sources.resolve(payload.url))
-    }
-
-    public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
-        let (payload, pin, url) = try checked(job.payload)
+        let url = try configuration.sources.resolveSource(payload.url)
         let workspace = configuration.workspace
         let git = configuration.git
         try workspace.createDirectories(workspace.root, workspace.locks)
@@ -78,11 +63,11 @@ public struct ComfyUIExecutor: JobExecutor {
         try await environment.ensure()
         var installed = 0
         let requirementsFile = target + "/requirements.txt"
-        if payload.requirements ?? true, InstallMarker.read(target) != head, FileManager.default.fileExists(atPath: requirementsFile) {
+        if payload.requirements ?? true, InstallMarker.installed.read(target) != head, FileManager.default.fileExists(atPath: requirementsFile) {
             let protected = await environment.protectedPins()
             let lines = RequirementsReader.readPlain(requirementsFile)
             guard !lines.isEmpty else {
-                InstallMarker.write(target, commit: head)
+                InstallMarker.installed.write(target, commit: head)
                 return resultJSON(["commit": head, "cloned": cloned, "requirements": 0])
             }
             let folder = workspace.root + "/.provision/python"
@@ -90,7 +75,7 @@ public struct ComfyUIExecutor: JobExecutor {
             try await environment.install(lines, constraints: protected, in: folder, what: "ComfyUI's requirements")
             installed = lines.count
         }
-        InstallMarker.write(target, commit: head)
+        InstallMarker.installed.write(target, commit: head)
         context.logger.info("ComfyUI installed", metadata: ["commit": "\(head)"])
         return resultJSON(["commit": head, "cloned": cloned, "requirements": installed])
     }

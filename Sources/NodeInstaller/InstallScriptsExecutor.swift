@@ -1,46 +1,22 @@
 import Foundation
-import JobQueue
 import ProcessControl
-import Scheduler
+import JobCore
 
 /// The `install-scripts` job kind: every node's `install.py`, run after the plan's combined
 /// requirements are installed (scripts import what the requirements bring: Impact-Pack's needs
 /// `git`), one at a time in install order, each with its output kept as a bounded tail.
 public struct InstallScriptsExecutor: JobExecutor {
-    public let kind = "install-scripts"
     public var configuration: NodeInstallerConfiguration
 
     public init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
-    struct Node: Decodable {
-        var name: String
-        var env: [String: String]?
-    }
-
-    struct Payload: Decodable {
-        var nodes: [Node]
-    }
-
     /// Lines of a script's output kept in the job's result.
     static let tailLines = 20
 
-    public func validate(payload: String) throws(JobFailure) {
-        let decoded = try decodePayload(Payload.self, payload, kind: "install-scripts", shape: "{\"nodes\": [{\"name\", \"env\"}]}")
-        for node in decoded.nodes {
-            guard Workspace.isSafeNodeName(node.name) else {
-                throw .invalidPayload("install-scripts names the node '\(node.name.prefix(60))', which is not a plain folder name")
-            }
-            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
-                throw .invalidPayload("node \(node.name) has the env key '\(key.prefix(60))', which is not an identifier")
-            }
-        }
-    }
-
-    public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
-        try validate(payload: job.payload)
-        let payload = try decodePayload(Payload.self, job.payload, kind: "install-scripts", shape: "{\"nodes\": [...]}")
+    public func run(_ attempt: JobAttempt<InstallScriptsPayload>, context: JobContext) async throws -> String {
+        let payload = attempt.payload
         let workspace = configuration.workspace
         let environment = PythonEnvironment(configuration: configuration)
         // Scripts install packages of their own: one writer to the environment at a time.
@@ -53,7 +29,7 @@ public struct InstallScriptsExecutor: JobExecutor {
             guard let head = await configuration.git.head(directory) else {
                 throw JobFailure(type: "node_missing", message: "custom node \(node.name) is not installed, so its install.py cannot run", retryable: false)
             }
-            if ScriptMarker.read(directory) == head {
+            if InstallMarker.script.read(directory) == head {
                 results.append(["name": node.name, "skipped": true])
                 continue
             }
@@ -63,7 +39,7 @@ public struct InstallScriptsExecutor: JobExecutor {
                     "install.py printed errors but exited 0",
                     metadata: ["node": "\(node.name)", "errors": "\(ran.errors.joined(separator: " / ").prefix(500))"])
             }
-            ScriptMarker.write(directory, commit: head)
+            InstallMarker.script.write(directory, commit: head)
             var entry: [String: Any] = ["name": node.name, "skipped": false, "seconds": ran.seconds, "output_tail": ran.tail]
             if !ran.errors.isEmpty { entry["error_lines"] = ran.errors }
             results.append(entry)
@@ -73,7 +49,7 @@ public struct InstallScriptsExecutor: JobExecutor {
 
     /// One script: its node's environment, a deadline, output kept; a non-zero exit fails the job
     /// naming the node and the script's own last words.
-    private func runScript(_ node: Node, in directory: String) async throws(JobFailure) -> (seconds: Double, tail: [String], errors: [String]) {
+    private func runScript(_ node: InstallScriptsPayload.Node, in directory: String) async throws(JobFailure) -> (seconds: Double, tail: [String], errors: [String]) {
         let workspace = configuration.workspace
         let python = FileManager.default.isExecutableFile(atPath: workspace.python) ? workspace.python : configuration.systemPython
         var environment = configuration.childEnvironment
@@ -113,18 +89,5 @@ public struct InstallScriptsExecutor: JobExecutor {
         return lower.hasPrefix("[error]") || lower.hasPrefix("error:") || lower.hasPrefix("error ") || lower.contains("traceback (most recent call last)")
             || lower.range(of: #"^[a-z_.]*(error|exception):"#, options: .regularExpression) != nil
             || lower.contains("no module named") || lower.contains("[error]")
-    }
-}
-
-/// Marks a node's `install.py` as run at a commit, inside `.git` so it is never a file of the node.
-enum ScriptMarker {
-    static func path(_ directory: String) -> String { directory + "/.git/provision-install-script" }
-
-    static func read(_ directory: String) -> String? {
-        (try? String(contentsOfFile: path(directory), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    static func write(_ directory: String, commit: String) {
-        try? (commit + "\n").write(toFile: path(directory), atomically: true, encoding: .utf8)
     }
 }

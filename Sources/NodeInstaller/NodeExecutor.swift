@@ -1,50 +1,25 @@
 import Foundation
-import JobQueue
 import ProcessControl
-import Scheduler
+import JobCore
 
 /// The `node` job kind: one custom node cloned at its pin into `custom_nodes/NAME`, via a staging
 /// folder and one rename, with its `.env`. Requirements are installed later, all nodes together, by
 /// `python-deps`; `install.py` after them, by `install-scripts`.
 public struct NodeExecutor: JobExecutor {
-    public let kind = "node"
     public var configuration: NodeInstallerConfiguration
 
     public init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
-    struct Payload: Decodable {
-        var name: String
-        var url: String
-        var commit: String?
-        var tag: String?
-        var branch: String?
-        var recursive: Bool?
-        var requirements: Bool?
-        var env: [String: String]?
-        var install_order: Int?
-        var force: Bool?
+    public func validate(_ payload: NodePayload) throws(JobFailure) {
+        _ = try configuration.sources.resolveSource(payload.url)
     }
 
-    public func validate(payload: String) throws(JobFailure) {
-        _ = try checked(payload)
-    }
-
-    private func checked(_ text: String) throws(JobFailure) -> (Payload, RefPin, String) {
-        let payload = try decodePayload(Payload.self, text, kind: "node", shape: "{\"name\", \"url\"} with commit, tag or branch")
-        guard Workspace.isSafeNodeName(payload.name) else {
-            throw .invalidPayload("the node name '\(payload.name.prefix(60))' must be a plain folder name (letters, digits, '.', '_', '-')")
-        }
+    public func run(_ attempt: JobAttempt<NodePayload>, context: JobContext) async throws -> String {
+        let payload = attempt.payload
         let pin = try RefPin(commit: payload.commit, tag: payload.tag, branch: payload.branch, owner: "node \(payload.name)")
-        for key in (payload.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
-            throw .invalidPayload("node \(payload.name) has the env key '\(key.prefix(60))', which is not an identifier")
-        }
-        return (payload, pin, try configuration.sources.resolve(payload.url))
-    }
-
-    public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
-        let (payload, pin, url) = try checked(job.payload)
+        let url = try configuration.sources.resolveSource(payload.url)
         let workspace = configuration.workspace
         let git = configuration.git
         let envFile = try renderEnv(payload)
@@ -58,7 +33,7 @@ public struct NodeExecutor: JobExecutor {
         if FileManager.default.fileExists(atPath: target) {
             let head = await git.head(target)
             let clean = await git.isClean(target)
-            if let head, pin.matches(head, wanted: wanted), clean, InstallMarker.read(target) == head {
+            if let head, pin.matches(head, wanted: wanted), clean, InstallMarker.installed.read(target) == head {
                 try writeEnv(envFile, into: target)
                 return resultJSON(["name": payload.name, "commit": head, "skipped": true])
             }
@@ -80,12 +55,12 @@ public struct NodeExecutor: JobExecutor {
             try? FileManager.default.removeItem(atPath: stage)
             throw error
         }
-        InstallMarker.write(target, commit: head)
+        InstallMarker.installed.write(target, commit: head)
         context.logger.info("custom node installed", metadata: ["node": "\(payload.name)", "commit": "\(head)"])
         return resultJSON(["name": payload.name, "commit": head, "skipped": false, "install_script": FileManager.default.fileExists(atPath: target + "/install.py")])
     }
 
-    private func renderEnv(_ payload: Payload) throws(JobFailure) -> String? {
+    private func renderEnv(_ payload: NodePayload) throws(JobFailure) -> String? {
         guard let env = payload.env, !env.isEmpty else { return nil }
         var lines: [String] = []
         for (key, template) in env.sorted(by: { $0.key < $1.key }) {

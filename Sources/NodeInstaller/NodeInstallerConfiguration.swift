@@ -1,5 +1,6 @@
 import Foundation
-import Scheduler
+import GitClient
+import JobCore
 
 /// What the node, ComfyUI and Python executors share: the workspace, where sources may come from,
 /// and the tools they run.
@@ -38,7 +39,9 @@ public struct NodeInstallerConfiguration: Sendable {
         self.sources = sources
     }
 
-    var git: Git { Git(allowLocal: sources.allowLocal, timeout: gitTimeout, baseEnvironment: childEnvironment, executable: gitExecutable) }
+    var git: Git {
+        Git(client: GitClient.Git(policy: sources, timeout: gitTimeout, executable: gitExecutable, baseEnvironment: childEnvironment))
+    }
 }
 
 /// A ref pin from a payload: at most one of commit, tag or branch; none means the default branch.
@@ -48,13 +51,7 @@ struct RefPin: Sendable, CustomStringConvertible {
     var branch: String?
 
     init(commit: String?, tag: String?, branch: String?, owner: String) throws(JobFailure) {
-        guard [commit, tag, branch].compactMap({ $0 }).count <= 1 else {
-            throw .invalidPayload("\(owner) names more than one of commit, tag and branch")
-        }
-        if let commit, !GitSourcePolicy.isCommit(commit) { throw .invalidPayload("\(owner) has a commit that is not 7-40 hexadecimal digits") }
-        for ref in [tag, branch].compactMap({ $0 }) where !GitSourcePolicy.isSafeRef(ref) {
-            throw .invalidPayload("\(owner) has the ref '\(ref.prefix(60))', which is not a plain tag or branch name")
-        }
+        try PayloadRules.checkPin(commit: commit, tag: tag, branch: branch, owner: owner)
         self.commit = commit?.lowercased()
         self.tag = tag
         self.branch = branch
@@ -92,16 +89,23 @@ struct RefPin: Sendable, CustomStringConvertible {
     }
 }
 
-/// Marks a checkout as fully installed (clone, .env, install.py) at a commit; kept inside `.git`
-/// so it is never an untracked file of the node.
-enum InstallMarker {
-    static func path(_ directory: String) -> String { directory + "/.git/provision-installed" }
+/// Marks a step of a checkout as done at a commit (`installed`: clone and .env; `install-script`:
+/// its install.py ran); kept inside `.git` so it is never an untracked file of the node.
+struct InstallMarker {
+    let name: String
 
-    static func read(_ directory: String) -> String? {
+    /// The clone and its .env are in place.
+    static let installed = InstallMarker(name: "provision-installed")
+    /// The node's install.py ran to success.
+    static let script = InstallMarker(name: "provision-install-script")
+
+    func path(_ directory: String) -> String { directory + "/.git/" + name }
+
+    func read(_ directory: String) -> String? {
         (try? String(contentsOfFile: path(directory), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    static func write(_ directory: String, commit: String) {
+    func write(_ directory: String, commit: String) {
         try? (commit + "\n").write(toFile: path(directory), atomically: true, encoding: .utf8)
     }
 }
@@ -109,12 +113,4 @@ enum InstallMarker {
 func resultJSON(_ fields: [String: Any]) -> String {
     let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
-}
-
-func decodePayload<T: Decodable>(_ type: T.Type, _ text: String, kind: String, shape: String) throws(JobFailure) -> T {
-    do {
-        return try JSONDecoder().decode(T.self, from: Data(text.utf8))
-    } catch {
-        throw .invalidPayload("a \(kind) job needs a payload \(shape)")
-    }
 }

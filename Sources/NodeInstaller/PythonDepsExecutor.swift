@@ -1,37 +1,18 @@
 import Foundation
-import JobQueue
-import Scheduler
+import JobCore
 
 /// The `python-deps` job kind: every node's requirements resolved together (`uv pip compile`, with
 /// ComfyUI's requirements and the installed torch as constraints), conflicts reported by node, then
 /// one install.
 public struct PythonDepsExecutor: JobExecutor {
-    public let kind = "python-deps"
     public var configuration: NodeInstallerConfiguration
 
     public init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
-    struct Payload: Decodable {
-        var nodes: [String]?
-        var allow_outside: Bool?
-        var constraints: [String]?
-    }
-
-    public func validate(payload: String) throws(JobFailure) {
-        let decoded = try decodePayload(Payload.self, payload, kind: "python-deps", shape: "{\"nodes\": [names]}")
-        for name in decoded.nodes ?? [] where !Workspace.isSafeNodeName(name) {
-            throw .invalidPayload("python-deps names the node '\(name.prefix(60))', which is not a plain folder name")
-        }
-        for line in decoded.constraints ?? [] where line.hasPrefix("-") || line.contains("://") {
-            throw .invalidPayload("a python-deps constraint must be a plain requirement, not '\(line.prefix(60))'")
-        }
-    }
-
-    public func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
-        try validate(payload: job.payload)
-        let payload = try decodePayload(Payload.self, job.payload, kind: "python-deps", shape: "{\"nodes\": [names]}")
+    public func run(_ attempt: JobAttempt<PythonDepsPayload>, context: JobContext) async throws -> String {
+        let payload = attempt.payload
         let workspace = configuration.workspace
         let nodes = payload.nodes ?? installedNodes()
         var requirements: [Requirement] = []
@@ -40,7 +21,7 @@ public struct PythonDepsExecutor: JobExecutor {
             guard FileManager.default.fileExists(atPath: directory) else {
                 throw JobFailure(type: "node_missing", message: "custom node \(node) is not installed", retryable: false)
             }
-            requirements += try RequirementsReader.read(node: node, directory: directory, allowOutside: payload.allow_outside ?? false, sources: configuration.sources)
+            requirements += try RequirementsReader.read(node: node, directory: directory, allowOutside: payload.allowOutside ?? false, sources: configuration.sources)
         }
         let environment = PythonEnvironment(configuration: configuration)
         let lock = try await environment.lock()

@@ -1,6 +1,6 @@
 import Foundation
 import ProcessControl
-import Scheduler
+import JobCore
 
 /// What `uv pip compile` concluded.
 enum Resolution {

@@ -1,5 +1,5 @@
 import Foundation
-import Scheduler
+import JobCore
 
 /// One requirement line of one node, after the checks.
 struct Requirement: Sendable, Equatable {

@@ -1,5 +1,5 @@
 import Foundation
-import Scheduler
+import JobCore
 
 /// The folders of a ComfyUI machine: `<root>/ComfyUI`, its `custom_nodes` and `models`, the
 /// Python environment `<root>/venv`, and provision's own locks and staging area.
@@ -25,10 +25,7 @@ public struct Workspace: Sendable {
     public func node(_ name: String) -> String { customNodes + "/" + name }
 
     /// Node names are folder names: no paths, no hidden or option-like names.
-    public static func isSafeNodeName(_ name: String) -> Bool {
-        guard let first = name.first, first.isASCII, first.isLetter || first.isNumber || first == "_", name.count <= 100 else { return false }
-        return name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) } && name != "." && name != ".."
-    }
+    public static func isSafeNodeName(_ name: String) -> Bool { PayloadRules.isNodeName(name) }
 
     /// The staging folder for clones headed to `custom_nodes`: `staging` when it is on the same
     /// filesystem (so the final rename is atomic), else a folder beside `custom_nodes` in ComfyUI.

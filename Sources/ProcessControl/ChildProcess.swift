@@ -118,27 +118,52 @@ public final class ChildProcess: Sendable {
         return waitBlocking(timeout: .seconds(5))
     }
 
-    /// What `run` returns: how the command ended and everything it printed (stdout and stderr).
+    /// What `run` returns: how the command ended and what it printed (stdout and stderr, made printable).
     public struct Output: Sendable {
+        /// How it ended; nil when it was stopped for running past its deadline.
         public var termination: Termination?
         public var output: String
+
+        public init(termination: Termination?, output: String) {
+            self.termination = termination
+            self.output = output
+        }
+
         /// True when the command exited 0 within its time.
         public var succeeded: Bool { termination == .exited(0) }
+        /// The exit status; nil when it was stopped or died of a signal.
+        public var status: Int32? {
+            if case .exited(let code)? = termination { return code }
+            return nil
+        }
+        public var timedOut: Bool { termination == nil }
+
+        /// The last meaningful line of the output, for error sentences.
+        public var lastLine: String {
+            let lines = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            return String((lines.last ?? "").prefix(300))
+        }
     }
 
-    /// Runs a command to completion (killed after `timeout`) and collects its output.
+    /// Runs a command to completion and collects its output: arguments as a list (never a shell),
+    /// stdin from /dev/null, output in a private file (mode 0600), the last `outputLimit` bytes kept;
+    /// past `timeout` it gets SIGTERM, then SIGKILL after `grace`.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-        workingDirectory: String? = nil, timeout: Duration = .seconds(600)
+        workingDirectory: String? = nil, timeout: Duration = .seconds(600), grace: Duration = .seconds(2), outputLimit: Int = ChildProcess.outputLimit
     ) async throws(ChildProcessError) -> Output {
         let log = NSTemporaryDirectory() + "provision-run-\(UUID().uuidString).log"
+        let fd = open(log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd >= 0 { close(fd) }
         defer { unlink(log) }
         let child = try ChildProcess(executable, arguments, environment: environment, outputPath: log, workingDirectory: workingDirectory)
-        var ended = await child.wait(timeout: timeout)
+        let ended = await child.wait(timeout: timeout)
         if ended == nil {
-            child.signal(SIGKILL)
-            ended = nil
-            _ = await child.wait(timeout: .seconds(5))
+            child.signal(SIGTERM)
+            if await child.wait(timeout: grace) == nil {
+                child.signal(SIGKILL)
+                _ = await child.wait(timeout: .seconds(5))
+            }
         }
         return Output(termination: ended, output: printable(tailOf: log, limit: outputLimit))
     }

@@ -132,8 +132,10 @@ public final class Worker: Sendable {
             await report(job, .failure(JobFailure(type: "unknown_kind", message: "this worker has no executor for job kind '\(job.kind)'", retryable: false)), started, log)
             return
         }
+        // The adapter between the queue and the executors: the payload decoded once, no lease handed on.
+        let prepared: PreparedJob
         do throws(JobFailure) {
-            try executor.validate(payload: job.payload)
+            prepared = try executor.prepare(id: job.id, attempt: job.attempt, maxAttempts: job.maxAttempts, payload: job.payload)
         } catch {
             await report(job, .failure(error), started, log)
             return
@@ -145,7 +147,7 @@ public final class Worker: Sendable {
         }
         var outcome: Result<String, any Error>
         do {
-            outcome = .success(try await executor.run(job, context: context))
+            outcome = .success(try await prepared.run(context: context))
         } catch {
             outcome = .failure(error)
         }

@@ -1,3 +1,5 @@
+import JobCore
+
 /// One numbered step of a machine's startup flow (seed 002), as carried by every event.
 public struct Step: Sendable, Hashable {
     public let number: Int
@@ -32,21 +34,18 @@ public struct Step: Sendable, Hashable {
     public static let machineReady = Step(
         number: 21, name: "Machine Ready", phase: "comfyui_ready", event: "machine.ready.complete")
 
-    /// The step a job belongs to (protocols/events.md): `node`, `comfyui`, `python-deps`, `install-scripts` → 17;
-    /// `download`, `verify` → 18; the stand-in kinds `noop` and `sleep` take the step of the job they
-    /// stand in for, from the id: `model:…`, `models:…`, `download:…`, `verify`, `verify:…` → 18, else 17.
+    /// The step a job belongs to (protocols/events.md): the step its kind declares (`JobPayload.step`:
+    /// `node`, `comfyui`, `python-deps`, `install-scripts` → 17; `download`, `verify` → 18). The
+    /// stand-in kinds `noop` and `sleep` take the step of the job they stand in for, from the id:
+    /// `model:…`, `models:…`, `download:…`, `verify`, `verify:…` → 18, else 17.
     public static func forJob(kind: String, id: String) -> Step {
-        switch kind {
-        case "node", "comfyui", "python-deps", "install-scripts": return .customNodes
-        case "download", "verify": return .models
-        default:
-            if id.hasPrefix("model:") || id.hasPrefix("models:") || id.hasPrefix("download:") || id == "verify"
-                || id.hasPrefix("verify:")
-            {
-                return .models
-            }
-            return .customNodes
+        if kind != NoopPayload.kind, kind != SleepPayload.kind, let declared = JobKinds.step(of: kind) {
+            return declared == .models ? .models : .customNodes
         }
+        if id.hasPrefix("model:") || id.hasPrefix("models:") || id.hasPrefix("download:") || id == "verify" || id.hasPrefix("verify:") {
+            return .models
+        }
+        return .customNodes
     }
 
     /// The span id of this step inside a plan's trace (`step/17`); job spans are its children.

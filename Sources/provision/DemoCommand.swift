@@ -59,7 +59,7 @@ struct DemoCommand: AsyncParsableCommand {
             var pool = self.pool
             pool.executors = try ExecutorOptions.parse([
                 "--workspace", workspace.path, "--allow-local-sources", "--allow-loopback-origins",
-                "--download-connections", "8",
+                "--download-connections", "8", "--expose-env", "DEMO_REGION",
             ])
             setenv("DEMO_REGION", environment["DEMO_REGION"] ?? "demo-region-1", 0)
             let started = Date()

@@ -16,6 +16,7 @@ struct EventsCommand: AsyncParsableCommand {
     }
 
     @OptionGroup var queue: QueueOptions
+    @OptionGroup var local: PrivateRedisOptions
 
     @Flag(help: "Keep printing new events until interrupted.")
     var follow = false
@@ -38,14 +39,16 @@ struct EventsCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
+            let (redisURL, offlineServer) = try await queue.readerURL(local, command: "events")
+            defer { PrivateRedis.finish(offlineServer) }
             let keys: MachineKeys
             if fleet {
                 keys = try MachineKeys(prefix: queue.keyPrefix, machine: (try? queue.machineID) ?? "fleet")
             } else {
-                keys = try MachineKeys(prefix: queue.keyPrefix, machine: try queue.machineID)
+                keys = try MachineKeys(prefix: queue.keyPrefix, machine: (try? queue.machineID) ?? (queue.isPrivate(redisURL) ? "local" : try queue.machineID))
             }
             let stream = fleet ? keys.fleetEvents : keys.events
-            var configuration = try RedisConfiguration(url: try queue.redisURL)
+            var configuration = try RedisConfiguration(url: redisURL)
             configuration.commandTimeout = max(configuration.commandTimeout, .seconds(5))
             let redis = RedisClient(configuration: configuration, label: "events")
             let shutdown = Shutdown()

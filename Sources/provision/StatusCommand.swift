@@ -12,6 +12,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     @OptionGroup var queue: QueueOptions
     @OptionGroup var telemetry: TelemetryOptions
+    @OptionGroup var local: PrivateRedisOptions
 
     @Flag(help: "Wait until the machine is ready, failed or cancelled.")
     var wait = false
@@ -30,8 +31,11 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let keys = try MachineKeys(prefix: queue.keyPrefix, machine: try queue.machineID)
-            let monitor = MachineMonitor(redis: try RedisClient(url: try queue.redisURL), keys: keys, stallAfter: telemetry.stallDuration)
+            let (redisURL, offlineServer) = try await queue.readerURL(local, command: "status")
+            defer { PrivateRedis.finish(offlineServer) }
+            let machine = try? queue.machineID
+            let keys = try MachineKeys(prefix: queue.keyPrefix, machine: machine ?? (queue.isPrivate(redisURL) ? "local" : try queue.machineID))
+            let monitor = MachineMonitor(redis: try RedisClient(url: redisURL), keys: keys, stallAfter: telemetry.stallDuration)
             var snapshot = try await monitor.snapshot()
             let view = (wait && live && !json && isatty(STDOUT_FILENO) == 1) ? LiveView() : nil
             if wait {
@@ -50,7 +54,7 @@ struct StatusCommand: AsyncParsableCommand {
             }
             var jobRecords: [[String: String]] = []
             if jobs, let plan = snapshot.status.planID {
-                let jobQueue = try JobQueue(redis: try RedisClient(url: try queue.redisURL), machine: keys.machine, prefix: queue.keyPrefix)
+                let jobQueue = try JobQueue(redis: try RedisClient(url: redisURL), machine: keys.machine, prefix: queue.keyPrefix)
                 jobRecords = try await jobQueue.jobs(plan: plan)
             }
             say(render(snapshot, jobs: jobs ? jobRecords : nil))

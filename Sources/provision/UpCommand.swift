@@ -44,7 +44,6 @@ func bringUp(
     stateDir: String?, timeout: Double, serve: Bool, healthRequired: Bool = true
 ) async throws {
     let logger = queue.bootstrapLogging(label: "provision.up")
-    let environment = ProcessInfo.processInfo.environment
     let machine = (try? queue.machineID) ?? "local"
 
     var privateRedis: LocalRedisServer?
@@ -52,9 +51,7 @@ func bringUp(
     if let given = try? queue.redisURL {
         url = given
     } else {
-        let base = stateDir ?? environment["PROVISION_STATE_DIR"]
-            ?? ((environment["XDG_STATE_HOME"] ?? (NSHomeDirectory() + "/.local/state")) + "/provision")
-        let directory = URL(fileURLWithPath: base).appendingPathComponent("redis")
+        let directory = PrivateRedis(stateDir: stateDir).directory
         // A unix socket under the state directory: no TCP port, nothing reachable from outside.
         let server = LocalRedisServer(directory: directory, listen: .socket(path: directory.appendingPathComponent("redis.sock").path))
         try await server.start()
@@ -111,6 +108,10 @@ func bringUp(
     let monitor = MachineMonitor(redis: jobQueue.redis, keys: jobQueue.keys, stallAfter: telemetry.stallDuration)
     if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
     say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
+    if let privateRedis {
+        let stateRoot = privateRedis.directory.deletingLastPathComponent().path
+        say("the machine's state stays in \(privateRedis.directory.path): `provision status --state-dir \(stateRoot) --offline --jobs` reads it after this exits")
+    }
     if serve && status.state == .ready && !shutdown.isRequested {
         say("ready; serving until SIGTERM")
         await shutdown.wait()

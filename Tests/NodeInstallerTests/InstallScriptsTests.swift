@@ -69,13 +69,14 @@ struct InstallScriptsTests {
     }
 
     @Test func httpSSHAndCredentialSourcesAreRefusedOnTheWorker() throws {
-        let executor = NodeExecutor(configuration: NodeInstallerConfiguration(workspace: Workspace(root: "/nonexistent")))
+        let executor = AnyJobExecutor(NodeExecutor(configuration: NodeInstallerConfiguration(workspace: Workspace(root: "/nonexistent"))))
         for url in ["http://github.com/o/r", "ssh://git@github.com/o/r", "git@github.com:o/r.git", "https://user:pw@github.com/o/r", "git://github.com/o/r"] {
             let payload = String(decoding: try JSONSerialization.data(withJSONObject: ["name": "n", "url": url]), as: UTF8.self)
             #expect(throws: JobFailure.self, "\(url)") { try executor.validate(payload: payload) }
         }
-        do {
+        do throws(JobFailure) {
             try executor.validate(payload: #"{"name": "n", "url": "https://bob:hunter22@github.com/o/r"}"#)
+            Issue.record("credentials in the URL were accepted")
         } catch {
             #expect(!error.message.contains("hunter22"))
         }

@@ -29,11 +29,10 @@ struct NodeHarness {
 
     var repos: URL { folder.appendingPathComponent("repos") }
 
-    func run(_ executor: any JobExecutor, _ payload: [String: Any]) async throws -> [String: Any] {
+    func run<E: JobExecutor>(_ executor: E, _ payload: [String: Any]) async throws -> [String: Any] {
         let text = String(decoding: try JSONSerialization.data(withJSONObject: payload), as: UTF8.self)
-        try executor.validate(payload: text)
-        let job = ClaimedJob(id: "j", kind: executor.kind, payload: text, lease: Lease(plan: "p", job: "j", token: "1"))
-        let result = try await executor.run(job, context: JobContext(workerID: "test", logger: Logger(label: "test")))
+        let job = try AnyJobExecutor(executor).prepare(id: "j", payload: text)
+        let result = try await job.run(context: JobContext(workerID: "test", logger: Logger(label: "test")))
         return try JSONSerialization.jsonObject(with: Data(result.utf8)) as? [String: Any] ?? [:]
     }
 
@@ -159,7 +158,7 @@ struct NodeInstallerTests {
     @Test func hostileInputIsRefusedBeforeAnythingRuns() async throws {
         let h = try NodeHarness()
         defer { h.cleanup() }
-        let executor = NodeExecutor(configuration: h.configuration)
+        let executor = AnyJobExecutor(NodeExecutor(configuration: h.configuration))
         let bad: [[String: Any]] = [
             ["name": "../escape", "url": "https://github.example/x"],
             ["name": "a/b", "url": "https://github.example/x"],
@@ -178,7 +177,7 @@ struct NodeInstallerTests {
         }
         var strict = h.configuration
         strict.sources = GitSourcePolicy()
-        #expect(throws: JobFailure.self) { try NodeExecutor(configuration: strict).validate(payload: #"{"name":"x","url":"file:///etc"}"#) }
+        #expect(throws: JobFailure.self) { try AnyJobExecutor(NodeExecutor(configuration: strict)).validate(payload: #"{"name":"x","url":"file:///etc"}"#) }
         #expect(!FileManager.default.fileExists(atPath: "/tmp/pwned"))
     }
 

@@ -11,12 +11,17 @@ import Testing
 /// An executor that does what a careless download would: puts the token into its log lines, its
 /// progress, its result and its error messages.
 struct LeakyExecutor: JobExecutor {
-    let kind = "download"
+    /// Stands in for `download`, whatever the payload.
+    struct Payload: JobPayload {
+        static let kind = "download"
+        static let step = JobStep.models
+        init(from decoder: any Decoder) throws {}
+        func encode(to encoder: any Encoder) throws {}
+    }
+
     let token: String
 
-    func validate(payload: String) throws(JobFailure) {}
-
-    func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
+    func run(_ job: JobAttempt<Payload>, context: JobContext) async throws -> String {
         let url = "https://huggingface.co/org/model/resolve/main/x.safetensors?token=\(token)"
         context.logger.info("fetching \(url) with Authorization: Bearer \(token)", metadata: ["url": "\(url)", "auth": "Bearer \(token)"])
         context.progress(JobProgress(bytesDone: 10, bytesTotal: 100))
@@ -83,7 +88,7 @@ struct SecretTests {
         var configuration = WorkerConfiguration(workerID: "w-secret", concurrency: 2)
         configuration.redact = { redactor.scrub($0) }
         let worker = try Worker(
-            redis: try redis.server.configuration, machine: "m1", registry: ExecutorRegistry([LeakyExecutor(token: Self.token)]),
+            redis: try redis.server.configuration, machine: "m1", registry: ExecutorRegistry([AnyJobExecutor(LeakyExecutor(token: Self.token))]),
             configuration: configuration, logger: logger, observers: [StepEventObserver(publisher: publisher), announcer])
         let shutdown = Shutdown()
         let flusher = Task { await publisher.run() }

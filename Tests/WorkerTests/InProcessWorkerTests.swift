@@ -7,9 +7,7 @@ import Testing
 
 /// A `noop` stand-in whose job `big` returns a result larger than the queue keeps.
 struct OversizeResultExecutor: JobExecutor {
-    let kind = "noop"
-    func validate(payload: String) throws(JobFailure) {}
-    func run(_ job: ClaimedJob, context: JobContext) async throws -> String {
+    func run(_ job: JobAttempt<NoopPayload>, context: JobContext) async throws -> String {
         job.id == "big" ? "\"" + String(repeating: "x", count: 1_100_000) + "\"" : "{}"
     }
 }
@@ -25,7 +23,7 @@ struct InProcessWorkerTests {
         let plan = try JSONSerialization.data(withJSONObject: ["version": 1, "plan_id": "p", "jobs": jobs])
         _ = try await queue.enqueue(planJSON: String(decoding: plan, as: UTF8.self))
         let worker = try Worker(
-            redis: try redis.server.configuration, machine: "m1", registry: ExecutorRegistry([OversizeResultExecutor()]),
+            redis: try redis.server.configuration, machine: "m1", registry: ExecutorRegistry([AnyJobExecutor(OversizeResultExecutor())]),
             configuration: WorkerConfiguration(workerID: "w-big", concurrency: 8), logger: Logger(label: "test"))
         let shutdown = Shutdown()
         let running = Task { try await worker.run(until: shutdown) }

@@ -287,10 +287,22 @@ struct DemoTests {
         defer { try? FileManager.default.removeItem(at: state) }
         let result = try await run(provisionExecutable(), ["demo", "--state-dir", state.path, "--models-mib", "32"], timeout: .seconds(300))
         #expect(result.status == 0, "\(result.output.suffix(3000))")
-        #expect(result.output.contains("ready: 14/14 succeeded"))
+        #expect(result.output.contains("ready: 15/15 succeeded"))
         let models = state.appendingPathComponent("workspace/ComfyUI/models")
         #expect(FileManager.default.fileExists(atPath: models.appendingPathComponent("checkpoints/demo-checkpoint.safetensors").path))
         #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("workspace/ComfyUI/custom_nodes/was-node-suite-comfyui/installed.flag").path))
+        // ComfyUI imports every folder in custom_nodes: nothing of provision's may be there.
+        let folders = try FileManager.default.contentsOfDirectory(atPath: state.appendingPathComponent("workspace/ComfyUI/custom_nodes").path)
+        #expect(!folders.contains { $0.hasPrefix(".") }, "\(folders)")
+
+        // The private Redis stopped with the demo: the readers say how to get at its state...
+        let stopped = try await run(provisionExecutable(), ["status", "--state-dir", state.path], environment: ["REDIS_URL": "", "PROVISION_REDIS_URL": ""])
+        #expect(stopped.status == 1 && stopped.output.contains("--offline"), "\(stopped.output)")
+        // ...and read it from a copy of its data.
+        let offline = try await run(provisionExecutable(), ["status", "--state-dir", state.path, "--offline", "--jobs"], environment: ["REDIS_URL": "", "PROVISION_REDIS_URL": ""])
+        #expect(offline.status == 0 && offline.output.contains("ready") && offline.output.contains("install-scripts"), "\(offline.output)")
+        let events = try await run(provisionExecutable(), ["events", "--state-dir", state.path, "--offline"], environment: ["REDIS_URL": "", "PROVISION_REDIS_URL": ""])
+        #expect(events.status == 0 && events.output.contains("machine.ready.complete"), "\(events.output.suffix(500))")
     }
 }
 

@@ -1,0 +1,32 @@
+/// Why git could not do what was asked: a refused source, a ref that does not exist, a failed or
+/// timed-out command, or no git at all. `message` is a clause without a final period, so callers
+/// can make it their own sentence.
+public struct GitError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// The URL or ref is not allowed (policy), before anything ran.
+        case refused
+        /// The repository answered: the ref or commit is not there.
+        case notFound
+        /// git ran and failed (network, permissions, a damaged repository).
+        case failed
+        case timedOut
+        /// git could not be started.
+        case missing
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    /// Whether trying again later may help.
+    public var isRetryable: Bool { kind == .failed || kind == .timedOut }
+
+    public var description: String { message }
+
+    /// The message as a sentence: capitalised, with a final period.
+    public var sentence: String { (message.prefix(1).uppercased() + message.dropFirst()) + (message.hasSuffix(".") ? "" : ".") }
+}

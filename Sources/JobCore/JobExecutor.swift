@@ -1,0 +1,90 @@
+import Foundation
+
+/// One attempt at a job as an executor sees it: the job's id, which attempt this is, and its
+/// payload decoded once. No lease, no token, nothing of the queue.
+public struct JobAttempt<Payload: JobPayload>: Sendable {
+    public let id: String
+    public let attempt: Int
+    public let maxAttempts: Int
+    public let payload: Payload
+
+    public init(id: String, attempt: Int = 1, maxAttempts: Int = 1, payload: Payload) {
+        self.id = id
+        self.attempt = attempt
+        self.maxAttempts = maxAttempts
+        self.payload = payload
+    }
+}
+
+/// Runs one kind of job: the kind is its payload type's. Executors are idempotent: a job may be
+/// delivered again after a crash.
+public protocol JobExecutor: Sendable {
+    associatedtype Payload: JobPayload
+    /// What this worker refuses beyond the payload's own rules (sources, paths): a permanent failure.
+    func validate(_ payload: Payload) throws(JobFailure)
+    /// Runs one attempt and returns its result as JSON. Honours task cancellation (lease lost,
+    /// drain). Throw `JobFailure` to say whether a retry can help.
+    func run(_ attempt: JobAttempt<Payload>, context: JobContext) async throws -> String
+}
+
+extension JobExecutor {
+    public var kind: String { Payload.kind }
+    public func validate(_ payload: Payload) throws(JobFailure) {}
+}
+
+/// A job ready to run: its payload decoded and checked.
+public struct PreparedJob: Sendable {
+    public let kind: String
+    let body: @Sendable (JobContext) async throws -> String
+
+    /// Runs the attempt.
+    public func run(context: JobContext) async throws -> String { try await body(context) }
+}
+
+/// An executor of any kind, for a registry: decodes a payload's JSON text once, checks it (the
+/// payload's rules, then the executor's), and hands the typed attempt to the executor.
+public struct AnyJobExecutor: Sendable {
+    public let kind: String
+    public let step: JobStep
+    private let make: @Sendable (_ id: String, _ attempt: Int, _ maxAttempts: Int, _ payload: String) throws(JobFailure) -> PreparedJob
+
+    public init<E: JobExecutor>(_ executor: E) {
+        kind = E.Payload.kind
+        step = E.Payload.step
+        make = { id, attempt, maxAttempts, text throws(JobFailure) in
+            let payload = try E.Payload.decode(text)
+            try payload.validate()
+            try executor.validate(payload)
+            let job = JobAttempt(id: id, attempt: attempt, maxAttempts: maxAttempts, payload: payload)
+            return PreparedJob(kind: E.Payload.kind) { context in try await executor.run(job, context: context) }
+        }
+    }
+
+    /// Decodes and checks a payload without running anything.
+    public func validate(payload: String) throws(JobFailure) {
+        _ = try make("validate", 1, 1, payload)
+    }
+
+    /// Decodes and checks a payload; an unusable one is a permanent failure.
+    public func prepare(id: String, attempt: Int = 1, maxAttempts: Int = 1, payload: String) throws(JobFailure) -> PreparedJob {
+        try make(id, attempt, maxAttempts, payload)
+    }
+}
+
+/// The executors a worker offers, by kind.
+public struct ExecutorRegistry: Sendable {
+    private var executors: [String: AnyJobExecutor] = [:]
+
+    public init(_ executors: [AnyJobExecutor] = []) {
+        for executor in executors { self.executors[executor.kind] = executor }
+    }
+
+    public mutating func register<E: JobExecutor>(_ executor: E) {
+        executors[E.Payload.kind] = AnyJobExecutor(executor)
+    }
+
+    public subscript(kind: String) -> AnyJobExecutor? { executors[kind] }
+
+    /// The kinds this worker can run, reported when it registers.
+    public var kinds: [String] { executors.keys.sorted() }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import Manifest
+import TestSupport
+import Testing
+
+/// Types ComfyUI-Manager's map lacks, settled by what the workflow says (cnr_id, aux_id) or by the
+/// candidates' own NODE_CLASS_MAPPINGS, read without running their code.
+@Suite("Node types the map lacks", .serialized)
+struct NodeSourceTests {
+    @Test func aCnrIDThatIsTheRepositoryNameResolvesAClassTheMapLacks() throws {
+        let registry = try testRegistry()
+        // The registry id of chflame163/ComfyUI_LayerStyle is comfyui_layerstyle; Manager's is layerstyle.
+        for cnr in ["comfyui_layerstyle", "ComfyUI-LayerStyle", "layerstyle"] {
+            guard case .package(let package, let via) = registry.resolve("LayerUtility: NotInTheMap", cnrID: cnr) else {
+                Issue.record("\(cnr) did not resolve")
+                continue
+            }
+            #expect(package.repository == "https://github.com/chflame163/ComfyUI_LayerStyle" && via == "properties", "\(cnr)")
+        }
+        guard case .package(let byAux, _) = registry.resolve("Anything", auxID: "someone/not-in-registry") else {
+            Issue.record("aux_id did not resolve")
+            return
+        }
+        #expect(byAux.repository == "https://github.com/someone/not-in-registry")
+        #expect(registry.resolve("LayerUtility: NotInTheMap", cnrID: "no-such-pack") == .unresolved)
+    }
+
+    @Test func theScannerReadsMappingsWithoutRunningCode() {
+        let source = #"""
+        from .nodes import *
+        NODE_CLASS_MAPPINGS = {
+            "Plain Node": Plain,   # a comment with "Fake": 1
+            'Single': Single, "Nested": make({"NotAKey": 1}),
+            r"Raw\Name": Raw,
+            f"Computed{x}": Computed,
+            """Triple""": T,
+        }
+        NODE_CLASS_MAPPINGS["Assigned"] = A
+        NODE_CLASS_MAPPINGS.update({"Updated": U})
+        EXTRA_NODE_CLASS_MAPPINGS = {"Extra": E}
+        NODE_DISPLAY_NAME_MAPPINGS = {"Display Only": "x"}
+        if NODE_CLASS_MAPPINGS == {"Compared": 1}: pass
+        """#
+        let names = NodeClassScanner.classNames(inPython: source)
+        #expect(names == ["Plain Node", "Single", "Nested", "Raw\\Name", "Triple", "Assigned", "Updated", "Extra"], "\(names.sorted())")
+        #expect(NodeClassScanner.classNames(inPython: "NODE_CLASS_MAPPINGS = {\"unterminated: 1") == [])
+    }
+
+    @Test func lockSettlesTypesTheMapLacksFromTheCandidatesSource() async throws {
+        let f = try await LockFixture()
+        let mirror = f.folder.appendingPathComponent("github")
+        for (path, file) in [("kijai/ComfyUI-KJNodes", "kj.py"), ("city96/ComfyUI-GGUF", "gguf.py"), ("Derfuu/Derfuu_ComfyUI_ModdedNodes", "df.py"), ("rgthree/rgthree-comfy", "r.py")] {
+            _ = try await LocalRepository.create(at: mirror.appendingPathComponent(path), files: [file: "X = 1\n"])
+        }
+        // Both claimants exist; only bob's registers the ambiguous type.
+        _ = try await LocalRepository.create(at: mirror.appendingPathComponent("alice/captioner"), files: ["c.py": "NODE_CLASS_MAPPINGS = {\"OtherCaptioner\": C}\n"])
+        let bob = try await LocalRepository.create(at: mirror.appendingPathComponent("bob/captioner-nodes"), files: ["nodes/captions.py": "NODE_CLASS_MAPPINGS = {\n    \"ImageCaptioner\": Captioner,\n}\n"])
+        // The unknown type is registered by a node the manifest installs; its code would fail if run.
+        let mystery = try await LocalRepository.create(at: f.folder.appendingPathComponent("repos/mystery"), files: [
+            "__init__.py": "raise SystemExit('never run')\nNODE_CLASS_MAPPINGS = {}\nNODE_CLASS_MAPPINGS['Mystery Node'] = M\n",
+        ])
+        var text = try String(contentsOfFile: fixture("workflow-ui.json"), encoding: .utf8)
+        text = text.replacingOccurrences(of: "https://huggingface.co/org/", with: "\(f.origin.base)/hf/org/")
+        _ = try f.origin.addFile("ae.safetensors", size: 4096, seed: 3)
+        let checkpoint = try f.origin.addFile("base.safetensors", size: 8192, seed: 4)
+        text = text.replacingOccurrences(of: "31E35C80FC4829D14F90153F4C74CD59C90B779F6AFE05A74CD6145A2E6EF5D6", with: sha256Hex(checkpoint).uppercased())
+        let workflow = try write(text, to: "wf.json", in: f.folder)
+        let manifest = try write(json(["custom_nodes": [["name": "mystery", "url": mystery.url]]]), to: "m.json", in: f.folder)
+        let output = f.folder.appendingPathComponent("wf.lock").path
+        let locked = try await provision([
+            "lock", workflow, manifest, "-o", output, "--registry", fixture("registry/extension-node-map.json"), "--allow-local-sources", "--allow-loopback",
+            "--mirror", "https://github.com/=file://\(mirror.path)/", "--allow-unresolved",
+        ])
+        #expect(locked.status == 0, "\(locked.output)")
+        #expect(!locked.output.contains("not pinned: node type"), "\(locked.output)")
+        #expect(locked.output.contains("settled ImageCaptioner: https://github.com/bob/captioner-nodes registers it in its NODE_CLASS_MAPPINGS"), "\(locked.output)")
+        let lock = try Lockfile.load(path: output)
+        let nodes = Dictionary(uniqueKeysWithValues: lock.customNodes.map { ($0.name, $0) })
+        #expect(nodes["captioner-nodes"]?.commit == (try await bob.head()) && nodes["captioner-nodes"]?.provides == ["ImageCaptioner"], "\(nodes.keys.sorted())")
+        #expect(nodes["captioner"] == nil)
+        #expect(nodes["mystery"]?.provides == ["Mystery Node"])
+        #expect(lock.workflows?.first?.unresolved == nil && lock.workflows?.first?.ambiguous == nil)
+    }
+}

@@ -77,11 +77,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // ComfyUI per GPU (steps 9-13, 19-21): hardware, instance list, supervision, readiness probes.
+        .target(
+            name: "Services",
+            dependencies: ["ProcessControl", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            plugins: ["EmbedScripts"]),
         .executableTarget(
             name: "provision",
             dependencies: [
                 "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
-                "HealthServer", "Manifest",
+                "HealthServer", "Manifest", "Services",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -119,6 +125,9 @@ let package = Package(
                 "Aggregator", "Telemetry", "Scheduler", "JobQueue", "RedisClient", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .testTarget(
+            name: "ServicesTests",
+            dependencies: ["Services", "Manifest", "ProcessControl", "RedisClient", "TestSupport"]),
         .testTarget(
             name: "HealthServerTests",
             dependencies: [

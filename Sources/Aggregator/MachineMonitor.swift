@@ -26,6 +26,10 @@ public final class MachineMonitor: Sendable {
                 ["ZRANGE", keys.active, "0", "-1"], ["HGETALL", keys.progress],
             ])
         } catch { throw .redis(error) }
+        // An error reply (WRONGTYPE, OOM, …) is the server's sentence, not a shape to dump.
+        for case .error(let message) in replies {
+            throw .redis(.server(server: redis.configuration.serverDescription, command: "the status read", message: message))
+        }
         guard replies.count == 7, let hash = replies[0].hash, let reasons = replies[1].array,
             let beats = replies[2].array, let time = replies[4].array, time.count == 2,
             let seconds = time[0].int, let micros = time[1].int, let active = replies[5].array

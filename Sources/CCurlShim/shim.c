@@ -1,4 +1,5 @@
 #include "CCurlShim.h"
+#include <sys/socket.h>
 
 curl_version_info_data *provision_curl_version_info(void) {
     return curl_version_info(CURLVERSION_NOW);
@@ -53,4 +54,19 @@ CURLcode provision_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **valu
 
 CURLMcode provision_multi_setopt_long(CURLM *multi, CURLMoption option, long value) {
     return curl_multi_setopt(multi, option, value);
+}
+
+static curl_socket_t provision_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address) {
+    struct provision_connection_guard *guard = clientp;
+    (void)purpose;
+    if (guard == NULL || guard->check == NULL || !guard->check(guard->context, &address->addr, address->addrlen)) {
+        return CURL_SOCKET_BAD;
+    }
+    return socket(address->family, address->socktype, address->protocol);
+}
+
+CURLcode provision_easy_guard_connections(CURL *handle, struct provision_connection_guard *guard) {
+    CURLcode code = curl_easy_setopt(handle, CURLOPT_OPENSOCKETFUNCTION, provision_open_socket);
+    if (code != CURLE_OK) return code;
+    return curl_easy_setopt(handle, CURLOPT_OPENSOCKETDATA, guard);
 }

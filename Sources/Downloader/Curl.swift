@@ -22,17 +22,24 @@ enum CurlGlobal {
 final class EasyHandle {
     let raw: UnsafeMutableRawPointer
     private var headerList: UnsafeMutablePointer<curl_slist>?
+    /// Checks the address of every connection this handle opens against the request's policy.
+    let connectionGuard = ConnectionGuard()
+    private let guardRecord: UnsafeMutablePointer<provision_connection_guard>
 
     init() throws(DownloadError) {
         guard CurlGlobal.ready, let raw = curl_easy_init() else {
             throw .transport(url: "-", reason: "libcurl could not be initialised", attempts: 0)
         }
         self.raw = raw
+        guardRecord = .allocate(capacity: 1)
+        guardRecord.initialize(to: provision_connection_guard(
+            check: connectionCheck, context: Unmanaged.passUnretained(connectionGuard).toOpaque()))
     }
 
     deinit {
         if let headerList { curl_slist_free_all(headerList) }
         curl_easy_cleanup(raw)
+        guardRecord.deallocate()
     }
 
     /// Resets the handle for a new request, keeping its connection cache.
@@ -40,6 +47,11 @@ final class EasyHandle {
         curl_easy_reset(raw)
         if let headerList { curl_slist_free_all(headerList) }
         headerList = nil
+    }
+
+    /// The error for a request that failed because a connection went to a refused address, if so.
+    func refusedConnection(url: String) -> DownloadError? {
+        connectionGuard.refused.map { .invalidURL(URLPolicy.redact(url), reason: "a connection would go to \($0)") }
     }
 
     func set(_ option: CURLoption, _ value: Int) { _ = provision_easy_setopt_long(raw, option, value) }
@@ -66,7 +78,10 @@ final class EasyHandle {
     }
 
     /// Options every request of ours uses.
-    func applyCommonOptions(userAgent: String, stallSeconds: Int, connectTimeoutSeconds: Int) {
+    func applyCommonOptions(userAgent: String, stallSeconds: Int, connectTimeoutSeconds: Int, policy: URLPolicy) {
+        connectionGuard.policy = policy
+        connectionGuard.refused = nil
+        _ = provision_easy_guard_connections(raw, guardRecord)
         set(CURLOPT_NOSIGNAL, 1)
         set(CURLOPT_FOLLOWLOCATION, 0)  // redirects are followed by hand, to control credentials
         set(CURLOPT_PROTOCOLS_STR, "http,https")
@@ -78,6 +93,31 @@ final class EasyHandle {
         set(CURLOPT_TCP_KEEPALIVE, 1)
         set(CURLOPT_BUFFERSIZE, 512 * 1024)
     }
+}
+
+/// The policy a handle's connections are checked against, and the first refusal of its current
+/// request. Touched only by the thread that runs the handle (libcurl calls back on it).
+final class ConnectionGuard {
+    var policy = URLPolicy()
+    /// `ADDRESS (why)` of the first connection refused since the request began.
+    var refused: String?
+}
+
+/// libcurl's open-socket callback (through the C shim): allows a connection only to an address
+/// the policy permits. Sockets of other families (unix) are refused: we only speak HTTP over IP.
+private let connectionCheck: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<sockaddr>?, UInt32) -> Int32 = {
+    context, address, length in
+    guard let context, let address else { return 0 }
+    let guardian = Unmanaged<ConnectionGuard>.fromOpaque(context).takeUnretainedValue()
+    guard let (ip, port) = NetworkAddress.from(address, length: Int(length)) else {
+        if guardian.refused == nil { guardian.refused = "an address that is not IPv4 or IPv6" }
+        return 0
+    }
+    if let refusal = guardian.policy.refusal(address: ip, port: port) {
+        if guardian.refused == nil { guardian.refused = "\(ip), \(refusal)" }
+        return 0
+    }
+    return 1
 }
 
 /// Response headers of one request, parsed as they arrive.

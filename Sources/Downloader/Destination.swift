@@ -17,6 +17,12 @@ public enum Destination {
             if part.contains(where: { $0.asciiValue.map { $0 < 32 || $0 == 127 } ?? false }) || part.contains("\\") {
                 throw .invalidDestination(relative, reason: "it contains control characters or backslashes")
             }
+            if part.utf8.count > Int(NAME_MAX) {
+                throw .invalidDestination(relative, reason: "a name in it is longer than \(NAME_MAX) bytes")
+            }
+            if part.hasPrefix(".provision-") {
+                throw .invalidDestination(relative, reason: "names starting with .provision- are reserved")
+            }
             if part.hasSuffix(".partial") || part.hasSuffix(".partial.state") || part.hasSuffix(".partial.lock") {
                 throw .invalidDestination(relative, reason: "names ending in .partial are reserved")
             }

@@ -19,7 +19,7 @@ final class DestinationLock {
         var announced = false
         while true {
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
-            guard fd >= 0 else { throw .io(path: path, operation: "create the lock file", reason: String(cString: strerror(errno))) }
+            guard fd >= 0 else { throw .io(path: path, operation: "create the lock file", errno: errno) }
             while flock(fd, LOCK_EX | LOCK_NB) != 0 {
                 let error = errno
                 if error == ENOLCK || error == EOPNOTSUPP {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Why a download failed, in one sentence that names the URL without its secrets.
 public enum DownloadError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidURL(String, reason: String)
@@ -43,6 +45,15 @@ public enum DownloadError: Error, Sendable, Equatable, CustomStringConvertible {
         case .cancelled:
             return "The download was cancelled."
         }
+    }
+
+    /// A failed file operation from its `errno`: a name longer than the file system allows is the
+    /// destination's fault and fails for good; anything else (a full disk, an I/O error) may pass.
+    static func io(path: String, operation: String, errno code: Int32) -> DownloadError {
+        if code == ENAMETOOLONG {
+            return .invalidDestination(path, reason: "could not \(operation) it: its name is longer than the file system allows")
+        }
+        return .io(path: path, operation: operation, reason: String(cString: strerror(code)))
     }
 
     /// Whether running the job again may succeed.

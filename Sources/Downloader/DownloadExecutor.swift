@@ -27,9 +27,9 @@ public struct DownloadExecutor: JobExecutor {
 
     public func validate(_ payload: DownloadPayload) throws(JobFailure) {
         do {
-            _ = try policy.check(payload.url)
+            _ = try policy.checkWithoutResolving(payload.url)
         } catch {
-            throw .invalidPayload(error.description)
+            throw JobFailure(type: error.type, message: error.description, retryable: false)
         }
     }
 

@@ -15,11 +15,28 @@ final class DownloadSession {
     /// `Retry-After` of the last probe response, for its backoff.
     var lastRetryAfter: Double?
 
-    var partialPath: String { request.destination + ".partial" }
-    var statePath: String { request.destination + ".partial.state" }
-    var lockPath: String { request.destination + ".partial.lock" }
+    var partialPath: String { sideBase + ".partial" }
+    var statePath: String { sideBase + ".partial.state" }
+    var lockPath: String { sideBase + ".partial.lock" }
+    /// What the side files are named after: the destination, or, when `NAME.partial.state` would be
+    /// longer than a file name may be (NAME_MAX, 255 bytes), `.provision-HASH` beside it, the hash
+    /// taken from the name so that every process finds the same side files for one destination.
+    let sideBase: String
+
+    /// The longest suffix a side file adds to the destination's name.
+    static let longestSideSuffix = ".partial.state"
+
+    static func sideBase(for destination: String) -> String {
+        let name = (destination as NSString).lastPathComponent
+        guard name.utf8.count + longestSideSuffix.utf8.count > Int(NAME_MAX) else { return destination }
+        var hasher = SHA256Hasher()
+        hasher.update(Data(name.utf8))
+        let directory = (destination as NSString).deletingLastPathComponent
+        return (directory as NSString).appendingPathComponent(".provision-" + hasher.finalize().prefix(40))
+    }
 
     init(request: DownloadRequest, cancelled: CancelFlag, progress: @escaping @Sendable (DownloadProgress) -> Void) {
+        self.sideBase = Self.sideBase(for: request.destination)
         self.request = request
         self.cancelled = cancelled
         self.reportProgress = progress
@@ -37,6 +54,9 @@ final class DownloadSession {
     private var shownURL: String { URLPolicy.redact(request.url) }
 
     private func perform() throws(DownloadError) -> DownloadResult {
+        if (request.destination as NSString).lastPathComponent.utf8.count > Int(NAME_MAX) {
+            throw .invalidDestination(request.destination, reason: "its name is longer than \(NAME_MAX) bytes")
+        }
         let claim = try DestinationLock.acquire(lockPath, cancelled: cancelled) {
             reportProgress(DownloadProgress(bytesDone: 0, bytesTotal: request.expectedSize, bytesPerSecond: 0, activeConnections: 0, waitingForAnotherDownload: true))
         }
@@ -297,7 +317,7 @@ final class DownloadSession {
                 let retained = Unmanaged.passRetained(transfer)
                 let handle = handles[slot]
                 handle.reset()
-                handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
+                handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds, policy: request.policy)
                 handle.set(CURLOPT_URL, remote.url)
                 handle.set(CURLOPT_RANGE, "\(start)-\(end)")
                 handle.setHeaders(baseHeaders + (validator.map { ["If-Range: \($0)"] } ?? []))
@@ -322,6 +342,7 @@ final class DownloadSession {
                 curl_multi_remove_handle(multi, handles[slot].raw)
                 entry.retained.release()
                 let transfer = entry.transfer
+                if code != CURLE_OK, let refused = handles[slot].refusedConnection(url: remote.url) { throw refused }
                 _ = transfer.flush()  // a failed write is left in `writeFailure`, for `classify`
                 fetchedBytes += transfer.received
                 freed = true
@@ -482,7 +503,7 @@ final class DownloadSession {
             let retained = Unmanaged.passRetained(stream)
             defer { retained.release() }
             let handle = try EasyHandle()
-            handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
+            handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds, policy: request.policy)
             handle.set(CURLOPT_URL, remote.url)
             if let url = URL(string: remote.url) { handle.setHeaders(headers(for: url, credentialOrigin: remote.credentialOrigin)) }
             _ = provision_easy_setopt_header_callback(handle.raw, headerCallback)
@@ -495,6 +516,10 @@ final class DownloadSession {
             let code = curl_easy_perform(handle.raw)
             fetchedBytes += stream.received
             if cancelled.isSet { throw .cancelled }
+            if code != CURLE_OK, let refused = handle.refusedConnection(url: remote.url) {
+                discardPartial()
+                throw refused
+            }
             let status = stream.sink.headers.status
             if code == CURLE_OK && status == 200 && (total == nil || stream.received == total) {
                 let digest = stream.hasher.finalize()
@@ -528,6 +553,12 @@ final class DownloadSession {
 
     /// Size and hash checked, then the partial file becomes the final one in one rename.
     private func place(fd: Int32, size: Int64, digest: String) throws(DownloadError) {
+        // An empty answer is more often a broken origin or an error page without a body than a
+        // real model file: it is placed only when the job says so (size 0, or the empty file's hash).
+        if size == 0 && request.expectedSize == nil && request.expectedSHA256 == nil {
+            discardPartial()
+            throw .badResponse(url: shownURL, reason: "the server sent an empty file, and no expected size of 0 was given")
+        }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw ioError(partialPath, "inspect") }
         if Int64(info.st_size) != size {
@@ -600,7 +631,7 @@ final class DownloadSession {
     }
 
     private func ioError(_ path: String, _ operation: String) -> DownloadError {
-        .io(path: path, operation: operation, reason: String(cString: strerror(errno)))
+        .io(path: path, operation: operation, errno: errno)
     }
 
     private func result(bytes: Int64, sha256: String, skipped: Bool, resumed: Int64, ranged: Bool, restarts: Int) -> DownloadResult {

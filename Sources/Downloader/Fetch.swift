@@ -33,23 +33,28 @@ public struct SmallFetch: Sendable {
 
     /// GETs `url` and returns the body of a 2xx answer.
     public func get(_ url: String) async throws(DownloadError) -> Data {
-        let checked = try policy.check(url)
         let shown = URLPolicy.redact(url)
-        let result: Result<Data, DownloadError> = await withCheckedContinuation { continuation in
+        let result: Result<Data, DownloadError> = await withCheckedContinuation { [policy, headers, limit, timeoutSeconds] continuation in
+            // The policy resolves the host: a blocking call, kept off the cooperative pool.
             Thread {
-                continuation.resume(returning: Self.perform(checked, shown: shown, headers: headers, limit: limit, timeout: timeoutSeconds))
+                do throws(DownloadError) {
+                    let checked = try policy.check(url)
+                    continuation.resume(returning: Self.perform(checked, shown: shown, policy: policy, headers: headers, limit: limit, timeout: timeoutSeconds))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
             }.start()
         }
         return try result.get()
     }
 
-    private static func perform(_ url: URL, shown: String, headers: [(name: String, value: String)], limit: Int, timeout: Int) -> Result<Data, DownloadError> {
+    private static func perform(_ url: URL, shown: String, policy: URLPolicy, headers: [(name: String, value: String)], limit: Int, timeout: Int) -> Result<Data, DownloadError> {
         let handle: EasyHandle
         do { handle = try EasyHandle() } catch { return .failure(error) }
         let sink = Sink(limit: limit)
         let retained = Unmanaged.passRetained(sink)
         defer { retained.release() }
-        handle.applyCommonOptions(userAgent: "provision/0.1", stallSeconds: timeout, connectTimeoutSeconds: 30)
+        handle.applyCommonOptions(userAgent: "provision/0.1", stallSeconds: timeout, connectTimeoutSeconds: 30, policy: policy)
         handle.set(CURLOPT_URL, url.absoluteString)
         handle.set(CURLOPT_TIMEOUT, timeout)
         handle.setHeaders(headers.map { "\($0.name): \($0.value)" } + ["Accept: application/json"])
@@ -58,6 +63,7 @@ public struct SmallFetch: Sendable {
         let code = curl_easy_perform(handle.raw)
         let status = handle.responseCode
         if code != CURLE_OK && !(code == CURLE_WRITE_ERROR && status >= 300) {
+            if let refused = handle.refusedConnection(url: url.absoluteString) { return .failure(refused) }
             if code == CURLE_WRITE_ERROR { return .failure(.badResponse(url: shown, reason: "the answer is larger than \(limit) bytes")) }
             return .failure(.transport(url: shown, reason: String(cString: curl_easy_strerror(code)), attempts: 1))
         }

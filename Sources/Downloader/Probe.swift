@@ -73,7 +73,7 @@ extension DownloadSession {
         let box = Unmanaged.passRetained(sink)
         defer { box.release() }
         handle.reset()
-        handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds)
+        handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds, policy: request.policy)
         handle.set(CURLOPT_URL, url.absoluteString)
         handle.set(CURLOPT_RANGE, "0-0")
         handle.setHeaders(headers(for: url, credentialOrigin: credentialOrigin))
@@ -85,6 +85,7 @@ extension DownloadSession {
         let headers = sink.headers
         lastRetryAfter = headers.retryAfterSeconds
         if code != CURLE_OK && !(code == CURLE_WRITE_ERROR && headers.status != 0) {
+            if let refused = handle.refusedConnection(url: url.absoluteString) { throw refused }
             let shown = URLPolicy.redact(url.absoluteString)
             if code == CURLE_OPERATION_TIMEDOUT { throw .stalled(url: shown, seconds: request.stallSeconds, attempts: attempt) }
             throw .transport(url: shown, reason: String(cString: curl_easy_strerror(code)), attempts: attempt)

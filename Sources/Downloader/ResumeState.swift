@@ -4,8 +4,10 @@ import Foundation
 /// its `.aria2` file): written bytes per chunk and the hasher's position, so a restart fetches only
 /// what is missing and does not re-read the hashed prefix. Trusted only while the remote file is unchanged.
 struct ResumeState: Codable, Equatable {
-    /// 2: chunks follow `ChunkTable.starts` (tapered); a version-1 state is not trusted.
-    var version = 2
+    /// 2: chunks follow `ChunkTable.starts` (tapered). 3: `hash_state` is provision's own SHA-256
+    /// state format (CSHA256.h), not libcrypto's struct. Older states are not trusted.
+    static let currentVersion = 3
+    var version = ResumeState.currentVersion
     /// The URL without secrets, for people reading the file.
     var url: String
     var size: Int64
@@ -21,7 +23,7 @@ struct ResumeState: Codable, Equatable {
 
     static func load(_ path: String) -> ResumeState? {
         guard let data = FileManager.default.contents(atPath: path), data.count < 16 << 20,
-            let state = try? JSONDecoder().decode(ResumeState.self, from: data), state.version == 2
+            let state = try? JSONDecoder().decode(ResumeState.self, from: data), state.version == currentVersion
         else { return nil }
         return state
     }
@@ -39,7 +41,11 @@ struct ResumeState: Codable, Equatable {
     }
 
     var hasher: SHA256Hasher? {
-        Data(base64Encoded: hashState).flatMap { SHA256Hasher(savedState: $0) }
+        // The state must have hashed exactly the prefix the file says (bytes 33-40: the count).
+        guard let data = Data(base64Encoded: hashState), data.count >= 42,
+            data[data.startIndex + 33..<data.startIndex + 41].reduce(Int64(0), { $0 << 8 | Int64($1) }) == hashedOffset
+        else { return nil }
+        return SHA256Hasher(savedState: data)
     }
 
     /// Written atomically (temporary file, then rename), so a crash never leaves half a state file.

@@ -10,14 +10,24 @@ public struct SHA256Hasher: Sendable {
         provision_sha256_init(&context)
     }
 
-    /// Restores a state saved by `savedState`; nil when the bytes are not one.
+    /// Restores a state saved by `savedState`; nil when the bytes are not one (another format, damaged).
     public init?(savedState: Data) {
-        guard savedState.count == MemoryLayout<provision_sha256_ctx>.size else { return nil }
         self.init()
-        _ = withUnsafeMutableBytes(of: &context) { target in savedState.copyBytes(to: target) }
+        let restored = savedState.withUnsafeBytes { bytes -> Int32 in
+            guard let base = bytes.bindMemory(to: UInt8.self).baseAddress else { return 0 }
+            return provision_sha256_import(&context, base, bytes.count)
+        }
+        guard restored == 1 else { return nil }
     }
 
-    public var savedState: Data { withUnsafeBytes(of: context) { Data($0) } }
+    /// The state in the project's own format (version 1: chaining values, byte count, the bytes
+    /// waiting for a full block; see CSHA256.h), never libcrypto's in-memory struct.
+    public var savedState: Data {
+        var out = [UInt8](repeating: 0, count: Int(PROVISION_SHA256_STATE_MAX))
+        var copy = context
+        let length = provision_sha256_export(&copy, &out)
+        return Data(out.prefix(length))
+    }
 
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }

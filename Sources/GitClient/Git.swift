@@ -63,8 +63,16 @@ public struct Git: Sendable {
     public func checked(_ arguments: [String], in directory: String? = nil, what: String, timeout: Duration? = nil) async throws(GitError) -> String {
         let output = try await run(arguments, in: directory, timeout: timeout)
         if output.timedOut { throw GitError(.timedOut, "\(what) took longer than \(timeout ?? self.timeout)") }
-        guard output.succeeded else { throw GitError(.failed, "\(what) failed: \(output.lastLine.isEmpty ? "\(output.termination.map { "\($0)" } ?? "no status")" : output.lastLine)") }
+        guard output.succeeded else { throw GitError(.failed, "\(what) failed: \(Self.cause(output))") }
         return output.output
+    }
+
+    /// git's own words for a failure: its `fatal:` or `error:` line (the last line of a long message
+    /// is often a hint), else the last line, else how it ended.
+    static func cause(_ output: ChildProcess.Output) -> String {
+        let lines = output.output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        if let fatal = lines.first(where: { $0.hasPrefix("fatal:") || $0.hasPrefix("error:") }) { return String(fatal.prefix(300)) }
+        return output.lastLine.isEmpty ? (output.termination.map { "\($0)" } ?? "no status") : output.lastLine
     }
 
     /// `git ls-remote` of a repository (the policy applied): ref name → commit.
@@ -132,7 +140,7 @@ public struct Git: Sendable {
             if fetched.output.contains("not our ref") || fetched.output.contains("couldn't find remote ref") {
                 throw GitError(.notFound, "the repository \(shown) has no commit \(commit)")
             }
-            throw GitError(.failed, "fetching commit \(commit) of \(shown) failed: \(fetched.lastLine)")
+            throw GitError(.failed, "fetching commit \(commit) of \(shown) failed: \(Self.cause(fetched))")
         }
         return try await body(scratch)
     }

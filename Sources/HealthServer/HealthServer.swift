@@ -24,15 +24,30 @@ public final class HealthServer: Sendable {
         }
     }
 
+    /// What this process knows beyond Redis: the ComfyUI instances it supervises.
+    public struct Services: Sendable {
+        /// Why not every instance serves, or nil when they all do (or none is asked for).
+        public var problem: @Sendable () -> String?
+        /// Prometheus lines of the instances.
+        public var metrics: @Sendable () -> String
+
+        public init(problem: @escaping @Sendable () -> String?, metrics: @escaping @Sendable () -> String) {
+            self.problem = problem
+            self.metrics = metrics
+        }
+    }
+
     public let configuration: Configuration
     private let monitor: MachineMonitor
     private let logger: Logger
+    private let services: Services?
     private let running = Mutex<(group: ServiceGroup, task: Task<Void, Never>)?>(nil)
 
-    public init(monitor: MachineMonitor, configuration: Configuration = Configuration(), logger: Logger) {
+    public init(monitor: MachineMonitor, configuration: Configuration = Configuration(), logger: Logger, services: Services? = nil) {
         self.monitor = monitor
         self.configuration = configuration
         self.logger = logger
+        self.services = services
     }
 
     /// Starts listening; returns the bound port once connections are accepted. Throws
@@ -73,17 +88,21 @@ public final class HealthServer: Sendable {
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         let monitor = self.monitor
+        let services = self.services
         router.get("/health") { _, _ -> Response in
             do {
                 let snapshot = try await monitor.snapshot()
+                // A ready machine whose ComfyUI does not serve right now is not healthy (degraded).
+                let problem = snapshot.condition == .ready ? services?.problem() : nil
+                let healthy = snapshot.condition == .ready && problem == nil
                 var body = JSONObjectWriter()
-                body.add("status", snapshot.condition.rawValue)
+                body.add("status", problem == nil ? snapshot.condition.rawValue : "degraded")
                 body.add("machine_id", snapshot.status.machineID)
                 body.add("plan_id", snapshot.status.planID)
                 body.add("generation", Int64(snapshot.status.generation))
-                body.add("ready", snapshot.condition == .ready)
-                if let reason = snapshot.reason { body.add("reason", reason) }
-                return Self.json(snapshot.condition == .ready ? .ok : .serviceUnavailable, body.finish())
+                body.add("ready", healthy)
+                if let reason = problem ?? snapshot.reason { body.add("reason", reason) }
+                return Self.json(healthy ? .ok : .serviceUnavailable, body.finish())
             } catch {
                 return Self.unavailable(error)
             }
@@ -101,7 +120,7 @@ public final class HealthServer: Sendable {
                 let counters = try await monitor.counters()
                 return Response(
                     status: .ok, headers: [.contentType: PrometheusText.contentType],
-                    body: .init(byteBuffer: ByteBuffer(string: PrometheusText.render(snapshot, counters: counters))))
+                    body: .init(byteBuffer: ByteBuffer(string: PrometheusText.render(snapshot, counters: counters) + (services?.metrics() ?? ""))))
             } catch {
                 return Self.unavailable(error)
             }

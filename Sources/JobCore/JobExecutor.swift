@@ -1,15 +1,20 @@
 import Foundation
 
-/// One attempt at a job as an executor sees it: the job's id, which attempt this is, and its
-/// payload decoded once. No lease, no token, nothing of the queue.
+/// One attempt at a job as an executor sees it: the job's id and plan, which attempt this is, and
+/// its payload decoded once. No lease, no token, nothing of the queue.
 public struct JobAttempt<Payload: JobPayload>: Sendable {
     public let id: String
+    /// The plan the job belongs to and the plan's generation on the machine (a re-enqueued plan is a new one).
+    public let plan: String
+    public let generation: Int
     public let attempt: Int
     public let maxAttempts: Int
     public let payload: Payload
 
-    public init(id: String, attempt: Int = 1, maxAttempts: Int = 1, payload: Payload) {
+    public init(id: String, plan: String = "", generation: Int = 1, attempt: Int = 1, maxAttempts: Int = 1, payload: Payload) {
         self.id = id
+        self.plan = plan
+        self.generation = generation
         self.attempt = attempt
         self.maxAttempts = maxAttempts
         self.payload = payload
@@ -46,28 +51,29 @@ public struct PreparedJob: Sendable {
 public struct AnyJobExecutor: Sendable {
     public let kind: String
     public let step: JobStep
-    private let make: @Sendable (_ id: String, _ attempt: Int, _ maxAttempts: Int, _ payload: String) throws(JobFailure) -> PreparedJob
+    private let make: @Sendable (_ job: JobAttempt<NoopPayload>, _ payload: String) throws(JobFailure) -> PreparedJob
 
     public init<E: JobExecutor>(_ executor: E) {
         kind = E.Payload.kind
         step = E.Payload.step
-        make = { id, attempt, maxAttempts, text throws(JobFailure) in
+        make = { about, text throws(JobFailure) in
             let payload = try E.Payload.decode(text)
             try payload.validate()
             try executor.validate(payload)
-            let job = JobAttempt(id: id, attempt: attempt, maxAttempts: maxAttempts, payload: payload)
+            let job = JobAttempt(
+                id: about.id, plan: about.plan, generation: about.generation, attempt: about.attempt, maxAttempts: about.maxAttempts, payload: payload)
             return PreparedJob(kind: E.Payload.kind) { context in try await executor.run(job, context: context) }
         }
     }
 
     /// Decodes and checks a payload without running anything.
     public func validate(payload: String) throws(JobFailure) {
-        _ = try make("validate", 1, 1, payload)
+        _ = try make(JobAttempt(id: "validate", payload: NoopPayload()), payload)
     }
 
     /// Decodes and checks a payload; an unusable one is a permanent failure.
-    public func prepare(id: String, attempt: Int = 1, maxAttempts: Int = 1, payload: String) throws(JobFailure) -> PreparedJob {
-        try make(id, attempt, maxAttempts, payload)
+    public func prepare(id: String, plan: String = "", generation: Int = 1, attempt: Int = 1, maxAttempts: Int = 1, payload: String) throws(JobFailure) -> PreparedJob {
+        try make(JobAttempt(id: id, plan: plan, generation: generation, attempt: attempt, maxAttempts: maxAttempts, payload: NoopPayload()), payload)
     }
 }
 

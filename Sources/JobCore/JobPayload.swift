@@ -6,6 +6,8 @@ public enum JobStep: Int, Sendable {
     case customNodes = 17
     /// Step 18: model files and the final check.
     case models = 18
+    /// Step 19: ComfyUI started and proven to serve every node (then 20, 21).
+    case comfyUIServer = 19
 }
 
 /// The contract of one job kind: its name, its telemetry step, and its payload's fields, encoded
@@ -46,7 +48,7 @@ extension JobPayload {
 public enum JobKinds {
     public static let all: [any JobPayload.Type] = [
         NoopPayload.self, SleepPayload.self, DownloadPayload.self, ComfyUIPayload.self, NodePayload.self,
-        PythonDepsPayload.self, InstallScriptsPayload.self, VerifyPayload.self,
+        PythonDepsPayload.self, InstallScriptsPayload.self, VerifyPayload.self, ServicesPayload.self,
     ]
 
     /// The step a kind reports under; nil for a kind this project does not define.

@@ -76,6 +76,41 @@ public struct Git: Sendable {
         }
     }
 
+    /// The commits of the git repositories a node's `requirements.txt` names at `commit`
+    /// (`git+https://…[@ref]`), by pin key; each ref (or the default branch) resolved like a node's.
+    public func gitRequirementPins(_ url: String, commit: String) async throws(ManifestError) -> [String: String] {
+        let client = self.client
+        let text: String?
+        do {
+            text = try await client.withScratch(url, commit: commit, blobs: true) { scratch throws(GitError) -> String? in
+                let shown = try await client.run(["-C", scratch, "cat-file", "blob", "\(commit):requirements.txt"], outputLimit: 1 << 20)
+                return shown.succeeded ? shown.output : nil
+            }
+        } catch {
+            throw ManifestError(error.sentence)
+        }
+        var pins: [String: String] = [:]
+        for raw in (text ?? "").split(whereSeparator: \.isNewline) {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+            guard let requirement = GitRequirement(line), pins[requirement.pinKey] == nil else { continue }
+            pins[requirement.pinKey] = try await resolve(requirement.url, anyRef: requirement.ref)
+        }
+        return pins
+    }
+
+    /// A ref that may be a commit, a tag or a branch (pip's `@ref` does not say which).
+    func resolve(_ url: String, anyRef ref: String?) async throws(ManifestError) -> String {
+        guard let ref else { return try await resolve(url, ref: .head) }
+        if GitSourcePolicy.isCommit(ref) { return try await resolve(url, ref: .commit(ref)) }
+        do {
+            return try await client.commit(url, ref: .tag(ref))
+        } catch where error.kind == .notFound {
+            return try await resolve(url, ref: .branch(ref))
+        } catch {
+            throw ManifestError(error.sentence)
+        }
+    }
+
     /// A URL as it may appear in messages: no credentials, no query.
     static func shown(_ url: String) -> String { GitSourcePolicy.shown(url) }
 }

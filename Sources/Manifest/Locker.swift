@@ -290,9 +290,13 @@ public struct Locker: Sendable {
             let commit = try await git.resolve(node.url, ref: node.ref)
             progress("node \(node.name): \(node.ref) → \(commit.prefix(12))")
             let types = NodeRegistry.key(node.url).flatMap { provides[$0] }.map { Array(Set($0)).sorted() }
+            // Requirement lines that install from git are pinned like the node itself.
+            let gitPins = node.requirements == false ? [:] : try await git.gitRequirementPins(node.url, commit: commit)
+            for (repository, pinned) in gitPins.sorted(by: { $0.key < $1.key }) { progress("node \(node.name): requirement \(repository) → \(pinned.prefix(12))") }
             return LockedNode(
                 name: node.name, url: node.url, commit: commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
-                requirements: node.requirements, env: node.env, installOrder: node.installOrder, provides: types)
+                requirements: node.requirements, env: node.env, installOrder: node.installOrder, provides: types,
+                allowOutside: node.allowOutside, gitRequirements: gitPins.isEmpty ? nil : gitPins)
         }
         return results
     }

@@ -130,8 +130,13 @@ public struct LockedNode: Sendable, Equatable, Codable {
     public var installOrder: Int?
     /// The node types of the analysed workflows it provides.
     public var provides: [String]?
+    /// The operator lets this node's requirement lines reach outside it.
+    public var allowOutside: Bool?
+    /// Commits of the git repositories its requirements name (`git+https://…`), by URL (lower
+    /// case, no `.git`): what the lock pinned their refs to.
+    public var gitRequirements: [String: String]?
 
-    public init(name: String, url: String, commit: String, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, provides: [String]? = nil) {
+    public init(name: String, url: String, commit: String, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, provides: [String]? = nil, allowOutside: Bool? = nil, gitRequirements: [String: String]? = nil) {
         self.name = name
         self.url = url
         self.commit = commit
@@ -142,10 +147,13 @@ public struct LockedNode: Sendable, Equatable, Codable {
         self.env = env
         self.installOrder = installOrder
         self.provides = provides
+        self.allowOutside = allowOutside
+        self.gitRequirements = gitRequirements
     }
 
     enum CodingKeys: String, CodingKey {
         case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", provides
+        case allowOutside = "allow_outside", gitRequirements = "git_requirements"
     }
 }
 

@@ -12,6 +12,16 @@ public struct PlanBuilder: Sendable {
     /// Hash every model in the verify job.
     public var deepVerify = false
     public var source: String?
+    /// Append a last `services` job (steps 19-21, protocols/schemas/job-payloads/services.schema.json)
+    /// that depends on every other job and succeeds once ComfyUI serves every installed node.
+    public var services: ServicesJob?
+
+    /// What the `services` job asks for beyond the plan's nodes and workflows.
+    public struct ServicesJob: Sendable {
+        /// Seconds ComfyUI may take to answer; nil leaves the default (300).
+        public var deadlineSeconds: Double?
+        public init(deadlineSeconds: Double? = nil) { self.deadlineSeconds = deadlineSeconds }
+    }
 
     public init(planID: String? = nil, machineID: String? = nil, deepVerify: Bool = false, source: String? = nil) {
         self.planID = planID
@@ -23,6 +33,8 @@ public struct PlanBuilder: Sendable {
     struct NodeEntry {
         var payload: NodePayload
         var commit: String?
+        var allowOutside = false
+        var gitPins: [String: String] = [:]
         var name: String { payload.name }
         var installOrder: Int? { payload.installOrder }
         var requirements: Bool { payload.requirements ?? true }
@@ -37,7 +49,7 @@ public struct PlanBuilder: Sendable {
                 payload: NodePayload(
                     name: node.name, url: node.url, commit: node.commit, recursive: node.recursive, requirements: node.requirements,
                     env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
-                commit: node.commit)
+                commit: node.commit, allowOutside: node.allowOutside ?? false, gitPins: node.gitRequirements ?? [:])
         }
         let comfyui = lock.comfyui.map { ComfyUIPayload(url: $0.url, commit: $0.commit) }
         let models = lock.models.map { model -> ModelEntry in
@@ -45,7 +57,8 @@ public struct PlanBuilder: Sendable {
         }
         var digest = SHA256Hasher()
         digest.update(lock.encoded())
-        return build(comfyui: comfyui, comfyuiCommit: lock.comfyui?.commit, nodes: nodes, models: models, python: lock.python, fingerprint: digest.finalize())
+        let classTypes = Set((lock.workflows ?? []).flatMap(\.nodes)).sorted()
+        return build(comfyui: comfyui, comfyuiCommit: lock.comfyui?.commit, nodes: nodes, models: models, python: lock.python, fingerprint: digest.finalize(), classTypes: classTypes)
     }
 
     public func plan(for spec: Spec) -> JSONValue {
@@ -54,7 +67,7 @@ public struct PlanBuilder: Sendable {
                 payload: NodePayload(
                     name: node.name, url: node.url, commit: node.commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
                     requirements: node.requirements, env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
-                commit: node.commit.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil })
+                commit: node.commit.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil }, allowOutside: node.allowOutside ?? false)
         }
         let comfyui = spec.comfyui.map { source -> ComfyUIPayload in
             var payload = ComfyUIPayload(url: source.url, commit: source.commit, tag: source.tag, branch: source.branch)
@@ -75,7 +88,8 @@ public struct PlanBuilder: Sendable {
     }
 
     func build(
-        comfyui: ComfyUIPayload?, comfyuiCommit: String?, nodes: [NodeEntry], models: [ModelEntry], python: PythonRequirements?, fingerprint: String
+        comfyui: ComfyUIPayload?, comfyuiCommit: String?, nodes: [NodeEntry], models: [ModelEntry], python: PythonRequirements?, fingerprint: String,
+        classTypes: [String] = []
     ) -> JSONValue {
         var jobs: [JSONValue] = []
         var allIDs: [String] = []
@@ -113,8 +127,11 @@ public struct PlanBuilder: Sendable {
         let pins = (python?.constraints ?? []) + (python?.packages ?? []).filter { $0.contains("==") }
         if comfyui != nil || !requirementNodes.isEmpty || !pins.isEmpty {
             // Empty arrays are left out: Redis's cjson would store them as {}.
+            let allowed = nodes.filter { $0.requirements && $0.allowOutside }.map(\.name).sorted()
+            let gitPins = nodes.filter(\.requirements).reduce(into: [String: String]()) { $0.merge($1.gitPins) { first, _ in first } }
             let payload = PythonDepsPayload(
-                nodes: requirementNodes.isEmpty ? nil : requirementNodes, constraints: pins.isEmpty ? nil : Array(Set(pins)).sorted())
+                nodes: requirementNodes.isEmpty ? nil : requirementNodes, constraints: pins.isEmpty ? nil : Array(Set(pins)).sorted(),
+                allowOutsideNodes: allowed.isEmpty ? nil : allowed, gitPins: gitPins.isEmpty ? nil : gitPins)
             job("python-deps", payload, dependsOn: base + nodeIDs, label: "Python requirements")
         }
         if !nodes.isEmpty {
@@ -134,6 +151,12 @@ public struct PlanBuilder: Sendable {
         if !packages.isEmpty { verify.pythonPackages = packages.sorted() }
         if deepVerify { verify.deep = true }
         job("verify", verify, dependsOn: allIDs, label: "verify")
+        if let services {
+            let payload = ServicesPayload(
+                nodes: nodes.isEmpty ? nil : nodes.map(\.name).sorted(), classTypes: classTypes.isEmpty ? nil : classTypes,
+                deadlineSeconds: services.deadlineSeconds)
+            job("services", payload, dependsOn: allIDs, label: "ComfyUI serves every node")
+        }
 
         var plan: [String: JSONValue] = [
             "version": .number(1),

@@ -57,8 +57,10 @@ public struct CustomNode: Sendable, Equatable, Codable {
     public var requirements: Bool?
     public var env: [String: String]?
     public var installOrder: Int?
+    /// The operator lets this node's requirement lines reach outside it (-e, index options, local paths).
+    public var allowOutside: Bool?
 
-    public init(name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil) {
+    public init(name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, allowOutside: Bool? = nil) {
         self.name = name
         self.url = url
         self.commit = commit
@@ -68,10 +70,11 @@ public struct CustomNode: Sendable, Equatable, Codable {
         self.requirements = requirements
         self.env = env
         self.installOrder = installOrder
+        self.allowOutside = allowOutside
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order"
+        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", allowOutside = "allow_outside"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -85,6 +88,7 @@ public struct CustomNode: Sendable, Equatable, Codable {
         requirements = try container.decodeIfPresent(Bool.self, forKey: .requirements)
         env = try container.decodeIfPresent([String: String].self, forKey: .env)
         installOrder = try container.decodeIfPresent(Int.self, forKey: .installOrder)
+        allowOutside = try container.decodeIfPresent(Bool.self, forKey: .allowOutside)
     }
 
     /// The ref the spec pins, or the default branch.

@@ -44,7 +44,15 @@ public struct InstallScriptsExecutor: JobExecutor {
             if !ran.errors.isEmpty { entry["error_lines"] = ran.errors }
             results.append(entry)
         }
-        return resultJSON(["scripts": results])
+        // A script's own `pip install` can bring back a build python-deps left out (ultralytics pulls
+        // opencv-python beside opencv-contrib-python): the same rule settles it again.
+        let choices = results.contains(where: { $0["skipped"] as? Bool == false }) ? try await environment.settleExclusiveDistributions(gpu: configuration.gpu) : []
+        var result: [String: Any] = ["scripts": results]
+        if !choices.isEmpty {
+            result["exclusive"] = choices.map { ["kept": $0.kept, "dropped": $0.dropped] as [String: Any] }
+            context.logger.warning("install scripts installed builds of one module side by side; one is kept", metadata: ["choices": "\(choices)"])
+        }
+        return resultJSON(result)
     }
 
     /// One script: its node's environment, a deadline, output kept; a non-zero exit fails the job
@@ -52,7 +60,9 @@ public struct InstallScriptsExecutor: JobExecutor {
     private func runScript(_ node: InstallScriptsPayload.Node, in directory: String) async throws(JobFailure) -> (seconds: Double, tail: [String], errors: [String]) {
         let workspace = configuration.workspace
         let python = FileManager.default.isExecutableFile(atPath: workspace.python) ? workspace.python : configuration.systemPython
-        var environment = configuration.childEnvironment
+        // Scripts clone sub-packages (Impact-Pack clones its Subpack with GitPython): they see the
+        // mirror rewrites the node clones use.
+        var environment = configuration.gitChildEnvironment
         var secrets: [String] = []
         for (key, template) in node.env ?? [:] {
             let value = try EnvironmentTemplate.expand(template, environment: configuration.exposedEnvironment, field: "env \(key) of node \(node.name)")

@@ -31,6 +31,24 @@ public struct NodeInstallerConfiguration: Sendable {
 
     /// What git, uv and `install.py` run with: no queue credentials, no tokens unless exposed.
     var childEnvironment: [String: String] { environmentPolicy.childEnvironment }
+    /// What a child that runs git itself gets (uv for `git+https` requirements, `install.py` that
+    /// clones a sub-package): the child environment plus the same transports and mirror rewrites
+    /// as the node clones (git's `insteadOf`, through `GIT_CONFIG_*`, so nested git calls see them
+    /// too), and no system git configuration.
+    var gitChildEnvironment: [String: String] {
+        var env = childEnvironment
+        let rewrites = sources.rewrites
+        env["GIT_CONFIG_COUNT"] = String(rewrites.count)
+        for (index, rule) in rewrites.enumerated() {
+            env["GIT_CONFIG_KEY_\(index)"] = "url.\(rule.to).insteadOf"
+            env["GIT_CONFIG_VALUE_\(index)"] = rule.from
+        }
+        env["GIT_CONFIG_NOSYSTEM"] = "1"
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        env["GIT_ALLOW_PROTOCOL"] = sources.allowLocal ? "https:file" : "https"
+        return env
+    }
+
     /// What `${VAR}` in a node's `env` may expand to.
     var exposedEnvironment: [String: String] { environmentPolicy.templateValues }
 

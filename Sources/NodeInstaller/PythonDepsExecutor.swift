@@ -21,7 +21,8 @@ public struct PythonDepsExecutor: JobExecutor {
             guard FileManager.default.fileExists(atPath: directory) else {
                 throw JobFailure(type: "node_missing", message: "custom node \(node) is not installed", retryable: false)
             }
-            requirements += try RequirementsReader.read(node: node, directory: directory, allowOutside: payload.allowOutside ?? false, sources: configuration.sources)
+            requirements += try RequirementsReader.read(node: node, directory: directory, allowOutside: (payload.allowOutside ?? false) || (payload.allowOutsideNodes ?? []).contains(node),
+                sources: configuration.sources, pins: payload.gitPins ?? [:])
         }
         let environment = PythonEnvironment(configuration: configuration)
         let lock = try await environment.lock()

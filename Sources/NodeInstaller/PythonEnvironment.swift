@@ -73,6 +73,21 @@ struct PythonEnvironment: Sendable {
         return output.split(separator: "\n").map(String.init).filter { $0.contains("==") }
     }
 
+    /// Every installed distribution as `name==version`.
+    func installedDistributions() async -> [String] {
+        let script = "import importlib.metadata as m\nfor d in m.distributions(): print(f\"{d.metadata['Name']}=={d.version}\")"
+        guard let output = try? await run(workspace.python, ["-c", script], what: "listing installed packages") else { return [] }
+        return output.split(separator: "\n").map(String.init).filter { $0.contains("==") }
+    }
+
+    /// Distributions of one module installed side by side (a script's `pip install` brought one
+    /// back): one kept by the same rule as python-deps, the others removed. Returns the choices.
+    func settleExclusiveDistributions(gpu: Bool) async throws(JobFailure) -> [ExclusiveDistributions.Choice] {
+        let (_, choices) = ExclusiveDistributions.pick(await installedDistributions(), gpu: gpu)
+        for choice in choices { try await uninstall(choice.dropped.map(RequirementsReader.projectName)) }
+        return choices
+    }
+
     /// `uv pip compile`: resolves `requirements` under `constraints`; returns the pinned lines or uv's explanation.
     func compile(requirements: [String], constraints: [String], in folder: String) async throws(JobFailure) -> Resolution {
         let input = folder + "/requirements.in"
@@ -121,22 +136,8 @@ struct PythonEnvironment: Sendable {
         }
     }
 
-    /// uv runs git for `git+https` requirements: the same transports and mirror rewrites as the
-    /// node clones (git's `insteadOf`, given through the environment so nested git dependencies
-    /// see it too), and no system git configuration.
-    var uvEnvironment: [String: String] {
-        var env = configuration.childEnvironment
-        let rewrites = configuration.sources.rewrites
-        env["GIT_CONFIG_COUNT"] = String(rewrites.count)
-        for (index, rule) in rewrites.enumerated() {
-            env["GIT_CONFIG_KEY_\(index)"] = "url.\(rule.to).insteadOf"
-            env["GIT_CONFIG_VALUE_\(index)"] = rule.from
-        }
-        env["GIT_CONFIG_NOSYSTEM"] = "1"
-        env["GIT_TERMINAL_PROMPT"] = "0"
-        env["GIT_ALLOW_PROTOCOL"] = configuration.sources.allowLocal ? "https:file" : "https"
-        return env
-    }
+    /// uv runs git for `git+https` requirements: the same transports and mirror rewrites as the node clones.
+    var uvEnvironment: [String: String] { configuration.gitChildEnvironment }
 
     private func run(_ executable: String, _ arguments: [String], what: String) async throws(JobFailure) -> String {
         let output: ChildProcess.Output

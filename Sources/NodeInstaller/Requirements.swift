@@ -1,4 +1,5 @@
 import Foundation
+import GitClient
 import JobCore
 
 /// One requirement line of one node, after the checks.
@@ -14,9 +15,9 @@ struct Requirement: Sendable, Equatable {
 /// inside it, and passing `git+https` lines through the same source policy and rewrites as the
 /// node itself (real nodes depend on such packages: was-node-suite on img2texture).
 enum RequirementsReader {
-    static func read(node: String, directory: String, allowOutside: Bool, sources: GitSourcePolicy) throws(JobFailure) -> [Requirement] {
+    static func read(node: String, directory: String, allowOutside: Bool, sources: GitSourcePolicy, pins: [String: String] = [:]) throws(JobFailure) -> [Requirement] {
         let root = URL(fileURLWithPath: directory).resolvingSymlinksInPath().path
-        return try read(node: node, file: directory + "/requirements.txt", root: root, allowOutside: allowOutside, sources: sources, depth: 0)
+        return try read(node: node, file: directory + "/requirements.txt", root: root, allowOutside: allowOutside, sources: sources, pins: pins, depth: 0)
     }
 
     /// The logical lines of a requirements file as pip reads them: split on any line ending,
@@ -44,7 +45,7 @@ enum RequirementsReader {
         return result
     }
 
-    private static func read(node: String, file: String, root: String, allowOutside: Bool, sources: GitSourcePolicy, depth: Int) throws(JobFailure) -> [Requirement] {
+    private static func read(node: String, file: String, root: String, allowOutside: Bool, sources: GitSourcePolicy, pins: [String: String], depth: Int) throws(JobFailure) -> [Requirement] {
         guard depth < 5 else { throw .invalidPayload("the requirements of \(node) include each other too deeply") }
         let name = (file as NSString).lastPathComponent
         guard FileManager.default.fileExists(atPath: file) else { return [] }
@@ -60,7 +61,7 @@ enum RequirementsReader {
         for (number, line) in logicalLines(String(decoding: data, as: UTF8.self)) {
             let whereabouts = "\(node)'s \(name) line \(number)"
             func refuse(_ why: String) -> JobFailure {
-                JobFailure(type: "requirements_refused", message: "\(whereabouts) \(why) ('\(line.prefix(120))'); allow it with allow_outside in the python-deps job", retryable: false)
+                JobFailure(type: "requirements_refused", message: "\(whereabouts) \(why) ('\(line.prefix(120))'); an operator allows it with allow_outside on the node in the manifest", retryable: false)
             }
             guard !line.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" }) else { throw refuse("contains control characters") }
             if line.hasPrefix("-") {
@@ -72,7 +73,7 @@ enum RequirementsReader {
                     let included = ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
                     let resolved = URL(fileURLWithPath: included).resolvingSymlinksInPath().path
                     guard resolved.hasPrefix(root + "/") else { throw refuse("includes a file outside the node") }
-                    result += try read(node: node, file: resolved, root: root, allowOutside: allowOutside, sources: sources, depth: depth + 1)
+                    result += try read(node: node, file: resolved, root: root, allowOutside: allowOutside, sources: sources, pins: pins, depth: depth + 1)
                     continue
                 }
                 if allowOutside { result.append(Requirement(node: node, line: line, name: "")); continue }
@@ -80,7 +81,7 @@ enum RequirementsReader {
             }
             let lower = line.lowercased()
             if lower.contains("git+") {
-                if let vcs = try vcsRequirement(line, sources: sources, refuse: refuse) {
+                if let vcs = try vcsRequirement(line, sources: sources, pins: pins, refuse: refuse) {
                     result.append(Requirement(node: node, line: vcs.line, name: vcs.name))
                     continue
                 }
@@ -96,51 +97,27 @@ enum RequirementsReader {
         return result
     }
 
-    /// `git+https://host/owner/repo.git[@ref][#egg=name]` or `name @ git+https://…`: the URL checked
-    /// and rewritten by the node source policy (https only; file:// only where local sources are
-    /// allowed), the ref checked like a node's. Nil when the line is not a git requirement.
-    static func vcsRequirement(_ line: String, sources: GitSourcePolicy, refuse: (String) -> JobFailure) throws(JobFailure) -> (line: String, name: String)? {
-        var named: String?
-        var spec = Substring(line)
-        if let at = line.range(of: " @ ") {
-            named = String(line[..<at.lowerBound]).trimmingCharacters(in: .whitespaces)
-            spec = line[at.upperBound...].drop { $0 == " " }
-        }
-        guard spec.lowercased().hasPrefix("git+") else { return nil }
-        var rest = spec.dropFirst(4)
-        var marker = ""
-        if let semicolon = rest.firstIndex(of: ";") {
-            marker = String(rest[semicolon...])
-            rest = rest[..<semicolon]
-        }
-        rest = Substring(rest.trimmingCharacters(in: .whitespaces))
-        var fragment = ""
-        if let hash = rest.firstIndex(of: "#") {
-            fragment = String(rest[hash...])
-            rest = rest[..<hash]
-        }
-        var ref = ""
-        if let scheme = rest.range(of: "://"), let at = rest[scheme.upperBound...].lastIndex(of: "@"),
-            let slash = rest[scheme.upperBound...].firstIndex(of: "/"), at > slash
-        {
-            ref = String(rest[rest.index(after: at)...])
-            rest = rest[..<at]
+    /// A git requirement line with its URL checked and rewritten by the node source policy (https
+    /// only; file:// only where local sources are allowed), its ref checked like a node's, and the
+    /// lock's commit for that repository in place of the ref when `pins` has one. Nil when the
+    /// line is not a git requirement.
+    static func vcsRequirement(_ line: String, sources: GitSourcePolicy, pins: [String: String] = [:], refuse: (String) -> JobFailure) throws(JobFailure) -> (line: String, name: String)? {
+        guard let requirement = GitRequirement(line) else { return nil }
+        if let ref = requirement.ref {
             guard GitSourcePolicy.isSafeRef(ref) || GitSourcePolicy.isCommit(ref) else { throw refuse("names the git ref '\(ref.prefix(60))', which is not a plain tag, branch or commit") }
         }
         let url: String
         do {
-            url = try sources.resolve(String(rest))
+            url = try sources.resolve(requirement.url)
         } catch {
             throw refuse("names a git source this worker refuses: \(error.message)")
         }
+        let fragment = requirement.fragment
         guard fragment.isEmpty || fragment.range(of: #"^#(egg=[A-Za-z0-9._-]+)?(&subdirectory=[A-Za-z0-9._/-]+)?$"#, options: .regularExpression) != nil,
             !fragment.contains("..")
         else { throw refuse("has a fragment other than #egg=NAME and &subdirectory=PATH") }
-        let egg = fragment.range(of: #"egg=[A-Za-z0-9._-]+"#, options: .regularExpression).map { String(fragment[$0].dropFirst(4)) }
-        let repository = ((String(rest) as NSString).lastPathComponent as NSString).deletingPathExtension
-        let name = normalise(named.map(projectName) ?? egg ?? repository)
-        let rebuilt = (named.map { "\($0) @ " } ?? "") + "git+" + url + (ref.isEmpty ? "" : "@" + ref) + fragment + marker
-        return (rebuilt, name)
+        let pinned = pins[requirement.pinKey] ?? requirement.ref
+        return (requirement.line(url: url, ref: pinned), normalise(requirement.name.map(projectName) ?? requirement.projectName))
     }
 
     /// `Torch_Vision[extra]>=1; python_version>'3'` → `torch-vision`.

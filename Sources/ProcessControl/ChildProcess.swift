@@ -25,12 +25,18 @@ public final class ChildProcess: Sendable {
     public let pid: pid_t
     public let executable: String
     private let termination = Mutex<Termination?>(nil)
+    /// Fires when the child exits: a thread of its own blocks in `waitid` for it, so waiting costs
+    /// no polling.
+    private let exit = ExitSignal()
 
     /// Starts `executable` (a path, or a name looked up in PATH) in `workingDirectory`. Output goes
-    /// to `outputPath` (appended) or nowhere; standard input is /dev/null.
+    /// to `outputPath` (appended) or nowhere; standard input is /dev/null. With `newProcessGroup` the
+    /// child leads a process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group)
+    /// reaches only this process, which stops the child in its own order, and `signalGroup` reaches
+    /// whatever the child started.
     public init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
-        workingDirectory: String? = nil
+        workingDirectory: String? = nil, newProcessGroup: Bool = false
     ) throws(ChildProcessError) {
         let path = executable.contains("/") ? executable : try Self.locate(executable)
         self.executable = path
@@ -53,7 +59,12 @@ public final class ChildProcess: Sendable {
         var empty = sigset_t()
         sigemptyset(&empty)
         posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        var flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
+        if newProcessGroup {
+            posix_spawnattr_setpgroup(&attributes, 0)
+            flags |= POSIX_SPAWN_SETPGROUP
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
 
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
         var child: pid_t = 0
@@ -64,6 +75,7 @@ public final class ChildProcess: Sendable {
         }
         guard status == 0 else { throw .spawnFailed(path, String(cString: strerror(status))) }
         pid = child
+        exit.watch(child)
     }
 
     /// The termination, once the child has ended (reaps it).
@@ -89,24 +101,25 @@ public final class ChildProcess: Sendable {
         if isRunning { kill(pid, number) }
     }
 
-    /// Waits for the child to end; nil when `timeout` passes first.
-    public func wait(timeout: Duration = .seconds(3600)) async -> Termination? {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            if let done = poll() { return done }
-            if ContinuousClock.now >= deadline { return nil }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
+    /// Signals the child's process group (started with `newProcessGroup`): the child and what it started.
+    public func signalGroup(_ number: Int32) {
+        if kill(-pid, number) != 0 { signal(number) }
+    }
+
+    /// Waits for the child to end; nil when `timeout` passes first, or, when `cancellable`, when the
+    /// task is cancelled. Stopping a child must wait even in a cancelled task, so that is not the default.
+    public func wait(timeout: Duration = .seconds(3600), cancellable: Bool = false) async -> Termination? {
+        if let done = poll() { return done }
+        await exit.wait(timeout: timeout, cancellable: cancellable)
+        return poll()
     }
 
     /// The blocking twin of `wait`, for `deinit` and other synchronous places.
     public func waitBlocking(timeout: Duration) -> Termination? {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            if let done = poll() { return done }
-            if ContinuousClock.now >= deadline { return nil }
-            usleep(10_000)
-        }
+        if let done = poll() { return done }
+        let (seconds, attoseconds) = timeout.components
+        _ = exit.group.wait(timeout: .now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)))
+        return poll()
     }
 
     /// SIGTERM, then SIGKILL if it has not ended within `grace`; waits for the end.
@@ -157,7 +170,8 @@ public final class ChildProcess: Sendable {
         if fd >= 0 { close(fd) }
         defer { unlink(log) }
         let child = try ChildProcess(executable, arguments, environment: environment, outputPath: log, workingDirectory: workingDirectory)
-        let ended = await child.wait(timeout: timeout)
+        // A cancelled job stops its command: SIGTERM, then SIGKILL, as at the deadline.
+        let ended = await child.wait(timeout: timeout, cancellable: true)
         if ended == nil {
             child.signal(SIGTERM)
             if await child.wait(timeout: grace) == nil {
@@ -230,5 +244,76 @@ public enum ChildProcessError: Error, Sendable, CustomStringConvertible {
         case .notFound(let program): return "\(program) was not found in PATH."
         case .spawnFailed(let path, let reason): return "\(path) could not be started: \(reason)."
         }
+    }
+}
+
+/// The exit of one child, announced once: a dedicated thread blocks in `waitid(WNOWAIT)` (the
+/// child stays to be reaped by `poll`), then wakes every async waiter and the blocking ones.
+final class ExitSignal: Sendable {
+    private struct State {
+        var exited = false
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var cancelled: Set<Int> = []
+        var next = 0
+    }
+
+    private let state = Mutex(State())
+    /// Entered until the child exits, for `waitBlocking`.
+    let group = DispatchGroup()
+
+    func watch(_ pid: pid_t) {
+        group.enter()
+        let thread = Thread { [self] in
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) == -1 && errno == EINTR {}
+            // Exited, or reaped already (ECHILD): either way it is over.
+            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.exited = true
+                defer { state.waiters = [:] }
+                return Array(state.waiters.values)
+            }
+            for waiter in waiters { waiter.resume() }
+            group.leave()
+        }
+        thread.stackSize = 64 << 10
+        thread.start()
+    }
+
+    /// Returns when the child has exited, when `timeout` has passed, or (when `cancellable`) when
+    /// the task is cancelled; whichever comes first resumes the waiter, once.
+    func wait(timeout: Duration, cancellable: Bool) async {
+        let id = state.withLock { state -> Int in
+            state.next += 1
+            return state.next
+        }
+        let resume: @Sendable () -> Void = { [self] in
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                if let waiter = state.waiters.removeValue(forKey: id) { return waiter }
+                // Not registered yet: the registration sees this and returns at once.
+                state.cancelled.insert(id)
+                return nil
+            }
+            waiter?.resume()
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.cancelled.remove(id) != nil || state.exited { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if resumeNow {
+                    continuation.resume()
+                    return
+                }
+                let (seconds, attoseconds) = timeout.components
+                let nanoseconds = max(0, min(Int64.max / 2, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds)), execute: resume)
+            }
+        } onCancel: {
+            if cancellable { resume() }
+        }
+        // A timer or a cancellation that fired after the waiter was gone leaves its id behind: drop it.
+        state.withLock { _ = $0.cancelled.remove(id) }
     }
 }

@@ -17,13 +17,16 @@ public final class LocalRedisServer: Sendable {
     public let listen: Listen
     public let password: String?
     public let appendOnly: Bool
+    /// More lines for redis.conf (tests: `enable-debug-command local`).
+    public let extraConfiguration: [String]
     private let process = Mutex<ChildProcess?>(nil)
 
-    public init(directory: URL, listen: Listen, appendOnly: Bool = true, password: String? = nil) {
+    public init(directory: URL, listen: Listen, appendOnly: Bool = true, password: String? = nil, extraConfiguration: [String] = []) {
         self.directory = directory
         self.listen = listen
         self.appendOnly = appendOnly
         self.password = password
+        self.extraConfiguration = extraConfiguration
     }
 
     /// A URL clients can use, with the password when there is one.
@@ -56,11 +59,14 @@ public final class LocalRedisServer: Sendable {
             lines += ["port 0", "unixsocket \(path)", "unixsocketperm 700"]
         }
         if let password { lines.append("requirepass \"\(password)\"") }
+        lines += extraConfiguration
         _ = FileManager.default.createFile(atPath: config.path, contents: Data((lines.joined(separator: "\n") + "\n").utf8), attributes: [.posixPermissions: 0o600])
 
         let server: ChildProcess
         do {
-            server = try ChildProcess("redis-server", [config.path])
+            // In a process group of its own: a Ctrl-C on the terminal reaches `provision up`, which
+            // stops this server after its workers have drained, not before.
+            server = try ChildProcess("redis-server", [config.path], newProcessGroup: true)
         } catch {
             throw LocalRedisError.notStarted("\(error) (Debian: apt-get install -y redis-server)")
         }

@@ -130,7 +130,7 @@ public final class RedisClient: Sendable {
                 if !connection.isConnected { try connection.connect() }
                 return .success(try body(connection))
             } catch {
-                guard error.isConnectionError else { return .failure(error) }
+                guard error.isRetryable else { return .failure(error) }
                 connection.close()
                 if clock.now >= deadline { return .failure(error) }
                 // Exponential backoff, 50 ms doubling to 2 s, with jitter so a fleet does not
@@ -196,6 +196,9 @@ private final class ConnectionBox: @unchecked Sendable {
     private func sha(of script: RedisScript, on connection: RedisConnection) throws(RedisError) -> String {
         if let sha = loaded[script.name] { return sha }
         let reply = try connection.command(["SCRIPT", "LOAD", script.source], label: "SCRIPT LOAD \(script.name)")
+        if case .error(let message) = reply {
+            throw .server(server: connection.server, command: "SCRIPT LOAD \(script.name)", message: message)
+        }
         guard case .bulk = reply, let sha = reply.string else {
             throw .unexpectedReply(server: connection.server, command: "SCRIPT LOAD \(script.name)", reply: "\(reply)")
         }

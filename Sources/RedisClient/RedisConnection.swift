@@ -22,7 +22,16 @@ final class RedisConnection {
         context = nil
     }
 
+    /// hiredis writes with `write(2)`: to a socket whose server went away (a Redis restarted under
+    /// a unix socket) that raises SIGPIPE, which kills the process. Ignored once per process, so
+    /// the write fails with EPIPE and the reconnect logic takes over.
+    private static let pipeSignalIgnored: Bool = {
+        signal(SIGPIPE, SIG_IGN)
+        return true
+    }()
+
     func connect() throws(RedisError) {
+        _ = Self.pipeSignalIgnored
         close()
         let connectTimeout = timeval(configuration.connectTimeout)
         let made: UnsafeMutablePointer<redisContext>?
@@ -50,9 +59,13 @@ final class RedisConnection {
             var auth = ["AUTH"]
             if let user = configuration.username { auth.append(user) }
             auth.append(password)
-            if case .error(let message) = try command(auth, label: "AUTH") {
+            do throws(RedisError) {
+                if case .error(let message) = try command(auth, label: "AUTH") {
+                    throw RedisError.authentication(server: server, message: message)
+                }
+            } catch {
                 close()
-                throw .connectFailed(server: server, reason: "authentication failed (\(message))")
+                throw error
             }
         }
         if configuration.database != 0,
@@ -73,7 +86,17 @@ final class RedisConnection {
         }
         guard let raw else { throw brokenConnection(context, command: name) }
         defer { freeReplyObject(raw) }
-        return Self.decode(raw.assumingMemoryBound(to: redisReply.self))
+        let reply = Self.decode(raw.assumingMemoryBound(to: redisReply.self))
+        if case .error(let message) = reply { try checkErrorReply(message, command: name) }
+        return reply
+    }
+
+    /// Turns the error replies no caller can act on into errors: a transient one (LOADING, BUSY, …)
+    /// is thrown so that the reconnect loop tries again, a missing or wrong password is thrown as
+    /// such. Other error replies stay replies, for their caller.
+    private func checkErrorReply(_ message: String, command: String) throws(RedisError) {
+        if RedisError.isAuthentication(message) { throw .authentication(server: server, message: message) }
+        if RedisError.isTransient(message) { throw .server(server: server, command: command, message: message) }
     }
 
     /// Sends several commands in one write and reads all their replies (a pipeline).
@@ -85,7 +108,9 @@ final class RedisConnection {
             }
             guard status == REDIS_OK else { throw brokenConnection(context, command: label) }
         }
-        return try readReplies(commands.count, context: context, label: label)
+        let replies = try readReplies(commands.count, context: context, label: label)
+        for case .error(let message) in replies { try checkErrorReply(message, command: label) }
+        return replies
     }
 
     /// Sends `commands` commands that are already RESP (in `pieces`, back to back) in one write and
@@ -111,6 +136,7 @@ final class RedisConnection {
             }
             freeReplyObject(raw)
         }
+        for error in errors { try checkErrorReply(error.message, command: label) }
         return errors
     }
 

@@ -10,6 +10,8 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case server(server: String, command: String, message: String)
     /// The server's reply was not of the shape the caller expected.
     case unexpectedReply(server: String, command: String, reply: String)
+    /// The server wants a password (NOAUTH) or refused the one given (WRONGPASS): no retry helps.
+    case authentication(server: String, message: String)
 
     public var description: String {
         switch self {
@@ -20,10 +22,51 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .io(let server, let command, let reason):
             return "Redis at \(server) did not answer \(command): \(reason)."
         case .server(let server, let command, let message):
-            return "Redis at \(server) refused \(command): \(message)."
+            if Self.isTransient(message) {
+                return "Redis at \(server) was not ready for \(command) within the reconnect window (\(Self.trimmed(message)))."
+            }
+            return "Redis at \(server) refused \(command): \(Self.trimmed(message))."
         case .unexpectedReply(let server, let command, let reply):
             return "Redis at \(server) gave an unexpected reply to \(command): \(reply)."
+        case .authentication(let server, let message):
+            if message.hasPrefix("NOAUTH") || message.contains("unauthenticated") {
+                return "Redis at \(server) requires a password: put it in the Redis URL (redis://:PASSWORD@host:port/db, or unix:///path.sock?password=PASSWORD)."
+            }
+            return "Redis at \(server) refused the password or user of the Redis URL (\(Self.trimmed(message)))."
         }
+    }
+
+    /// An error reply without its trailing period, so it sits inside a sentence.
+    static func trimmed(_ message: String) -> String {
+        var text = message.prefix(300)
+        while text.last == "." || text.last == " " { text.removeLast() }
+        return String(text)
+    }
+
+    /// Error replies of a server that will answer normally soon: it is loading its data after a
+    /// restart (LOADING), running a long script (BUSY), in a cluster slot migration (TRYAGAIN), cut
+    /// from its master (MASTERDOWN), or a replica promoted away from (READONLY: a reconnect reaches
+    /// the new master).
+    public static func isTransient(_ message: String) -> Bool {
+        let word = message.prefix { $0 != " " }
+        return ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY"].contains(String(word))
+    }
+
+    /// Error replies that mean the connection lacks (valid) credentials.
+    static func isAuthentication(_ message: String) -> Bool {
+        let word = message.prefix { $0 != " " }
+        // Redis 7 answers a large command from an unauthenticated connection with
+        // "ERR Protocol error: unauthenticated bulk length" (and closes it) before any NOAUTH.
+        return word == "NOAUTH" || word == "WRONGPASS" || message.hasPrefix("ERR invalid password") || message.hasPrefix("ERR AUTH")
+            || message.hasPrefix("ERR Protocol error: unauthenticated")
+    }
+
+    /// True when trying again within the reconnect window may succeed: the connection failed, or the
+    /// server answered with a transient error.
+    public var isRetryable: Bool {
+        if isConnectionError { return true }
+        if case .server(_, _, let message) = self { return Self.isTransient(message) }
+        return false
     }
 
     /// True when the failure was the connection rather than the command: retrying may succeed.

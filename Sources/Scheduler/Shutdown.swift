@@ -9,7 +9,12 @@ public final class Shutdown: Sendable {
 
     public init() {}
 
+    private let signalled = Mutex<Int32?>(nil)
+
     public var isRequested: Bool { state.withLock { $0.requested } }
+
+    /// The signal that asked for the stop, when one did (the first one).
+    public var requestedBySignal: Int32? { signalled.withLock { $0 } }
 
     public func request() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -38,7 +43,10 @@ public final class Shutdown: Sendable {
         signals.map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { [self] in self.request() }
+            source.setEventHandler { [self] in
+                signalled.withLock { if $0 == nil { $0 = number } }
+                self.request()
+            }
             source.resume()
             return source
         }

@@ -135,7 +135,8 @@ public final class Worker: Sendable {
         // The adapter between the queue and the executors: the payload decoded once, no lease handed on.
         let prepared: PreparedJob
         do throws(JobFailure) {
-            prepared = try executor.prepare(id: job.id, attempt: job.attempt, maxAttempts: job.maxAttempts, payload: job.payload)
+            prepared = try executor.prepare(
+                id: job.id, plan: job.plan, generation: job.generation, attempt: job.attempt, maxAttempts: job.maxAttempts, payload: job.payload)
         } catch {
             await report(job, .failure(error), started, log)
             return
@@ -163,10 +164,18 @@ public final class Worker: Sendable {
             log.notice("job released during shutdown", metadata: ["released": "\(released)"])
             return
         }
-        await report(job, outcome, started, log)
+        // Redis away for longer than the client's reconnect window (or answering LOADING all that
+        // time): the outcome is offered again while the lease may still hold, so a finished job is
+        // not run a second time only because its report was late.
+        let leaseEnd = ContinuousClock.now + .milliseconds(job.leaseMilliseconds)
+        while await !report(job, outcome, started, log, final: ContinuousClock.now >= leaseEnd) {
+            try? await Task.sleep(for: .seconds(1))
+        }
     }
 
-    private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ started: ContinuousClock.Instant, _ log: JobLog) async {
+    /// Reports the outcome; false when Redis could not be reached and `final` is not set (try again).
+    @discardableResult
+    private func report(_ job: ClaimedJob, _ outcome: Result<String, any Error>, _ started: ContinuousClock.Instant, _ log: JobLog, final: Bool = true) async -> Bool {
         let ended = ContinuousClock.now
         var outcome = outcome
         // queue.lua refuses a result over 1 MiB, and would refuse the whole batch carrying it: such a
@@ -203,9 +212,14 @@ public final class Worker: Sendable {
                 if let flip { await flipped(flip, job: job, log.logger) }
             }
         } catch {
+            if !final, case .redis(let redis) = error as? JobQueueError, redis.isRetryable {
+                log.warning("could not report the job's outcome yet; trying again while its lease holds", metadata: ["error": "\(error)"])
+                return false
+            }
             // The lease will expire and another worker will run the job again.
             log.error("could not report the job's outcome", metadata: ["error": "\(error)"])
         }
+        return true
     }
 
     /// This worker's call flipped the machine: tell the observers (the announcement is theirs).

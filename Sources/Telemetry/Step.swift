@@ -29,18 +29,25 @@ public struct Step: Sendable, Hashable {
         number: 17, name: "Custom Nodes Installation", phase: "component_installation", event: "machine.custom_nodes.install")
     public static let models = Step(
         number: 18, name: "Models Installation", phase: "component_installation", event: "machine.models.install")
+    public static let comfyUIServer = Step(
+        number: 19, name: "ComfyUI Server Start", phase: "comfyui_ready", event: "machine.comfyui.server")
     public static let workerConnection = Step(
         number: 20, name: "Worker Connection", phase: "comfyui_ready", event: "machine.worker.connection.start")
     public static let machineReady = Step(
         number: 21, name: "Machine Ready", phase: "comfyui_ready", event: "machine.ready.complete")
 
     /// The step a job belongs to (protocols/events.md): the step its kind declares (`JobPayload.step`:
-    /// `node`, `comfyui`, `python-deps`, `install-scripts` → 17; `download`, `verify` → 18). The
+    /// `node`, `comfyui`, `python-deps`, `install-scripts` → 17; `download`, `verify` → 18;
+    /// `services` → 19). The
     /// stand-in kinds `noop` and `sleep` take the step of the job they stand in for, from the id:
     /// `model:…`, `models:…`, `download:…`, `verify`, `verify:…` → 18, else 17.
     public static func forJob(kind: String, id: String) -> Step {
         if kind != NoopPayload.kind, kind != SleepPayload.kind, let declared = JobKinds.step(of: kind) {
-            return declared == .models ? .models : .customNodes
+            switch declared {
+            case .customNodes: return .customNodes
+            case .models: return .models
+            case .comfyUIServer: return .comfyUIServer
+            }
         }
         if id.hasPrefix("model:") || id.hasPrefix("models:") || id.hasPrefix("download:") || id == "verify" || id.hasPrefix("verify:") {
             return .models

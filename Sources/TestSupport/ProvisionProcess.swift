@@ -19,16 +19,23 @@ public final class TestProcess: Sendable {
     public let child: ChildProcess
     public let outputFile: URL
 
-    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    /// With `ownProcessGroup`, the process leads its own group, like a command started from a shell:
+    /// `signalGroup` then reaches it and everything it started in its group, like Ctrl-C.
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], ownProcessGroup: Bool = false) throws {
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
         outputFile = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("provision-child-\(UUID().uuidString).log")
-        child = try ChildProcess(executable, arguments, environment: env, outputPath: outputFile.path)
+        child = try ChildProcess(executable, arguments, environment: env, outputPath: outputFile.path, newProcessGroup: ownProcessGroup)
     }
 
     /// Runs `provision ARGS…`.
-    public static func provision(_ arguments: [String], environment: [String: String] = [:]) throws -> TestProcess {
-        try TestProcess(provisionExecutable(), arguments, environment: environment)
+    public static func provision(_ arguments: [String], environment: [String: String] = [:], ownProcessGroup: Bool = false) throws -> TestProcess {
+        try TestProcess(provisionExecutable(), arguments, environment: environment, ownProcessGroup: ownProcessGroup)
+    }
+
+    /// Sends `number` to the process's whole group (see `ownProcessGroup`), as a terminal does on Ctrl-C.
+    public func signalGroup(_ number: Int32) {
+        if child.isRunning { kill(-child.pid, number) }
     }
 
     public var pid: Int32 { child.pid }
@@ -64,6 +71,24 @@ public final class TestProcess: Sendable {
     }
 
     deinit { terminate() }
+}
+
+/// Every process under `pid` (children, their children, …).
+public func descendantPIDs(of pid: Int32) -> [Int32] {
+    var tree: [Int32] = []
+    var next = [pid]
+    while let current = next.popLast() {
+        let children = childPIDs(of: current)
+        tree += children
+        next += children
+    }
+    return tree
+}
+
+/// Whether `pid` names a process that still exists, zombies included (a zombie is a child its
+/// parent never waited for).
+public func processExists(_ pid: Int32) -> Bool {
+    kill(pid, 0) == 0 || errno == EPERM
 }
 
 /// The pids of the direct children of `pid` (from /proc), e.g. a supervisor's worker processes.

@@ -7,10 +7,12 @@ public final class TestRedis: Sendable {
     public let port: Int
     public let directory: URL
 
-    public init(appendOnly: Bool = false, password: String? = nil) async throws {
+    /// With `unixSocket` the server listens on `DIRECTORY/redis.sock` only (`port` is 0).
+    public init(appendOnly: Bool = false, password: String? = nil, unixSocket: Bool = false, extraConfiguration: [String] = []) async throws {
         directory = try makeTemporaryDirectory("redis")
-        port = try LocalRedisServer.freeLoopbackPort()
-        server = LocalRedisServer(directory: directory, listen: .loopback(port: port), appendOnly: appendOnly, password: password)
+        port = unixSocket ? 0 : try LocalRedisServer.freeLoopbackPort()
+        let listen: LocalRedisServer.Listen = unixSocket ? .socket(path: directory.appendingPathComponent("redis.sock").path) : .loopback(port: port)
+        server = LocalRedisServer(directory: directory, listen: listen, appendOnly: appendOnly, password: password, extraConfiguration: extraConfiguration)
         try await server.start()
     }
 

@@ -4,6 +4,7 @@ import Foundation
 import Manifest
 import ProcessControl
 import RedisClient
+import Services
 
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,6 +15,7 @@ struct DemoCommand: AsyncParsableCommand {
     @OptionGroup var pool: PoolOptions
     @OptionGroup var telemetry: TelemetryOptions
     @OptionGroup var health: HealthOptions
+    @OptionGroup var services: ServicesOptions
 
     @Option(help: "Where the demo keeps its Redis, origin files, repositories and workspace.")
     var stateDir: String?
@@ -54,8 +56,15 @@ struct DemoCommand: AsyncParsableCommand {
                                env: index == 1 ? ["DEMO_REGION": "${DEMO_REGION}"] : nil, installOrder: index < 2 ? index + 1 : nil)
                 },
                 models: models.map { ModelFile(url: "http://127.0.0.1:\(origin.port)/\($0.name)", directory: $0.directory, filename: $0.name, sha256: $0.sha256, size: $0.size) })
-            let plan = PlanBuilder(planID: "demo-\(Int(Date().timeIntervalSince1970 * 1000))", machineID: (try? queue.machineID) ?? "local", source: "provision demo")
-                .plan(for: spec)
+            var builder = PlanBuilder(planID: "demo-\(Int(Date().timeIntervalSince1970 * 1000))", machineID: (try? queue.machineID) ?? "local", source: "provision demo")
+            // The demo ends like a real machine: ComfyUI (the stand-in) must serve every node before ready.
+            builder.services = PlanBuilder.ServicesJob(deadlineSeconds: 60)
+            let plan = builder.plan(for: spec)
+            var services = self.services
+            if services.comfyuiBasePort == nil && environment["COMFYUI_BASE_PORT"] == nil {
+                // Another ComfyUI (or demo) may hold 8188 on this machine: take free loopback ports.
+                services.comfyuiBasePort = try Self.freeBasePort(count: 8)
+            }
             var pool = self.pool
             pool.executors = try ExecutorOptions.parse([
                 "--workspace", workspace.path, "--allow-local-sources", "--allow-loopback-origins",
@@ -65,11 +74,20 @@ struct DemoCommand: AsyncParsableCommand {
             let started = Date()
             try await bringUp(
                 queue: queue, pool: pool, telemetry: telemetry, health: health, planJSON: PlanBuilder.encode(plan, pretty: false),
-                stateDir: root.path, timeout: 600, serve: false, healthRequired: false)
+                stateDir: root.path, timeout: 600, serve: false, healthRequired: false, servicesOptions: services)
             let seconds = Date().timeIntervalSince(started)
             let bytes = models.reduce(0) { $0 + $1.size }
             say(String(format: "demo: ComfyUI, %d custom nodes and %d model files (%@) ready in %.1f s; workspace: %@", repositories.nodes.count, models.count, formatBytes(bytes), seconds, workspace.path))
         }
+    }
+
+    /// A port with `count` free loopback ports from it on.
+    static func freeBasePort(count: Int) throws -> Int {
+        for _ in 0..<50 {
+            let base = try LocalRedisServer.freeLoopbackPort()
+            if base + count < 65535, (0..<count).allSatisfy({ LoopbackHTTP.canBind(host: "127.0.0.1", port: base + $0) }) { return base }
+        }
+        throw UserFacingError(message: "No free loopback ports for the demo's ComfyUI.")
     }
 }
 
@@ -145,12 +163,14 @@ struct DemoFixtures {
 
     /// ComfyUI and six custom nodes as bare repositories (one with a submodule, one with install.py).
     func repositories() async throws -> Repositories {
-        let folder = root.appendingPathComponent("repos")
+        // repos-2: the demo's ComfyUI became the stand-in and its nodes got node classes; older caches lack both.
+        let folder = root.appendingPathComponent("repos-2")
         let names = ["ComfyUI-Manager", "ComfyUI-Impact-Pack", "was-node-suite-comfyui", "ComfyUI-KJNodes", "rgthree-comfy", "ComfyUI-VideoHelperSuite"]
-        let core = try await bareRepo(folder, "ComfyUI", files: ["main.py": "print('ComfyUI (demo)')\n", "requirements.txt": "# the demo keeps ComfyUI's requirements empty: no network\n", "models/checkpoints/put_checkpoints_here": ""], tag: "v0.3.0")
+        let core = try await bareRepo(folder, "ComfyUI", files: ["main.py": StandInComfyUI.source, "requirements.txt": "# the demo keeps ComfyUI's requirements empty: no network\n", "models/checkpoints/put_checkpoints_here": ""], tag: "v0.3.0")
         var nodes: [(String, String)] = []
         for (index, name) in names.enumerated() {
-            var files = ["__init__.py": "NODE_CLASS_MAPPINGS = {}\n", "README.md": "# \(name) (demo)\n"]
+            let node = "Demo" + name.filter { $0.isLetter || $0.isNumber }
+            var files = ["__init__.py": "class \(node):\n    pass\n\nNODE_CLASS_MAPPINGS = {\"\(node)\": \(node)}\n", "README.md": "# \(name) (demo)\n"]
             if index == 2 { files["install.py"] = "import pathlib\npathlib.Path('installed.flag').write_text('ok')\n" }
             nodes.append((name, try await bareRepo(folder, name, files: files, tag: nil)))
         }

@@ -34,6 +34,9 @@ struct DownloadCommand: AsyncParsableCommand {
     @Flag(help: "Allow loopback and private addresses (tests, local mirrors).")
     var allowLoopback = false
 
+    @Option(name: .customLong("allow-origin"), help: "Allow connections to this one local ADDRESS:PORT, e.g. 127.0.0.1:8080 or [::1]:8080 (repeatable; redirects elsewhere are still checked).")
+    var allowedOrigins: [String] = []
+
     @Flag(help: "Print one JSON object with the result instead of text.")
     var json = false
 
@@ -43,6 +46,7 @@ struct DownloadCommand: AsyncParsableCommand {
             throw ValidationError("--sha256 must be 64 hexadecimal digits.")
         }
         if let chunkSize, chunkSize < 1 { throw ValidationError("--chunk-size must be positive.") }
+        _ = try parseAllowedOrigins(allowedOrigins)
     }
 
     func run() async throws {
@@ -53,7 +57,9 @@ struct DownloadCommand: AsyncParsableCommand {
             request.expectedSize = size
             request.chunkSize = chunkSize
             request.stallSeconds = stallTimeout
-            request.policy = URLPolicy(allowLoopback: allowLoopback || ProcessInfo.processInfo.environment["PROVISION_ALLOW_LOOPBACK"] == "1")
+            request.policy = URLPolicy(
+                allowLoopback: allowLoopback || ProcessInfo.processInfo.environment["PROVISION_ALLOW_LOOPBACK"] == "1",
+                allowedOrigins: try parseAllowedOrigins(allowedOrigins))
             request.headers = try headers.map { line in
                 guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
                     throw ValidationError("--header must look like 'Name: value'.")
@@ -153,4 +159,16 @@ func formatBytes(_ bytes: Int64) -> String {
 func formatSeconds(_ seconds: Double) -> String {
     let s = Int(seconds.rounded())
     return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+}
+
+/// `--allow-origin ADDRESS:PORT` values, or a usage error naming the one that is not.
+func parseAllowedOrigins(_ values: [String]) throws -> Set<URLPolicy.AllowedOrigin> {
+    var origins: Set<URLPolicy.AllowedOrigin> = []
+    for value in values {
+        guard let origin = URLPolicy.AllowedOrigin(value) else {
+            throw ValidationError("--allow-origin takes a numeric ADDRESS:PORT such as 127.0.0.1:8080 or [::1]:8080, not '\(value)'.")
+        }
+        origins.insert(origin)
+    }
+    return origins
 }

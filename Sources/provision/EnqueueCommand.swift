@@ -22,7 +22,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             guard let text = try await source.planJSON(machine: try queue.machineID) else {
                 throw ValidationError("Say what to install: --plan FILE, --spec FILE or --discovery-api URL.")
             }
-            let jobQueue = try JobQueue(redis: try RedisClient(url: try queue.redisURL), machine: try queue.machineID, prefix: queue.keyPrefix)
+            let jobQueue = try JobQueue(redis: try queue.oneShotClient(), machine: try queue.machineID, prefix: queue.keyPrefix)
             let enqueued = try await jobQueue.enqueue(planJSON: text, replace: replace)
             say("enqueued \(enqueued.jobs) jobs for machine \(jobQueue.keys.machine) (generation \(enqueued.generation), \(enqueued.ready) ready now)")
         }
@@ -53,6 +53,12 @@ struct PlanSource: ParsableArguments {
     @Flag(help: "Let the discovery API be on a loopback or private address.")
     var allowLoopbackApi = false
 
+    @Flag(help: "End the plan with a services job: ready only once ComfyUI serves every installed node (env PROVISION_WITH_SERVICES=1).")
+    var withServices = false
+
+    @Option(help: "Seconds ComfyUI may take to serve before the services job fails (default 300).")
+    var servicesDeadline: Double?
+
     var isEmpty: Bool { plan == nil && spec.isEmpty && discoveryApi == nil }
 
     /// The plan JSON to enqueue, or nil when nothing was named.
@@ -67,7 +73,10 @@ struct PlanSource: ParsableArguments {
         if documents.isEmpty { return nil }
         let fingerprint = documents.reduce(into: SHA256Hasher()) { $0.update($1.data) }
         var digest = fingerprint
-        let builder = PlanBuilder(planID: "spec-\(digest.finalize().prefix(12))-\(Int(Date().timeIntervalSince1970 * 1000))", machineID: machine, source: documents.map(\.name).joined(separator: " + "))
+        var builder = PlanBuilder(planID: "spec-\(digest.finalize().prefix(12))-\(Int(Date().timeIntervalSince1970 * 1000))", machineID: machine, source: documents.map(\.name).joined(separator: " + "))
+        if withServices || ProcessInfo.processInfo.environment["PROVISION_WITH_SERVICES"] == "1" {
+            builder.services = PlanBuilder.ServicesJob(deadlineSeconds: servicesDeadline)
+        }
         return PlanBuilder.encode(try Planner.plan(documents, builder: builder), pretty: false)
     }
 
@@ -113,6 +122,13 @@ func readPlanFile(_ path: String, limit: Int = 64 << 20) throws -> String {
     guard let text = String(data: data, encoding: .utf8) else {
         throw UserFacingError(message: "The plan \(path) is not UTF-8 text.")
     }
+    // Strict JSON and the plan's shape before anything reaches Redis: the script's decoder takes
+    // `0x2`, lets a repeated key win, and cannot say which field has the wrong type.
+    do throws(StrictJSONError) {
+        try PlanShape.check(text)
+    } catch {
+        throw UserFacingError(message: "The plan was refused: \(error).")
+    }
     return text
 }
 
@@ -127,7 +143,7 @@ struct CancelCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let jobQueue = try JobQueue(redis: try RedisClient(url: try queue.redisURL), machine: try queue.machineID, prefix: queue.keyPrefix)
+            let jobQueue = try JobQueue(redis: try queue.oneShotClient(), machine: try queue.machineID, prefix: queue.keyPrefix)
             guard let plan = try await jobQueue.status().planID else {
                 throw UserFacingError(message: "Machine \(jobQueue.keys.machine) has no plan to cancel.")
             }

@@ -50,6 +50,8 @@ struct EventsCommand: AsyncParsableCommand {
             let stream = fleet ? keys.fleetEvents : keys.events
             var configuration = try RedisConfiguration(url: redisURL)
             configuration.commandTimeout = max(configuration.commandTimeout, .seconds(5))
+            // Following is a long-running reader that rides out restarts; a one-time read is not.
+            if !follow { configuration = QueueOptions.oneShot(configuration) }
             let redis = RedisClient(configuration: configuration, label: "events")
             let shutdown = Shutdown()
             let signals = follow ? shutdown.onSignals() : []
@@ -61,7 +63,7 @@ struct EventsCommand: AsyncParsableCommand {
                 let start = last.map { "(" + $0 } ?? "-"
                 let page = try await redis.send("XRANGE", stream, start, "+", "COUNT", "500").array ?? []
                 let entries = page.compactMap(Entry.init)
-                print(entries)
+                if !print(entries) { return }
                 if let id = entries.last?.id { last = id }
                 if page.count < 500 { break }
             }
@@ -73,7 +75,8 @@ struct EventsCommand: AsyncParsableCommand {
                     let page = first[1].array
                 else { continue }
                 let entries = page.compactMap(Entry.init)
-                print(entries)
+                // Nobody reads any more (`provision events --follow | head`): stop, as SIGPIPE did.
+                if !print(entries) { return }
                 if let id = entries.last?.id { last = id }
             }
         }
@@ -99,18 +102,20 @@ struct EventsCommand: AsyncParsableCommand {
         }
     }
 
-    private func print(_ entries: [Entry]) {
-        guard !entries.isEmpty else { return }
+    /// Prints the entries; false when standard output is gone.
+    @discardableResult
+    private func print(_ entries: [Entry]) -> Bool {
+        guard !entries.isEmpty else { return true }
         switch format {
         case .json:
-            say(entries.map(\.line).joined(separator: "\n"))
+            return say(entries.map(\.line).joined(separator: "\n"))
         case .otlp:
             let events = entries.compactMap { entry -> [String: EventValue]? in
                 guard var event = StepEvent.decode(entry.json) else { return nil }
                 event["stream_id"] = .string(entry.id)
                 return event
             }
-            say(OTLPLogs.request(events: events))
+            return say(OTLPLogs.request(events: events))
         }
     }
 }

@@ -116,14 +116,21 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Make the final verify job hash every model.")
     var deepVerify = false
 
+    @Flag(help: "End the plan with a services job: ready only once ComfyUI serves every node (and the lock's workflow node types).")
+    var withServices = false
+
+    @Option(help: "Seconds ComfyUI may take to serve before the services job fails (default 300).")
+    var servicesDeadline: Double?
+
     @Option(name: [.short, .long], help: "Write the plan here instead of standard output.")
     var output: String?
 
     func run() async throws {
         try await reportingErrors {
-            let builder = PlanBuilder(
+            var builder = PlanBuilder(
                 planID: planID, machineID: machine ?? ProcessInfo.processInfo.environment["MACHINE_ID"].flatMap { $0.isEmpty ? nil : $0 },
                 deepVerify: deepVerify, source: specs.map { ($0 as NSString).lastPathComponent }.joined(separator: " + "))
+            if withServices { builder.services = PlanBuilder.ServicesJob(deadlineSeconds: servicesDeadline) }
             var documents: [(name: String, data: Data)] = []
             for spec in specs {
                 guard let data = FileManager.default.contents(atPath: spec) else { throw UserFacingError(message: "The spec \(spec) cannot be read.") }

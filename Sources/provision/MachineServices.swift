@@ -52,17 +52,25 @@ final class MachineServices: Sendable {
     let healthPort: Int?
     private let publisher: EventPublisher?
     private let tasks: [Task<Void, Never>]
+    /// ComfyUI's supervisor (steps 9-13, 19-21); stopped first, so its last events still go out.
+    let supervisor: MachineServiceSupervisor?
+    private let supervisorTask: Task<Void, Never>?
 
-    private init(health: HealthServer?, healthPort: Int?, publisher: EventPublisher?, tasks: [Task<Void, Never>]) {
+    private init(
+        health: HealthServer?, healthPort: Int?, publisher: EventPublisher?, tasks: [Task<Void, Never>],
+        supervisor: MachineServiceSupervisor? = nil, supervisorTask: Task<Void, Never>? = nil
+    ) {
         self.health = health
         self.healthPort = healthPort
         self.publisher = publisher
         self.tasks = tasks
+        self.supervisor = supervisor
+        self.supervisorTask = supervisorTask
     }
 
     static func start(
         redisURL: String, keys: MachineKeys, telemetry: TelemetryOptions, health: HealthOptions, workersConfig: String,
-        logger: Logger
+        logger: Logger, services: ServicesOptions? = nil, workspace: String? = nil, stateDir: String? = nil
     ) async throws -> MachineServices {
         let redis = try RedisConfiguration(url: redisURL)
         let context = EventContext.fromEnvironment(machineID: keys.machine, defaultWorkersConfig: workersConfig)
@@ -77,12 +85,21 @@ final class MachineServices: Sendable {
             redactor: processRedactor, claimant: "supervisor-\(ProcessInfo.processInfo.hostName)-\(getpid())", logger: logger)
         tasks.append(Task { await announcer.watch() })
 
+        var supervisor: MachineServiceSupervisor?
+        if let services, services.enabled, let workspace {
+            supervisor = MachineServiceSupervisor(
+                redis: redis, keys: keys, options: services, workspace: workspace, stateDir: stateDir, publisher: publisher, logger: logger)
+        }
+
         var server: HealthServer?
         var port: Int?
         if health.healthPort != 0 {
             let monitor = MachineMonitor(redis: RedisClient(configuration: redis, label: "health"), keys: keys, stallAfter: telemetry.stallDuration)
             let candidate = HealthServer(
-                monitor: monitor, configuration: .init(host: health.healthHost, port: health.healthPort), logger: logger)
+                monitor: monitor, configuration: .init(host: health.healthHost, port: health.healthPort), logger: logger,
+                services: supervisor.map { supervisor in
+                    HealthServer.Services(problem: { supervisor.problem }, metrics: { supervisor.prometheus })
+                })
             do {
                 let bound = try await candidate.start()
                 server = candidate
@@ -97,10 +114,14 @@ final class MachineServices: Sendable {
             }
         }
         await publisher?.flush()
-        return MachineServices(health: server, healthPort: port, publisher: publisher, tasks: tasks)
+        let supervisorTask = supervisor.map { supervisor in Task { await supervisor.run() } }
+        return MachineServices(
+            health: server, healthPort: port, publisher: publisher, tasks: tasks, supervisor: supervisor, supervisorTask: supervisorTask)
     }
 
     func stop() async {
+        supervisorTask?.cancel()
+        await supervisorTask?.value
         await health?.stop()
         for task in tasks {
             task.cancel()

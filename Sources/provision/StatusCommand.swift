@@ -7,7 +7,7 @@ import RedisClient
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show a machine's plan state, job counts and running jobs; --wait exits 0 on ready, 1 on failed, 2 on timeout.",
+        abstract: "Show a machine's plan state, job counts and running jobs; --wait exits 0 on ready, 1 on failed, 2 on timeout, 3 when Redis cannot be used.",
         discussion: "On a terminal, --wait redraws a live view (a line and progress bar per running job, totals, ETA) until the machine settles. --json prints one stable JSON object (protocols/schemas/status.schema.json).")
 
     @OptionGroup var queue: QueueOptions
@@ -29,37 +29,80 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "List every job of the current plan with its outcome (state, attempts, error or result).")
     var jobs = false
 
+    func validate() throws {
+        guard timeout.isFinite, timeout >= 0, timeout <= 366 * 86400 else {
+            throw ValidationError("--timeout must be between 0 and 31622400 seconds.")
+        }
+    }
+
     func run() async throws {
         try await reportingErrors {
-            let (redisURL, offlineServer) = try await queue.readerURL(local, command: "status")
+            let reader: (url: String, server: LocalRedisServer?)
+            do {
+                reader = try await queue.readerURL(local, command: "status")
+            } catch let error as UserFacingError {
+                // No Redis to read (up's private one stopped): a Redis problem, not the machine's.
+                throw unreachable(error)
+            }
+            let (redisURL, offlineServer) = reader
             defer { PrivateRedis.finish(offlineServer) }
             let machine = try? queue.machineID
             let keys = try MachineKeys(prefix: queue.keyPrefix, machine: machine ?? (queue.isPrivate(redisURL) ? "local" : try queue.machineID))
-            let monitor = MachineMonitor(redis: try RedisClient(url: redisURL), keys: keys, stallAfter: telemetry.stallDuration)
-            var snapshot = try await monitor.snapshot()
+            let redis = RedisClient(configuration: QueueOptions.oneShot(try RedisConfiguration(url: redisURL)), label: "status")
+            let monitor = MachineMonitor(redis: redis, keys: keys, stallAfter: telemetry.stallDuration)
+            var snapshot: MachineSnapshot
+            do {
+                snapshot = try await monitor.snapshot()
+            } catch {
+                throw unreachable(error)
+            }
             let view = (wait && live && !json && isatty(STDOUT_FILENO) == 1) ? LiveView() : nil
             if wait {
                 let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+                // A Redis restarting while we wait is not the machine failing: reads that fail on
+                // the connection are tried again until the deadline.
+                var lost: (any Error)?
                 while !snapshot.status.isSettled && snapshot.status.state != .failed {
                     view?.draw(StatusText.live(snapshot, width: terminalWidth()))
                     if ContinuousClock.now >= deadline {
                         view?.clear()
+                        if let lost { throw unreachable(lost) }
                         say(render(snapshot, jobs: nil))
                         throw ExitCode(2)
                     }
                     try await Task.sleep(for: .milliseconds(view == nil ? 200 : 250))
-                    snapshot = try await monitor.snapshot()
+                    do {
+                        snapshot = try await monitor.snapshot()
+                        lost = nil
+                    } catch where Self.isTransport(error) {
+                        lost = error
+                    }
                 }
                 view?.clear()
             }
             var jobRecords: [[String: String]] = []
             if jobs, let plan = snapshot.status.planID {
-                let jobQueue = try JobQueue(redis: try RedisClient(url: redisURL), machine: keys.machine, prefix: queue.keyPrefix)
+                let jobQueue = try JobQueue(redis: redis, machine: keys.machine, prefix: queue.keyPrefix)
                 jobRecords = try await jobQueue.jobs(plan: plan)
             }
             say(render(snapshot, jobs: jobs ? jobRecords : nil))
             if wait && snapshot.status.state != .ready { throw ExitCode(1) }
         }
+    }
+
+    /// Exit status when Redis cannot be reached or answered with an error: never 1 (failed) or 2
+    /// (timeout), which are the machine's.
+    static let unreachableExitCode: Int32 = 3
+
+    static func isTransport(_ error: any Error) -> Bool {
+        if case .redis(let redis) = error as? JobQueueError { return redis.isRetryable }
+        return false
+    }
+
+    /// Prints the Redis problem as one sentence and gives the exit status for it.
+    private func unreachable(_ error: any Error) -> ExitCode {
+        writeAll(STDERR_FILENO, "provision: \(processRedactor.scrub("\(error)"))\n")
+        return ExitCode(Self.unreachableExitCode)
     }
 
     private func render(_ snapshot: MachineSnapshot, jobs: [[String: String]]?) -> String {

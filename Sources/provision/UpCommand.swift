@@ -16,6 +16,7 @@ struct UpCommand: AsyncParsableCommand {
     @OptionGroup var pool: PoolOptions
     @OptionGroup var telemetry: TelemetryOptions
     @OptionGroup var health: HealthOptions
+    @OptionGroup var services: ServicesOptions
 
     @OptionGroup var source: PlanSource
 
@@ -28,12 +29,18 @@ struct UpCommand: AsyncParsableCommand {
     @Flag(help: "Keep the workers running after the machine is ready, until SIGTERM.")
     var serve = false
 
+    func validate() throws {
+        guard timeout.isFinite, timeout >= 0, timeout <= 366 * 86400 else {
+            throw ValidationError("--timeout must be between 0 and 31622400 seconds.")
+        }
+    }
+
     func run() async throws {
         try await reportingErrors {
             let planText = try await source.planJSON(machine: (try? queue.machineID) ?? "local")
             try await bringUp(
                 queue: queue, pool: pool, telemetry: telemetry, health: health, planJSON: planText, stateDir: stateDir,
-                timeout: timeout, serve: serve)
+                timeout: timeout, serve: serve, servicesOptions: services)
         }
     }
 }
@@ -41,10 +48,16 @@ struct UpCommand: AsyncParsableCommand {
 /// The main job: optional private Redis, enqueue, worker pool, progress until the machine settles.
 func bringUp(
     queue: QueueOptions, pool: PoolOptions, telemetry: TelemetryOptions, health: HealthOptions, planJSON: String?,
-    stateDir: String?, timeout: Double, serve: Bool, healthRequired: Bool = true
+    stateDir: String?, timeout: Double, serve: Bool, healthRequired: Bool = true, servicesOptions: ServicesOptions? = nil
 ) async throws {
     let logger = queue.bootstrapLogging(label: "provision.up")
     let machine = (try? queue.machineID) ?? "local"
+
+    // Signals are caught before anything is started, so a Ctrl-C at any point ends in the ordered
+    // stop below: workers drain, then the private Redis stops (and is waited for), then the summary.
+    let shutdown = Shutdown()
+    let signals = shutdown.onSignals()
+    defer { signals.forEach { $0.cancel() } }
 
     var privateRedis: LocalRedisServer?
     let url: String
@@ -60,6 +73,11 @@ func bringUp(
         say("started a private redis-server (data in \(directory.path))")
     }
     defer { privateRedis?.stop() }
+    if let signal = shutdown.requestedBySignal {
+        privateRedis?.stop()
+        say("interrupted by \(signalName(signal)) before anything ran")
+        throw ExitCode(128 + signal)
+    }
 
     let jobQueue = try JobQueue(redis: try RedisClient(url: url, label: "up"), machine: machine, prefix: queue.keyPrefix)
     let clock = ContinuousClock()
@@ -69,21 +87,18 @@ func bringUp(
         say("enqueued \(enqueued.jobs) jobs for machine \(machine) (generation \(enqueued.generation))")
     }
 
-    let shutdown = Shutdown()
-    let signals = shutdown.onSignals()
-    defer { signals.forEach { $0.cancel() } }
     var services: MachineServices
     do {
         services = try await MachineServices.start(
             redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
-            logger: logger)
+            logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir)
     } catch where !healthRequired {
         say("the health server could not start (\(error)); going on without it")
         var without = health
         without.healthPort = 0
         services = try await MachineServices.start(
             redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: without, workersConfig: pool.workersConfig,
-            logger: logger)
+            logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir)
     }
     if let port = services.healthPort { say("health server on http://\(health.healthHost):\(port)/health") }
     let supervisor = pool.supervisor(
@@ -92,12 +107,16 @@ func bringUp(
     let workers = Task { try await supervisor.run(until: shutdown) }
     say("running \(pool.processes) worker processes × \(pool.concurrency) slots")
 
-    var status = try await jobQueue.status()
+    // A Redis that stays unreachable beyond the client's reconnect window ends the wait; the stop
+    // below still runs in order, and the error is reported after it.
+    var lost: (any Error)?
+    var status = MachineStatus(machineID: machine, hash: [:], reasons: [])
+    do { status = try await jobQueue.status() } catch { lost = error }
     var lastLine = ""
     let deadline = started + .milliseconds(Int(timeout * 1000))
-    while !shutdown.isRequested && (planJSON == nil || !(status.isSettled || status.state == .failed)) && clock.now < deadline {
-        try await Task.sleep(for: .milliseconds(planJSON == nil ? 1000 : 200))
-        status = try await jobQueue.status()
+    while lost == nil && !shutdown.isRequested && (planJSON == nil || !(status.isSettled || status.state == .failed)) && clock.now < deadline {
+        try? await Task.sleep(for: .milliseconds(planJSON == nil ? 1000 : 200))
+        do { status = try await jobQueue.status() } catch { lost = error }
         let line = "  \(status.state.rawValue): \(status.count("succeeded"))/\(status.count("total")) succeeded · \(status.count("active")) active · \(status.count("failed") + status.count("dead")) failed"
         if line != lastLine && status.planID != nil {
             say(line)
@@ -106,25 +125,58 @@ func bringUp(
     }
     let elapsed = clock.now - started
     let monitor = MachineMonitor(redis: jobQueue.redis, keys: jobQueue.keys, stallAfter: telemetry.stallDuration)
-    if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
-    say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
-    if let privateRedis {
-        let stateRoot = privateRedis.directory.deletingLastPathComponent().path
-        say("the machine's state stays in \(privateRedis.directory.path): `provision status --state-dir \(stateRoot) --offline --jobs` reads it after this exits")
+    func instanceLines() -> [String] {
+        (services.supervisor?.statuses ?? []).map { status in
+            "  \(status.instance.name): \(status.state.rawValue) on http://\(status.instance.host):\(status.instance.port) (pid \(status.pid.map(String.init) ?? "-"), log \(status.log))"
+        }
     }
-    if serve && status.state == .ready && !shutdown.isRequested {
+    var summaryShown = false
+    if lost == nil && serve && status.state == .ready && !shutdown.isRequested {
+        if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
+        for line in instanceLines() { say(line) }
+        summaryShown = true
         say("ready; serving until SIGTERM")
         await shutdown.wait()
     }
+    let signal = shutdown.requestedBySignal
+    if let signal, !summaryShown { say("\(signalName(signal)) received: letting the workers drain") }
     shutdown.request()
     let stopped = await workers.result
+    let instances = summaryShown ? [] : instanceLines()
     await services.stop()
+    let snapshot = lost == nil && !summaryShown ? try? await monitor.snapshot() : nil
+    jobQueue.redis.close()
+    if let server = privateRedis {
+        server.stop()
+        privateRedis = nil
+        say("stopped the private redis-server")
+        let stateRoot = server.directory.deletingLastPathComponent().path
+        say("the machine's state stays in \(server.directory.path): `provision status --state-dir \(stateRoot) --offline --jobs` reads it")
+    }
+    if let snapshot { say(StatusText.summary(snapshot)) }
+    for line in instances { say(line) }
+    say("elapsed: \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))")
+    if let lost { throw lost }
     try stopped.get()
     switch status.state {
     case .ready: return
     case .failed, .cancelled: throw ExitCode(1)
     default:
+        // Without a plan `up` only runs workers: stopping them is its normal end, as for `worker`.
         if planJSON == nil { return }
+        if let signal {
+            say("interrupted by \(signalName(signal)) before the machine was ready")
+            throw ExitCode(128 + signal)
+        }
         throw ExitCode(2)
+    }
+}
+
+/// `SIGINT`, `SIGTERM`, or the number.
+func signalName(_ number: Int32) -> String {
+    switch number {
+    case SIGINT: return "SIGINT"
+    case SIGTERM: return "SIGTERM"
+    default: return "signal \(number)"
     }
 }

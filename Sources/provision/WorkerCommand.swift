@@ -68,6 +68,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var pool: PoolOptions
     @OptionGroup var telemetry: TelemetryOptions
     @OptionGroup var health: HealthOptions
+    @OptionGroup var services: ServicesOptions
 
     func run() async throws {
         try await reportingErrors {
@@ -82,7 +83,7 @@ struct WorkerCommand: AsyncParsableCommand {
             defer { signals.forEach { $0.cancel() } }
             let services = try await MachineServices.start(
                 redisURL: url, keys: keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
-                logger: logger)
+                logger: logger, services: self.services, workspace: pool.executors.resolvedWorkspace)
             do {
                 try await pool.supervisor(
                     redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel,
@@ -132,8 +133,10 @@ struct WorkerProcessCommand: AsyncParsableCommand {
             if let supervisorPid {
                 watchSupervisor(supervisorPid, shutdown: shutdown, drainTimeout: .seconds(drainTimeout), logger: logger)
             }
+            var registry = executors.registry()
+            registry.register(ServicesExecutor(redis: redis, keys: keys))
             try await runWorkerProcess(
-                redis: redis, keys: keys, registry: executors.registry(), configuration: configuration, events: events,
+                redis: redis, keys: keys, registry: registry, configuration: configuration, events: events,
                 logger: logger, until: shutdown)
         }
     }
@@ -172,6 +175,9 @@ struct ExecutorOptions: ParsableArguments {
 
     @Flag(help: "Let download jobs fetch from loopback and private addresses (tests, local mirrors; env PROVISION_ALLOW_LOOPBACK=1).")
     var allowLoopbackOrigins = false
+
+    @Option(name: .customLong("allow-origin"), help: "Let download jobs connect to this one local ADDRESS:PORT, e.g. 127.0.0.1:8080 or [::1]:8080 (repeatable; a local mirror).")
+    var allowedOrigins: [String] = []
 
     @Option(name: .customLong("git-rewrite"), help: "Rewrite git URLs starting with FROM to start with TO, like git's insteadOf (repeatable): FROM=TO.")
     var gitRewrites: [String] = []
@@ -219,8 +225,14 @@ struct ExecutorOptions: ParsableArguments {
         allowLoopbackOrigins || ProcessInfo.processInfo.environment["PROVISION_ALLOW_LOOPBACK"] == "1"
     }
 
+    /// Which download origins are allowed (`validate` has checked the `--allow-origin`s).
+    func urlPolicy() throws -> URLPolicy {
+        try URLPolicy(allowLoopback: allowsLoopback, allowedOrigins: parseAllowedOrigins(allowedOrigins))
+    }
+
     func validate() throws {
         for rule in gitRewrites where !rule.contains("=") { throw ValidationError("--git-rewrite takes FROM=TO.") }
+        _ = try urlPolicy()
         for name in exposeEnv where !EnvironmentTemplate.isIdentifier(name) { throw ValidationError("--expose-env takes a variable name, not '\(name.prefix(60))'.") }
         for name in exposeEnv where EnvironmentPolicy.neverExposed.contains(name) { throw ValidationError("--expose-env cannot expose \(name): it holds the queue's credentials.") }
         guard (1...64).contains(gitSlots) else { throw ValidationError("--git-slots must be between 1 and 64.") }
@@ -231,6 +243,7 @@ struct ExecutorOptions: ParsableArguments {
         var list = ["--workspace", resolvedWorkspace, "--models-root", resolvedModelsRoot, "--download-connections", String(downloadConnections),
                     "--git-slots", String(gitSlots), "--python", python]
         if allowsLoopback { list.append("--allow-loopback-origins") }
+        for origin in allowedOrigins { list += ["--allow-origin", origin] }
         if allowLocalSources { list.append("--allow-local-sources") }
         if force { list.append("--force") }
         if let uv { list += ["--uv", uv] }
@@ -244,7 +257,8 @@ struct ExecutorOptions: ParsableArguments {
     func registry() -> ExecutorRegistry {
         var registry = ExecutorRegistry.builtin
         let environmentPolicy = self.environmentPolicy
-        registry.register(DownloadExecutor(modelsRoot: resolvedModelsRoot, policy: URLPolicy(allowLoopback: allowsLoopback), defaultConnections: downloadConnections, environmentPolicy: environmentPolicy))
+        registry.register(DownloadExecutor(
+            modelsRoot: resolvedModelsRoot, policy: (try? urlPolicy()) ?? URLPolicy(), defaultConnections: downloadConnections, environmentPolicy: environmentPolicy))
         let rewrites = gitRewrites.compactMap { rule -> (from: String, to: String)? in
             guard let equals = rule.firstIndex(of: "=") else { return nil }
             return (String(rule[..<equals]), String(rule[rule.index(after: equals)...]))

@@ -81,4 +81,36 @@ struct NodeSourceTests {
         #expect(nodes["mystery"]?.provides == ["Mystery Node"])
         #expect(lock.workflows?.first?.unresolved == nil && lock.workflows?.first?.ambiguous == nil)
     }
+
+    @Test func lockPinsGitRequirementLinesAndThePlanCarriesThePinsAndAllowances() async throws {
+        let f = try await LockFixture()
+        let mirror = f.folder.appendingPathComponent("github")
+        // Mirrors are named like `git clone --mirror` names them; git finds NAME.git for a URL without it.
+        let package = try await LocalRepository.create(at: mirror.appendingPathComponent("acme/gitpkg.git"), files: ["setup.py": "# v1\n"])
+        try await git(["tag", "v1"], in: package.path)
+        let v1 = try await package.head()
+        try await package.commit(["setup.py": "# later\n"], message: "after v1")
+        let helper = try await LocalRepository.create(at: mirror.appendingPathComponent("acme/helper.git"), files: ["setup.py": "# helper\n"])
+        let node = try await LocalRepository.create(at: mirror.appendingPathComponent("acme/was-like-node.git"), files: [
+            "requirements.txt": "numpy\r\ngit+https://github.com/acme/gitpkg.git@v1#egg=gitpkg\r\nhelper @ git+https://github.com/acme/helper  # default branch\n",
+        ])
+        let manifest = try write(json(["custom_nodes": [
+            ["name": "was-like", "url": "https://github.com/acme/was-like-node", "allow_outside": true],
+        ]]), to: "m.json", in: f.folder)
+        let output = f.folder.appendingPathComponent("pins.lock").path
+        let locked = try await provision(["lock", manifest, "-o", output, "--allow-local-sources", "--mirror", "https://github.com/=file://\(mirror.path)/"])
+        #expect(locked.status == 0, "\(locked.output)")
+        guard locked.status == 0 else { return }
+        let lock = try Lockfile.load(path: output)
+        let entry = try #require(lock.customNodes.first)
+        #expect(entry.commit == (try await node.head()) && entry.allowOutside == true)
+        #expect(entry.gitRequirements == ["https://github.com/acme/gitpkg": v1, "https://github.com/acme/helper": try await helper.head()], "\(entry.gitRequirements ?? [:])")
+        let plan = try await provision(["plan", output])
+        #expect(plan.status == 0, "\(plan.output)")
+        let deps = try #require((try JSONValue.parse(plan.output))["jobs"]?.array?.first { $0["kind"]?.string == "python-deps" })
+        #expect(deps["payload"]?["git_pins"]?["https://github.com/acme/gitpkg"]?.string == v1)
+        #expect(deps["payload"]?["allow_outside_nodes"]?.array?.compactMap(\.string) == ["was-like"])
+        try await validateAgainstSchema(plan.output, schema: "plan.schema.json", payloads: true)
+        try await validateAgainstSchema(try String(contentsOfFile: output, encoding: .utf8), schema: "lockfile.schema.json")
+    }
 }

@@ -20,7 +20,9 @@ struct PayloadContractTests {
             NodePayload(name: "n", url: "https://github.com/o/n", tag: "v1").encoded(),
             NodePayload(name: "n", url: "https://github.com/o/n", branch: "main").encoded(),
         ]),
-        (PythonDepsPayload.kind, [PythonDepsPayload(nodes: ["a"], allowOutside: true, constraints: ["torch==2.5.0"]).encoded()]),
+        (PythonDepsPayload.kind, [PythonDepsPayload(
+            nodes: ["a"], allowOutside: true, constraints: ["torch==2.5.0"], allowOutsideNodes: ["a"],
+            gitPins: ["https://github.com/o/r": String(repeating: "e", count: 40)]).encoded()]),
         (InstallScriptsPayload.kind, [InstallScriptsPayload(nodes: [.init(name: "a", env: ["K": "v"]), .init(name: "b")]).encoded()]),
         (DownloadPayload.kind, [
             DownloadPayload(url: "https://h/f", directory: "vae", filename: "f.safetensors", sha256: String(repeating: "0", count: 64), size: 1, connections: 8, headers: ["X-A": "b"]).encoded(),
@@ -33,6 +35,7 @@ struct PayloadContractTests {
         ]),
         (SleepPayload.kind, [SleepPayload(ms: 5, fail: .init(message: "m", untilAttempt: 1, retryable: false), progressBytes: 10, progressEveryMs: 20).encoded()]),
         (NoopPayload.kind, [NoopPayload().encoded()]),
+        (ServicesPayload.kind, [ServicesPayload(nodes: ["a"], classTypes: ["KSampler"], deadlineSeconds: 30).encoded()]),
     ]
 
     @Test func everyKindHasASchemaWithTheSameFields() async throws {

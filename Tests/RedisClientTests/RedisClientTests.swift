@@ -134,14 +134,17 @@ struct RedisClientTests {
 
         var wrong = try redis.server.configuration
         wrong.password = "not-\(secret)"
-        wrong.reconnectWindow = .zero
+        // A refused password is final: no reconnect window is spent on it.
+        wrong.reconnectWindow = .seconds(30)
+        let started = ContinuousClock.now
         do {
             try await RedisClient(configuration: wrong).send("PING")
             Issue.record("a wrong password must be refused")
         } catch {
-            #expect(error.description.contains("authentication failed"))
+            #expect(error.description.contains("refused the password"))
             #expect(!error.description.contains(secret))
         }
+        #expect(ContinuousClock.now - started < .seconds(5))
     }
 
     @Test func connectFailureNamesServerWithoutPassword() async throws {

@@ -77,13 +77,14 @@ struct WorkerTests {
         func time(_ id: String, _ field: String) -> Int { Int(records[id]?[field] ?? "") ?? -1 }
         for node in nodes { #expect(time(node, "started_at") >= time("core", "finished_at")) }
         for node in nodes { #expect(time("deps", "started_at") >= time(node, "finished_at")) }
-        // The most jobs running at one moment: 2 processes × 4 slots.
+        // The most jobs running at one moment never exceeds 2 processes × 4 slots (how close it
+        // comes is timing: bench/queue measures it).
         let intervals = records.values.compactMap { r -> (Int, Int)? in
             guard let s = r["started_at"].flatMap({ Int($0) }), let f = r["finished_at"].flatMap({ Int($0) }) else { return nil }
             return (s, f)
         }
         let peak = intervals.map { point in intervals.filter { $0.0 <= point.0 && point.0 < $0.1 }.count }.max() ?? 0
-        #expect(peak == 8, "peak concurrency \(peak)")
+        #expect(peak <= 8, "peak concurrency \(peak)")
 
         // The CLI agrees and exits 0 for ready.
         let cli = try await run(provisionExecutable(), ["status", "--redis", h.redis.url, "--machine", "m1", "--wait", "--json", "--timeout", "5"])
@@ -287,7 +288,9 @@ struct DemoTests {
         defer { try? FileManager.default.removeItem(at: state) }
         let result = try await run(provisionExecutable(), ["demo", "--state-dir", state.path, "--models-mib", "32"], timeout: .seconds(300))
         #expect(result.status == 0, "\(result.output.suffix(3000))")
-        #expect(result.output.contains("ready: 15/15 succeeded"))
+        // ComfyUI, 6 nodes, python-deps, install-scripts, 5 models, verify, services.
+        #expect(result.output.contains("ready: 16/16 succeeded"), "\(result.output.suffix(3000))")
+        #expect(result.output.contains("comfyui-cpu: serving on http://127.0.0.1:"), "\(result.output.suffix(3000))")
         let models = state.appendingPathComponent("workspace/ComfyUI/models")
         #expect(FileManager.default.fileExists(atPath: models.appendingPathComponent("checkpoints/demo-checkpoint.safetensors").path))
         #expect(FileManager.default.fileExists(atPath: state.appendingPathComponent("workspace/ComfyUI/custom_nodes/was-node-suite-comfyui/installed.flag").path))
@@ -297,7 +300,7 @@ struct DemoTests {
 
         // The private Redis stopped with the demo: the readers say how to get at its state...
         let stopped = try await run(provisionExecutable(), ["status", "--state-dir", state.path], environment: ["REDIS_URL": "", "PROVISION_REDIS_URL": ""])
-        #expect(stopped.status == 1 && stopped.output.contains("--offline"), "\(stopped.output)")
+        #expect(stopped.status == 3 && stopped.output.contains("--offline"), "\(stopped.output)")
         // ...and read it from a copy of its data.
         let offline = try await run(provisionExecutable(), ["status", "--state-dir", state.path, "--offline", "--jobs"], environment: ["REDIS_URL": "", "PROVISION_REDIS_URL": ""])
         #expect(offline.status == 0 && offline.output.contains("ready") && offline.output.contains("install-scripts"), "\(offline.output)")

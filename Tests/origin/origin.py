@@ -18,6 +18,7 @@ Query parameters of /files/NAME (they apply to every request of that URL):
 /redirect/PORT/files/NAME?...  answers 302 to http://127.0.0.1:PORT/files/NAME?...
                  with sign=K, the target carries a fresh signed=TOKEN that is good for K requests,
                  then answers 403 (an expired signed CDN URL)
+/goto?to=URL     answers 302 to URL as given (any host spelling: the address checks' tests)
 /auth/NAME       like /files/NAME but 401 without "Authorization: Bearer origin-secret"
 /hf/OWNER/REPO/resolve/REV/NAME  imitates Hugging Face for an LFS file: 302 to /files/NAME carrying
                  X-Linked-Etag: "<sha256 of NAME>", X-Linked-Size and X-Repo-Commit (REPO_COMMIT below);
@@ -90,6 +91,13 @@ class Handler(BaseHTTPRequestHandler):
             self.note(path, query, None, 302, 0)
             self.send_response(302)
             self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if path == "/goto":
+            self.note(path, query, None, 302, 0)
+            self.send_response(302)
+            self.send_header("Location", query.get("to", "/"))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return

@@ -188,7 +188,7 @@ end
 local function validate_plan(text, max_payload, max_jobs, machine)
   -- Built here, not at the top: only enqueue needs them, and the top runs on every call.
   local KINDS = { noop = true, sleep = true, download = true, node = true, ["python-deps"] = true,
-                  ["install-scripts"] = true, comfyui = true, verify = true }
+                  ["install-scripts"] = true, comfyui = true, verify = true, services = true }
   local JOB_FIELDS = { id = true, kind = true, payload = true, depends_on = true, max_attempts = true,
                        backoff_ms = true, backoff_max_ms = true, lease_ms = true, timeout_ms = true,
                        label = true }

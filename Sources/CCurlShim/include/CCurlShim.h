@@ -23,6 +23,20 @@ CURLcode provision_easy_getinfo_off_t(CURL *handle, CURLINFO info, curl_off_t *v
 CURLcode provision_easy_getinfo_string(CURL *handle, CURLINFO info, char **value);
 CURLcode provision_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value);
 
+/* Asked about the address of every connection before its socket is made; nonzero allows it. */
+typedef int (*provision_address_check)(void *context, const struct sockaddr *address, unsigned int length);
+
+/* What the open-socket callback calls; owned by the caller, alive as long as the handle uses it. */
+struct provision_connection_guard {
+    provision_address_check check;
+    void *context;
+};
+
+/* Installs an open-socket callback on `handle` that refuses (CURL_SOCKET_BAD) every connection whose
+   address `guard->check` does not allow: it sees the address libcurl really connects to, for every
+   connection of every request, redirects and reconnects included. Set again after curl_easy_reset. */
+CURLcode provision_easy_guard_connections(CURL *handle, struct provision_connection_guard *guard);
+
 CURLMcode provision_multi_setopt_long(CURLM *multi, CURLMoption option, long value);
 
 #endif

@@ -81,15 +81,22 @@ public struct PythonDepsPayload: JobPayload, Equatable {
     public var allowOutside: Bool?
     /// Extra constraint lines (pins).
     public var constraints: [String]?
+    /// Nodes whose requirement lines may reach outside (the manifest's per-node `allow_outside`).
+    public var allowOutsideNodes: [String]?
+    /// Commits of the git repositories requirement lines name (`git+https://…`), by URL (lower
+    /// case, no `.git`): the lock's pins, used in place of the lines' refs.
+    public var gitPins: [String: String]?
 
     enum CodingKeys: String, CodingKey {
-        case nodes, allowOutside = "allow_outside", constraints
+        case nodes, allowOutside = "allow_outside", constraints, allowOutsideNodes = "allow_outside_nodes", gitPins = "git_pins"
     }
 
-    public init(nodes: [String]? = nil, allowOutside: Bool? = nil, constraints: [String]? = nil) {
+    public init(nodes: [String]? = nil, allowOutside: Bool? = nil, constraints: [String]? = nil, allowOutsideNodes: [String]? = nil, gitPins: [String: String]? = nil) {
         self.nodes = nodes
         self.allowOutside = allowOutside
         self.constraints = constraints
+        self.allowOutsideNodes = allowOutsideNodes
+        self.gitPins = gitPins
     }
 
     public init(from decoder: any Decoder) throws {
@@ -97,6 +104,8 @@ public struct PythonDepsPayload: JobPayload, Equatable {
         nodes = try container.decodeListIfPresent([String].self, forKey: .nodes)
         allowOutside = try container.decodeIfPresent(Bool.self, forKey: .allowOutside)
         constraints = try container.decodeListIfPresent([String].self, forKey: .constraints)
+        allowOutsideNodes = try container.decodeListIfPresent([String].self, forKey: .allowOutsideNodes)
+        gitPins = try container.decodeIfPresent([String: String].self, forKey: .gitPins)
     }
 
     public func validate() throws(JobFailure) {
@@ -105,6 +114,12 @@ public struct PythonDepsPayload: JobPayload, Equatable {
         }
         for line in constraints ?? [] where line.hasPrefix("-") || line.contains("://") || line.utf8.count > 500 {
             throw .invalidPayload("a python-deps constraint must be a plain requirement, not '\(line.prefix(60))'")
+        }
+        for name in allowOutsideNodes ?? [] where !PayloadRules.isNodeName(name) {
+            throw .invalidPayload("python-deps allows the node '\(name.prefix(60))', which is not a plain folder name")
+        }
+        for (url, commit) in gitPins ?? [:] where !PayloadRules.isFullCommit(commit) || url.utf8.count > 2048 {
+            throw .invalidPayload("the git pin of '\(url.prefix(60))' must be a 40-digit lowercase commit")
         }
     }
 }

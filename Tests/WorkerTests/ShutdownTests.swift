@@ -1,0 +1,106 @@
+import Foundation
+import JobQueue
+import RedisClient
+import TestSupport
+import Testing
+
+@Suite("Redis restarts and the shutdown of provision up", .serialized)
+struct ShutdownTests {
+    /// A Redis on a unix socket restarted while `up` (its supervisor and workers) runs a plan: writes
+    /// to the dead socket must not kill anyone with SIGPIPE (exit 141); the plan ends `ready`.
+    @Test func aUnixSocketRedisRestartedMidPlanEndsReady() async throws {
+        let redis = try await TestRedis(appendOnly: true, unixSocket: true)
+        defer { redis.stop() }
+        let folder = try makeTemporaryDirectory("up-unix")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let jobs = (0..<40).map { sleepJob("j\($0)", ms: 150) }
+        let planFile = folder.appendingPathComponent("plan.json")
+        try planJSON("unix", jobs).write(to: planFile, atomically: true, encoding: .utf8)
+        let up = try TestProcess.provision(
+            ["up", "--redis", redis.url, "--machine", "m1", "--plan", planFile.path, "--processes", "2", "--concurrency", "2",
+             "--health-port", "0", "--state-dir", folder.path])
+        defer { up.terminate() }
+        let queue = try JobQueue(redis: try redis.client(reconnectWindow: .seconds(30)), machine: "m1")
+        #expect(try await eventually(timeout: .seconds(60)) { (try? await queue.status().count("succeeded")) ?? 0 >= 4 }, "\(up.output)")
+        let before = descendantPIDs(of: up.pid)
+        // Twice: once with a pause long enough that every process meets the dead socket.
+        try await redis.restart(downtime: .milliseconds(1500))
+        try await Task.sleep(for: .milliseconds(500))
+        try await redis.restart(downtime: .milliseconds(300))
+        let exit = await up.wait(timeout: .seconds(120))
+        #expect(exit == 0, "exit \(String(describing: exit)): \(up.output.suffix(3000))")
+        let status = try await queue.status()
+        #expect(status.state == .ready && status.count("succeeded") == 40, "\(status)")
+        // No worker process died on the way (a death would be logged and the process replaced).
+        #expect(!up.output.contains("worker process died"), "\(up.output.suffix(3000))")
+        #expect(!before.isEmpty && before.allSatisfy { !processExists($0) })
+    }
+
+    /// With SIGPIPE ignored, `events --follow | head -1` must still end once `head` is gone: the
+    /// next write fails with EPIPE and the command stops.
+    @Test func eventsFollowStopsWhenItsReaderIsGone() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = try redis.client()
+        let stream = try MachineKeys(prefix: "provision", machine: "m1").events
+        try await client.send("XADD", stream, "*", "event", #"{"event":"first"}"#)
+        let pipeline = try TestProcess(
+            "/bin/sh", ["-c", "\"$0\" events --machine m1 --follow | head -1", provisionExecutable()], environment: ["REDIS_URL": redis.url])
+        defer { pipeline.terminate() }
+        #expect(try await eventually(timeout: .seconds(20)) { pipeline.output.contains("first") }, "\(pipeline.output)")
+        try await Task.sleep(for: .milliseconds(300))
+        for index in 0..<3 {
+            try await client.send("XADD", stream, "*", "event", #"{"event":"more-\#(index)"}"#)
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        let exit = await pipeline.wait(timeout: .seconds(20))
+        #expect(exit == 0, "\(String(describing: exit)): \(pipeline.output)")
+        #expect(!pipeline.output.contains("more-"))
+    }
+
+    /// SIGTERM (a service manager stopping `up`) ends the same way, with exit 143.
+    @Test func sigtermOnUpStopsInOrderWithExit143() async throws {
+        let folder = try makeTemporaryDirectory("up-term")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let planFile = folder.appendingPathComponent("plan.json")
+        try planJSON("terminated", (0..<10).map { sleepJob("j\($0)", ms: 2000) }).write(to: planFile, atomically: true, encoding: .utf8)
+        let up = try TestProcess.provision(
+            ["up", "--machine", "m1", "--plan", planFile.path, "--processes", "1", "--concurrency", "2", "--health-port", "0",
+             "--state-dir", folder.path],
+            environment: ["REDIS_URL": "", "PROVISION_REDIS_URL": ""])
+        defer { up.terminate() }
+        #expect(try await eventually(timeout: .seconds(60)) { up.output.contains("active") }, "\(up.output)")
+        let tree = descendantPIDs(of: up.pid)
+        up.signal(SIGTERM)
+        let exit = await up.wait(timeout: .seconds(90))
+        #expect(exit == 143, "exit \(String(describing: exit)): \(up.output.suffix(3000))")
+        #expect(up.output.contains("stopped the private redis-server") && up.output.contains("interrupted by SIGTERM"), "\(up.output.suffix(2000))")
+        for pid in tree { #expect(!processExists(pid), "pid \(pid) is left") }
+    }
+
+    /// Ctrl-C on `provision up` with its private Redis: SIGINT reaches the whole foreground process
+    /// group; the workers drain, the private Redis stops and is waited for, the summary is printed,
+    /// and `up` exits 130. No process is left, zombies included.
+    @Test func ctrlCOnUpStopsWorkersThenRedisThenPrintsTheSummary() async throws {
+        let folder = try makeTemporaryDirectory("up-int")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let jobs = (0..<20).map { sleepJob("j\($0)", ms: 2000) }
+        let planFile = folder.appendingPathComponent("plan.json")
+        try planJSON("interrupted", jobs).write(to: planFile, atomically: true, encoding: .utf8)
+        let up = try TestProcess.provision(
+            ["up", "--machine", "m1", "--plan", planFile.path, "--processes", "2", "--concurrency", "2", "--health-port", "0",
+             "--state-dir", folder.path],
+            environment: ["REDIS_URL": "", "PROVISION_REDIS_URL": ""], ownProcessGroup: true)
+        defer { up.terminate() }
+        #expect(try await eventually(timeout: .seconds(60)) { up.output.contains("active") }, "\(up.output)")
+        let tree = descendantPIDs(of: up.pid)
+        #expect(tree.count >= 3, "redis-server and two workers: \(tree)")
+        up.signalGroup(SIGINT)
+        let exit = await up.wait(timeout: .seconds(90))
+        #expect(exit == 130, "exit \(String(describing: exit)): \(up.output.suffix(3000))")
+        let output = up.output
+        #expect(output.contains("machine m1: running"), "the summary: \(output.suffix(2000))")
+        #expect(output.contains("interrupted"), "\(output.suffix(2000))")
+        for pid in tree { #expect(!processExists(pid), "pid \(pid) is left: \(output.suffix(2000))") }
+    }
+}

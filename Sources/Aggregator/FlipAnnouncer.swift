@@ -18,13 +18,10 @@ public final class FlipAnnouncer: WorkerObserver {
         public var graceMilliseconds = 2_000
         /// How old a claim must be before another process takes it over (its announcer died).
         public var takeoverMilliseconds = 10_000
-        /// How often `watch` checks for a flip nobody announced.
-        public var recheckInterval: Duration = .seconds(2)
+        /// How often `watch` checks for a flip nobody announced (one HMGET: an idle machine's cost).
+        public var recheckInterval: Duration = .seconds(5)
         /// `MAXLEN ~` of the fleet stream.
         public var fleetMaxLength = 100_000
-        /// How far back (before the flip) the fleet stream is searched for an earlier announcement;
-        /// covers clock differences between Redis nodes of a cluster.
-        public var duplicateWindowMilliseconds = 60_000
         /// A pause before the machine's step-21 event, so that other workers' buffered events of the
         /// plan land in the stream before it.
         public var settle: Duration = .milliseconds(60)
@@ -110,16 +107,14 @@ public final class FlipAnnouncer: WorkerObserver {
                     claimant: claimant, tookOver: tookOver)
             }
             let message = redactor.scrub(announcement.json)
-            let since = (announcement.finishedAt ?? announcement.enqueuedAt ?? 0) - configuration.duplicateWindowMilliseconds
-            let reply = try await queue.redis.eval(
-                QueueScript.fleet, keys: [queue.keys.fleetEvents],
-                arguments: [
-                    announcement.announceID, String(max(0, since)), String(configuration.fleetMaxLength),
-                    queue.keys.fleetChannel, message, "type", announcement.type.rawValue, "machine_id",
-                    announcement.machineID, "plan_id", announcement.planID, "generation", String(announcement.generation),
-                    "data", message,
-                ])
-            let duplicate = reply.array?.first?.string == "duplicate"
+            var retention = FleetStream.Retention()
+            retention.maxLength = configuration.fleetMaxLength
+            let (_, duplicate) = try await FleetStream(redis: queue.redis, keys: queue.keys).announce(
+                generation: announcement.generation, planID: announcement.planID, message: message,
+                fields: [
+                    ("type", announcement.type.rawValue), ("machine_id", announcement.machineID),
+                    ("plan_id", announcement.planID), ("generation", String(announcement.generation)), ("data", message),
+                ], retention: retention)
             if publisher != nil { try? await Task.sleep(for: configuration.settle) }
             await publisher?.flush()
             // With events off, the generation is marked announced and nothing goes to B:events.

@@ -51,14 +51,17 @@ public final class MachineMonitor: Sendable {
         let ids = active.compactMap(\.string)
         var jobs: [MachineSnapshot.ActiveJob] = []
         if let plan = status.planID, !ids.isEmpty {
-            let fields: [[String]] = ids.map {
-                ["HMGET", keys.job(plan: plan, id: $0), "kind", "label", "attempts", "owner", "started_at", "state"]
+            // Job records are fields of B:jobs; its `|plan_id` says whose they are.
+            let fields: [[String]] = ids.map { id in
+                ["HMGET", keys.jobs] + ["kind", "label", "attempts", "owner", "started_at", "state", "|plan_id"].map {
+                    $0.hasPrefix("|") ? $0 : "\(id)|\($0)"
+                }
             }
             let rows: [RedisReply]
             do { rows = try await redis.pipeline(fields) } catch { throw .redis(error) }
             let progress = replies[6].hash ?? [:]
             for (id, row) in zip(ids, rows) {
-                guard let f = row.array, f.count == 6, f[5].string == "active" else { continue }
+                guard let f = row.array, f.count == 7, f[5].string == "active", f[6].string == plan else { continue }
                 var job = MachineSnapshot.ActiveJob(
                     job: id, kind: f[0].string ?? "", label: f[1].string.flatMap { $0.isEmpty ? nil : $0 },
                     attempt: f[2].int.map(Int.init), worker: f[3].string, startedAt: f[4].int.map(Int.init))

@@ -17,7 +17,8 @@ public final class JobQueue: Sendable {
     public struct Limits: Sendable {
         public var maxPayloadBytes = 65_536
         public var maxJobs = 50_000
-        /// How long a superseded plan's job records stay readable.
+        /// How long a finished or superseded plan's records stay readable (then they expire), and how
+        /// long its plan id is refused again.
         public var retentionSeconds = 7 * 24 * 3600
         public init() {}
     }
@@ -45,15 +46,30 @@ public final class JobQueue: Sendable {
     /// Leases up to `count` ready jobs to `worker`. Also promotes due retries and takes back expired
     /// leases (at most `upkeepLimit` of each), and reports a flip that upkeep caused.
     public func claim(worker: String, count: Int, upkeepLimit: Int = 100) async throws(JobQueueError) -> (jobs: [ClaimedJob], flip: MachineFlip?) {
+        let claimed = try await claimWithUpkeep(worker: worker, count: count, upkeepLimit: upkeepLimit)
+        return (claimed.jobs, claimed.flip)
+    }
+
+    /// What a claim returned, with when the machine next needs a claim for upkeep.
+    public struct Claimed: Sendable {
+        public let jobs: [ClaimedJob]
+        public let flip: MachineFlip?
+        /// Milliseconds until a retry is due or a lease runs out (a claim then has upkeep to do), nil
+        /// when nothing is scheduled: an idle worker may then wait for a wake marker alone.
+        public let nextUpkeepMilliseconds: Int?
+    }
+
+    /// `claim`, also returning when upkeep is next due.
+    public func claimWithUpkeep(worker: String, count: Int, upkeepLimit: Int = 100) async throws(JobQueueError) -> Claimed {
         try Self.parseClaim(try await call("claim", [worker, String(count), String(upkeepLimit)]))
     }
 
-    private static func parseClaim(_ reply: RedisReply) throws(JobQueueError) -> (jobs: [ClaimedJob], flip: MachineFlip?) {
-        guard let items = reply.array, let first = items.first else {
+    private static func parseClaim(_ reply: RedisReply) throws(JobQueueError) -> Claimed {
+        guard let items = reply.array, items.count >= 2, let first = items.first, let next = items[1].int else {
             throw .protocolViolation("claim returned \(reply)")
         }
         var jobs: [ClaimedJob] = []
-        for item in items.dropFirst() {
+        for item in items.dropFirst(2) {
             guard let f = item.array, f.count == 11, let id = f[0].string, let kind = f[1].string,
                 let payload = f[2].string, let attempt = f[3].int, let maxAttempts = f[4].int,
                 let token = f[5].string, let leaseMs = f[6].int, let timeoutMs = f[7].int,
@@ -65,7 +81,8 @@ public final class JobQueue: Sendable {
                     lease: Lease(plan: plan, job: id, token: token), leaseMilliseconds: Int(leaseMs),
                     timeoutMilliseconds: Int(timeoutMs), generation: Int(generation), label: f[10].string ?? ""))
         }
-        return (jobs, first.string.flatMap(MachineFlip.init(rawValue:)))
+        return Claimed(
+            jobs: jobs, flip: first.string.flatMap(MachineFlip.init(rawValue:)), nextUpkeepMilliseconds: next < 0 ? nil : Int(next))
     }
 
     /// Renews the leases a worker holds; returns the leases it has lost (expired, cancelled, superseded).
@@ -128,8 +145,8 @@ public final class JobQueue: Sendable {
                 .server(server: redis.configuration.serverDescription, command: "EVALSHA queue claim", message: message))
             return CompletedAndClaimed(outcomes: outcomes, flip: flip, claimed: [], claimFlip: nil, claimError: error)
         }
-        let (claimed, claimFlip) = try Self.parseClaim(replies[1])
-        return CompletedAndClaimed(outcomes: outcomes, flip: flip, claimed: claimed, claimFlip: claimFlip, claimError: nil)
+        let claimed = try Self.parseClaim(replies[1])
+        return CompletedAndClaimed(outcomes: outcomes, flip: flip, claimed: claimed.jobs, claimFlip: claimed.flip, claimError: nil)
     }
 
     private static func completeArguments(_ items: [(lease: Lease, resultJSON: String)]) -> [String] {
@@ -237,8 +254,29 @@ public final class JobQueue: Sendable {
 
     /// Marks the claimed announcement done and appends the machine's own event to `B:events`, at
     /// once. False when the claim was lost (taken over, or a new plan enqueued).
-    public func announced(claimant: String, eventJSON: String, eventsMaxLength: Int) async throws(JobQueueError) -> Bool {
-        try await call("announced", [claimant, eventJSON, String(eventsMaxLength)]).string == "announced"
+    public func announced(
+        claimant: String, eventJSON: String, eventsMaxLength: Int, eventsMaxAge: Duration = .seconds(7 * 24 * 3600)
+    ) async throws(JobQueueError) -> Bool {
+        try await call("announced", [claimant, eventJSON, String(eventsMaxLength), String(Int(eventsMaxAge / .milliseconds(1)))])
+            .string == "announced"
+    }
+
+    /// Deletes every key of the machine (`queue.lua retire`); refused with `.busy` while a plan is
+    /// pending or running unless `force`. Returns how many keys existed. The machine's entry in the
+    /// fleet index is another slot's: `FleetIndex.forget` removes it.
+    @discardableResult
+    public func retire(force: Bool = false) async throws(JobQueueError) -> Int {
+        let reply: RedisReply
+        do {
+            reply = try await call("retire", [force ? "1" : "0"])
+        } catch {
+            if case .busy(let reason) = error { throw .retireRefused(machine: keys.machine, reason: reason) }
+            throw error
+        }
+        guard let items = reply.array, items.count == 2, let deleted = items[1].int else {
+            throw .protocolViolation("retire returned \(reply)")
+        }
+        return Int(deleted)
     }
 
     /// The machine's status hash and failure reasons.
@@ -253,22 +291,57 @@ public final class JobQueue: Sendable {
         return MachineStatus(machineID: keys.machine, hash: hash, reasons: reasons.compactMap(\.string))
     }
 
-    /// One job's record (all fields of its hash), or nil when it does not exist.
+    /// One job's record (its fields, with `id` and `plan`), or nil when the plan is neither the
+    /// current nor the previous one, or its records expired.
     public func job(plan: String, id: String) async throws(JobQueueError) -> [String: String]? {
-        do {
-            let hash = try await redis.send("HGETALL", keys.job(plan: plan, id: id)).hash ?? [:]
-            return hash.isEmpty ? nil : hash
-        } catch { throw .redis(error) }
+        for key in [keys.jobs, keys.previous] {
+            let fields = Self.jobFields.map { "\(id)|\($0)" }
+            let reply: RedisReply
+            do {
+                let replies = try await redis.pipeline([["HGET", key, "|plan_id"], ["HMGET", key] + fields])
+                guard replies.count == 2, replies[0].string == plan else { continue }
+                reply = replies[1]
+            } catch { throw .redis(error) }
+            var record: [String: String] = [:]
+            for (name, value) in zip(Self.jobFields, reply.array ?? []) {
+                if let text = value.string { record[name] = text }
+            }
+            if record.isEmpty { return nil }
+            record["id"] = id
+            record["plan"] = plan
+            return record
+        }
+        return nil
     }
 
-    /// Every job of a plan, in enqueue order.
+    /// Every job of a plan (the current or the previous one), in enqueue order.
     public func jobs(plan: String) async throws(JobQueueError) -> [[String: String]] {
-        do {
-            let ids = try await redis.send("LRANGE", keys.planJobs(plan), "0", "-1").array?.compactMap(\.string) ?? []
-            let replies = try await redis.pipeline(ids.map { ["HGETALL", keys.job(plan: plan, id: $0)] })
-            return replies.compactMap(\.hash)
-        } catch { throw .redis(error) }
+        for key in [keys.jobs, keys.previous] {
+            let hash: [String: String]
+            do { hash = try await redis.send("HGETALL", key).hash ?? [:] } catch { throw .redis(error) }
+            guard hash["|plan_id"] == plan else { continue }
+            var records: [String: [String: String]] = [:]
+            for (field, value) in hash {
+                guard let bar = field.firstIndex(of: "|"), bar != field.startIndex else { continue }
+                records[String(field[..<bar]), default: [:]][String(field[field.index(after: bar)...])] = value
+            }
+            let ids = (hash["|ids"] ?? "").split(separator: " ").map(String.init)
+            return ids.compactMap { id in
+                guard var record = records[id] else { return nil }
+                record["id"] = id
+                record["plan"] = plan
+                return record
+            }
+        }
+        return []
     }
+
+    /// Every field a job record may have (protocols/redis.md §4).
+    static let jobFields = [
+        "kind", "payload", "label", "depends_on", "dependents", "pending", "state", "attempts", "max_attempts",
+        "backoff_ms", "backoff_max_ms", "lease_ms", "timeout_ms", "created_at", "token", "owner", "lease_until",
+        "started_at", "finished_at", "result", "error_type", "error", "retry_at",
+    ]
 
     /// Registered workers with their info JSON and last heartbeat (ms since the epoch).
     public func workers() async throws(JobQueueError) -> [(id: String, info: String, heartbeat: Int?)] {
@@ -289,6 +362,7 @@ public final class JobQueue: Sendable {
             if let message = error.serverMessage {
                 if let reason = Self.stripCode("PLAN_INVALID", message) { throw .planRejected(reason) }
                 if let reason = Self.stripCode("MACHINE_BUSY", message) { throw .busy(reason) }
+                if let reason = Self.stripCode("PROTOCOL_MISMATCH", message) { throw .protocolMismatch(reason) }
             }
             throw .redis(error)
         }

@@ -8,6 +8,10 @@ public enum JobQueueError: Error, Sendable, Equatable, CustomStringConvertible {
     case planRejected(String)
     /// The machine still runs another plan.
     case busy(String)
+    /// The machine's keys were written by another protocol version of `queue.lua`.
+    case protocolMismatch(String)
+    /// `retire` refused: the machine still runs a plan.
+    case retireRefused(machine: String, reason: String)
     /// A reply from the queue script did not have the documented shape.
     case protocolViolation(String)
     case redis(RedisError)
@@ -22,6 +26,10 @@ public enum JobQueueError: Error, Sendable, Equatable, CustomStringConvertible {
             return "The plan was refused: \(reason)."
         case .busy(let reason):
             return "The plan was refused: \(reason)."
+        case .protocolMismatch(let reason):
+            return "The queue script was refused: \(reason)."
+        case .retireRefused(let machine, let reason):
+            return "Machine '\(machine)' was not retired: \(reason)."
         case .protocolViolation(let what):
             return "The queue script answered in an unexpected shape: \(what)."
         case .redis(let error):

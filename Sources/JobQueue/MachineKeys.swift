@@ -35,17 +35,25 @@ public struct MachineKeys: Sendable, Equatable {
     public var progress: String { base + ":progress" }
     /// Counters that only grow (bytes downloaded, job durations), for `/metrics`.
     public var metrics: String { base + ":metrics" }
+    /// The current plan's records: job fields `<job_id>|<field>` and plan fields `|<field>`.
+    public var jobs: String { base + ":jobs" }
+    /// The previous plan's records (the same layout as `jobs`), kept for the retention window.
+    public var previous: String { base + ":previous" }
+    /// Plan ids enqueued within the retention window (score: enqueue time), refused again.
+    public var plans: String { base + ":plans" }
 
     /// The fleet-wide channel that `machine_ready` / `machine_failed` are published on (no hash tag:
     /// it is not a key).
     public var fleetChannel: String { prefix + ":fleet" }
     /// The fleet-wide stream of announcements, one entry per machine and generation.
     public var fleetEvents: String { prefix + ":fleet:events" }
+    /// The fleet stream's index of the last announced generation of this machine: its hash tag is
+    /// the stream's whole name, so it shares the stream's cluster slot (`fleet.lua` touches both).
+    public var fleetAnnounced: String { "{\(fleetEvents)}:announced:\(machine)" }
 
-    /// The keys every call of `queue.lua` declares, in order.
-    public var scriptKeys: [String] { [status, ready, active, delayed, wake, failures, workers, heartbeats, events] }
-
-    public func job(plan: String, id: String) -> String { "\(base):job:\(plan):\(id)" }
-    public func plan(_ plan: String) -> String { "\(base):plan:\(plan)" }
-    public func planJobs(_ plan: String) -> String { "\(base):plan:\(plan):jobs" }
+    /// The keys every call of `queue.lua` declares, in order: every key of the machine (retire
+    /// deletes exactly these).
+    public var scriptKeys: [String] {
+        [status, ready, active, delayed, wake, failures, workers, heartbeats, events, jobs, previous, plans, progress, metrics]
+    }
 }

@@ -56,10 +56,10 @@ public struct PythonDepsExecutor: JobExecutor {
             let (resolved, choices) = ExclusiveDistributions.pick(all, gpu: configuration.gpu)
             // The resolution is complete; without dependencies the install cannot bring back what was dropped.
             try await environment.install(resolved, constraints: protected, in: folder, what: "the requirements of \(nodes.count) custom nodes", withDependencies: choices.isEmpty)
+            try await environment.replace(choices)
             var exclusive: [[String: Any]] = []
             for choice in choices {
                 let droppedNames = choice.dropped.map(RequirementsReader.projectName)
-                try await environment.uninstall(droppedNames)
                 let wantedBy = requirements.filter { droppedNames.contains($0.name) || $0.name == RequirementsReader.projectName(choice.kept) }
                     .map { "\($0.node): \($0.line)" }
                 context.logger.warning(

@@ -84,8 +84,21 @@ struct PythonEnvironment: Sendable {
     /// back): one kept by the same rule as python-deps, the others removed. Returns the choices.
     func settleExclusiveDistributions(gpu: Bool) async throws(JobFailure) -> [ExclusiveDistributions.Choice] {
         let (_, choices) = ExclusiveDistributions.pick(await installedDistributions(), gpu: gpu)
-        for choice in choices { try await uninstall(choice.dropped.map(RequirementsReader.projectName)) }
+        try await replace(choices)
         return choices
+    }
+
+    /// Removes the dropped builds, then installs the kept one again: they share the module's files
+    /// (every opencv build writes `cv2/`), so removing one takes files of the other with it.
+    func replace(_ choices: [ExclusiveDistributions.Choice]) async throws(JobFailure) {
+        guard !choices.isEmpty else { return }
+        let dropped = choices.flatMap(\.dropped).map(RequirementsReader.projectName)
+        let removed = try await uninstall(dropped)
+        guard removed else { return }
+        let result = try await uv(["pip", "install", "--python", workspace.python, "--reinstall", "--no-deps", "--quiet"] + choices.map(\.kept))
+        guard result.succeeded else {
+            throw JobFailure(type: "pip_install_failed", message: "installing \(choices.map(\.kept).joined(separator: ", ")) again after removing \(dropped.joined(separator: ", ")) failed: \(Self.summary(result.output))", retryable: true)
+        }
     }
 
     /// `uv pip compile`: resolves `requirements` under `constraints`; returns the pinned lines or uv's explanation.
@@ -118,13 +131,19 @@ struct PythonEnvironment: Sendable {
         }
     }
 
-    /// Removes distributions from the environment; those not installed are ignored.
-    func uninstall(_ names: [String]) async throws(JobFailure) {
-        guard !names.isEmpty else { return }
-        let result = try await uv(["pip", "uninstall", "--python", workspace.python] + names, sources: false)
-        guard result.succeeded || result.output.contains("Skipping") || result.output.contains("not installed") else {
-            throw JobFailure(type: "pip_uninstall_failed", message: "removing \(names.joined(separator: ", ")) failed: \(Self.summary(result.output))", retryable: true)
+    /// Removes distributions from the environment; those not installed are ignored. True when
+    /// something was removed.
+    @discardableResult
+    func uninstall(_ names: [String]) async throws(JobFailure) -> Bool {
+        guard !names.isEmpty else { return false }
+        let installed = Set(await installedDistributions().map(RequirementsReader.projectName))
+        let present = names.filter(installed.contains)
+        guard !present.isEmpty else { return false }
+        let result = try await uv(["pip", "uninstall", "--python", workspace.python] + present, sources: false)
+        guard result.succeeded else {
+            throw JobFailure(type: "pip_uninstall_failed", message: "removing \(present.joined(separator: ", ")) failed: \(Self.summary(result.output))", retryable: true)
         }
+        return true
     }
 
     private func uv(_ arguments: [String], sources withSources: Bool = true) async throws(JobFailure) -> ChildProcess.Output {

@@ -12,12 +12,22 @@ public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
     private let queue: DispatchQueue
     private let box: ConnectionBox
+    /// Set for `redis+cluster://` and `redis+sentinel://`: every call is routed (by its key, or to
+    /// the master Sentinel names) instead of going to `box`.
+    private let cluster: RoutedConnections?
     private let closed = ClosedFlag()
 
     public init(configuration: RedisConfiguration, label: String = "redis") {
         self.configuration = configuration
         self.queue = DispatchQueue(label: "provision.redis.\(label)")
         self.box = ConnectionBox(RedisConnection(configuration: configuration))
+        if let seeds = configuration.cluster {
+            self.cluster = RoutedConnections(configuration: configuration, discovery: .cluster(seeds))
+        } else if let sentinel = configuration.sentinel {
+            self.cluster = RoutedConnections(configuration: configuration, discovery: .sentinel(sentinel))
+        } else {
+            self.cluster = nil
+        }
     }
 
     public convenience init(url: String, label: String = "redis") throws(RedisError) {
@@ -26,6 +36,7 @@ public final class RedisClient: Sendable {
 
     /// Connects now rather than on the first command, so a wrong address fails early.
     public func connect() async throws(RedisError) {
+        if cluster != nil { return try await onCluster { cluster throws(RedisError) in try cluster.connect() } }
         _ = try await perform("CONNECT") { _ throws(RedisError) in () }
     }
 
@@ -33,8 +44,13 @@ public final class RedisClient: Sendable {
     @discardableResult
     public func send(_ arguments: [String]) async throws(RedisError) -> RedisReply {
         let name = arguments.first?.uppercased() ?? "?"
-        let reply = try await perform(name) { connection throws(RedisError) in
-            try connection.command(arguments)
+        let reply: RedisReply
+        if cluster != nil {
+            reply = try await onCluster { cluster throws(RedisError) in try cluster.command(arguments, label: name) }
+        } else {
+            reply = try await perform(name) { connection throws(RedisError) in
+                try connection.command(arguments)
+            }
         }
         if case .error(let message) = reply {
             throw .server(server: configuration.serverDescription, command: name, message: message)
@@ -50,6 +66,7 @@ public final class RedisClient: Sendable {
     /// Sends commands in one round trip; error replies come back in place, not thrown.
     public func pipeline(_ commands: [[String]]) async throws(RedisError) -> [RedisReply] {
         if commands.isEmpty { return [] }
+        if cluster != nil { return try await onCluster { cluster throws(RedisError) in try cluster.pipeline(commands, label: "PIPELINE") } }
         return try await perform("PIPELINE") { connection throws(RedisError) in
             try connection.pipeline(commands, label: "PIPELINE")
         }
@@ -60,8 +77,13 @@ public final class RedisClient: Sendable {
     public func eval(_ script: RedisScript, keys: [String], arguments: [String]) async throws(RedisError) -> RedisReply {
         let label = "EVALSHA \(script.name)"
         let box = self.box
-        let reply = try await perform(label) { connection throws(RedisError) in
-            try box.eval(script, keys: keys, arguments: arguments, on: connection)
+        let reply: RedisReply
+        if cluster != nil {
+            reply = try await onCluster { cluster throws(RedisError) in try cluster.eval(script, keys: keys, arguments: arguments) }
+        } else {
+            reply = try await perform(label) { connection throws(RedisError) in
+                try box.eval(script, keys: keys, arguments: arguments, on: connection)
+            }
         }
         if case .error(let message) = reply {
             throw .server(server: configuration.serverDescription, command: label, message: message)
@@ -74,6 +96,7 @@ public final class RedisClient: Sendable {
         if calls.isEmpty { return [] }
         let box = self.box
         let items = calls.map { ScriptCall(script: $0.script, keys: $0.keys, arguments: $0.arguments) }
+        if cluster != nil { return try await onCluster { cluster throws(RedisError) in try cluster.evalPipeline(items) } }
         return try await perform("EVALSHA pipeline") { connection throws(RedisError) in
             try box.evalPipeline(items, on: connection)
         }
@@ -84,8 +107,20 @@ public final class RedisClient: Sendable {
     /// caller on a thread of its own, where the socket work then runs (at that thread's priority)
     /// rather than on the client's queue. Returns the error replies by command index; other
     /// replies are read and dropped without being decoded.
-    public func sendBlocking(encoded: [ArraySlice<UInt8>], commands: Int) throws(RedisError) -> [(index: Int, message: String)] {
+    /// On a cluster the batch goes to the node of `key`'s slot (every command should address it).
+    public func sendBlocking(encoded: [ArraySlice<UInt8>], commands: Int, key: String? = nil) throws(RedisError) -> [(index: Int, message: String)] {
         if commands == 0 { return [] }
+        if let cluster {
+            let result: Result<[(index: Int, message: String)], RedisError> = queue.sync { [closed] in
+                if closed.value.load(ordering: .sequentiallyConsistent) {
+                    return .failure(.io(server: configuration.serverDescription, command: "PIPELINE", reason: "the client was closed"))
+                }
+                do throws(RedisError) {
+                    return .success(try cluster.pipeline(formatted: encoded, commands: commands, key: key, label: "PIPELINE"))
+                } catch { return .failure(error) }
+            }
+            return try result.get()
+        }
         let result = queue.sync { [box, closed, configuration] in
             Self.withReconnect(box.connection, label: "PIPELINE", window: configuration.reconnectWindow, closed: closed) {
                 connection throws(RedisError) in
@@ -99,7 +134,31 @@ public final class RedisClient: Sendable {
     public func close() {
         closed.value.store(true, ordering: .sequentiallyConsistent)
         let box = self.box
-        queue.async { box.connection.close() }
+        let cluster = self.cluster
+        queue.async {
+            box.connection.close()
+            cluster?.close()
+        }
+    }
+
+    /// Runs `body` on the client's queue with the cluster's connections (blocking I/O off the
+    /// cooperative pool, one call at a time, as for one server).
+    private func onCluster<T: Sendable>(_ body: @escaping @Sendable (RoutedConnections) throws(RedisError) -> T) async throws(RedisError) -> T {
+        guard let cluster else { throw .invalidURL(reason: "not a cluster client") }
+        let result: Result<T, RedisError> = await withCheckedContinuation { continuation in
+            queue.async { [closed, configuration] in
+                if closed.value.load(ordering: .sequentiallyConsistent) {
+                    continuation.resume(returning: .failure(.io(server: configuration.serverDescription, command: "?", reason: "the client was closed")))
+                    return
+                }
+                do throws(RedisError) {
+                    continuation.resume(returning: .success(try body(cluster)))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        return try result.get()
     }
 
     private func perform<T: Sendable>(

@@ -17,6 +17,10 @@ public struct RedisConfiguration: Sendable, Equatable {
     public var commandTimeout: Duration
     /// How long a client keeps trying to reconnect before a command fails.
     public var reconnectWindow: Duration
+    /// The seed nodes of a Redis Cluster (`redis+cluster://`); nil for one server.
+    public var cluster: [ClusterSeed]?
+    /// The sentinels that name the master (`redis+sentinel://`); nil for one server.
+    public var sentinel: SentinelSpec?
 
     public init(
         endpoint: Endpoint, username: String? = nil, password: String? = nil, database: Int = 0,
@@ -32,8 +36,18 @@ public struct RedisConfiguration: Sendable, Equatable {
         self.reconnectWindow = reconnectWindow
     }
 
-    /// Parses `redis://[user:password@]host[:port][/db]` or `unix:///path/redis.sock[?db=N&password=P]`.
+    /// Parses `redis://[user:password@]host[:port][/db]`, `unix:///path/redis.sock[?db=N&password=P]` or
+    /// `redis+cluster://[user:password@]host:port[,host:port...]`.
     public init(url text: String) throws(RedisError) {
+        // Several hosts do not fit URLComponents: parsed by hand (RoutedConnections.swift).
+        if text.lowercased().hasPrefix("redis+cluster://") {
+            self = try Self.cluster(url: text)
+            return
+        }
+        if text.lowercased().hasPrefix("redis+sentinel://") {
+            self = try Self.sentinel(url: text)
+            return
+        }
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased()
         else { throw RedisError.invalidURL(reason: "it is not a URL") }
         let query = Dictionary(
@@ -65,7 +79,7 @@ public struct RedisConfiguration: Sendable, Equatable {
         case "rediss":
             throw RedisError.invalidURL(reason: "TLS (rediss://) is not supported by this hiredis build")
         default:
-            throw RedisError.invalidURL(reason: "the scheme '\(scheme)' is not redis:// or unix://")
+            throw RedisError.invalidURL(reason: "the scheme '\(scheme)' is not redis://, unix:// or redis+cluster://")
         }
         if let db = query["db"] {
             guard let value = Int(db), value >= 0 else { throw RedisError.invalidURL(reason: "db=\(db) is not a number") }
@@ -76,6 +90,10 @@ public struct RedisConfiguration: Sendable, Equatable {
 
     /// The server as it may be shown to people: never the password.
     public var serverDescription: String {
+        if let cluster { return "redis+cluster://" + cluster.map(\.address).joined(separator: ",") }
+        if let sentinel {
+            return "redis+sentinel://" + sentinel.sentinels.map(\.address).joined(separator: ",") + "/\(sentinel.masterName)/\(database)"
+        }
         switch endpoint {
         case .tcp(let host, let port): return "redis://\(host):\(port)/\(database)"
         case .unix(let path): return "unix://\(path)?db=\(database)"

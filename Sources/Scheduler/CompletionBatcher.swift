@@ -50,9 +50,6 @@ actor CompletionBatcher {
         return try reply.get()
     }
 
-    /// Closes the batcher's connection (after the worker drained).
-    nonisolated func close() { queue.redis.close() }
-
     private func flush() async {
         while !pending.isEmpty {
             let batch = Array(pending.prefix(maxBatch))

@@ -2,6 +2,7 @@ import Foundation
 import JobQueue
 import Logging
 import RedisClient
+import Synchronization
 
 /// How one worker process behaves.
 public struct WorkerConfiguration: Sendable {
@@ -10,12 +11,17 @@ public struct WorkerConfiguration: Sendable {
     public var concurrency: Int
     /// On shutdown, how long running jobs may take to finish before their leases are released.
     public var drainTimeout: Duration = .seconds(30)
-    /// How long an idle worker blocks on the wake list before claiming again (promotes retries).
-    public var idleWaitSeconds = 1
-    /// Heartbeat pace when no job is running (the worker's own liveness).
-    public var idleHeartbeat: Duration = .seconds(5)
+    /// The longest single `BLPOP` on the wake list of an idle worker; it claims again only on a
+    /// marker or when the last claim said upkeep (a retry, a lease deadline) is due.
+    public var idleWaitSeconds = 5
+    /// Heartbeat pace when no job is running (the worker's own liveness): with two processes an idle
+    /// machine makes one script call every 7.5 s, and stays well within the 30 s stall judgement.
+    public var idleHeartbeat: Duration = .seconds(15)
     /// Applied to every error message and result before it is sent to Redis (secrets out).
     public var redact: @Sendable (String) -> String = { $0 }
+    /// Whether the others sharing the worker's connection (its event publisher) have nothing to
+    /// send, so that an idle `BLPOP` would not hold them back.
+    public var connectionIsQuiet: @Sendable () -> Bool = { true }
 
     public init(workerID: String, concurrency: Int) {
         self.workerID = workerID
@@ -35,31 +41,62 @@ public struct WorkerConfiguration: Sendable {
 public final class Worker: Sendable {
     public let configuration: WorkerConfiguration
     private let queue: JobQueue
-    private let beats: JobQueue
-    private let waker: RedisClient
+    private let ownsClient: Bool
     private let registry: ExecutorRegistry
     private let logger: Logger
     private let observers: [any WorkerObserver]
     private let active = ActiveJobs()
+    /// Retries this process scheduled: a wait whose upkeep time was computed before one of them
+    /// must claim again to learn when the retry is due.
+    private let retriesScheduled = Atomic<Int>(0)
+    /// Jobs between claim and the end of their report (announcing a flip included). A slot is
+    /// handed over before its job's report ends, so the slots alone cannot say that the connection
+    /// is free for a blocking wait.
+    private let executing = Atomic<Int>(0)
     private let completions: CompletionBatcher
 
-    /// Each role gets its own connection: a blocking wait or a slow reply on one never delays
-    /// heartbeats on another.
-    public init(
+    /// The process's one connection for claims, heartbeats, completions and the idle wait: a fleet
+    /// of thousands of machines must fit Redis' `maxclients`. The wait blocks it only while no job
+    /// runs, so it never delays a heartbeat that holds a lease.
+    public convenience init(
         redis: RedisConfiguration, machine: String, prefix: String = "provision", registry: ExecutorRegistry,
         configuration: WorkerConfiguration, logger: Logger, observers: [any WorkerObserver] = []
     ) throws(JobQueueError) {
+        try self.init(
+            client: RedisClient(configuration: Self.connection(redis, configuration), label: "worker"), machine: machine,
+            prefix: prefix, registry: registry, configuration: configuration, logger: logger, observers: observers,
+            ownsClient: true)
+    }
+
+    /// A worker on a connection the caller shares with the process's events and announcer (made
+    /// with `connection(_:_:)`, whose command timeout covers the idle wait).
+    public convenience init(
+        client: RedisClient, machine: String, prefix: String = "provision", registry: ExecutorRegistry,
+        configuration: WorkerConfiguration, logger: Logger, observers: [any WorkerObserver] = []
+    ) throws(JobQueueError) {
+        try self.init(
+            client: client, machine: machine, prefix: prefix, registry: registry, configuration: configuration,
+            logger: logger, observers: observers, ownsClient: false)
+    }
+
+    private init(
+        client: RedisClient, machine: String, prefix: String, registry: ExecutorRegistry,
+        configuration: WorkerConfiguration, logger: Logger, observers: [any WorkerObserver], ownsClient: Bool
+    ) throws(JobQueueError) {
         self.configuration = configuration
-        self.queue = try JobQueue(redis: RedisClient(configuration: redis, label: "commands"), machine: machine, prefix: prefix)
-        self.beats = try JobQueue(redis: RedisClient(configuration: redis, label: "heartbeats"), machine: machine, prefix: prefix)
-        self.completions = CompletionBatcher(
-            queue: try JobQueue(redis: RedisClient(configuration: redis, label: "completions"), machine: machine, prefix: prefix))
-        var blocking = redis
-        blocking.commandTimeout = max(redis.commandTimeout, .seconds(configuration.idleWaitSeconds + 5))
-        self.waker = RedisClient(configuration: blocking, label: "wake")
+        self.queue = try JobQueue(redis: client, machine: machine, prefix: prefix)
+        self.ownsClient = ownsClient
+        self.completions = CompletionBatcher(queue: queue)
         self.registry = registry
         self.logger = logger
         self.observers = observers
+    }
+
+    /// `redis` with a command timeout that outlasts the idle `BLPOP`.
+    public static func connection(_ redis: RedisConfiguration, _ configuration: WorkerConfiguration) -> RedisConfiguration {
+        var blocking = redis
+        blocking.commandTimeout = max(redis.commandTimeout, .seconds(configuration.idleWaitSeconds + 5))
+        return blocking
     }
 
     /// The most jobs that ran at once in this process.
@@ -81,9 +118,10 @@ public final class Worker: Sendable {
                 },
                 claimFailed: { [logger] error in logger.error("claiming failed", metadata: ["error": "\(error)"]) }))
         let heartbeats = Task { await heartbeatLoop(until: shutdown) }
-        let wakeOnStop = Task { [active] in
+        let wakeOnStop = Task { [active, queue, logger] in
             await shutdown.wait()
             await active.wakeAll()
+            await Self.pushWakeMarker(queue: queue, logger: logger)
         }
         await claimLoop(until: shutdown)
         await drain()
@@ -92,8 +130,7 @@ public final class Worker: Sendable {
         _ = await heartbeats.value
         for observer in observers { await observer.workerStopping(workerID: configuration.workerID) }
         try? await queue.unregister(worker: configuration.workerID)
-        [queue.redis, beats.redis, waker].forEach { $0.close() }
-        completions.close()
+        if ownsClient { queue.redis.close() }
         logger.info("worker stopped", metadata: ["worker": "\(configuration.workerID)"])
     }
 
@@ -105,15 +142,14 @@ public final class Worker: Sendable {
             let free = configuration.concurrency - (await active.count)
             if free <= 0 { continue }
             do {
-                let (jobs, flip) = try await queue.claim(worker: configuration.workerID, count: free)
+                let claimed = try await queue.claimWithUpkeep(worker: configuration.workerID, count: free)
                 failures = 0
-                if let flip { await flipped(flip, job: nil, logger) }
-                if jobs.isEmpty {
-                    // Sleep until a script pushes a wake marker, or a second passes (due retries).
-                    _ = try await waker.send("BLPOP", queue.keys.wake, String(configuration.idleWaitSeconds))
+                if let flip = claimed.flip { await flipped(flip, job: nil, logger) }
+                if claimed.jobs.isEmpty {
+                    try await waitForWork(upkeepIn: claimed.nextUpkeepMilliseconds, until: shutdown)
                     continue
                 }
-                for job in jobs {
+                for job in claimed.jobs {
                     await active.launch(job) { [self] in await execute(job) }
                 }
             } catch {
@@ -124,7 +160,60 @@ public final class Worker: Sendable {
         }
     }
 
+    /// Waits until a claim may find work: a wake marker (a script made jobs ready), the upkeep the
+    /// last claim announced (a retry due, a lease to take back), or shutdown. With no job running or
+    /// reporting it blocks in `BLPOP` (no script call while idle); otherwise it looks at the wake list
+    /// without blocking every 250 ms, so heartbeats, completions and a flip's announcement on the
+    /// shared connection never wait behind the blocking call.
+    private func waitForWork(upkeepIn: Int?, until shutdown: Shutdown) async throws(RedisError) {
+        let clock = ContinuousClock()
+        let due = upkeepIn.map { clock.now + .milliseconds($0) }
+        let retries = retriesScheduled.load(ordering: .relaxed)
+        while !shutdown.isRequested {
+            if retriesScheduled.load(ordering: .relaxed) != retries { return }
+            var wait = Duration.seconds(configuration.idleWaitSeconds)
+            if let due {
+                if clock.now >= due { return }
+                wait = min(wait, due - clock.now)
+            }
+            if executing.load(ordering: .relaxed) == 0, configuration.connectionIsQuiet() {
+                let seconds = max(0.01, Double(wait / .milliseconds(1)) / 1000)
+                let reply = try await queue.redis.send("BLPOP", queue.keys.wake, String(format: "%.3f", seconds))
+                if reply.array != nil { return }
+            } else {
+                if try await queue.redis.send("LPOP", queue.keys.wake).string != nil { return }
+                // Checked locally every 25 ms: once the last job ends, the blocking wait takes over at
+                // once (a plan enqueued then starts in milliseconds, not at the next look).
+                let until = clock.now + min(wait, .milliseconds(250))
+                while clock.now < until, executing.load(ordering: .relaxed) > 0 || !configuration.connectionIsQuiet(),
+                    !shutdown.isRequested
+                {
+                    try? await Task.sleep(for: .milliseconds(25))
+                }
+                if await active.count < configuration.concurrency { continue }
+                return
+            }
+        }
+    }
+
+    /// On shutdown, a marker ends the `BLPOP` of an idle process on this machine at once (another
+    /// process may take it: each one stopping pushes its own). A connection of its own, briefly,
+    /// because the worker's is the one blocked.
+    private static func pushWakeMarker(queue: JobQueue, logger: Logger) async {
+        var configuration = queue.redis.configuration
+        configuration.reconnectWindow = .seconds(1)
+        let client = RedisClient(configuration: configuration, label: "wake-on-stop")
+        defer { client.close() }
+        do {
+            _ = try await client.pipeline([["LPUSH", queue.keys.wake, "1"], ["EXPIRE", queue.keys.wake, "60"]])
+        } catch {
+            logger.debug("could not push a wake marker on shutdown", metadata: ["error": "\(error)"])
+        }
+    }
+
     private func execute(_ job: ClaimedJob) async {
+        executing.add(1, ordering: .relaxed)
+        defer { executing.subtract(1, ordering: .relaxed) }
         let log = JobLog(base: logger, job: job)
         let started = ContinuousClock.now
         for observer in observers { observer.jobStarted(job, workerID: configuration.workerID) }
@@ -204,6 +293,7 @@ public final class Worker: Sendable {
                 failure.type = configuration.redact(failure.type)
                 let (status, flip) = try await queue.fail(
                     job.lease, errorType: failure.type, message: failure.message, retryable: failure.retryable)
+                if case .retry = status { retriesScheduled.add(1, ordering: .relaxed) }
                 let sinceEnd = ContinuousClock.now - ended
                 for observer in observers {
                     observer.jobFailed(job, failure: failure, outcome: status, duration: ended - started, sinceEnd: sinceEnd)
@@ -212,7 +302,7 @@ public final class Worker: Sendable {
                 if let flip { await flipped(flip, job: job, log.logger) }
             }
         } catch {
-            if !final, case .redis(let redis) = error as? JobQueueError, redis.isRetryable {
+            if !final, case .redis(let redis) = error, redis.isRetryable {
                 log.warning("could not report the job's outcome yet; trying again while its lease holds", metadata: ["error": "\(error)"])
                 return false
             }
@@ -255,7 +345,7 @@ public final class Worker: Sendable {
             lastBeat = clock.now
             let leases = await active.leases
             do {
-                let lost = try await beats.heartbeat(worker: configuration.workerID, leases: leases)
+                let lost = try await queue.heartbeat(worker: configuration.workerID, leases: leases)
                 for lease in lost where await active.loseLease(lease) {
                     logger.warning("lease lost", metadata: ["job": "\(lease.job)", "plan": "\(lease.plan)"])
                 }

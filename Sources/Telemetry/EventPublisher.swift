@@ -16,6 +16,9 @@ public final class EventPublisher: Sendable {
     public struct Configuration: Sendable {
         /// `MAXLEN ~` of the machine's event stream.
         public var maxLength = 10_000
+        /// Events older than this are trimmed (`XTRIM MINID ~`), and a stream (and `B:metrics`) with
+        /// no write for this long expires: an idle or abandoned machine's telemetry does not stay.
+        public var maxAge: Duration = .seconds(7 * 24 * 3600)
         /// How often buffered records are written.
         public var flushInterval: Duration = .milliseconds(25)
         /// Events kept while Redis is unreachable; older ones are dropped (and counted) beyond it.
@@ -97,6 +100,8 @@ public final class EventPublisher: Sendable {
 
     private struct State {
         var pending = Pending()
+        /// A batch is on its way to Redis.
+        var writing = false
         var counterNames: [String] = []
         var counterIndex: [String: Int] = [:]
     }
@@ -233,6 +238,10 @@ public final class EventPublisher: Sendable {
     /// Records still waiting to be written.
     public var bufferedEvents: Int { state.withLock { $0.pending.eventCount } }
 
+    /// Nothing buffered and nothing being written: a worker sharing this publisher's connection may
+    /// block it (an idle `BLPOP`) without holding events back.
+    public var isQuiet: Bool { state.withLock { $0.pending.isEmpty && !$0.writing } }
+
     /// Writes everything recorded so far; returns once Redis has it (or the write failed and the
     /// events were put back for the next flush).
     public func flush() async {
@@ -252,12 +261,14 @@ public final class EventPublisher: Sendable {
         let (batch, names) = state.withLock { state -> (Pending, [String]) in
             let taken = state.pending
             state.pending = Pending()
+            state.writing = !taken.isEmpty
             // The next batch is likely as large: growing the array under the lock would stall
             // every job that records an event meanwhile.
             state.pending.records.reserveCapacity(taken.records.count)
             return (taken, state.counterNames)
         }
         if batch.isEmpty { return }
+        defer { state.withLock { $0.writing = false } }
         let sent = await withCheckedContinuation { (continuation: CheckedContinuation<(Pending, Result<Int, RedisError>), Never>) in
             background.run { [self] in continuation.resume(returning: send(batch, counterNames: names)) }
         }
@@ -292,7 +303,13 @@ public final class EventPublisher: Sendable {
             RESP.appendCommand(arguments, to: &tail)
             tailCommands += 1
         }
-        if !batch.ends.isEmpty { command(["XTRIM", keys.events, "MAXLEN", "~", String(configuration.maxLength)]) }
+        let maxAgeMs = Int64(configuration.maxAge / .milliseconds(1))
+        if !batch.ends.isEmpty {
+            command(["XTRIM", keys.events, "MAXLEN", "~", String(configuration.maxLength)])
+            let oldest = max(0, Int64(Date().timeIntervalSince1970 * 1000) - maxAgeMs)
+            command(["XTRIM", keys.events, "MINID", "~", String(oldest)])
+            command(["PEXPIRE", keys.events, String(maxAgeMs)])
+        }
         for (job, json) in batch.progress {
             if let json { command(["HSET", keys.progress, job, json]) } else { command(["HDEL", keys.progress, job]) }
         }
@@ -300,8 +317,9 @@ public final class EventPublisher: Sendable {
             command(["EXPIRE", keys.progress, String(configuration.progressTTLSeconds)])
         }
         for (field, amount) in counters { command(["HINCRBY", keys.metrics, field, String(amount)]) }
+        if !counters.isEmpty { command(["PEXPIRE", keys.metrics, String(maxAgeMs)]) }
         do {
-            let errors = try redis.sendBlocking(encoded: [batch.payload[...], tail[...]], commands: batch.ends.count + tailCommands)
+            let errors = try redis.sendBlocking(encoded: [batch.payload[...], tail[...]], commands: batch.ends.count + tailCommands, key: keys.events)
             // A refused XADD (keys of the wrong type) loses its event: count them.
             return (batch, .success(errors.filter { $0.index < batch.ends.count }.count))
         } catch {

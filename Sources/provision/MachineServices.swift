@@ -73,15 +73,17 @@ final class MachineServices: Sendable {
         logger: Logger, services: ServicesOptions? = nil, workspace: String? = nil, stateDir: String? = nil
     ) async throws -> MachineServices {
         let redis = try RedisConfiguration(url: redisURL)
+        // One connection for the events, the announcement watch and the health server: a fleet of
+        // machines must fit Redis' maxclients (protocols/redis.md §10).
+        let client = RedisClient(configuration: redis, label: "machine")
         let context = EventContext.fromEnvironment(machineID: keys.machine, defaultWorkersConfig: workersConfig)
         let publisher = telemetry.events
-            ? EventPublisher(
-                redis: RedisClient(configuration: redis, label: "events"), keys: keys, context: context, redactor: processRedactor)
+            ? EventPublisher(redis: client, keys: keys, context: context, redactor: processRedactor)
             : nil
         var tasks: [Task<Void, Never>] = []
         if let publisher { tasks.append(Task { await publisher.run() }) }
         let announcer = try FlipAnnouncer(
-            redis: RedisClient(configuration: redis, label: "announce"), keys: keys, publisher: publisher, context: context,
+            redis: client, keys: keys, publisher: publisher, context: context,
             redactor: processRedactor, claimant: "supervisor-\(ProcessInfo.processInfo.hostName)-\(getpid())", logger: logger)
         tasks.append(Task { await announcer.watch() })
 
@@ -94,7 +96,7 @@ final class MachineServices: Sendable {
         var server: HealthServer?
         var port: Int?
         if health.healthPort != 0 {
-            let monitor = MachineMonitor(redis: RedisClient(configuration: redis, label: "health"), keys: keys, stallAfter: telemetry.stallDuration)
+            let monitor = MachineMonitor(redis: client, keys: keys, stallAfter: telemetry.stallDuration)
             let candidate = HealthServer(
                 monitor: monitor, configuration: .init(host: health.healthHost, port: health.healthPort), logger: logger,
                 services: supervisor.map { supervisor in
@@ -139,22 +141,24 @@ func runWorkerProcess(
 ) async throws {
     let context = EventContext.fromEnvironment(
         machineID: keys.machine, defaultWorkersConfig: "processes=1,concurrency=\(configuration.concurrency)")
+    // The process's one connection: claims, heartbeats, completions, events and the announcement.
+    let client = RedisClient(configuration: Worker.connection(redis, configuration), label: "worker")
     var observers: [any WorkerObserver] = []
     var publisher: EventPublisher?
     if events {
-        let created = EventPublisher(
-            redis: RedisClient(configuration: redis, label: "events"), keys: keys, context: context, redactor: processRedactor)
+        let created = EventPublisher(redis: client, keys: keys, context: context, redactor: processRedactor)
         publisher = created
         observers.append(StepEventObserver(publisher: created))
     }
     let announcer = try FlipAnnouncer(
-        redis: RedisClient(configuration: redis, label: "announce"), keys: keys, publisher: publisher, context: context,
+        redis: client, keys: keys, publisher: publisher, context: context,
         redactor: processRedactor, claimant: configuration.workerID, logger: logger)
     observers.append(announcer)
     var worker = configuration
     worker.redact = { processRedactor.scrub($0) }
+    worker.connectionIsQuiet = { [publisher] in publisher?.isQuiet ?? true }
     let runner = try Worker(
-        redis: redis, machine: keys.machine, prefix: keys.prefix, registry: registry, configuration: worker,
+        client: client, machine: keys.machine, prefix: keys.prefix, registry: registry, configuration: worker,
         logger: logger, observers: observers)
     let flusher = publisher.map { publisher in Task { await publisher.run() } }
     let watch = Task { await announcer.watch() }

@@ -12,7 +12,7 @@ struct Provision: AsyncParsableCommand {
         abstract: "Make GPU machines ready to run ComfyUI workflows: plans of install and download jobs in Redis, run by a pool of workers.",
         subcommands: [
             UpCommand.self, DemoCommand.self, WorkerCommand.self, WorkerProcessCommand.self, EnqueueCommand.self,
-            StatusCommand.self, EventsCommand.self, CancelCommand.self, DownloadCommand.self, AnalyzeCommand.self,
+            StatusCommand.self, EventsCommand.self, CancelCommand.self, RetireCommand.self, DownloadCommand.self, AnalyzeCommand.self,
             LockCommand.self, PlanCommand.self, VerifyCommand.self, ExportCommand.self, ServicesCommand.self,
         ])
 

@@ -77,9 +77,12 @@ final class MachineServiceSupervisor: Sendable {
         // The request acted on last, even when it could not start (a bad WORKERS is not retried every second).
         var handled: String?
         while !Task.isCancelled {
+            // Only the machine's current plan: a request left by a plan that was superseded since is
+            // not acted on (a restarted worker of the current plan brings its ComfyUI back).
             if let text = try? await writer.send(["GET", keys.want]).string,
                 let request = try? JSONDecoder().decode(ServicesRequest.self, from: Data(text.utf8)),
-                request.id != handled
+                request.id != handled,
+                (try? await writer.send(["HGET", keys.machine.status, "plan_id"]).string) == request.plan
             {
                 handled = request.id
                 if let running = current {

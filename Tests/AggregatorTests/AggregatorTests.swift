@@ -314,10 +314,10 @@ struct AggregatorTests {
             return
         }
         let early = FleetAnnouncement(machineID: "m1", generation: generation, status: statusHash, failures: failures, claimant: "dead-after-publish", tookOver: false)
-        let reply = try await h.client.eval(
-            QueueScript.fleet, keys: [h.queue.keys.fleetEvents],
-            arguments: [early.announceID, "0", "1000", h.queue.keys.fleetChannel, early.json, "type", early.type.rawValue, "data", early.json])
-        #expect(reply.array?.first?.string == "added")
+        let (_, duplicate) = try await FleetStream(redis: h.client, keys: h.queue.keys).announce(
+            generation: early.generation, planID: early.planID, message: early.json,
+            fields: [("type", early.type.rawValue), ("data", early.json)])
+        #expect(!duplicate)
         let watch = Task { await announcer.watch() }
         defer { watch.cancel() }
         #expect(try await eventually(timeout: .seconds(10)) { try await h.announced() })
@@ -399,10 +399,11 @@ import sys, time, redis
 url, base, script, plan, job, token, at = sys.argv[1:8]
 r = redis.Redis.from_url(url)
 sha = r.script_load(open(script).read())
-keys = [f"{base}:{n}" for n in ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events")]
+keys = [f"{base}:{n}" for n in ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
+                                "jobs", "previous", "plans", "progress", "metrics")]
 r.ping()
 while time.time() < float(at):
     pass
-outcome, flipped = r.evalsha(sha, 9, *keys, "complete", base, plan, job, token, "{}")
+outcome, flipped = r.evalsha(sha, len(keys), *keys, "complete", base, plan, job, token, "{}")
 print("ok", flipped.decode() if flipped else "-")
 """#

@@ -252,8 +252,9 @@ struct QueueProtocolTests {
         #expect(status.state == .ready && status.count("succeeded") == 1)
         // A plan id is used once per machine.
         await #expect(throws: JobQueueError.self) { try await h.queue.enqueue(planJSON: planJSON("p2", [job("x")])) }
-        // The old plan's records expire.
-        let ttl = try await h.client.send("TTL", h.queue.keys.job(plan: "p1", id: "a")).int ?? -3
+        // The old plan's records moved to B:previous, still readable, and expire.
+        #expect(try await h.queue.job(plan: "p1", id: "a")?["state"] == "active")
+        let ttl = try await h.client.send("TTL", h.queue.keys.previous).int ?? -3
         #expect(ttl > 0)
     }
 

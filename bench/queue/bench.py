@@ -183,9 +183,10 @@ def write_plan(path, plan_id, n):
 
 
 def job_times(r, base, plan, n):
+    # Protocol 2: job records are the fields "<job_id>|<field>" of B:jobs.
     pipe = r.pipeline(transaction=False)
     for i in range(1, n + 1):
-        pipe.hmget(f"{base}:job:{plan}:j{i}", "created_at", "started_at", "finished_at", "state")
+        pipe.hmget(f"{base}:jobs", f"j{i}|created_at", f"j{i}|started_at", f"j{i}|finished_at", f"j{i}|state")
     rows = pipe.execute()
     created, started, finished, states = [], [], [], {}
     for c, s, f, st in rows:
@@ -556,10 +557,10 @@ def run_ceiling(a):
         sha = r.script_load(f.read())
     base = "provision:{bench}"
     keys = [f"{base}:{k}" for k in ("status", "ready", "active", "delayed", "wake", "failures", "workers",
-                                    "heartbeats", "events")]
+                                    "heartbeats", "events", "jobs", "previous", "plans", "progress", "metrics")]
     r.config_resetstat()
     qps, _, _ = _redis_benchmark(a.port, a.requests, a.clients,
-                                 ["evalsha", sha, "9"] + keys + ["unregister", base, "bench-worker"])
+                                 ["evalsha", sha, str(len(keys))] + keys + ["unregister", base, "bench-worker"])
     qusec = r.info("commandstats").get("cmdstat_evalsha", {}).get("usec_per_call")
     result.update({"queue_lua_unregister_per_s": qps, "queue_lua_unregister_usec_per_call": qusec})
     print(f"  EVALSHA queue.lua unregister (its cheapest op, 2 commands): {qps:,.0f} calls/s, "

@@ -1,16 +1,26 @@
--- provision job queue: every state transition of a machine's plan, in one script.
+-- provision job queue (protocol 2): every state transition of a machine's plan, in one script.
 --
--- Call:  EVALSHA <sha> 9 <B>:status <B>:ready <B>:active <B>:delayed <B>:wake
---                      <B>:failures <B>:workers <B>:heartbeats <B>:events
---                      <op> <B> <op arguments...>
+-- Call:  EVALSHA <sha> 14 <B>:status <B>:ready <B>:active <B>:delayed <B>:wake
+--                       <B>:failures <B>:workers <B>:heartbeats <B>:events
+--                       <B>:jobs <B>:previous <B>:plans <B>:progress <B>:metrics
+--                       <op> <B> <op arguments...>
 -- where <B> is "<prefix>:{<machine_id>}" (the hash tag keeps one machine's keys in one cluster slot).
--- The operations and their arguments are documented in protocols/redis.md. Errors are returned as
--- error replies whose first word is a code (PLAN_INVALID, MACHINE_BUSY, BAD_REQUEST).
+--
+-- Every key the script touches is one of these 14 declared keys, so a call never leaves its slot and
+-- is accepted by Redis Cluster during a slot migration and by proxies that check declared keys. Job
+-- records are fields of B:jobs ("<job_id>|<field>"), the plan's own fields are "|<field>" there.
+--
+-- Each operation is documented below in the style of BullMQ's scripts (Input / Output), and in
+-- protocols/redis.md. Errors are error replies whose first word is a code (PLAN_INVALID,
+-- MACHINE_BUSY, BAD_REQUEST, PROTOCOL_MISMATCH).
 --
 -- Time comes from the server (TIME), so leases never depend on the clocks of workers.
 
+local PROTOCOL = "2"
+
 local K_STATUS, K_READY, K_ACTIVE, K_DELAYED, K_WAKE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_FAILURES, K_WORKERS, K_HEARTBEATS, K_EVENTS = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local K_JOBS, K_PREVIOUS, K_PLANS, K_PROGRESS, K_METRICS = KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 
 local op = ARGV[1]
 local base = ARGV[2]
@@ -20,6 +30,9 @@ local HARD_MAX_PAYLOAD = 1048576 -- bytes of one job's payload, whatever the cal
 local HARD_MAX_JOBS = 100000
 local MAX_REASONS = 1000
 local MAX_BATCH = 1000           -- jobs in one claim or complete_many call
+local DEAD_WORKER_MS = 600000    -- a worker silent this long is removed from B:workers / B:heartbeats
+local EVENTS_MAX_AGE_MS = 604800000 -- B:events entries older than this are trimmed; an idle stream expires
+local WAKE_TTL_S = 3600          -- markers nobody took are not kept forever
 
 -- cjson writes an empty table as {}; lists of ids are written by hand so they stay JSON arrays.
 local function encode_list(items)
@@ -32,10 +45,27 @@ local function fail(code, sentence)
   return redis.error_reply(code .. " " .. sentence)
 end
 
-local KEY_NAMES = { "status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events" }
+local KEY_NAMES = { "status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
+                    "jobs", "previous", "plans", "progress", "metrics" }
+if type(base) ~= "string" then return fail("BAD_REQUEST", "ARGV[2] must be the key base <prefix>:{<machine_id>}") end
 for i, name in ipairs(KEY_NAMES) do
   if KEYS[i] ~= base .. ":" .. name then
-    return fail("BAD_REQUEST", "KEYS[" .. i .. "] must be the " .. name .. " key of the base given as ARGV[2]")
+    return fail("BAD_REQUEST", "KEYS[" .. i .. "] must be the " .. name .. " key of the base given as ARGV[2] (" ..
+                #KEY_NAMES .. " keys, protocol " .. PROTOCOL .. ")")
+  end
+end
+
+-- The keys' protocol is stored in B:status; a script of another protocol refuses to touch them, so
+-- an API client with a stale copy of this file gets an error instead of corrupting the machine.
+-- Keys written by protocol 1 (a status without `protocol`) are only taken over by enqueue and retire.
+do
+  local p = redis.call("HMGET", K_STATUS, "protocol", "generation")
+  if p[1] and p[1] ~= PROTOCOL then
+    return fail("PROTOCOL_MISMATCH", "the machine's keys are at protocol " .. p[1] .. " but this queue.lua speaks protocol " ..
+                PROTOCOL .. "; use the queue.lua of the workers' release")
+  end
+  if not p[1] and p[2] and op ~= "enqueue" and op ~= "retire" then
+    return fail("PROTOCOL_MISMATCH", "the machine's keys were written by protocol 1; enqueue a new plan or retire the machine")
   end
 end
 
@@ -57,13 +87,27 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function job_key(plan, id) return base .. ":job:" .. plan .. ":" .. id end
-local function plan_key(plan) return base .. ":plan:" .. plan end
-local function plan_jobs_key(plan) return base .. ":plan:" .. plan .. ":jobs" end
+-- A job's record is the fields "<job_id>|<name>" of B:jobs (job ids never contain "|").
+local function jget(id, name) return redis.call("HGET", K_JOBS, id .. "|" .. name) end
+local function jmget(id, ...)
+  local names = { ... }
+  for i, name in ipairs(names) do names[i] = id .. "|" .. name end
+  return redis.call("HMGET", K_JOBS, unpack(names))
+end
+local function jset(id, ...)
+  local pairs_ = { ... }
+  for i = 1, #pairs_, 2 do pairs_[i] = id .. "|" .. pairs_[i] end
+  redis.call("HSET", K_JOBS, unpack(pairs_))
+end
+local function jdel(id, ...)
+  local names = { ... }
+  for i, name in ipairs(names) do names[i] = id .. "|" .. name end
+  redis.call("HDEL", K_JOBS, unpack(names))
+end
 
 -- Moves a job between states, keeping the status counters exact.
-local function move(jkey, from, to)
-  redis.call("HSET", jkey, "state", to)
+local function move(id, from, to)
+  jset(id, "state", to)
   redis.call("HINCRBY", K_STATUS, from, -1)
   redis.call("HINCRBY", K_STATUS, to, 1)
 end
@@ -74,6 +118,16 @@ local function wake(n)
   for i = 1, math.min(n, WAKE_MARKERS) do markers[i] = "1" end
   redis.call("LPUSH", K_WAKE, unpack(markers))
   redis.call("LTRIM", K_WAKE, 0, WAKE_MARKERS - 1)
+  redis.call("EXPIRE", K_WAKE, WAKE_TTL_S)
+end
+
+-- A finished plan (ready, failed, cancelled) and its jobs expire after the retention given at enqueue;
+-- B:status stays (a few hundred bytes) so the machine's last state remains readable.
+local function retain_finished()
+  local retention = tonumber(redis.call("HGET", K_STATUS, "retention")) or 604800
+  for _, key in ipairs({ K_JOBS, K_FAILURES, K_READY, K_ACTIVE, K_DELAYED }) do
+    redis.call("EXPIRE", key, retention)
+  end
 end
 
 local function add_reason(reason)
@@ -88,6 +142,7 @@ local function flip_if_done(now)
   if s[1] ~= "pending" and s[1] ~= "running" then return "" end
   if tonumber(s[3]) == tonumber(s[2]) then
     redis.call("HSET", K_STATUS, "state", "ready", "finished_at", now)
+    retain_finished()
     return "ready"
   end
   return ""
@@ -97,23 +152,23 @@ local function flip_failed(now)
   local state = redis.call("HGET", K_STATUS, "state")
   if state ~= "pending" and state ~= "running" then return "" end
   redis.call("HSET", K_STATUS, "state", "failed", "finished_at", now)
+  retain_finished()
   return "failed"
 end
 
 -- A dead job fails every job that waits on it, transitively, with dependency_failed.
-local function fail_dependents(plan, id, now)
+local function fail_dependents(id, now)
   local queue, head = { id }, 1
   while queue[head] do
     local cause = queue[head]
     head = head + 1
-    local dependents = cjson.decode(redis.call("HGET", job_key(plan, cause), "dependents") or "[]")
+    local dependents = cjson.decode(jget(cause, "dependents") or "[]")
     for _, dep in ipairs(dependents) do
-      local dkey = job_key(plan, dep)
-      if redis.call("HGET", dkey, "state") == "waiting" then
-        move(dkey, "waiting", "failed")
+      if jget(dep, "state") == "waiting" then
+        move(dep, "waiting", "failed")
         local message = "dependency " .. cause .. " failed"
-        redis.call("HSET", dkey, "error_type", "dependency_failed", "error", message, "finished_at", now)
-        add_reason({ job = dep, kind = redis.call("HGET", dkey, "kind"), error_type = "dependency_failed",
+        jset(dep, "error_type", "dependency_failed", "error", message, "finished_at", now)
+        add_reason({ job = dep, kind = jget(dep, "kind"), error_type = "dependency_failed",
                      error = message, attempts = 0 })
         queue[#queue + 1] = dep
       end
@@ -121,26 +176,25 @@ local function fail_dependents(plan, id, now)
   end
 end
 
-local function make_dead(plan, id, jkey, from, error_type, message, now)
-  move(jkey, from, "dead")
-  redis.call("HSET", jkey, "error_type", error_type, "error", message, "finished_at", now)
-  redis.call("HDEL", jkey, "owner", "lease_until")
-  local f = redis.call("HMGET", jkey, "kind", "attempts")
+local function make_dead(id, from, error_type, message, now)
+  move(id, from, "dead")
+  jset(id, "error_type", error_type, "error", message, "finished_at", now)
+  jdel(id, "owner", "lease_until")
+  local f = jmget(id, "kind", "attempts")
   add_reason({ job = id, kind = f[1], error_type = error_type, error = message, attempts = tonumber(f[2]) })
-  fail_dependents(plan, id, now)
+  fail_dependents(id, now)
   return flip_failed(now)
 end
 
 -- Every claim does a bounded amount of upkeep, so no separate sweeper is needed: due retries
 -- become ready, and leases whose workers stopped heartbeating are taken back.
-local function maintain(plan, now, limit)
+local function maintain(now, limit)
   local promoted = 0
   local due = redis.call("ZRANGEBYSCORE", K_DELAYED, "-inf", now, "LIMIT", 0, limit)
   for _, id in ipairs(due) do
     redis.call("ZREM", K_DELAYED, id)
-    local jkey = job_key(plan, id)
-    if redis.call("HGET", jkey, "state") == "delayed" then
-      move(jkey, "delayed", "ready")
+    if jget(id, "state") == "delayed" then
+      move(id, "delayed", "ready")
       redis.call("RPUSH", K_READY, id)
       promoted = promoted + 1
     end
@@ -149,19 +203,18 @@ local function maintain(plan, now, limit)
   local expired = redis.call("ZRANGEBYSCORE", K_ACTIVE, "-inf", now, "LIMIT", 0, limit)
   for _, id in ipairs(expired) do
     redis.call("ZREM", K_ACTIVE, id)
-    local jkey = job_key(plan, id)
-    local f = redis.call("HMGET", jkey, "state", "attempts", "max_attempts", "owner")
+    local f = jmget(id, "state", "attempts", "max_attempts", "owner")
     if f[1] == "active" then
       redis.call("HINCRBY", K_STATUS, "reclaimed", 1)
       local message = "worker " .. tostring(f[4]) .. " stopped renewing its lease on attempt " ..
                       f[2] .. " of " .. f[3]
       if tonumber(f[2]) >= tonumber(f[3]) then
-        local r = make_dead(plan, id, jkey, "active", "lease_expired", message, now)
+        local r = make_dead(id, "active", "lease_expired", message, now)
         if r ~= "" then flipped = r end
       else
-        move(jkey, "active", "ready")
-        redis.call("HSET", jkey, "error_type", "lease_expired", "error", message)
-        redis.call("HDEL", jkey, "owner", "lease_until")
+        move(id, "active", "ready")
+        jset(id, "error_type", "lease_expired", "error", message)
+        jdel(id, "owner", "lease_until")
         redis.call("LPUSH", K_READY, id) -- first in line: it was already running
         redis.call("HINCRBY", K_STATUS, "retries", 1)
         promoted = promoted + 1
@@ -171,19 +224,49 @@ local function maintain(plan, now, limit)
   return promoted, flipped
 end
 
+-- Milliseconds until claim's upkeep has work (the earliest retry due or lease deadline), or -1
+-- when nothing is scheduled: an idle worker then waits for a wake marker alone.
+local function next_upkeep(now)
+  local soonest = -1
+  for _, key in ipairs({ K_DELAYED, K_ACTIVE }) do
+    local first = redis.call("ZRANGE", key, 0, 0, "WITHSCORES")
+    if first[2] then
+      local wait = math.max(0, tonumber(first[2]) - now)
+      if soonest < 0 or wait < soonest then soonest = wait end
+    end
+  end
+  return soonest
+end
+
 -- Checks a worker's (plan, job, token) against the job's current lease.
 local function leased(plan, id, token)
   if redis.call("HGET", K_STATUS, "plan_id") ~= plan then return nil, "stale" end
-  local jkey = job_key(plan, id)
-  local f = redis.call("HMGET", jkey, "state", "token")
+  local f = jmget(id, "state", "token")
   if f[1] == false then return nil, "stale" end
   if f[2] ~= token then return nil, "stale" end
   if f[1] ~= "active" then return nil, f[1] end
-  return jkey, "active"
+  return id, "active"
+end
+
+-- Removes workers that stopped heartbeating DEAD_WORKER_MS ago (a few per call), and lets both keys
+-- expire when every worker of the machine is gone.
+local function bury_dead_workers(now)
+  local dead = redis.call("ZRANGEBYSCORE", K_HEARTBEATS, "-inf", now - DEAD_WORKER_MS, "LIMIT", 0, 10)
+  if #dead > 0 then
+    redis.call("ZREM", K_HEARTBEATS, unpack(dead))
+    redis.call("HDEL", K_WORKERS, unpack(dead))
+  end
+  redis.call("PEXPIRE", K_HEARTBEATS, DEAD_WORKER_MS)
+  redis.call("PEXPIRE", K_WORKERS, DEAD_WORKER_MS)
 end
 
 ---------------------------------------------------------------------------------------------------
 -- enqueue <machine_id> <plan_json> <max_payload_bytes> <max_jobs> <replace 0|1> <retention_seconds>
+-- Input:  KEYS[1..14]; writes status, ready, active, delayed, failures, wake, jobs, previous, plans.
+--         ARGV[3] machine id, ARGV[4] plan JSON (schemas/plan.schema.json), ARGV[5] max payload
+--         bytes, ARGV[6] max jobs, ARGV[7] replace, ARGV[8] retention in seconds.
+-- Output: { generation, jobs, ready }
+--         PLAN_INVALID <sentence> | MACHINE_BUSY <sentence> | BAD_REQUEST <sentence>: nothing written.
 ---------------------------------------------------------------------------------------------------
 local function validate_plan(text, max_payload, max_jobs, machine)
   -- Built here, not at the top: only enqueue needs them, and the top runs on every call.
@@ -310,8 +393,9 @@ local function enqueue()
   local machine, text = ARGV[3], ARGV[4]
   local max_payload = math.min(tonumber(ARGV[5]) or 65536, HARD_MAX_PAYLOAD)
   local max_jobs = math.min(tonumber(ARGV[6]) or 50000, HARD_MAX_JOBS)
-  local replace, retention = ARGV[7] == "1", tonumber(ARGV[8]) or 604800
-  if base ~= nil and not string.find(base, "{" .. machine .. "}", 1, true) then
+  local replace, retention = ARGV[7] == "1", math.floor(tonumber(ARGV[8]) or 604800)
+  if retention < 1 then retention = 1 end
+  if type(machine) ~= "string" or not string.find(base, "{" .. machine .. "}", 1, true) then
     return fail("BAD_REQUEST", "the key base must contain the machine id as a hash tag")
   end
   local plan, dependents = validate_plan(text, max_payload, max_jobs, machine)
@@ -322,33 +406,33 @@ local function enqueue()
     return fail("MACHINE_BUSY", "machine '" .. machine .. "' is still running plan '" .. current[1] ..
                 "'; cancel it or enqueue with replace to supersede it")
   end
-  if redis.call("EXISTS", plan_key(plan.plan_id)) == 1 then
+  local now = now_ms()
+  -- B:plans remembers the plan ids of the retention window (score: enqueue time), so a plan id is
+  -- refused while its records may still be read.
+  redis.call("ZREMRANGEBYSCORE", K_PLANS, "-inf", now - retention * 1000)
+  if redis.call("ZSCORE", K_PLANS, plan.plan_id) then
     return fail("PLAN_INVALID", "plan '" .. plan.plan_id .. "' was already enqueued for machine '" .. machine .. "'")
   end
-  local now = now_ms()
 
-  -- A new generation: the previous plan's records stay readable for `retention` seconds.
-  if current[1] then
-    local old = current[1]
-    for _, id in ipairs(redis.call("LRANGE", plan_jobs_key(old), 0, -1)) do
-      redis.call("EXPIRE", job_key(old, id), retention)
-    end
-    redis.call("EXPIRE", plan_jobs_key(old), retention)
-    redis.call("EXPIRE", plan_key(old), retention)
+  -- A new generation: the previous plan's records move to B:previous and stay readable for
+  -- `retention` seconds (only the latest previous plan is kept).
+  if redis.call("EXISTS", K_JOBS) == 1 then
     if current[2] == "pending" or current[2] == "running" or current[2] == "failed" then
-      redis.call("HSET", plan_key(old), "state", "superseded", "finished_at", now)
+      redis.call("HSET", K_JOBS, "|state", "superseded", "|finished_at", now)
     end
+    redis.call("RENAME", K_JOBS, K_PREVIOUS)
+    redis.call("EXPIRE", K_PREVIOUS, retention)
   end
   redis.call("DEL", K_READY, K_ACTIVE, K_DELAYED, K_FAILURES)
+  redis.call("ZADD", K_PLANS, now, plan.plan_id)
+  redis.call("EXPIRE", K_PLANS, retention)
 
   local generation = redis.call("HINCRBY", K_STATUS, "generation", 1)
   local ready, ids, ready_ids = 0, {}, {}
   for _, job in ipairs(plan.jobs) do
     local state = "waiting"
     if job.pending == 0 then state = "ready" end
-    redis.call("HSET", job_key(plan.plan_id, job.id),
-      "id", job.id, "plan", plan.plan_id, "kind", job.kind, "payload", job.payload_json,
-      "label", job.label or "",
+    jset(job.id, "kind", job.kind, "payload", job.payload_json, "label", job.label or "",
       "depends_on", encode_list(job.depends_on), "dependents", encode_list(dependents[job.id]),
       "pending", job.pending, "state", state, "attempts", 0, "max_attempts", job.max_attempts,
       "backoff_ms", job.backoff_ms, "backoff_max_ms", job.backoff_max_ms, "lease_ms", job.lease_ms,
@@ -362,21 +446,16 @@ local function enqueue()
       end
     end
     ids[#ids + 1] = job.id
-    if #ids == 1000 then
-      redis.call("RPUSH", plan_jobs_key(plan.plan_id), unpack(ids))
-      ids = {}
-    end
   end
   if #ready_ids > 0 then redis.call("RPUSH", K_READY, unpack(ready_ids)) end
-  if #ids > 0 then redis.call("RPUSH", plan_jobs_key(plan.plan_id), unpack(ids)) end
   local meta = "{}"
   if plan.meta ~= nil then meta = cjson.encode(plan.meta) end
-  redis.call("HSET", plan_key(plan.plan_id), "plan_id", plan.plan_id, "generation", generation,
-             "jobs", #plan.jobs, "meta", meta, "enqueued_at", now, "state", "enqueued")
+  redis.call("HSET", K_JOBS, "|plan_id", plan.plan_id, "|generation", generation, "|jobs", #plan.jobs,
+             "|meta", meta, "|enqueued_at", now, "|state", "enqueued", "|ids", table.concat(ids, " "))
   redis.call("HSET", K_STATUS, "plan_id", plan.plan_id, "machine_id", machine, "state", "pending",
              "total", #plan.jobs, "waiting", #plan.jobs - ready, "ready", ready, "active", 0,
              "delayed", 0, "succeeded", 0, "failed", 0, "dead", 0, "cancelled", 0, "retries", 0,
-             "reclaimed", 0, "enqueued_at", now, "announced", 0)
+             "reclaimed", 0, "enqueued_at", now, "announced", 0, "protocol", PROTOCOL, "retention", retention)
   redis.call("HDEL", K_STATUS, "started_at", "finished_at", "cancel_reason", "announced_at")
   wake(ready)
   return { generation, #plan.jobs, ready }
@@ -384,17 +463,20 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- claim <worker_id> <max_jobs> <upkeep_limit>
--- Returns { flipped, { job fields... }, ... }; each job is
+-- Input:  KEYS[1..14]; reads/writes status, ready, active, delayed, failures, wake, jobs.
+-- Output: { flipped, next_upkeep_ms, { job fields... }, ... }; each job is
 -- { id, kind, payload, attempt, max_attempts, token, lease_ms, timeout_ms, plan, generation, label }.
+-- next_upkeep_ms: when a claim next has upkeep to do (a retry due, a lease deadline), -1 for never:
+-- an idle worker waits on B:wake that long, or for a marker alone.
 ---------------------------------------------------------------------------------------------------
 local function claim()
   local worker, count, limit = ARGV[3], tonumber(ARGV[4]) or 1, tonumber(ARGV[5]) or 100
   local s = redis.call("HMGET", K_STATUS, "plan_id", "state", "generation", "fence")
   local plan, state = s[1], s[2]
-  local result = { "" }
+  local result = { "", -1 }
   if not plan or (state ~= "pending" and state ~= "running" and state ~= "failed") then return result end
   local now = now_ms()
-  local promoted, flipped = maintain(plan, now, limit)
+  local promoted, flipped = maintain(now, limit)
   result[1] = flipped
   if promoted > 0 then wake(promoted) end
   count = math.max(0, math.min(count, MAX_BATCH))
@@ -407,9 +489,7 @@ local function claim()
     local ids = redis.call("LPOP", K_READY, count - taken)
     if not ids then break end
     for _, id in ipairs(ids) do
-      local jkey = job_key(plan, id)
-      local f = redis.call("HMGET", jkey, "state", "kind", "payload", "attempts", "max_attempts", "lease_ms",
-                           "timeout_ms", "label")
+      local f = jmget(id, "state", "kind", "payload", "attempts", "max_attempts", "lease_ms", "timeout_ms", "label")
       if f[1] == "ready" then
         taken = taken + 1
         local token = tostring(fence + taken)
@@ -419,8 +499,8 @@ local function claim()
           deadline = tostring(now + tonumber(f[6]))
           deadlines[f[6]] = deadline
         end
-        redis.call("HSET", jkey, "state", "active", "attempts", attempt, "token", token, "owner", worker,
-                   "lease_until", deadline, "started_at", now_text)
+        jset(id, "state", "active", "attempts", attempt, "token", token, "owner", worker,
+             "lease_until", deadline, "started_at", now_text)
         scored[#scored + 1] = deadline
         scored[#scored + 1] = id
         result[#result + 1] = { id, f[2], f[3], attempt, f[5], token, f[6], f[7], plan, s[3], f[8] }
@@ -434,24 +514,28 @@ local function claim()
     redis.call("ZADD", K_ACTIVE, unpack(scored))
     if state == "pending" then redis.call("HSET", K_STATUS, "state", "running", "started_at", now) end
   end
+  result[2] = next_upkeep(now)
   return result
 end
 
 ---------------------------------------------------------------------------------------------------
 -- heartbeat <worker_id> <plan> <job> <token> [<plan> <job> <token> ...]
+-- Input:  KEYS[1..14]; writes heartbeats, workers (dead ones removed), active, jobs.
+-- Output: { 1 | 0, ... } one per lease: held (renewed) or lost.
 -- Renews each lease by its job's lease_ms; returns 1 per job still held, 0 per lease lost.
 ---------------------------------------------------------------------------------------------------
 local function heartbeat()
   local worker = ARGV[3]
   local now = now_ms()
   redis.call("ZADD", K_HEARTBEATS, now, worker)
+  bury_dead_workers(now)
   local held = {}
   local i = 4
   while ARGV[i + 2] do
-    local jkey = leased(ARGV[i], ARGV[i + 1], ARGV[i + 2])
-    if jkey and redis.call("HGET", jkey, "owner") == worker then
-      local deadline = now + tonumber(redis.call("HGET", jkey, "lease_ms"))
-      redis.call("HSET", jkey, "lease_until", deadline)
+    local id = leased(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+    if id and jget(id, "owner") == worker then
+      local deadline = now + tonumber(jget(id, "lease_ms"))
+      jset(id, "lease_until", deadline)
       redis.call("ZADD", K_ACTIVE, deadline, ARGV[i + 1])
       held[#held + 1] = 1
     else
@@ -464,7 +548,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- complete <plan> <job> <token> <result_json>
--- Returns { "ok" | "duplicate" | "stale", flipped }.
+-- Input:  KEYS[1..14]; writes status, ready, active, wake, jobs (and the expiry of a finished plan).
+-- Output: { "ok" | "duplicate" | "stale", flipped }.
 -- complete_many <plan> <job> <token> <result_json> [<plan> <job> <token> <result_json> ...]
 -- The same for up to MAX_BATCH jobs in one call; returns { flipped, { outcome, ... } }.
 ---------------------------------------------------------------------------------------------------
@@ -488,20 +573,18 @@ local function complete_jobs(first)
     local plan, id, token, result = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3] or "{}"
     local outcome = "stale"
     if plan == current then
-      local jkey = job_key(plan, id)
-      local f = redis.call("HMGET", jkey, "state", "token", "dependents")
+      local f = jmget(id, "state", "token", "dependents")
       if f[1] and f[2] == token then
         if f[1] == "active" then
           outcome = "ok"
-          redis.call("HSET", jkey, "state", "succeeded", "finished_at", now_text, "result", result)
-          redis.call("HDEL", jkey, "owner", "lease_until")
+          jset(id, "state", "succeeded", "finished_at", now_text, "result", result)
+          jdel(id, "owner", "lease_until")
           done[#done + 1] = id
           if f[3] and f[3] ~= "[]" and f[3] ~= "{}" then
             for _, dep in ipairs(cjson.decode(f[3])) do
-              local dkey = job_key(plan, dep)
-              local left = redis.call("HINCRBY", dkey, "pending", -1)
-              if left == 0 and redis.call("HGET", dkey, "state") == "waiting" then
-                move(dkey, "waiting", "ready")
+              local left = redis.call("HINCRBY", K_JOBS, dep .. "|pending", -1)
+              if left == 0 and jget(dep, "state") == "waiting" then
+                move(dep, "waiting", "ready")
                 redis.call("RPUSH", K_READY, dep)
                 unlocked = unlocked + 1
               end
@@ -539,45 +622,45 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- fail <plan> <job> <token> <error_type> <error_message> <retryable 0|1> <jitter 0..1>
--- Returns { "retry" | "dead" | "stale", flipped, delay_ms }.
+-- Input:  KEYS[1..14]; writes status, active, delayed, failures, jobs.
+-- Output: { "retry" | "dead" | "stale", flipped, delay_ms }.
 ---------------------------------------------------------------------------------------------------
 local function fail_job()
   local plan, id, token = ARGV[3], ARGV[4], ARGV[5]
   local error_type, message = cut(ARGV[6] or "error", 100), cut(ARGV[7] or "", 4000)
   local retryable, jitter = ARGV[8] == "1", math.min(math.max(tonumber(ARGV[9]) or 0.5, 0), 1)
-  local jkey = leased(plan, id, token)
-  if not jkey then return { "stale", "", 0 } end
+  if not leased(plan, id, token) then return { "stale", "", 0 } end
   local now = now_ms()
   redis.call("ZREM", K_ACTIVE, id)
-  local f = redis.call("HMGET", jkey, "attempts", "max_attempts", "backoff_ms", "backoff_max_ms")
+  local f = jmget(id, "attempts", "max_attempts", "backoff_ms", "backoff_max_ms")
   local attempts, max_attempts = tonumber(f[1]), tonumber(f[2])
   if retryable and attempts < max_attempts then
     -- Exponential backoff with "equal jitter": half fixed, half random. The random part is the
     -- caller's: before Redis 7 a script's generator is reseeded identically on every call.
     local delay = math.min(tonumber(f[4]), tonumber(f[3]) * 2 ^ (attempts - 1))
     delay = math.floor(delay / 2 + delay / 2 * jitter)
-    move(jkey, "active", "delayed")
-    redis.call("HSET", jkey, "error_type", error_type, "error", message, "retry_at", now + delay)
-    redis.call("HDEL", jkey, "owner", "lease_until")
+    move(id, "active", "delayed")
+    jset(id, "error_type", error_type, "error", message, "retry_at", now + delay)
+    jdel(id, "owner", "lease_until")
     redis.call("ZADD", K_DELAYED, now + delay, id)
     redis.call("HINCRBY", K_STATUS, "retries", 1)
     return { "retry", "", delay }
   end
-  return { "dead", make_dead(plan, id, jkey, "active", error_type, message, now), 0 }
+  return { "dead", make_dead(id, "active", error_type, message, now), 0 }
 end
 
 ---------------------------------------------------------------------------------------------------
 -- release <plan> <job> <token>
+-- Input:  KEYS[1..14]; writes status, ready, active, wake, jobs.   Output: "released" | "stale".
 -- A draining worker hands a job back unfinished; the attempt does not count.
 ---------------------------------------------------------------------------------------------------
 local function release()
   local plan, id, token = ARGV[3], ARGV[4], ARGV[5]
-  local jkey = leased(plan, id, token)
-  if not jkey then return "stale" end
+  if not leased(plan, id, token) then return "stale" end
   redis.call("ZREM", K_ACTIVE, id)
-  move(jkey, "active", "ready")
-  redis.call("HINCRBY", jkey, "attempts", -1)
-  redis.call("HDEL", jkey, "owner", "lease_until", "token")
+  move(id, "active", "ready")
+  redis.call("HINCRBY", K_JOBS, id .. "|attempts", -1)
+  jdel(id, "owner", "lease_until", "token")
   redis.call("LPUSH", K_READY, id)
   wake(1)
   return "released"
@@ -585,6 +668,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- cancel <plan> <reason>
+-- Input:  KEYS[1..14]; writes status, ready, active, delayed, jobs.
+-- Output: { "cancelled", n } | { state, 0 } (already ready/cancelled) | BAD_REQUEST (not the current plan).
 -- Every job not finished becomes cancelled; running jobs learn it at their next heartbeat.
 ---------------------------------------------------------------------------------------------------
 local function cancel()
@@ -593,13 +678,12 @@ local function cancel()
   if s[1] ~= plan then return fail("BAD_REQUEST", "plan '" .. plan .. "' is not the machine's current plan") end
   if s[2] ~= "pending" and s[2] ~= "running" and s[2] ~= "failed" then return { s[2], 0 } end
   local now, n = now_ms(), 0
-  for _, id in ipairs(redis.call("LRANGE", plan_jobs_key(plan), 0, -1)) do
-    local jkey = job_key(plan, id)
-    local state = redis.call("HGET", jkey, "state")
+  for id in string.gmatch(redis.call("HGET", K_JOBS, "|ids") or "", "%S+") do
+    local state = jget(id, "state")
     if state == "waiting" or state == "ready" or state == "active" or state == "delayed" then
-      move(jkey, state, "cancelled")
-      redis.call("HSET", jkey, "error_type", "cancelled", "error", reason, "finished_at", now)
-      redis.call("HDEL", jkey, "owner", "lease_until")
+      move(id, state, "cancelled")
+      jset(id, "error_type", "cancelled", "error", reason, "finished_at", now)
+      jdel(id, "owner", "lease_until")
       n = n + 1
     end
   end
@@ -608,18 +692,22 @@ local function cancel()
   if s[2] ~= "failed" then
     redis.call("HSET", K_STATUS, "state", "cancelled", "finished_at", now)
   end
-  redis.call("HSET", plan_key(plan), "state", "cancelled")
+  redis.call("HSET", K_JOBS, "|state", "cancelled")
+  retain_finished()
   return { "cancelled", n }
 end
 
 ---------------------------------------------------------------------------------------------------
 -- register <worker_id> <info_json> | unregister <worker_id>
+-- Input:  KEYS[1..14]; writes workers, heartbeats.   Output: "registered" | "unregistered".
 ---------------------------------------------------------------------------------------------------
 local function register()
   local worker, info = ARGV[3], ARGV[4]
   if #info > 16384 then return fail("BAD_REQUEST", "worker info is larger than 16 KiB") end
+  local now = now_ms()
   redis.call("HSET", K_WORKERS, worker, info)
-  redis.call("ZADD", K_HEARTBEATS, now_ms(), worker)
+  redis.call("ZADD", K_HEARTBEATS, now, worker)
+  bury_dead_workers(now)
   return "registered"
 end
 
@@ -631,6 +719,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- announce <claimant> <grace_ms> <takeover_ms>
+-- Input:  KEYS[1..14]; reads failures, writes status.
 -- Claims the fleet announcement of the current generation's flip (protocols/events.md §5). The
 -- status field `announced` is "0" (enqueue), "claimed <at_ms> <claimant>" while someone announces,
 -- "1" once announced. A claim older than takeover_ms may be taken over (the claimant died). Callers
@@ -662,7 +751,8 @@ local function announce()
 end
 
 ---------------------------------------------------------------------------------------------------
--- announced <claimant> <event_json> <events_maxlen>
+-- announced <claimant> <event_json> <events_maxlen> [<events_max_age_ms>]
+-- Input:  KEYS[1..14]; writes status, events.   Output: "announced" | "lost".
 -- The claimant has published the announcement fleet-wide: marks the generation announced and
 -- appends the machine's own event (machine.ready.complete, or machine.step.failure for step 21) to
 -- B:events, both at once, so the event is in the stream exactly once. Returns "announced", or
@@ -670,16 +760,36 @@ end
 ---------------------------------------------------------------------------------------------------
 local function announced()
   local claimant, event, maxlen = ARGV[3], ARGV[4] or "", tonumber(ARGV[5]) or 10000
+  local max_age = tonumber(ARGV[6]) or EVENTS_MAX_AGE_MS
   local a = redis.call("HGET", K_STATUS, "announced")
   if not a or string.match(a, "^claimed %d+ (.*)$") ~= claimant then return "lost" end
-  redis.call("HSET", K_STATUS, "announced", "1", "announced_at", now_ms())
+  local now = now_ms()
+  redis.call("HSET", K_STATUS, "announced", "1", "announced_at", now)
   if event ~= "" then
     redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, "*", "event", event)
+    redis.call("XTRIM", K_EVENTS, "MINID", "~", math.max(0, now - max_age))
+    redis.call("PEXPIRE", K_EVENTS, max_age)
   end
   return "announced"
 end
 
-local ops = { enqueue = enqueue, claim = claim, heartbeat = heartbeat, complete = complete,
+---------------------------------------------------------------------------------------------------
+-- retire <force 0|1>
+-- Input:  KEYS[1..14] the machine's keys; ARGV[3] force.
+-- Output: { "retired", deleted_keys } ; MACHINE_BUSY while a plan is pending or running, unless force.
+-- Deletes every key of the machine (its 14 declared keys are all of them). Workers still running for
+-- the machine would write B:workers/B:heartbeats again: stop them first.
+---------------------------------------------------------------------------------------------------
+local function retire()
+  local force = ARGV[3] == "1"
+  local state = redis.call("HGET", K_STATUS, "state")
+  if (state == "pending" or state == "running") and not force then
+    return fail("MACHINE_BUSY", "the machine is still " .. state .. "; cancel its plan or retire with force")
+  end
+  return { "retired", redis.call("DEL", unpack(KEYS)) }
+end
+
+local ops = { enqueue = enqueue, retire = retire, claim = claim, heartbeat = heartbeat, complete = complete,
               complete_many = complete_many,
               fail = fail_job, release = release, cancel = cancel, register = register,
               unregister = unregister, announce = announce, announced = announced }

@@ -4,13 +4,15 @@
 //   REDIS_URL=redis://localhost:6379 MACHINE_ID=m1 node enqueue.mjs ../../examples/plan-dag.json [--replace]
 //
 // Every state change goes through protocols/scripts/queue.lua (see protocols/redis.md):
-// EVALSHA <sha> 9 <the nine keys of B> enqueue <B> <machine_id> <plan_json> <max_payload_bytes>
-// <max_jobs> <replace 0|1> <retention_seconds>, where B = "<prefix>:{<machine_id>}".
+// EVALSHA <sha> 14 <the 14 keys of B> enqueue <B> <machine_id> <plan_json> <max_payload_bytes>
+// <max_jobs> <replace 0|1> <retention_seconds>, where B = "<prefix>:{<machine_id>}" (protocol 2: every
+// key the script touches is declared; keys of another protocol are refused with PROTOCOL_MISMATCH).
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createClient } from 'redis';
 
-const KEY_SUFFIXES = ['status', 'ready', 'active', 'delayed', 'wake', 'failures', 'workers', 'heartbeats', 'events'];
+const KEY_SUFFIXES = ['status', 'ready', 'active', 'delayed', 'wake', 'failures', 'workers', 'heartbeats', 'events',
+  'jobs', 'previous', 'plans', 'progress', 'metrics'];
 
 export class ProvisionQueue {
   constructor(client, machineId, prefix = 'provision') {
@@ -34,7 +36,7 @@ export class ProvisionQueue {
     }
   }
 
-  /** Resolves to { generation, jobs, ready }; rejects with error.code PLAN_INVALID, MACHINE_BUSY or BAD_REQUEST. */
+  /** Resolves to { generation, jobs, ready }; rejects with error.code PLAN_INVALID, MACHINE_BUSY, BAD_REQUEST or PROTOCOL_MISMATCH. */
   async enqueue(plan, { replace = false, maxPayloadBytes = 65536, maxJobs = 50000, retentionSeconds = 604800 } = {}) {
     const text = typeof plan === 'string' ? plan : JSON.stringify(plan);
     try {
@@ -43,7 +45,7 @@ export class ProvisionQueue {
       return { generation, jobs, ready };
     } catch (error) {
       // The script's errors are "<CODE> <sentence>".
-      const match = /^(PLAN_INVALID|MACHINE_BUSY|BAD_REQUEST) (.*)$/s.exec(String(error?.message));
+      const match = /^(PLAN_INVALID|MACHINE_BUSY|BAD_REQUEST|PROTOCOL_MISMATCH) (.*)$/s.exec(String(error?.message));
       if (!match) throw error;
       throw Object.assign(new Error(match[2]), { code: match[1] });
     }

@@ -21,6 +21,10 @@ Command line::
     python3 provision_client.py --redis URL --machine M status
     python3 provision_client.py --redis URL --machine M wait --timeout S   # exit 0 ready, 1 failed/cancelled, 2 timeout
     python3 provision_client.py --redis URL --machine M cancel [--reason TEXT]
+    python3 provision_client.py --redis URL --machine M retire [--force]   # removes every key of M
+
+Protocol 2: queue.lua declares all 14 keys of the machine and refuses (``PROTOCOL_MISMATCH``)
+keys written by another protocol; an out-of-date copy of this file and queue.lua must be replaced.
 """
 
 from __future__ import annotations
@@ -43,8 +47,12 @@ except ImportError:  # very old redis-py: replies follow the client's decode_res
 
 SCRIPT_PATH = Path(__file__).resolve().parent.parent.parent / "scripts" / "queue.lua"
 
-#: The keys every call of queue.lua declares, in this order (KEYS[1..9]).
-KEY_SUFFIXES = ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events")
+#: The protocol of queue.lua this client speaks (stored in the status hash's ``protocol`` field).
+PROTOCOL = 2
+
+#: The keys every call of queue.lua declares, in this order (KEYS[1..14]): every key of a machine.
+KEY_SUFFIXES = ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
+                "jobs", "previous", "plans", "progress", "metrics")
 
 #: The integer fields of the status hash reported under "counts".
 COUNT_FIELDS = ("total", "waiting", "ready", "active", "delayed", "succeeded", "failed", "dead",
@@ -74,6 +82,14 @@ class PlanRejected(ProvisionError):
 
 class MachineBusy(ProvisionError):
     """The machine still runs another plan (error code MACHINE_BUSY); cancel it or enqueue with replace."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+class ProtocolMismatch(ProvisionError):
+    """The machine's keys were written by another protocol of queue.lua (error code PROTOCOL_MISMATCH)."""
 
     def __init__(self, sentence: str) -> None:
         super().__init__(sentence)
@@ -127,7 +143,7 @@ class ProvisionQueue:
         self.prefix = prefix
         #: ``<prefix>:{<machine_id>}``, the start of every key of this machine (ARGV[2]).
         self.base = f"{prefix}:{{{machine_id}}}"
-        #: KEYS[1..9] of every script call.
+        #: KEYS[1..14] of every script call.
         self.keys: List[str] = [f"{self.base}:{suffix}" for suffix in KEY_SUFFIXES]
         # register_script calls EVALSHA and falls back to SCRIPT LOAD + EVALSHA on NOSCRIPT.
         self._script = redis.register_script(SCRIPT_PATH.read_text(encoding="utf-8"))
@@ -137,7 +153,7 @@ class ProvisionQueue:
         return f"{self.base}:{suffix}"
 
     def call(self, op: str, *args: Union[str, int, float]) -> Any:
-        """Runs one operation of queue.lua (low level): ``EVALSHA sha 9 KEYS... op base args...``.
+        """Runs one operation of queue.lua (low level): ``EVALSHA sha 14 KEYS... op base args...``.
 
         Error replies become :class:`PlanRejected`, :class:`MachineBusy` or :class:`BadRequest`;
         any other Redis error is raised unchanged. Replies are returned with bytes decoded to str.
@@ -152,6 +168,8 @@ class ProvisionQueue:
                 raise MachineBusy(message[len("MACHINE_BUSY "):]) from None
             if message.startswith("BAD_REQUEST "):
                 raise BadRequest(message[len("BAD_REQUEST "):]) from None
+            if message.startswith("PROTOCOL_MISMATCH "):
+                raise ProtocolMismatch(message[len("PROTOCOL_MISMATCH "):]) from None
             raise
         return _text(reply)
 
@@ -163,7 +181,8 @@ class ProvisionQueue:
         :param replace: supersede a plan that is still pending or running (else :class:`MachineBusy`).
         :param max_payload_bytes: the largest job payload accepted (the script caps it at 1 MiB).
         :param max_jobs: the most jobs accepted (the script caps it at 100000).
-        :param retention_seconds: how long the previous plan's records stay readable.
+        :param retention_seconds: how long a finished or superseded plan's records stay readable
+            (then they expire), and how long its plan id is refused again.
         :returns: ``{"generation": g, "jobs": n, "ready": r}``: the machine's new generation, the number
             of jobs written and how many were ready at once (no dependencies).
         :raises PlanRejected: the plan is invalid (the script's sentence says why) or its plan_id was
@@ -232,6 +251,19 @@ class ProvisionQueue:
         reply = self.call("cancel", plan_id, reason)
         return int(reply[1])
 
+    def retire(self, force: bool = False) -> int:
+        """Removes every key of the machine (stop its workers first), and its entry in the fleet
+        stream's index (``fleet.lua forget``, a call of its own: another cluster slot).
+
+        :returns: how many of the machine's keys existed.
+        :raises MachineBusy: the machine's plan is pending or running and ``force`` is false.
+        """
+        _, deleted = self.call("retire", "1" if force else "0")
+        stream = f"{self.prefix}:fleet:events"
+        fleet = self.redis.register_script((SCRIPT_PATH.parent / "fleet.lua").read_text(encoding="utf-8"))
+        fleet(keys=[stream, f"{{{stream}}}:announced:{self.machine_id}"], args=["forget", self.machine_id])
+        return int(deleted)
+
     def wait(self, timeout_s: float, poll_s: float = 0.2) -> Dict[str, Any]:
         """Polls :meth:`status` until the machine is ready, failed or cancelled, or ``timeout_s`` passed.
 
@@ -264,6 +296,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     wait.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
     cancel = commands.add_parser("cancel", help="cancel the machine's current plan")
     cancel.add_argument("--reason", default="cancelled by an operator")
+    retire = commands.add_parser("retire", help="remove every key of the machine (stop its workers first)")
+    retire.add_argument("--force", action="store_true", help="even while its plan is pending or running")
     args = parser.parse_args(argv)
     if not args.redis or not args.machine:
         parser.error("say which Redis (--redis or REDIS_URL) and which machine (--machine or MACHINE_ID)")
@@ -290,6 +324,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
                 print(f"provision_client: machine {args.machine} has no plan to cancel", file=sys.stderr)
                 return 1
             print(json.dumps({"plan_id": plan_id, "cancelled": queue.cancel(plan_id, args.reason)}))
+            return 0
+        if args.command == "retire":
+            print(json.dumps({"machine_id": args.machine, "deleted_keys": queue.retire(force=args.force)}))
             return 0
     except (ProvisionError, ValueError, OSError, redis.exceptions.RedisError) as error:
         print(f"provision_client: {type(error).__name__}: {error}", file=sys.stderr)

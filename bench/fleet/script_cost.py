@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Redis time per job inside queue.lua, protocol 2 against an older queue.lua, on one private redis-server.
+
+    .build/test-venv/bin/python bench/fleet/script_cost.py [--old-commit ceaecb2] [--jobs 2000] [--batch 8]
+
+For each script: enqueue a plan of N noop jobs, then claim `batch` jobs and complete them with one
+complete_many, until done (the worker's pattern); reports Redis µs per job for enqueue, claim and
+complete from INFO commandstats (EVALSHA), median of 5 rounds. The old script is read with
+`git show <commit>:protocols/scripts/queue.lua` and called with its own 9 keys.
+"""
+import argparse, json, socket, statistics, subprocess, tempfile, time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+NEW_KEYS = ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
+            "jobs", "previous", "plans", "progress", "metrics")
+OLD_KEYS = NEW_KEYS[:9]
+
+
+def usec(r):
+    s = r.info("commandstats").get("cmdstat_evalsha", {})
+    return s.get("usec", 0)
+
+
+def run(r, source, keys, n, batch, claim_reply_offset, round_):
+    sha = r.script_load(source)
+    base = f"provision:{{m{round_}}}"
+    k = [f"{base}:{x}" for x in keys]
+    plan = json.dumps({"version": 1, "plan_id": f"p{round_}", "jobs": [{"id": f"j{i}", "kind": "noop"} for i in range(n)]})
+    r.config_resetstat()
+    r.evalsha(sha, len(k), *k, "enqueue", base, f"m{round_}", plan, 65536, 100000, 0, 604800)
+    enqueue = usec(r)
+    claim = complete = 0
+    done = 0
+    while done < n:
+        before = usec(r)
+        reply = r.evalsha(sha, len(k), *k, "claim", base, "w", batch, 100)
+        claim += usec(r) - before
+        jobs = reply[claim_reply_offset:]
+        args = []
+        for job in jobs:
+            args += [job[8], job[0], job[5], "{}"]
+        before = usec(r)
+        r.evalsha(sha, len(k), *k, "complete_many", base, *args)
+        complete += usec(r) - before
+        done += len(jobs)
+    return enqueue / n, claim / n, complete / n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--old-commit", default="ceaecb2")
+    ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=8)
+    a = ap.parse_args()
+    old = subprocess.run(["git", "-C", str(ROOT), "show", f"{a.old_commit}:protocols/scripts/queue.lua"],
+                         capture_output=True, text=True, check=True).stdout
+    new = (ROOT / "protocols" / "scripts" / "queue.lua").read_text()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = tempfile.mkdtemp(prefix="script-cost-")
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                               "--dir", work], stdout=subprocess.DEVNULL)
+    try:
+        r = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        result = {}
+        for name, source, keys, offset in (("old", old, OLD_KEYS, 1), ("protocol 2", new, NEW_KEYS, 2)):
+            rounds = [run(r, source, keys, a.jobs, a.batch, offset, f"{name[:3]}{i}") for i in range(5)]
+            result[name] = {part: round(statistics.median(x[j] for x in rounds), 2)
+                            for j, part in enumerate(("enqueue_us_per_job", "claim_us_per_job", "complete_us_per_job"))}
+            result[name]["total_us_per_job"] = round(sum(result[name].values()), 2)
+        print(json.dumps(result, indent=1))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()

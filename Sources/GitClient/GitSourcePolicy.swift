@@ -89,6 +89,11 @@ public struct GitSourcePolicy: Sendable {
         return !name.contains("..") && !name.contains("//") && !name.hasSuffix("/") && !name.hasSuffix(".lock") && !name.hasSuffix(".")
     }
 
+    /// Text with any `scheme://user:password@` credentials masked, for text that is not one clean URL.
+    public static func withoutCredentials(_ text: String) -> String {
+        text.replacingOccurrences(of: #"://[^/@\s]*@"#, with: "://***@", options: .regularExpression)
+    }
+
     /// 40 lower-case hexadecimal digits.
     public static func isFullCommit(_ text: String) -> Bool {
         text.utf8.count == 40 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
@@ -101,7 +106,7 @@ public struct GitSourcePolicy: Sendable {
 
     /// A URL as it may appear in messages: no credentials, no query.
     public static func shown(_ url: String) -> String {
-        guard var components = URLComponents(string: url), components.scheme != nil else { return String(url.prefix(200)) }
+        guard var components = URLComponents(string: url), components.scheme != nil else { return String(withoutCredentials(url).prefix(200)) }
         if components.user != nil || components.password != nil {
             components.user = nil
             components.password = nil

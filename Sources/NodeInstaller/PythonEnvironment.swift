@@ -204,8 +204,9 @@ enum ExclusiveDistributions {
         var choices: [Choice] = []
         for family in families {
             let present = lines.filter { family.names.contains(RequirementsReader.projectName($0)) }
-            guard present.count > 1 else { continue }
-            let names = present.map { RequirementsReader.projectName($0) }
+            // Two builds of the module, not two lines of one build (a leftover second dist-info).
+            let names = Array(Set(present.map { RequirementsReader.projectName($0) }))
+            guard names.count > 1 else { continue }
             var keep: String
             if let gpuName = family.gpu, names.contains(gpuName) {
                 keep = gpu ? gpuName : (family.names.first { $0 != gpuName && names.contains($0) } ?? gpuName)
@@ -214,7 +215,7 @@ enum ExclusiveDistributions {
             }
             if !names.contains(keep) { keep = names[0] }
             let kept = present.first { RequirementsReader.projectName($0) == keep } ?? present[0]
-            let dropped = present.filter { $0 != kept }
+            let dropped = present.filter { RequirementsReader.projectName($0) != keep }
             result.removeAll { dropped.contains($0) }
             choices.append(Choice(kept: kept, dropped: dropped))
         }

@@ -20,28 +20,31 @@ enum RequirementsReader {
         return try read(node: node, file: directory + "/requirements.txt", root: root, allowOutside: allowOutside, sources: sources, pins: pins, depth: 0)
     }
 
-    /// The logical lines of a requirements file as pip reads them: split on any line ending,
-    /// a trailing `\` joins the next line, comments removed.
+    /// The logical lines of a requirements file as pip reads them: split on any line ending, a
+    /// trailing `\\` joins the next line unless the line holds a comment, and a `#` at the start or
+    /// after whitespace starts a comment.
     static func logicalLines(_ text: String) -> [(number: Int, line: String)] {
         var result: [(number: Int, line: String)] = []
         var pending = ""
         var start = 0
-        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" || $0 == "\u{0B}" || $0 == "\u{0C}" || $0 == "\u{85}" || $0 == "\u{2028}" || $0 == "\u{2029}" }).enumerated() {
-            if pending.isEmpty { start = index + 1 }
-            var line = String(raw)
-            if line.hasSuffix("\\") {
-                line.removeLast()
-                pending += line
-                continue
-            }
-            line = pending + line
-            pending = ""
-            if let hash = line.range(of: " #") ?? line.range(of: "\t#") ?? (line.hasPrefix("#") ? line.range(of: "#") : nil) { line = String(line[..<hash.lowerBound]) }
+        func finish(_ line: String) {
+            var line = line
+            if let comment = line.range(of: #"(^|\s)#"#, options: .regularExpression) { line = String(line[..<comment.lowerBound]) }
             line = line.trimmingCharacters(in: .whitespaces)
             if !line.isEmpty { result.append((start, line)) }
         }
-        let last = pending.trimmingCharacters(in: .whitespaces)
-        if !last.isEmpty { result.append((start, last)) }
+        let separators: Set<Character> = ["\n", "\r", "\r\n", "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}", "\u{2029}"]
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { separators.contains($0) }).enumerated() {
+            if pending.isEmpty { start = index + 1 }
+            let line = String(raw)
+            if line.hasSuffix("\\"), line.range(of: #"(^|\s)#"#, options: .regularExpression) == nil {
+                pending += line.dropLast()
+                continue
+            }
+            finish(pending + line)
+            pending = ""
+        }
+        if !pending.isEmpty { finish(pending) }
         return result
     }
 
@@ -61,7 +64,7 @@ enum RequirementsReader {
         for (number, line) in logicalLines(String(decoding: data, as: UTF8.self)) {
             let whereabouts = "\(node)'s \(name) line \(number)"
             func refuse(_ why: String) -> JobFailure {
-                JobFailure(type: "requirements_refused", message: "\(whereabouts) \(why) ('\(line.prefix(120))'); an operator allows it with allow_outside on the node in the manifest", retryable: false)
+                JobFailure(type: "requirements_refused", message: "\(whereabouts) \(why) ('\(GitSourcePolicy.withoutCredentials(String(line.prefix(120))))'); an operator allows it with allow_outside on the node in the manifest", retryable: false)
             }
             guard !line.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" }) else { throw refuse("contains control characters") }
             if line.hasPrefix("-") {
@@ -112,10 +115,17 @@ enum RequirementsReader {
         } catch {
             throw refuse("names a git source this worker refuses: \(error.message)")
         }
-        let fragment = requirement.fragment
-        guard fragment.isEmpty || fragment.range(of: #"^#(egg=[A-Za-z0-9._-]+)?(&subdirectory=[A-Za-z0-9._/-]+)?$"#, options: .regularExpression) != nil,
-            !fragment.contains("..")
-        else { throw refuse("has a fragment other than #egg=NAME and &subdirectory=PATH") }
+        // `#egg=NAME&subdirectory=PATH`, in any order; the subdirectory stays inside the checkout.
+        for part in requirement.fragment.dropFirst().split(separator: "&") {
+            let pair = part.split(separator: "=", maxSplits: 1).map(String.init)
+            let valid: Bool
+            switch (pair.first, pair.count) {
+            case ("egg", 2): valid = pair[1].range(of: #"^[A-Za-z0-9._-]+$"#, options: .regularExpression) != nil
+            case ("subdirectory", 2): valid = PayloadRules.isRelativePath(pair[1])
+            default: valid = false
+            }
+            guard valid else { throw refuse("has a fragment other than #egg=NAME and a relative &subdirectory=PATH") }
+        }
         let pinned = pins[requirement.pinKey] ?? requirement.ref
         return (requirement.line(url: url, ref: pinned), normalise(requirement.name.map(projectName) ?? requirement.projectName))
     }

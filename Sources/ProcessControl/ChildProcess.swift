@@ -117,8 +117,7 @@ public final class ChildProcess: Sendable {
     /// The blocking twin of `wait`, for `deinit` and other synchronous places.
     public func waitBlocking(timeout: Duration) -> Termination? {
         if let done = poll() { return done }
-        let (seconds, attoseconds) = timeout.components
-        _ = exit.group.wait(timeout: .now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)))
+        _ = exit.group.wait(timeout: .now() + .nanoseconds(Int(ExitSignal.nanoseconds(timeout))))
         return poll()
     }
 
@@ -169,13 +168,15 @@ public final class ChildProcess: Sendable {
         let fd = open(log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         if fd >= 0 { close(fd) }
         defer { unlink(log) }
-        let child = try ChildProcess(executable, arguments, environment: environment, outputPath: log, workingDirectory: workingDirectory)
+        // Its own process group: stopping it stops what it started too (pip under install.py, git's
+        // helpers), so nothing keeps writing into the environment after the job let go of it.
+        let child = try ChildProcess(executable, arguments, environment: environment, outputPath: log, workingDirectory: workingDirectory, newProcessGroup: true)
         // A cancelled job stops its command: SIGTERM, then SIGKILL, as at the deadline.
         let ended = await child.wait(timeout: timeout, cancellable: true)
         if ended == nil {
-            child.signal(SIGTERM)
+            child.signalGroup(SIGTERM)
             if await child.wait(timeout: grace) == nil {
-                child.signal(SIGKILL)
+                child.signalGroup(SIGKILL)
                 _ = await child.wait(timeout: .seconds(5))
             }
         }
@@ -279,6 +280,13 @@ final class ExitSignal: Sendable {
         thread.start()
     }
 
+    /// A duration in nanoseconds, between 0 and about 31 years (no overflow for any input).
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        let whole = max(0, min(seconds, 1_000_000_000))
+        return whole * 1_000_000_000 + max(0, attoseconds / 1_000_000_000)
+    }
+
     /// Returns when the child has exited, when `timeout` has passed, or (when `cancellable`) when
     /// the task is cancelled; whichever comes first resumes the waiter, once.
     func wait(timeout: Duration, cancellable: Bool) async {
@@ -306,9 +314,7 @@ final class ExitSignal: Sendable {
                     continuation.resume()
                     return
                 }
-                let (seconds, attoseconds) = timeout.components
-                let nanoseconds = max(0, min(Int64.max / 2, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds)), execute: resume)
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(ExitSignal.nanoseconds(timeout))), execute: resume)
             }
         } onCancel: {
             if cancellable { resume() }

@@ -217,19 +217,25 @@ struct QueueProtocolTests {
         defer { h.redis.stop() }
         _ = try await h.queue.enqueue(planJSON: planJSON("p1", [
             job("fatal", "noop", ["max_attempts": 1]), job("patient", "noop", ["max_attempts": 3, "backoff_ms": 60_000]),
+            job("after-patient", deps: ["patient"]), job("late", "noop", ["max_attempts": 3]),
         ]))
         let claimed = try await h.claimAll()
         let patient = try #require(claimed.first { $0.id == "patient" })
         let fatal = try #require(claimed.first { $0.id == "fatal" })
+        let late = try #require(claimed.first { $0.id == "late" })
         guard case .retry = try await h.queue.fail(patient.lease, errorType: "http_503", message: "later").outcome else {
             Issue.record("the patient job was not delayed")
             return
         }
         #expect(try await h.queue.status().count("delayed") == 1)
         #expect(try await h.queue.fail(fatal.lease, errorType: "invalid_payload", message: "bad", retryable: false).flip == .failed)
+        // A job still running fails retryably after the flip: no retry in a failed plan.
+        #expect(try await h.queue.fail(late.lease, errorType: "http_503", message: "later").outcome == .dead)
         let status = try await h.queue.status()
-        #expect(status.state == .failed && status.count("delayed") == 0 && status.count("cancelled") == 1, "\(status)")
+        #expect(status.state == .failed && status.count("delayed") == 0 && status.count("cancelled") == 3, "\(status)")
         #expect(try await h.queue.job(plan: "p1", id: "patient")?["state"] == "cancelled")
+        // What waited on the cancelled retry does not wait forever.
+        #expect(try await h.queue.job(plan: "p1", id: "after-patient")?["state"] == "cancelled")
         #expect(status.isSettled)
     }
 

@@ -94,6 +94,10 @@ struct InstallScriptsTests {
         }
         #expect(try lines("tinyfoo\r\ntinybar>=1 # why\r\n") == ["tinyfoo", "tinybar>=1"])
         #expect(try lines("numpy\\\n  >=1.0\nscipy\n") == ["numpy  >=1.0", "scipy"])
+        // pip's comment rules: a # at the start or after whitespace; a comment line does not continue.
+        #expect(try lines("tinyfoo\t# see https://h.example # pinned\n") == ["tinyfoo"])
+        #expect(try lines("# old \\\ntinybar\n") == ["tinybar"])
+        #expect(try lines("pkg#egg\n") == ["pkg#egg"])
         // Each of these hid behind CRLF before: the whole file was one line.
         for hostile in ["tinyfoo\r\n-e /etc", "tinyfoo\r\n--find-links /tmp", "tinyfoo\r\n-r /etc/hostname", "tinyfoo\r-i https://evil.example", "tinyfoo\r\n--extra-\\\nindex-url=https://evil.example"] {
             #expect(throws: JobFailure.self, "\(hostile.debugDescription)") { try lines(hostile) }
@@ -117,10 +121,19 @@ struct InstallScriptsTests {
         let named = try #require(try RequirementsReader.vcsRequirement("cstr @ git+https://github.example/cstr", sources: h.configuration.sources, refuse: refuse))
         #expect(named.name == "cstr" && named.line.hasPrefix("cstr @ git+file://"))
         let strict = GitSourcePolicy()
-        for line in ["git+http://github.com/o/r", "git+ssh://git@github.com/o/r", "git+file:///etc/x", "git+https://github.com/o/r@--upload-pack=x", "git+https://github.com/o/r#egg=x&subdirectory=../../etc"] {
+        for line in ["git+http://github.com/o/r", "git+ssh://git@github.com/o/r", "git+file:///etc/x", "git+https://github.com/o/r@--upload-pack=x",
+                     "git+https://github.com/o/r#egg=x&subdirectory=../../etc", "git+https://github.com/o/r#egg=x&subdirectory=/home/u/other",
+                     "git+https://github.com/o/r#egg=x&install=evil"] {
             #expect(throws: JobFailure.self, "\(line)") { try RequirementsReader.vcsRequirement(line, sources: strict, refuse: refuse) }
         }
         #expect(try RequirementsReader.vcsRequirement("git+https://github.com/WASasquatch/img2texture.git", sources: strict, refuse: refuse)?.name == "img2texture")
+        #expect(try RequirementsReader.vcsRequirement("git+https://github.com/o/r#subdirectory=pkg&egg=r", sources: strict, refuse: refuse)?.name == "r")
+        // A token in a refused line never reaches the job's error.
+        let folder = h.folder.appendingPathComponent("token")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try "git+https://oauth2:ghp_secret123@github.com/org/private.git\n".write(to: folder.appendingPathComponent("requirements.txt"), atomically: true, encoding: .utf8)
+        let leaked = await failure { try RequirementsReader.read(node: "token", directory: folder.path, allowOutside: false, sources: strict) }
+        #expect(leaked?.type == "requirements_refused" && leaked?.message.contains("ghp_secret123") == false, "\(leaked?.message ?? "")")
 
         // End to end: uv fetches the package from the rewritten source, through git.
         try await makeWheels(in: h.wheels, ["setuptools==70.0", "wheel==0.43"])
@@ -164,6 +177,8 @@ struct InstallScriptsTests {
         let again = try await h.installed()
         #expect(again["onnxruntime"] == "1.0" && again["onnxruntime-gpu"] == nil, "\(again)")
         #expect(ExclusiveDistributions.pick(["onnxruntime==1.0", "numpy==2.0"], gpu: true).lines == ["onnxruntime==1.0", "numpy==2.0"])
+        // Two lines of one build (a leftover dist-info) are not two builds.
+        #expect(ExclusiveDistributions.pick(["opencv-python==4.9", "opencv-python==4.10"], gpu: false).choices.isEmpty)
     }
 
     @Test func waitingForAChildEndsAtItsExitAndOnCancellation() async throws {

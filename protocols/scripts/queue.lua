@@ -148,17 +148,34 @@ local function flip_if_done(now)
   return ""
 end
 
+-- A retry that would run in a plan that has already failed is cancelled instead, and so is every
+-- job waiting on it, transitively (else they would wait forever and the machine never settle).
+local function cancel_retry(id, from, now)
+  local message = "the machine failed before this retry"
+  move(id, from, "cancelled")
+  jset(id, "error_type", "cancelled", "error", message, "finished_at", now)
+  jdel(id, "retry_at", "owner", "lease_until")
+  local queue, head = { id }, 1
+  while queue[head] do
+    local cause = queue[head]
+    head = head + 1
+    for _, dep in ipairs(cjson.decode(jget(cause, "dependents") or "[]")) do
+      if jget(dep, "state") == "waiting" then
+        move(dep, "waiting", "cancelled")
+        jset(dep, "error_type", "cancelled", "error", "dependency " .. cause .. " was cancelled: " .. message, "finished_at", now)
+        queue[#queue + 1] = dep
+      end
+    end
+  end
+end
+
 local function flip_failed(now)
   local state = redis.call("HGET", K_STATUS, "state")
   if state ~= "pending" and state ~= "running" then return "" end
   redis.call("HSET", K_STATUS, "state", "failed", "finished_at", now)
-  -- Retries waiting out their backoff would run jobs of a plan that has already failed: cancelled.
+  -- Retries waiting out their backoff would run jobs of a plan that has already failed.
   for _, id in ipairs(redis.call("ZRANGE", K_DELAYED, 0, -1)) do
-    if jget(id, "state") == "delayed" then
-      move(id, "delayed", "cancelled")
-      jset(id, "error_type", "cancelled", "error", "the machine failed before this retry", "finished_at", now)
-      jdel(id, "retry_at")
-    end
+    if jget(id, "state") == "delayed" then cancel_retry(id, "delayed", now) end
   end
   redis.call("DEL", K_DELAYED)
   retain_finished()
@@ -220,6 +237,8 @@ local function maintain(now, limit)
       if tonumber(f[2]) >= tonumber(f[3]) then
         local r = make_dead(id, "active", "lease_expired", message, now)
         if r ~= "" then flipped = r end
+      elseif redis.call("HGET", K_STATUS, "state") == "failed" then
+        cancel_retry(id, "active", now)
       else
         move(id, "active", "ready")
         jset(id, "error_type", "lease_expired", "error", message)
@@ -643,6 +662,11 @@ local function fail_job()
   redis.call("ZREM", K_ACTIVE, id)
   local f = jmget(id, "attempts", "max_attempts", "backoff_ms", "backoff_max_ms")
   local attempts, max_attempts = tonumber(f[1]), tonumber(f[2])
+  if retryable and attempts < max_attempts and redis.call("HGET", K_STATUS, "state") == "failed" then
+    -- The plan has failed already: no retry, the job and what waits on it are cancelled.
+    cancel_retry(id, "active", now)
+    return { "dead", "", 0 }
+  end
   if retryable and attempts < max_attempts then
     -- Exponential backoff with "equal jitter": half fixed, half random. The random part is the
     -- caller's: before Redis 7 a script's generator is reseeded identically on every call.

@@ -101,7 +101,8 @@ public struct Git: Sendable {
     /// A ref that may be a commit, a tag or a branch (pip's `@ref` does not say which).
     func resolve(_ url: String, anyRef ref: String?) async throws(ManifestError) -> String {
         guard let ref else { return try await resolve(url, ref: .head) }
-        if GitSourcePolicy.isCommit(ref) { return try await resolve(url, ref: .commit(ref)) }
+        // A tag or branch may look hexadecimal (`20240101`): a commit first, then the names.
+        if GitSourcePolicy.isCommit(ref), let commit = try? await client.commit(url, ref: .commit(ref)) { return commit }
         do {
             return try await client.commit(url, ref: .tag(ref))
         } catch where error.kind == .notFound {

@@ -83,7 +83,12 @@ struct StatusCommand: AsyncParsableCommand {
             var jobRecords: [[String: String]] = []
             if jobs, let plan = snapshot.status.planID {
                 let jobQueue = try JobQueue(redis: redis, machine: keys.machine, prefix: queue.keyPrefix)
-                jobRecords = try await jobQueue.jobs(plan: plan)
+                do {
+                    jobRecords = try await jobQueue.jobs(plan: plan)
+                } catch {
+                    // A Redis problem, not the machine's: exit 3, never 1.
+                    throw unreachable(error)
+                }
             }
             say(render(snapshot, jobs: jobs ? jobRecords : nil))
             if wait && snapshot.status.state != .ready { throw ExitCode(1) }

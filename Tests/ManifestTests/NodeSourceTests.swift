@@ -91,8 +91,10 @@ struct NodeSourceTests {
         let v1 = try await package.head()
         try await package.commit(["setup.py": "# later\n"], message: "after v1")
         let helper = try await LocalRepository.create(at: mirror.appendingPathComponent("acme/helper.git"), files: ["setup.py": "# helper\n"])
+        // A tag that looks like an abbreviated commit is still a tag.
+        try await git(["tag", "20240101"], in: helper.path)
         let node = try await LocalRepository.create(at: mirror.appendingPathComponent("acme/was-like-node.git"), files: [
-            "requirements.txt": "numpy\r\ngit+https://github.com/acme/gitpkg.git@v1#egg=gitpkg\r\nhelper @ git+https://github.com/acme/helper  # default branch\n",
+            "requirements.txt": "numpy\r\ngit+https://github.com/acme/gitpkg.git@v1#egg=gitpkg\r\nhelper @ git+https://github.com/acme/helper@20240101  # a date-like tag\n",
         ])
         let manifest = try write(json(["custom_nodes": [
             ["name": "was-like", "url": "https://github.com/acme/was-like-node", "allow_outside": true],

@@ -77,8 +77,14 @@ public struct Downloader: Sendable {
         let result: Result<DownloadResult, DownloadError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let thread = Thread {
-                    let session = DownloadSession(request: request, cancelled: cancelled, progress: progress)
-                    continuation.resume(returning: session.run())
+                    // The session (its curl handles, connections and TLS state) is gone before the
+                    // caller hears back: a CLI that prints and exits must not race its teardown
+                    // against the libraries' exit-time destructors (a double free seen under load).
+                    let outcome = { () -> Result<DownloadResult, DownloadError> in
+                        let session = DownloadSession(request: request, cancelled: cancelled, progress: progress)
+                        return session.run()
+                    }()
+                    continuation.resume(returning: outcome)
                 }
                 thread.name = "provision-download"
                 thread.stackSize = 1 << 20

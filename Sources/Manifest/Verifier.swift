@@ -1,28 +1,13 @@
 import Downloader
 import Foundation
+import JobCore
 
 /// What a machine must have: the parts of a lockfile (or a verify job) that can be checked on disk.
 public struct VerificationTarget: Sendable, Equatable {
-    public struct Node: Sendable, Equatable {
-        public var name: String
-        public var commit: String
-        public init(name: String, commit: String) {
-            self.name = name
-            self.commit = commit
-        }
-    }
-
-    public struct Model: Sendable, Equatable {
-        /// Relative to the models folder: `directory/filename`.
-        public var path: String
-        public var size: Int64?
-        public var sha256: String?
-        public init(path: String, size: Int64? = nil, sha256: String? = nil) {
-            self.path = path
-            self.size = size
-            self.sha256 = sha256
-        }
-    }
+    /// A node at its commit: the verify job's own entry type, so the job and `provision verify` share it.
+    public typealias Node = VerifyPayload.Node
+    /// A model file, relative to the models folder (`directory/filename`), with what it must measure.
+    public typealias Model = VerifyPayload.Model
 
     public var comfyuiCommit: String?
     public var nodes: [Node]

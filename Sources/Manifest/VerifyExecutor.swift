@@ -32,8 +32,12 @@ public struct VerifyExecutor: JobExecutor {
     /// What the payload asks to check (its rules were checked when it was decoded).
     static func target(_ payload: VerifyPayload) -> (VerificationTarget, Bool) {
         var target = VerificationTarget()
-        target.nodes = (payload.nodes ?? []).map { .init(name: $0.name, commit: $0.commit) }
-        target.models = (payload.models ?? []).map { .init(path: $0.path, size: $0.size, sha256: $0.sha256?.lowercased()) }
+        target.nodes = payload.nodes ?? []
+        target.models = (payload.models ?? []).map { model in
+            var model = model
+            model.sha256 = model.sha256?.lowercased()
+            return model
+        }
         target.comfyuiCommit = payload.comfyui?.commit
         target.pythonPackages = payload.pythonPackages ?? []
         return (target, payload.deep ?? false)

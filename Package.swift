@@ -31,7 +31,9 @@ let package = Package(
         .target(name: "ProcessControl", dependencies: ["CSpawn"]),
         // git for the whole project: one source policy (https, rewrites, refs), one safe runner.
         .target(name: "GitClient", dependencies: ["ProcessControl"]),
-        .target(name: "RedisClient", dependencies: ["CHiredis", "ProcessControl"]),
+        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        // A private redis-server launched from this process (`provision up`, offline readers, tests).
+        .target(name: "RedisServerProcess", dependencies: ["RedisClient", "ProcessControl"]),
         // What a job is without any queue: payload contracts per kind, failure, context, progress,
         // the executor protocol. Domain modules depend on this, never on Redis.
         .target(name: "JobCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
@@ -86,7 +88,7 @@ let package = Package(
             name: "provision",
             dependencies: [
                 "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
-                "HealthServer", "Manifest", "Services",
+                "HealthServer", "Manifest", "Services", "RedisServerProcess",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -98,7 +100,7 @@ let package = Package(
         .plugin(name: "EmbedScripts", capability: .buildTool(), dependencies: ["embed-scripts"]),
 
         // Test helpers: private redis-server, process control, temporary folders.
-        .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
+        .target(name: "TestSupport", dependencies: ["RedisClient", "RedisServerProcess", "ProcessControl"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
         .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "GitClient", "TestSupport"]),

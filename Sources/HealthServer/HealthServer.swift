@@ -41,6 +41,7 @@ public final class HealthServer: Sendable {
     private let monitor: MachineMonitor
     private let logger: Logger
     private let services: Services?
+    /// The server's own group when started with `start()` (tests, tools), not in a caller's group.
     private let running = Mutex<(group: ServiceGroup, task: Task<Void, Never>)?>(nil)
 
     public init(monitor: MachineMonitor, configuration: Configuration = Configuration(), logger: Logger, services: Services? = nil) {
@@ -50,32 +51,57 @@ public final class HealthServer: Sendable {
         self.services = services
     }
 
-    /// Starts listening; returns the bound port once connections are accepted. Throws
-    /// `HealthServerError.cannotListen` when the address cannot be bound (a port in use).
-    public func start() async throws(HealthServerError) -> Int {
-        let gate = StartGate()
-        var serverLogger = logger
-        serverLogger.logLevel = max(logger.logLevel, .warning)
-        let app = Application(
-            router: makeRouter(),
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "provision"),
-            onServerRunning: { channel in gate.finish(.success(channel.localAddress?.port ?? 0)) },
-            logger: serverLogger)
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: serverLogger))
-        let address = "\(configuration.host):\(configuration.port)"
-        let task = Task {
-            do {
-                try await group.run()
-                gate.finish(.failure(.stopped))
-            } catch {
-                gate.finish(.failure(.cannotListen(address: address, reason: "\(error)")))
-            }
-        }
-        running.withLock { $0 = (group, task) }
-        return try await gate.wait().get()
+    /// The server as a `Service` for the caller's `ServiceGroup`: it serves until the group's
+    /// graceful shutdown. `listening` is told the bound port once connections are accepted, or the
+    /// reason it could not bind (then `run()` throws it too).
+    public func service(listening: @escaping @Sendable (Result<Int, HealthServerError>) -> Void) -> some Service {
+        Listener(server: self, listening: listening)
     }
 
-    /// Stops listening (gracefully: requests in flight are answered) and returns once the server is down.
+    private struct Listener: Service {
+        let server: HealthServer
+        let listening: @Sendable (Result<Int, HealthServerError>) -> Void
+
+        func run() async throws {
+            var serverLogger = server.logger
+            serverLogger.logLevel = max(server.logger.logLevel, .warning)
+            let address = "\(server.configuration.host):\(server.configuration.port)"
+            let app = Application(
+                router: server.makeRouter(),
+                configuration: .init(
+                    address: .hostname(server.configuration.host, port: server.configuration.port), serverName: "provision"),
+                onServerRunning: { [listening] channel in listening(.success(channel.localAddress?.port ?? 0)) },
+                logger: serverLogger)
+            do {
+                try await app.run()
+            } catch {
+                let failure = HealthServerError.cannotListen(address: address, reason: "\(error)")
+                listening(.failure(failure))
+                throw failure
+            }
+            listening(.failure(.stopped))
+        }
+    }
+
+    /// Starts listening in a group of its own; returns the bound port once connections are
+    /// accepted. Throws `HealthServerError.cannotListen` when the address cannot be bound.
+    public func start() async throws(HealthServerError) -> Int {
+        let (outcomes, report) = AsyncStream.makeStream(of: Result<Int, HealthServerError>.self)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [service(listening: { report.yield($0) })], gracefulShutdownSignals: [], logger: logger))
+        let task = Task {
+            try? await group.run()
+            report.yield(.failure(.stopped))
+            report.finish()
+        }
+        running.withLock { $0 = (group, task) }
+        for await outcome in outcomes { return try outcome.get() }
+        throw .stopped
+    }
+
+    /// Stops a server started with `start()` (gracefully: requests in flight are answered) and
+    /// returns once it is down.
     public func stop() async {
         guard let (group, task) = running.withLock({ state -> (ServiceGroup, Task<Void, Never>)? in
             defer { state = nil }
@@ -169,32 +195,6 @@ public enum HealthServerError: Error, Sendable, Equatable, CustomStringConvertib
             return "The health server cannot listen on \(address) (\(reason)); choose another --health-port, or 0 to run without it."
         case .stopped:
             return "The health server stopped before it was listening."
-        }
-    }
-}
-
-/// Resumes the starter once, with the bound port or the error.
-private final class StartGate: Sendable {
-    private let state = Mutex<(result: Result<Int, HealthServerError>?, waiter: CheckedContinuation<Result<Int, HealthServerError>, Never>?)>((nil, nil))
-
-    func finish(_ result: Result<Int, HealthServerError>) {
-        let waiter = state.withLock { state -> CheckedContinuation<Result<Int, HealthServerError>, Never>? in
-            guard state.result == nil else { return nil }
-            state.result = result
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume(returning: result)
-    }
-
-    func wait() async -> Result<Int, HealthServerError> {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> Result<Int, HealthServerError>? in
-                if let result = state.result { return result }
-                state.waiter = continuation
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
         }
     }
 }

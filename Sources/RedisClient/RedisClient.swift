@@ -145,38 +145,54 @@ public final class RedisClient: Sendable {
     /// cooperative pool, one call at a time, as for one server).
     private func onCluster<T: Sendable>(_ body: @escaping @Sendable (RoutedConnections) throws(RedisError) -> T) async throws(RedisError) -> T {
         guard let cluster else { throw .invalidURL(reason: "not a cluster client") }
-        let result: Result<T, RedisError> = await withCheckedContinuation { continuation in
-            queue.async { [closed, configuration] in
-                if closed.value.load(ordering: .sequentiallyConsistent) {
-                    continuation.resume(returning: .failure(.io(server: configuration.serverDescription, command: "?", reason: "the client was closed")))
-                    return
-                }
-                do throws(RedisError) {
-                    continuation.resume(returning: .success(try body(cluster)))
-                } catch {
-                    continuation.resume(returning: .failure(error))
-                }
+        return try await cancellable("?") { [closed, configuration] cancellation in
+            if closed.value.load(ordering: .sequentiallyConsistent) {
+                return .failure(.io(server: configuration.serverDescription, command: "?", reason: "the client was closed"))
+            }
+            if cancellation.isCancelled { return .failure(.cancelled(server: configuration.serverDescription, command: "?")) }
+            cluster.cancellation = cancellation
+            defer { cluster.cancellation = nil }
+            do throws(RedisError) {
+                return .success(try body(cluster))
+            } catch {
+                return .failure(error)
             }
         }
-        return try result.get()
     }
 
     private func perform<T: Sendable>(
         _ label: String, _ body: @escaping @Sendable (RedisConnection) throws(RedisError) -> T
     ) async throws(RedisError) -> T {
-        let result: Result<T, RedisError> = await withCheckedContinuation { continuation in
-            queue.async { [box, closed, configuration] in
-                continuation.resume(
-                    returning: Self.withReconnect(
-                        box.connection, label: label, window: configuration.reconnectWindow, closed: closed, body))
+        try await cancellable(label) { [box, closed, configuration] cancellation in
+            Self.withReconnect(
+                box.connection, label: label, window: configuration.reconnectWindow, closed: closed, cancellation: cancellation, body)
+        }
+    }
+
+    /// Runs `work` on the client's queue for the awaiting task. Cancelling the task returns
+    /// `RedisError.cancelled` at once and interrupts the work (its socket I/O, its reconnect pause);
+    /// a call cancelled before the queue reaches it does not start.
+    private func cancellable<T: Sendable>(
+        _ label: String, _ work: @escaping @Sendable (CallCancellation) -> Result<T, RedisError>
+    ) async throws(RedisError) -> T {
+        let cancellation = CallCancellation()
+        let once = OnceContinuation<T>()
+        let server = configuration.serverDescription
+        let result: Result<T, RedisError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                once.install(continuation)
+                queue.async { once.resume(work(cancellation)) }
             }
+        } onCancel: {
+            cancellation.cancel()
+            once.resume(.failure(.cancelled(server: server, command: label)))
         }
         return try result.get()
     }
 
     private static func withReconnect<T>(
         _ connection: RedisConnection, label: String, window: Duration, closed: ClosedFlag,
-        _ body: (RedisConnection) throws(RedisError) -> T
+        cancellation: CallCancellation = CallCancellation(), _ body: (RedisConnection) throws(RedisError) -> T
     ) -> Result<T, RedisError> {
         let clock = ContinuousClock()
         let deadline = clock.now + window
@@ -186,18 +202,30 @@ public final class RedisClient: Sendable {
                 return .failure(.io(server: connection.server, command: label, reason: "the client was closed"))
             }
             do throws(RedisError) {
+                if cancellation.isCancelled { throw .cancelled(server: connection.server, command: label) }
                 if !connection.isConnected { try connection.connect() }
-                return .success(try body(connection))
+                return .success(
+                    try cancellation.interruptible(socket: connection.socket, server: connection.server, command: label) {
+                        () throws(RedisError) -> T in try body(connection)
+                    })
             } catch {
+                if error.isCancellation {
+                    // The interrupted socket (or a reply that never came) leaves the connection
+                    // unusable; the next call connects afresh.
+                    connection.close()
+                    return .failure(error)
+                }
                 guard error.isRetryable else { return .failure(error) }
                 connection.close()
                 if clock.now >= deadline { return .failure(error) }
                 // Exponential backoff, 50 ms doubling to 2 s, with jitter so a fleet does not
-                // reconnect in lockstep after a Redis restart.
+                // reconnect in lockstep after a Redis restart; a cancellation ends the pause.
                 let base = min(2.0, 0.05 * pow(2.0, Double(min(attempt, 6))))
                 let pause = base * Double.random(in: 0.5...1.0)
                 attempt += 1
-                Thread.sleep(forTimeInterval: min(pause, max(0, Self.seconds(deadline - clock.now))))
+                if !cancellation.pause(seconds: min(pause, max(0, Self.seconds(deadline - clock.now)))) {
+                    return .failure(.cancelled(server: connection.server, command: label))
+                }
             }
         }
     }

@@ -15,6 +15,9 @@ final class RedisConnection {
 
     var isConnected: Bool { context != nil }
 
+    /// The connected socket, for a cancellation to shut down while a call blocks on it.
+    var socket: Int32? { context.map { Int32($0.pointee.fd) } }
+
     var server: String { configuration.serverDescription }
 
     func close() {

@@ -12,6 +12,9 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case unexpectedReply(server: String, command: String, reply: String)
     /// The server wants a password (NOAUTH) or refused the one given (WRONGPASS): no retry helps.
     case authentication(server: String, message: String)
+    /// The task awaiting the call was cancelled (while it waited for a reply, a connection or a
+    /// reconnect pause); the command may or may not have run on the server.
+    case cancelled(server: String, command: String)
 
     public var description: String {
         switch self {
@@ -33,6 +36,8 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
                 return "Redis at \(server) requires a password: put it in the Redis URL (redis://:PASSWORD@host:port/db, or unix:///path.sock?password=PASSWORD)."
             }
             return "Redis at \(server) refused the password or user of the Redis URL (\(Self.trimmed(message)))."
+        case .cancelled(let server, let command):
+            return "The call \(command) to Redis at \(server) was cancelled."
         }
     }
 
@@ -75,6 +80,13 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .connectFailed, .io: return true
         default: return false
         }
+    }
+
+    /// True when the call ended because its task was cancelled (Swift's `CancellationError` for a
+    /// client whose calls throw `RedisError`).
+    public var isCancellation: Bool {
+        if case .cancelled = self { return true }
+        return false
     }
 
     /// The error message of a server error reply, if this is one.

@@ -120,6 +120,8 @@ final class RoutedConnections: @unchecked Sendable {
     private var nodes: [String: Node] = [:]
     private var slots: [String?] = Array(repeating: nil, count: ClusterSlot.count)
     private var mapIsCurrent = false
+    /// The call running now (set by the client around each one): its cancellation ends a pause.
+    var cancellation: CallCancellation?
 
     init(configuration: RedisConfiguration, discovery: Discovery) {
         self.configuration = configuration
@@ -238,7 +240,7 @@ final class RoutedConnections: @unchecked Sendable {
                     // cluster electing, or a master that became a replica: it settles within seconds.
                     // A READONLY write was not executed, so sending it again is safe.
                     guard clock.now < deadline else { return reply }
-                    pause(attempt: &attempt, until: deadline, clock: clock)
+                    try pause(attempt: &attempt, until: deadline, clock: clock, label: label)
                     if words.first != "TRYAGAIN" {
                         mapIsCurrent = false
                         if let master { nodes[master]?.connection.close() }
@@ -411,16 +413,17 @@ final class RoutedConnections: @unchecked Sendable {
         guard error.isConnectionError, clock.now < deadline else { throw error }
         close()
         mapIsCurrent = false
-        pause(attempt: &attempt, until: deadline, clock: clock)
+        try pause(attempt: &attempt, until: deadline, clock: clock, label: "reconnect")
     }
 
-    /// 20 ms doubling to 1 s, with jitter, never past the deadline.
-    private func pause(attempt: inout Int, until deadline: ContinuousClock.Instant, clock: ContinuousClock) {
+    /// 20 ms doubling to 1 s, with jitter, never past the deadline; a cancelled call ends it.
+    private func pause(attempt: inout Int, until deadline: ContinuousClock.Instant, clock: ContinuousClock, label: String) throws(RedisError) {
         let base = min(1.0, 0.02 * pow(2.0, Double(min(attempt, 6))))
         attempt += 1
         let left = deadline - clock.now
         let leftSeconds = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
-        Thread.sleep(forTimeInterval: max(0, min(base * Double.random(in: 0.5...1.0), leftSeconds)))
+        let seconds = max(0, min(base * Double.random(in: 0.5...1.0), leftSeconds))
+        if !(cancellation ?? CallCancellation()).pause(seconds: seconds) { throw .cancelled(server: configuration.serverDescription, command: label) }
     }
 
     private static func isRedirect(_ message: String) -> Bool {

@@ -241,13 +241,21 @@ public final class Worker: Sendable {
         } catch {
             outcome = .failure(error)
         }
+        // A drain or a timeout cancels the job's task; its report must still reach Redis.
+        let cancelled = Task.isCancelled
+        await withoutCancellation { [self, outcome] in await settle(job, outcome, cancelled: cancelled, started: started, log: log) }
+    }
+
+    /// Hands the job back (cancelled by the drain) or reports its outcome.
+    private func settle(_ job: ClaimedJob, _ outcome: Result<String, any Error>, cancelled: Bool, started: ContinuousClock.Instant, log: JobLog) async {
+        var outcome = outcome
         let fate = await active.fate(of: job.lease)
         if fate.overdue { outcome = .failure(TimeoutError()) }
         if fate.lost {
             log.warning("lease lost; the result of this attempt is dropped")
             return
         }
-        if case .failure(let error) = outcome, !(error is TimeoutError), Task.isCancelled {
+        if case .failure(let error) = outcome, !(error is TimeoutError), cancelled {
             // Cancelled by the drain: hand the job back for another worker, attempt not counted.
             let released = (try? await queue.release(job.lease)) ?? false
             log.notice("job released during shutdown", metadata: ["released": "\(released)"])
@@ -350,6 +358,7 @@ public final class Worker: Sendable {
                     logger.warning("lease lost", metadata: ["job": "\(lease.job)", "plan": "\(lease.plan)"])
                 }
             } catch {
+                if Task.isCancelled { break }
                 logger.error("heartbeat failed", metadata: ["error": "\(error)"])
             }
         }

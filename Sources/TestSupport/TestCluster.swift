@@ -1,6 +1,7 @@
 import Foundation
 import ProcessControl
 import RedisClient
+import RedisServerProcess
 import Synchronization
 
 /// A Redis Cluster of masters (no replicas) on free loopback ports, data in a temporary folder, for

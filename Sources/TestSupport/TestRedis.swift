@@ -1,14 +1,17 @@
 import Foundation
 import RedisClient
+import RedisServerProcess
 
-/// A real redis-server on a free loopback port with its data in a temporary folder, for one test.
+/// A real redis-server with its data in a temporary folder, for one test: on a unix socket in that
+/// folder, or on a loopback TCP port for a test that needs TCP (`unixSocket: false`).
 public final class TestRedis: Sendable {
     public let server: LocalRedisServer
     public let port: Int
     public let directory: URL
 
-    /// With `unixSocket` the server listens on `DIRECTORY/redis.sock` only (`port` is 0).
-    public init(appendOnly: Bool = false, password: String? = nil, unixSocket: Bool = false, extraConfiguration: [String] = []) async throws {
+    /// With `unixSocket` the server listens on `DIRECTORY/redis.sock` only (`port` is 0); without,
+    /// on a port that was free a moment before (another process may take it in between).
+    public init(appendOnly: Bool = false, password: String? = nil, unixSocket: Bool = true, extraConfiguration: [String] = []) async throws {
         directory = try makeTemporaryDirectory("redis")
         port = unixSocket ? 0 : try LocalRedisServer.freeLoopbackPort()
         let listen: LocalRedisServer.Listen = unixSocket ? .socket(path: directory.appendingPathComponent("redis.sock").path) : .loopback(port: port)
@@ -40,6 +43,9 @@ public final class TestRedis: Sendable {
 
     deinit { stop() }
 }
+
+/// A free TCP port on 127.0.0.1 (for a test that needs TCP; others listen on unix sockets).
+public func freeLoopbackPort() throws -> Int { try LocalRedisServer.freeLoopbackPort() }
 
 /// A fresh folder under the system's temporary directory.
 public func makeTemporaryDirectory(_ name: String) throws -> URL {

@@ -1,6 +1,7 @@
 import Foundation
 import ProcessControl
 import RedisClient
+import RedisServerProcess
 import Synchronization
 
 /// A master, one replica and one Sentinel (quorum 1, a master is down after 2 s) on loopback, data in

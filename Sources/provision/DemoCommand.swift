@@ -4,6 +4,7 @@ import Foundation
 import Manifest
 import ProcessControl
 import RedisClient
+import RedisServerProcess
 import Services
 
 struct DemoCommand: AsyncParsableCommand {

@@ -6,6 +6,7 @@ import JobQueue
 import Logging
 import RedisClient
 import Scheduler
+import ServiceLifecycle
 import Telemetry
 
 /// Secrets of this process's environment, masked in every log line, event and value sent to Redis.
@@ -45,32 +46,38 @@ struct HealthOptions: ParsableArguments {
 }
 
 /// The machine-level services of a long-lived process (`provision worker`'s supervisor, `provision
-/// up`): the health server (step 12), a watch that announces flips whose announcer died, and a
-/// publisher for its own events. Workers may die and restart; these stay.
+/// up`): the event publisher, a watch that announces flips whose announcer died, the health server
+/// (step 12) and ComfyUI's supervisor, as `Service`s of one `ServiceGroup`. Workers may die and
+/// restart; these stay. The group stops them in reverse order: ComfyUI first (its last events still
+/// go out), the publisher last (a final flush).
 final class MachineServices: Sendable {
-    let health: HealthServer?
     let healthPort: Int?
-    private let publisher: EventPublisher?
-    private let tasks: [Task<Void, Never>]
-    /// ComfyUI's supervisor (steps 9-13, 19-21); stopped first, so its last events still go out.
+    /// ComfyUI's supervisor (steps 9-13, 19-21).
     let supervisor: MachineServiceSupervisor?
-    private let supervisorTask: Task<Void, Never>?
+    private let group: ServiceGroup
+    private let running: Task<Void, Never>
+    private let client: RedisClient
+    private let publisher: EventPublisher?
 
     private init(
-        health: HealthServer?, healthPort: Int?, publisher: EventPublisher?, tasks: [Task<Void, Never>],
-        supervisor: MachineServiceSupervisor? = nil, supervisorTask: Task<Void, Never>? = nil
+        healthPort: Int?, supervisor: MachineServiceSupervisor?, group: ServiceGroup, running: Task<Void, Never>, client: RedisClient,
+        publisher: EventPublisher?
     ) {
-        self.health = health
         self.healthPort = healthPort
-        self.publisher = publisher
-        self.tasks = tasks
         self.supervisor = supervisor
-        self.supervisorTask = supervisorTask
+        self.group = group
+        self.running = running
+        self.client = client
+        self.publisher = publisher
     }
 
+    /// Starts the services; returns once the health server listens. When it cannot (a port in use)
+    /// and `healthRequired`, everything started is stopped once and the error thrown; otherwise the
+    /// others go on without it.
     static func start(
         redisURL: String, keys: MachineKeys, telemetry: TelemetryOptions, health: HealthOptions, workersConfig: String,
-        logger: Logger, services: ServicesOptions? = nil, workspace: String? = nil, stateDir: String? = nil
+        logger: Logger, services: ServicesOptions? = nil, workspace: String? = nil, stateDir: String? = nil,
+        healthRequired: Bool = true
     ) async throws -> MachineServices {
         let redis = try RedisConfiguration(url: redisURL)
         // One connection for the events, the announcement watch and the health server: a fleet of
@@ -80,56 +87,113 @@ final class MachineServices: Sendable {
         let publisher = telemetry.events
             ? EventPublisher(redis: client, keys: keys, context: context, redactor: processRedactor)
             : nil
-        var tasks: [Task<Void, Never>] = []
-        if let publisher { tasks.append(Task { await publisher.run() }) }
-        let announcer = try FlipAnnouncer(
-            redis: client, keys: keys, publisher: publisher, context: context,
-            redactor: processRedactor, claimant: "supervisor-\(ProcessInfo.processInfo.hostName)-\(getpid())", logger: logger)
-        tasks.append(Task { await announcer.watch() })
-
+        let announcer: FlipAnnouncer
+        do {
+            announcer = try FlipAnnouncer(
+                redis: client, keys: keys, publisher: publisher, context: context,
+                redactor: processRedactor, claimant: "supervisor-\(ProcessInfo.processInfo.hostName)-\(getpid())", logger: logger)
+        } catch {
+            publisher?.close()
+            client.close()
+            throw error
+        }
         var supervisor: MachineServiceSupervisor?
         if let services, services.enabled, let workspace {
             supervisor = MachineServiceSupervisor(
                 redis: redis, shared: client, keys: keys, options: services, workspace: workspace, stateDir: stateDir, publisher: publisher, logger: logger)
         }
 
-        var server: HealthServer?
-        var port: Int?
+        var members: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let publisher {
+            members.append(.init(service: LoopService(name: "events") { await publisher.run() }))
+        }
+        members.append(.init(service: LoopService(name: "flip announcer") { await announcer.watch() }))
+        let (listening, report) = AsyncStream.makeStream(of: Result<Int, HealthServerError>.self)
         if health.healthPort != 0 {
             let monitor = MachineMonitor(redis: client, keys: keys, stallAfter: telemetry.stallDuration)
-            let candidate = HealthServer(
+            let server = HealthServer(
                 monitor: monitor, configuration: .init(host: health.healthHost, port: health.healthPort), logger: logger,
                 services: supervisor.map { supervisor in
                     HealthServer.Services(problem: { supervisor.problem }, metrics: { supervisor.prometheus })
                 })
-            do {
-                let bound = try await candidate.start()
-                server = candidate
-                port = bound
-                publisher?.emit(HealthServer.startEvent(host: health.healthHost, port: bound))
-                logger.info("health server listening", metadata: ["address": "\(health.healthHost):\(bound)"])
-            } catch {
-                publisher?.emit(HealthServer.startEvent(host: health.healthHost, port: health.healthPort, failure: error))
-                await publisher?.flush()
-                tasks.forEach { $0.cancel() }
-                throw UserFacingError(error)
+            let host = health.healthHost
+            let wanted = health.healthPort
+            // The step-12 event is emitted before this service ends, so the publisher (stopped after
+            // it) still sends it.
+            let listener = server.service { outcome in
+                switch outcome {
+                case .success(let port):
+                    publisher?.emit(HealthServer.startEvent(host: host, port: port))
+                    logger.info("health server listening", metadata: ["address": "\(host):\(port)"])
+                case .failure(let failure) where failure != .stopped:
+                    publisher?.emit(HealthServer.startEvent(host: host, port: wanted, failure: failure))
+                case .failure:
+                    break
+                }
+                report.yield(outcome)
             }
+            members.append(
+                .init(service: listener, successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: healthRequired ? .gracefullyShutdownGroup : .ignore))
+        } else {
+            report.yield(.failure(.stopped))
+        }
+        if let supervisor {
+            members.append(.init(service: LoopService(name: "services") { await supervisor.run() }))
+        }
+        let group = ServiceGroup(configuration: .init(services: members, gracefulShutdownSignals: [], logger: logger))
+        let running = Task {
+            do { try await group.run() } catch { logger.debug("the machine services ended", metadata: ["error": "\(error)"]) }
+            report.finish()
+        }
+
+        var port: Int?
+        for await outcome in listening {
+            switch outcome {
+            case .success(let bound): port = bound
+            case .failure(.stopped): break
+            case .failure(let failure):
+                if healthRequired {
+                    // The group is already stopping (the listener failed): wait for it, once.
+                    await running.value
+                    await publisher?.flush()
+                    publisher?.close()
+                    client.close()
+                    throw UserFacingError(failure)
+                }
+                say("the health server could not start (\(failure)); going on without it")
+            }
+            break
         }
         await publisher?.flush()
-        let supervisorTask = supervisor.map { supervisor in Task { await supervisor.run() } }
         return MachineServices(
-            health: server, healthPort: port, publisher: publisher, tasks: tasks, supervisor: supervisor, supervisorTask: supervisorTask)
+            healthPort: port, supervisor: supervisor, group: group, running: running, client: client, publisher: publisher)
     }
 
+    /// Stops every service in reverse order and closes their connection.
     func stop() async {
-        supervisorTask?.cancel()
-        await supervisorTask?.value
-        await health?.stop()
-        for task in tasks {
-            task.cancel()
-            await task.value
-        }
+        await group.triggerGracefulShutdown()
+        await running.value
         publisher?.close()
+        client.close()
+    }
+}
+
+/// A loop that runs until its task is cancelled, as a `Service` that the group's graceful shutdown
+/// cancels (then it ends its own way: a last flush, records removed).
+struct LoopService: Service, CustomStringConvertible {
+    let name: String
+    let body: @Sendable () async -> Void
+
+    init(name: String, _ body: @escaping @Sendable () async -> Void) {
+        self.name = name
+        self.body = body
+    }
+
+    var description: String { name }
+
+    func run() async {
+        await cancelWhenGracefulShutdown(body)
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RedisClient
+import RedisServerProcess
 
 /// Where `provision up` keeps its private Redis, and how the one-shot readers (`status`, `events`)
 /// reach that machine's state without a `--redis`: the live server while `up` runs, else, with

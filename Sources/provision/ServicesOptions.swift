@@ -49,16 +49,16 @@ struct ServicesOptions: ParsableArguments {
         let environment = ProcessInfo.processInfo.environment
         var planner = InstancePlanner(
             comfyUIDirectory: comfyuiDir ?? workspace + "/ComfyUI",
-            python: comfyuiPython ?? environment["PROVISION_COMFYUI_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } ?? workspace + "/venv/bin/python")
-        if let main = comfyuiMain ?? environment["PROVISION_COMFYUI_MAIN"], !main.isEmpty { planner.mainScript = main }
-        planner.host = comfyuiListen ?? environment["COMFYUI_LISTEN"].flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1"
+            python: Self.setting(comfyuiPython, "PROVISION_COMFYUI_PYTHON") ?? workspace + "/venv/bin/python")
+        if let main = Self.setting(comfyuiMain, "PROVISION_COMFYUI_MAIN") { planner.mainScript = main }
+        planner.host = Self.setting(comfyuiListen, "COMFYUI_LISTEN") ?? "127.0.0.1"
         if let text = environment["COMFYUI_BASE_PORT"], comfyuiBasePort == nil {
             guard let port = Int(text), (1...65535).contains(port) else { throw ValidationError("COMFYUI_BASE_PORT must be a port number.") }
             planner.basePort = port
         } else if let comfyuiBasePort {
             planner.basePort = comfyuiBasePort
         }
-        planner.extraArguments = (comfyuiArgs ?? environment["COMFYUI_ARGS"] ?? "").split(separator: " ").map(String.init)
+        planner.extraArguments = (Self.setting(comfyuiArgs, "COMFYUI_ARGS") ?? "").split(separator: " ").map(String.init)
         return planner
     }
 
@@ -70,11 +70,17 @@ struct ServicesOptions: ParsableArguments {
 
     func logDirectory(stateDir: String?) -> String {
         let environment = ProcessInfo.processInfo.environment
-        if let servicesLogDir { return servicesLogDir }
-        if let given = environment["PROVISION_SERVICES_LOG_DIR"], !given.isEmpty { return given }
+        if let given = Self.setting(servicesLogDir, "PROVISION_SERVICES_LOG_DIR") { return given }
         let base = stateDir ?? environment["PROVISION_STATE_DIR"]
             ?? ((environment["XDG_STATE_HOME"] ?? (NSHomeDirectory() + "/.local/state")) + "/provision")
         return base + "/services"
+    }
+
+    /// An option's value when given, else the environment variable's when set and not empty.
+    private static func setting(_ option: String?, _ variable: String) -> String? {
+        if let option { return option }
+        guard let value = ProcessInfo.processInfo.environment[variable], !value.isEmpty else { return nil }
+        return value
     }
 
     func policy(logDirectory: String) -> SupervisionPolicy {

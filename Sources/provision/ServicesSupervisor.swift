@@ -98,13 +98,17 @@ final class MachineServiceSupervisor: Sendable {
             }
             _ = try? await wake.send(["BLPOP", keys.wake, "1"])
         }
-        if let current {
-            await current.group.triggerGracefulShutdown()
-            await current.task.value
+        // Cancelled: the instances stop and the records go, on calls this cancellation does not reach.
+        let keys = self.keys
+        await withoutCancellation { [current] in
+            if let current {
+                await current.group.triggerGracefulShutdown()
+                await current.task.value
+            }
+            heartbeat.cancel()
+            await heartbeat.value
+            _ = try? await writer.send(["DEL", keys.services, keys.comfyWorkers])
         }
-        heartbeat.cancel()
-        await heartbeat.value
-        _ = try? await writer.send(["DEL", keys.services, keys.comfyWorkers])
         wake.close()
     }
 
@@ -331,7 +335,8 @@ final class RedisInstanceObserver: InstanceObserver {
             ])
             commands.append(["PUBLISH", keys.machine.fleetChannel, text])
         }
-        _ = try? await writer.pipeline(commands)
+        // The last records (an instance stopped) are written while the supervisor is being cancelled.
+        _ = await withoutCancellation { [writer, commands] in try? await writer.pipeline(commands) }
         if case .failed = event { await publisher?.flush() }
     }
 

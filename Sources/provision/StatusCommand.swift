@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import JobQueue
 import RedisClient
+import RedisServerProcess
 
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

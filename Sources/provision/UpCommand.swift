@@ -4,6 +4,7 @@ import Foundation
 import JobQueue
 import Logging
 import RedisClient
+import RedisServerProcess
 import Scheduler
 import Telemetry
 
@@ -87,19 +88,10 @@ func bringUp(
         say("enqueued \(enqueued.jobs) jobs for machine \(machine) (generation \(enqueued.generation))")
     }
 
-    var services: MachineServices
-    do {
-        services = try await MachineServices.start(
-            redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
-            logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir)
-    } catch where !healthRequired {
-        say("the health server could not start (\(error)); going on without it")
-        var without = health
-        without.healthPort = 0
-        services = try await MachineServices.start(
-            redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: without, workersConfig: pool.workersConfig,
-            logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir)
-    }
+    let services = try await MachineServices.start(
+        redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
+        logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir,
+        healthRequired: healthRequired)
     if let port = services.healthPort { say("health server on http://\(health.healthHost):\(port)/health") }
     let supervisor = pool.supervisor(
         redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel, events: telemetry.events,

@@ -25,7 +25,7 @@ final class ServerHarness: Sendable {
         queue = try JobQueue(redis: try redis.client(), machine: "m1")
         let monitor = MachineMonitor(redis: try redis.client(label: "health"), keys: queue.keys, stallAfter: stallAfter)
         server = HealthServer(
-            monitor: monitor, configuration: .init(host: "127.0.0.1", port: try LocalRedisServer.freeLoopbackPort()),
+            monitor: monitor, configuration: .init(host: "127.0.0.1", port: try freeLoopbackPort()),
             logger: Logger(label: "health"))
         port = try await server.start()
     }

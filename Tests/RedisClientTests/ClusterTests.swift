@@ -86,7 +86,7 @@ struct ClusterTests {
     }
 
     @Test func aSingleServerBehindAClusterURLIsExplained() async throws {
-        let redis = try await TestRedis()
+        let redis = try await TestRedis(unixSocket: false)
         defer { redis.stop() }
         var configuration = try RedisConfiguration(url: "redis+cluster://127.0.0.1:\(redis.port)")
         configuration.reconnectWindow = .seconds(1)

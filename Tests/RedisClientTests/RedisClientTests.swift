@@ -38,7 +38,7 @@ struct RedisURLTests {
 @Suite("Redis client against a real redis-server", .serialized)
 struct RedisClientTests {
     @Test func commandsRepliesAndPipelines() async throws {
-        let redis = try await TestRedis()
+        let redis = try await TestRedis(unixSocket: false)
         defer { redis.stop() }
         let client = try redis.client()
         #expect(try await client.send("PING") == .status("PONG"))
@@ -148,7 +148,7 @@ struct RedisClientTests {
     }
 
     @Test func connectFailureNamesServerWithoutPassword() async throws {
-        let port = try LocalRedisServer.freeLoopbackPort()
+        let port = try freeLoopbackPort()
         var configuration = try RedisConfiguration(url: "redis://user:hunter2@127.0.0.1:\(port)/0")
         configuration.reconnectWindow = .milliseconds(300)
         let started = ContinuousClock.now
@@ -164,12 +164,87 @@ struct RedisClientTests {
     }
 
     @Test func connectsOverUnixSocket() async throws {
-        let directory = try makeTemporaryDirectory("unix")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let server = LocalRedisServer(directory: directory, listen: .socket(path: directory.appendingPathComponent("r.sock").path), appendOnly: false)
-        try await server.start()
-        defer { server.stop() }
-        let client = RedisClient(configuration: try server.configuration)
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = RedisClient(configuration: try redis.server.configuration)
+        defer { client.close() }
         #expect(try await client.send("PING") == .status("PONG"))
     }
+
+    /// A client whose command timeout would hold a blocked read for five minutes.
+    private func patientClient(_ redis: TestRedis, reconnectWindow: Duration = .seconds(300)) throws -> RedisClient {
+        var configuration = try redis.server.configuration
+        configuration.commandTimeout = .seconds(300)
+        configuration.reconnectWindow = reconnectWindow
+        return RedisClient(configuration: configuration, label: "patient")
+    }
+
+    @Test func cancellingATaskBlockedInBLPOPEndsTheCall() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = try patientClient(redis)
+        defer { client.close() }
+        let observer = try redis.client(label: "observer")
+        defer { observer.close() }
+        _ = try await client.send("CLIENT", "SETNAME", "blocked")
+        let blocked = Task { () -> RedisError? in
+            do throws(RedisError) {
+                _ = try await client.send("BLPOP", "never-filled", "0")
+                return nil
+            } catch { return error }
+        }
+        // Cancelled only once the server shows the call blocked.
+        let blocking = try await eventually {
+            (try await observer.send("CLIENT", "LIST").string ?? "").split(separator: "\n").contains { $0.contains("name=blocked") && $0.contains("cmd=blpop") }
+        }
+        #expect(blocking)
+        blocked.cancel()
+        let error = await blocked.value
+        #expect(error?.isCancellation == true, "got \(String(describing: error))")
+        // The interrupted connection is gone from the server, and the client connects afresh.
+        #expect(try await eventually {
+            !(try await observer.send("CLIENT", "LIST").string ?? "").contains("name=blocked")
+        })
+        #expect(try await client.send("PING") == .status("PONG"))
+    }
+
+    @Test func cancellingATaskInTheReconnectWaitEndsItWhileRedisIsDown() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = try patientClient(redis, reconnectWindow: .seconds(600))
+        defer { client.close() }
+        #expect(try await client.send("PING") == .status("PONG"))
+        redis.server.stop()
+        let waiting = Task { () -> RedisError? in
+            do throws(RedisError) {
+                _ = try await client.send("PING")
+                return nil
+            } catch { return error }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        waiting.cancel()
+        let error = await waiting.value
+        #expect(error?.isCancellation == true, "got \(String(describing: error))")
+        // Nothing answered in between: the server is still down when the call has returned.
+        let probe = try redis.client(label: "probe", reconnectWindow: .zero)
+        defer { probe.close() }
+        await #expect(throws: RedisError.self) { try await probe.send("PING") }
+    }
+
+    @Test func aCallCancelledBeforeItStartsIsNotSent() async throws {
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let client = try redis.client()
+        defer { client.close() }
+        let task = Task { () -> RedisError? in
+            withUnsafeCurrentTask { $0?.cancel() }
+            do throws(RedisError) {
+                _ = try await client.send("SET", "written", "1")
+                return nil
+            } catch { return error }
+        }
+        #expect(await task.value?.isCancellation == true)
+        #expect(try await client.send("EXISTS", "written").int == 0)
+    }
 }
+

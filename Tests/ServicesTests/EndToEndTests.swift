@@ -45,7 +45,7 @@ struct ServicesEndToEndTests {
         let comfy = try makeComfyUI(["good": goodNode])
         let control = try makeTemporaryDirectory("control")
         let ports = try freePorts(2)
-        let healthPort = try LocalRedisServer.freeLoopbackPort()
+        let healthPort = try freeLoopbackPort()
         let planFile = comfy.deletingLastPathComponent().appendingPathComponent("plan.json")
         try plan("p1", nodes: ["good"], classTypes: ["GoodNode", "KSampler"]).write(to: planFile, atomically: true, encoding: .utf8)
         let environment = [

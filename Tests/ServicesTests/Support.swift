@@ -26,7 +26,7 @@ let badNode = "def load():\n    raise ValueError('boom: missing weights file')\n
 /// A base port with `count` free ports after it.
 func freePorts(_ count: Int) throws -> Int {
     for _ in 0..<50 {
-        let base = try LocalRedisServer.freeLoopbackPort()
+        let base = try freeLoopbackPort()
         guard base + count < 65535 else { continue }
         if (0..<count).allSatisfy({ LoopbackHTTP.canBind(host: "127.0.0.1", port: base + $0) }) { return base }
     }

@@ -16,7 +16,7 @@ struct IdleMachineTests {
             return Set(list.split(separator: "\n").compactMap { line in line.split(separator: " ").first.map(String.init) })
         }
         let before = try await clientIDs()
-        let port = try LocalRedisServer.freeLoopbackPort()
+        let port = try freeLoopbackPort()
         let pool = try TestProcess.provision(
             ["worker", "--machine", "m1", "--processes", "2", "--concurrency", "4", "--health-port", String(port)],
             environment: ["REDIS_URL": h.redis.url])

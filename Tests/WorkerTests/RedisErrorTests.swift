@@ -9,7 +9,7 @@ struct RedisErrorTests {
     /// The one-shot commands against a port nothing listens on: one sentence, within seconds (the
     /// workers' reconnect window is a minute). The figures are printed.
     @Test func aClosedPortIsReportedWithinSeconds() async throws {
-        let port = try LocalRedisServer.freeLoopbackPort()
+        let port = try freeLoopbackPort()
         let folder = try makeTemporaryDirectory("closed")
         defer { try? FileManager.default.removeItem(at: folder) }
         let plan = folder.appendingPathComponent("plan.json")
@@ -82,7 +82,7 @@ struct RedisErrorTests {
     /// A password-protected Redis without the password, or with a wrong one: a sentence that says so,
     /// at once (no minute of retries), never a reply dump and never the password.
     @Test func missingOrWrongPasswordsAreSentences() async throws {
-        let redis = try await TestRedis(password: "right-secret")
+        let redis = try await TestRedis(password: "right-secret", unixSocket: false)
         defer { redis.stop() }
         let folder = try makeTemporaryDirectory("noauth")
         defer { try? FileManager.default.removeItem(at: folder) }

@@ -1,9 +1,11 @@
 import Foundation
 import ProcessControl
+import RedisClient
 import Synchronization
 
 /// A private `redis-server` started from this process: the embedded default of `provision up`
-/// and the real server the tests run against. Its config file (mode 0600) holds the password, so
+/// (and the offline readers of its state), and the real server the tests run against. Not part of
+/// the Redis client: launching a server is its own concern. Its config file (mode 0600) holds the password, so
 /// no secret appears on a command line.
 public final class LocalRedisServer: Sendable {
     public enum Listen: Sendable, Equatable {

@@ -46,6 +46,7 @@ let package = Package(
             dependencies: [
                 "JobCore", "JobQueue", "RedisClient", "ProcessControl",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .target(
             name: "Downloader",
@@ -90,6 +91,7 @@ let package = Package(
                 "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
                 "HealthServer", "Manifest", "Services", "RedisServerProcess",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -114,12 +116,14 @@ let package = Package(
             dependencies: [
                 "JobQueue", "RedisClient", "Scheduler", "Downloader", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .testTarget(
             name: "TelemetryTests",
             dependencies: [
                 "Telemetry", "Aggregator", "Scheduler", "JobQueue", "ProcessControl", "RedisClient", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .testTarget(
             name: "AggregatorTests",

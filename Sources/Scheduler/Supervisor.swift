@@ -1,10 +1,12 @@
 import Foundation
 import Logging
 import ProcessControl
+import ServiceLifecycle
 
 /// Keeps `processes` copies of a worker command running: restarts one that dies (with backoff),
-/// and on shutdown passes SIGTERM on and waits for every child to drain.
-public final class Supervisor: Sendable {
+/// and when its `ServiceGroup` shuts down gracefully passes SIGTERM on and waits for every child to
+/// drain.
+public final class Supervisor: Service {
     public struct Configuration: Sendable {
         public var executable: String
         public var arguments: [String]
@@ -38,13 +40,14 @@ public final class Supervisor: Sendable {
         var restartAt: ContinuousClock.Instant?
     }
 
-    /// Runs the children until `shutdown`; returns once all have exited.
-    public func run(until shutdown: Shutdown) async throws {
+    /// Runs the children until the group's graceful shutdown (or a cancellation); returns once all
+    /// have exited.
+    public func run() async {
         let clock = ContinuousClock()
         var slots = Array(repeating: Slot(), count: configuration.processes)
         for index in slots.indices { slots[index].restartAt = clock.now }
 
-        while !shutdown.isRequested {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
             for index in slots.indices {
                 if let child = slots[index].child, let ended = child.poll() {
                     // A child that lived a while counts as healthy: its next crash starts the

@@ -2,6 +2,7 @@ import Foundation
 import JobQueue
 import Logging
 import RedisClient
+import ServiceLifecycle
 import Synchronization
 
 /// How one worker process behaves.
@@ -37,8 +38,8 @@ public struct WorkerConfiguration: Sendable {
 }
 
 /// One worker process: claims the machine's jobs into at most `concurrency` slots, keeps their
-/// leases alive, reports each outcome, and drains on shutdown.
-public final class Worker: Sendable {
+/// leases alive, reports each outcome, and drains when its `ServiceGroup` shuts down gracefully.
+public final class Worker: Service {
     public let configuration: WorkerConfiguration
     private let queue: JobQueue
     private let ownsClient: Bool
@@ -102,8 +103,22 @@ public final class Worker: Sendable {
     /// The most jobs that ran at once in this process.
     public var peakConcurrency: Int { get async { await active.peak } }
 
-    /// Runs until `shutdown` is requested, then drains and returns.
-    public func run(until shutdown: Shutdown) async throws(JobQueueError) {
+    /// Runs until the surrounding `ServiceGroup` shuts down gracefully, then drains and returns. A
+    /// cancelled task stops it too, without the Redis calls of a drain (they are cancelled).
+    public func run() async throws {
+        let stop = StopLatch()
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await run(until: stop)
+            } onGracefulShutdown: {
+                stop.request()
+            }
+        } onCancel: {
+            stop.request()
+        }
+    }
+
+    private func run(until shutdown: StopLatch) async throws(JobQueueError) {
         try await queue.register(worker: configuration.workerID, infoJSON: registrationJSON())
         logger.info("worker registered", metadata: ["worker": "\(configuration.workerID)", "concurrency": "\(configuration.concurrency)"])
         for observer in observers {
@@ -134,7 +149,7 @@ public final class Worker: Sendable {
         logger.info("worker stopped", metadata: ["worker": "\(configuration.workerID)"])
     }
 
-    private func claimLoop(until shutdown: Shutdown) async {
+    private func claimLoop(until shutdown: StopLatch) async {
         var failures = 0
         while !shutdown.isRequested {
             await active.waitForSlot(capacity: configuration.concurrency)
@@ -165,7 +180,7 @@ public final class Worker: Sendable {
     /// reporting it blocks in `BLPOP` (no script call while idle); otherwise it looks at the wake list
     /// without blocking every 250 ms, so heartbeats, completions and a flip's announcement on the
     /// shared connection never wait behind the blocking call.
-    private func waitForWork(upkeepIn: Int?, until shutdown: Shutdown) async throws(RedisError) {
+    private func waitForWork(upkeepIn: Int?, until shutdown: StopLatch) async throws(RedisError) {
         let clock = ContinuousClock()
         let due = upkeepIn.map { clock.now + .milliseconds($0) }
         let retries = retriesScheduled.load(ordering: .relaxed)
@@ -340,7 +355,7 @@ public final class Worker: Sendable {
     /// Renews leases a third of the way into the shortest one held (checked every 100 ms, so a
     /// job claimed mid-pause is covered in time), and beats at `idleHeartbeat` otherwise. The same
     /// tick stops jobs that ran past their timeout.
-    private func heartbeatLoop(until shutdown: Shutdown) async {
+    private func heartbeatLoop(until shutdown: StopLatch) async {
         let clock = ContinuousClock()
         var lastBeat = clock.now
         while !Task.isCancelled {
@@ -390,6 +405,36 @@ public final class Worker: Sendable {
 }
 
 struct TimeoutError: Error {}
+
+/// Set once when the worker should stop claiming (its group shuts down), awaited by the loops that
+/// wind down then.
+final class StopLatch: Sendable {
+    private let state = Mutex<(requested: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    var isRequested: Bool { state.withLock { $0.requested } }
+
+    func request() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard !state.requested else { return [] }
+            state.requested = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    /// Returns once a stop was requested.
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.requested { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+}
 
 /// A job's log: the job's metadata is put on a logger only for a message that is written, because
 /// setting metadata on a `Logger` copies its handler, which thousands of jobs a second notice.

@@ -53,13 +53,13 @@ struct EventsCommand: AsyncParsableCommand {
             // Following is a long-running reader that rides out restarts; a one-time read is not.
             if !follow { configuration = QueueOptions.oneShot(configuration) }
             let redis = RedisClient(configuration: configuration, label: "events")
-            let shutdown = Shutdown()
-            let signals = follow ? shutdown.onSignals() : []
-            defer { signals.forEach { $0.cancel() } }
+            // Following ends on SIGTERM or SIGINT (within the second a blocking read lasts).
+            let signals = follow ? await SignalWatch.start() : nil
+            defer { signals?.cancel() }
 
             var last = since
             // History first, in pages.
-            while !shutdown.isRequested {
+            while signals?.received == nil {
                 let start = last.map { "(" + $0 } ?? "-"
                 let page = try await redis.send("XRANGE", stream, start, "+", "COUNT", "500").array ?? []
                 let entries = page.compactMap(Entry.init)
@@ -68,7 +68,7 @@ struct EventsCommand: AsyncParsableCommand {
                 if page.count < 500 { break }
             }
             guard follow else { return }
-            while !shutdown.isRequested {
+            while signals?.received == nil {
                 let reply = try await redis.send("XREAD", "COUNT", "500", "BLOCK", "1000", "STREAMS", stream, last ?? "0-0")
                 // [[stream, [[id, [field, value...]], ...]]] or null on timeout
                 guard let streams = reply.array, let first = streams.first?.array, first.count == 2,

@@ -7,6 +7,7 @@ import Logging
 import RedisClient
 import Scheduler
 import ServiceLifecycle
+import UnixSignals
 import Telemetry
 
 /// Secrets of this process's environment, masked in every log line, event and value sent to Redis.
@@ -55,12 +56,12 @@ final class MachineServices: Sendable {
     /// ComfyUI's supervisor (steps 9-13, 19-21).
     let supervisor: MachineServiceSupervisor?
     private let group: ServiceGroup
-    private let running: Task<Void, Never>
+    private let running: Task<Void, any Error>
     private let client: RedisClient
     private let publisher: EventPublisher?
 
     private init(
-        healthPort: Int?, supervisor: MachineServiceSupervisor?, group: ServiceGroup, running: Task<Void, Never>, client: RedisClient,
+        healthPort: Int?, supervisor: MachineServiceSupervisor?, group: ServiceGroup, running: Task<Void, any Error>, client: RedisClient,
         publisher: EventPublisher?
     ) {
         self.healthPort = healthPort
@@ -71,13 +72,14 @@ final class MachineServices: Sendable {
         self.publisher = publisher
     }
 
-    /// Starts the services; returns once the health server listens. When it cannot (a port in use)
-    /// and `healthRequired`, everything started is stopped once and the error thrown; otherwise the
-    /// others go on without it.
+    /// Starts the services, and `workers` (the pool) once the health server listens; returns then.
+    /// When it cannot listen (a port in use) and `healthRequired`, everything started is stopped
+    /// once and the error thrown, and the workers never start; otherwise the others go on without
+    /// it. `signals` shut the group down gracefully.
     static func start(
         redisURL: String, keys: MachineKeys, telemetry: TelemetryOptions, health: HealthOptions, workersConfig: String,
         logger: Logger, services: ServicesOptions? = nil, workspace: String? = nil, stateDir: String? = nil,
-        healthRequired: Bool = true
+        healthRequired: Bool = true, workers: (any Service)? = nil, signals: [UnixSignal] = []
     ) async throws -> MachineServices {
         let redis = try RedisConfiguration(url: redisURL)
         // One connection for the events, the announcement watch and the health server: a fleet of
@@ -109,6 +111,8 @@ final class MachineServices: Sendable {
         }
         members.append(.init(service: LoopService(name: "flip announcer") { await announcer.watch() }))
         let (listening, report) = AsyncStream.makeStream(of: Result<Int, HealthServerError>.self)
+        // The workers' copy of the outcome: they start once the server listens (or is not wanted).
+        let (ready, reportReady) = AsyncStream.makeStream(of: Bool.self)
         if health.healthPort != 0 {
             let monitor = MachineMonitor(redis: client, keys: keys, stallAfter: telemetry.stallDuration)
             let server = HealthServer(
@@ -131,20 +135,35 @@ final class MachineServices: Sendable {
                     break
                 }
                 report.yield(outcome)
+                if case .failure(let failure) = outcome, failure != .stopped, healthRequired {
+                    reportReady.yield(false)
+                } else {
+                    reportReady.yield(true)
+                }
             }
             members.append(
                 .init(service: listener, successTerminationBehavior: .gracefullyShutdownGroup,
                       failureTerminationBehavior: healthRequired ? .gracefullyShutdownGroup : .ignore))
         } else {
             report.yield(.failure(.stopped))
+            reportReady.yield(true)
         }
         if let supervisor {
             members.append(.init(service: LoopService(name: "services") { await supervisor.run() }))
         }
-        let group = ServiceGroup(configuration: .init(services: members, gracefulShutdownSignals: [], logger: logger))
+        // Last, so the group's shutdown stops them first: the workers drain while events still go out.
+        if let workers {
+            members.append(
+                .init(service: AfterListening(ready: ready, service: workers), successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        let group = ServiceGroup(configuration: .init(services: members, gracefulShutdownSignals: signals, logger: logger))
         let running = Task {
-            do { try await group.run() } catch { logger.debug("the machine services ended", metadata: ["error": "\(error)"]) }
-            report.finish()
+            defer {
+                report.finish()
+                reportReady.finish()
+            }
+            try await group.run()
         }
 
         var port: Int?
@@ -155,7 +174,7 @@ final class MachineServices: Sendable {
             case .failure(let failure):
                 if healthRequired {
                     // The group is already stopping (the listener failed): wait for it, once.
-                    await running.value
+                    _ = await running.result
                     await publisher?.flush()
                     publisher?.close()
                     client.close()
@@ -170,12 +189,33 @@ final class MachineServices: Sendable {
             healthPort: port, supervisor: supervisor, group: group, running: running, client: client, publisher: publisher)
     }
 
-    /// Stops every service in reverse order and closes their connection.
-    func stop() async {
+    /// Stops every service in reverse order (the workers first) and closes their connection;
+    /// throws what ended a service with an error.
+    func stop() async throws {
         await group.triggerGracefulShutdown()
-        await running.value
+        try await finished()
+    }
+
+    /// Returns once the group has ended (a signal, the workers' end), with their connection closed.
+    func finished() async throws {
+        let result = await running.result
         publisher?.close()
         client.close()
+        try result.get()
+    }
+}
+
+/// Runs `service` once the health server listens (or is not wanted); does nothing when it could
+/// not listen, since the group is stopping then.
+struct AfterListening: Service {
+    let ready: AsyncStream<Bool>
+    let service: any Service
+
+    func run() async throws {
+        for await listening in ready {
+            if listening { try await service.run() }
+            return
+        }
     }
 }
 
@@ -198,15 +238,19 @@ struct LoopService: Service, CustomStringConvertible {
 }
 
 /// Runs one worker process with its telemetry: step events and progress (unless `events` is off)
-/// and the flip announcement (always: the fleet must learn the flip even without events).
+/// and the flip announcement (always: the fleet must learn the flip even without events), as one
+/// `ServiceGroup` that SIGTERM and SIGINT shut down gracefully: the worker drains first, the
+/// announcer's watch and the publisher (a last flush) stop after it. `extra` services run beside
+/// (the supervisor watch); one that ends shuts the group down gracefully.
 func runWorkerProcess(
     redis: RedisConfiguration, keys: MachineKeys, registry: ExecutorRegistry, configuration: WorkerConfiguration,
-    events: Bool, logger: Logger, until shutdown: Shutdown
+    events: Bool, logger: Logger, extra: [any Service] = []
 ) async throws {
     let context = EventContext.fromEnvironment(
         machineID: keys.machine, defaultWorkersConfig: "processes=1,concurrency=\(configuration.concurrency)")
     // The process's one connection: claims, heartbeats, completions, events and the announcement.
     let client = RedisClient(configuration: Worker.connection(redis, configuration), label: "worker")
+    defer { client.close() }
     var observers: [any WorkerObserver] = []
     var publisher: EventPublisher?
     if events {
@@ -214,6 +258,7 @@ func runWorkerProcess(
         publisher = created
         observers.append(StepEventObserver(publisher: created))
     }
+    defer { publisher?.close() }
     let announcer = try FlipAnnouncer(
         redis: client, keys: keys, publisher: publisher, context: context,
         redactor: processRedactor, claimant: configuration.workerID, logger: logger)
@@ -224,12 +269,14 @@ func runWorkerProcess(
     let runner = try Worker(
         client: client, machine: keys.machine, prefix: keys.prefix, registry: registry, configuration: worker,
         logger: logger, observers: observers)
-    let flusher = publisher.map { publisher in Task { await publisher.run() } }
-    let watch = Task { await announcer.watch() }
-    try await runner.run(until: shutdown)
-    watch.cancel()
-    await watch.value
-    flusher?.cancel()
-    await flusher?.value
-    publisher?.close()
+    var members: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    if let publisher { members.append(.init(service: LoopService(name: "events") { await publisher.run() })) }
+    members.append(.init(service: LoopService(name: "flip announcer") { await announcer.watch() }))
+    members.append(
+        .init(service: runner, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+    for service in extra {
+        members.append(.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup))
+    }
+    let group = ServiceGroup(configuration: .init(services: members, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    try await group.run()
 }

@@ -6,6 +6,8 @@ import Logging
 import RedisClient
 import RedisServerProcess
 import Scheduler
+import Synchronization
+import UnixSignals
 import Telemetry
 
 struct UpCommand: AsyncParsableCommand {
@@ -56,9 +58,8 @@ func bringUp(
 
     // Signals are caught before anything is started, so a Ctrl-C at any point ends in the ordered
     // stop below: workers drain, then the private Redis stops (and is waited for), then the summary.
-    let shutdown = Shutdown()
-    let signals = shutdown.onSignals()
-    defer { signals.forEach { $0.cancel() } }
+    let signals = await SignalWatch.start()
+    defer { signals.cancel() }
 
     var privateRedis: LocalRedisServer?
     let url: String
@@ -74,7 +75,7 @@ func bringUp(
         say("started a private redis-server (data in \(directory.path))")
     }
     defer { privateRedis?.stop() }
-    if let signal = shutdown.requestedBySignal {
+    if let signal = signals.received {
         privateRedis?.stop()
         say("interrupted by \(signalName(signal)) before anything ran")
         throw ExitCode(128 + signal)
@@ -88,15 +89,16 @@ func bringUp(
         say("enqueued \(enqueued.jobs) jobs for machine \(machine) (generation \(enqueued.generation))")
     }
 
-    let services = try await MachineServices.start(
-        redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
-        logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir,
-        healthRequired: healthRequired)
-    if let port = services.healthPort { say("health server on http://\(health.healthHost):\(port)/health") }
     let supervisor = pool.supervisor(
         redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel, events: telemetry.events,
         logger: logger)
-    let workers = Task { try await supervisor.run(until: shutdown) }
+    // One group for the machine's services and the workers; `up` shuts it down itself (below), so
+    // that the private Redis stops after it and the summary comes last.
+    let services = try await MachineServices.start(
+        redisURL: url, keys: jobQueue.keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
+        logger: logger, services: servicesOptions, workspace: pool.executors.resolvedWorkspace, stateDir: stateDir,
+        healthRequired: healthRequired, workers: supervisor)
+    if let port = services.healthPort { say("health server on http://\(health.healthHost):\(port)/health") }
     say("running \(pool.processes) worker processes × \(pool.concurrency) slots")
 
     // A Redis that stays unreachable beyond the client's reconnect window ends the wait; the stop
@@ -106,7 +108,7 @@ func bringUp(
     do { status = try await jobQueue.status() } catch { lost = error }
     var lastLine = ""
     let deadline = started + .milliseconds(Int(timeout * 1000))
-    while lost == nil && !shutdown.isRequested && (planJSON == nil || !(status.isSettled || status.state == .failed)) && clock.now < deadline {
+    while lost == nil && signals.received == nil && (planJSON == nil || !(status.isSettled || status.state == .failed)) && clock.now < deadline {
         try? await Task.sleep(for: .milliseconds(planJSON == nil ? 1000 : 200))
         do { status = try await jobQueue.status() } catch { lost = error }
         let line = "  \(status.state.rawValue): \(status.count("succeeded"))/\(status.count("total")) succeeded · \(status.count("active")) active · \(status.count("failed") + status.count("dead")) failed"
@@ -123,19 +125,19 @@ func bringUp(
         }
     }
     var summaryShown = false
-    if lost == nil && serve && status.state == .ready && !shutdown.isRequested {
+    if lost == nil && serve && status.state == .ready && signals.received == nil {
         if let snapshot = try? await monitor.snapshot() { say(StatusText.summary(snapshot)) }
         for line in instanceLines() { say(line) }
         summaryShown = true
         say("ready; serving until SIGTERM")
-        await shutdown.wait()
+        await signals.wait()
     }
-    let signal = shutdown.requestedBySignal
+    let signal = signals.received
     if let signal, !summaryShown { say("\(signalName(signal)) received: letting the workers drain") }
-    shutdown.request()
-    let stopped = await workers.result
     let instances = summaryShown ? [] : instanceLines()
-    await services.stop()
+    // The workers drain first, then ComfyUI, the health server, the announcer and the publisher stop.
+    var stopped: Result<Void, any Error> = .success(())
+    do { try await services.stop() } catch { stopped = .failure(error) }
     let snapshot = lost == nil && !summaryShown ? try? await monitor.snapshot() : nil
     jobQueue.redis.close()
     if let server = privateRedis {
@@ -171,4 +173,35 @@ func signalName(_ number: Int32) -> String {
     case SIGTERM: return "SIGTERM"
     default: return "signal \(number)"
     }
+}
+
+/// The first SIGTERM or SIGINT this process received, trapped from `start()` on (so a Ctrl-C at any
+/// point of `up` ends in its ordered stop, and its exit code names the signal).
+final class SignalWatch: Sendable {
+    private let first = Mutex<Int32?>(nil)
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    private init() {}
+
+    static func start() async -> SignalWatch {
+        let watch = SignalWatch()
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        watch.task.withLock {
+            $0 = Task {
+                for await signal in signals {
+                    watch.first.withLock { if $0 == nil { $0 = signal.rawValue } }
+                }
+            }
+        }
+        return watch
+    }
+
+    var received: Int32? { first.withLock { $0 } }
+
+    /// Returns once a signal was received (or the task is cancelled).
+    func wait() async {
+        while received == nil && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+    }
+
+    func cancel() { task.withLock { $0?.cancel() } }
 }

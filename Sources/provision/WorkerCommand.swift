@@ -5,6 +5,7 @@ import Logging
 import RedisClient
 import ProcessControl
 import Scheduler
+import ServiceLifecycle
 import Downloader
 import Manifest
 import NodeInstaller
@@ -32,7 +33,7 @@ struct PoolOptions: ParsableArguments {
     /// to the children through the environment, so a password never shows in `ps`.
     func supervisor(
         redisURL: String, machine: String, prefix: String, logLevel: String?, events: Bool = true, logger: Logger
-    ) -> Supervisor {
+    ) -> Scheduler.Supervisor {
         var environment = ProcessInfo.processInfo.environment
         environment["PROVISION_REDIS_URL"] = redisURL
         environment["PROVISION_WORKERS_CONFIG"] = workersConfig
@@ -78,22 +79,16 @@ struct WorkerCommand: AsyncParsableCommand {
             // Fail fast on a bad URL or machine id rather than in every child.
             _ = try RedisConfiguration(url: url)
             let keys = try MachineKeys(prefix: queue.keyPrefix, machine: machine)
-            let shutdown = Shutdown()
-            let signals = shutdown.onSignals()
-            defer { signals.forEach { $0.cancel() } }
+            let workers = pool.supervisor(
+                redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel,
+                events: telemetry.events, logger: logger)
+            // One group: SIGTERM or SIGINT drains the workers, then stops ComfyUI, the health
+            // server, the announcer's watch and the publisher, in that order.
             let services = try await MachineServices.start(
                 redisURL: url, keys: keys, telemetry: telemetry, health: health, workersConfig: pool.workersConfig,
-                logger: logger, services: self.services, workspace: pool.executors.resolvedWorkspace)
-            do {
-                try await pool.supervisor(
-                    redisURL: url, machine: machine, prefix: queue.keyPrefix, logLevel: queue.logLevel,
-                    events: telemetry.events, logger: logger
-                ).run(until: shutdown)
-            } catch {
-                await services.stop()
-                throw error
-            }
-            await services.stop()
+                logger: logger, services: self.services, workspace: pool.executors.resolvedWorkspace,
+                workers: workers, signals: [.sigterm, .sigint])
+            try await services.finished()
         }
     }
 }
@@ -127,36 +122,41 @@ struct WorkerProcessCommand: AsyncParsableCommand {
             var configuration = WorkerConfiguration(workerID: WorkerConfiguration.makeWorkerID(), concurrency: concurrency)
             configuration.drainTimeout = .seconds(drainTimeout)
             let keys = try MachineKeys(prefix: queue.keyPrefix, machine: try queue.machineID)
-            let shutdown = Shutdown()
-            let signals = shutdown.onSignals()
-            defer { signals.forEach { $0.cancel() } }
-            if let supervisorPid {
-                watchSupervisor(supervisorPid, shutdown: shutdown, drainTimeout: .seconds(drainTimeout), logger: logger)
-            }
             var registry = executors.registry()
             registry.register(ServicesExecutor(redis: redis, keys: keys))
+            let watch = supervisorPid.map { SupervisorWatch(supervisor: $0, drainTimeout: .seconds(drainTimeout), logger: logger) }
             try await runWorkerProcess(
                 redis: redis, keys: keys, registry: registry, configuration: configuration, events: events,
-                logger: logger, until: shutdown)
+                logger: logger, extra: watch.map { [$0] } ?? [])
         }
     }
 }
 
-/// Watches, from a thread of its own, that `supervisor` is still this process's parent. A worker
-/// whose supervisor died (SIGKILL, the OOM killer) has no one left to stop it: it drains as on
-/// SIGTERM, and since its Redis calls retry for minutes when Redis is gone too, it exits on its own
-/// once the drain timeout and a grace period have passed (its leases expire; the jobs run elsewhere).
-func watchSupervisor(_ supervisor: Int32, shutdown: Shutdown, drainTimeout: Duration, logger: Logger) {
-    let thread = Thread {
-        while getppid() == supervisor { usleep(200_000) }
+/// Ends when this process's parent is no longer `supervisor`, which shuts the worker's group down
+/// gracefully: a worker whose supervisor died (SIGKILL, the OOM killer) has no one left to stop it,
+/// so it drains as on SIGTERM. Since its Redis calls retry for a minute when Redis is gone too, a
+/// timer (not a task: the drain may hold the process's tasks) exits once the drain timeout and a
+/// grace period have passed; its leases expire and the jobs run elsewhere.
+struct SupervisorWatch: Service {
+    let supervisor: Int32
+    let drainTimeout: Duration
+    let logger: Logger
+
+    func run() async {
+        do {
+            try await cancelWhenGracefulShutdown {
+                while getppid() == supervisor { try await Task.sleep(for: .milliseconds(200)) }
+            }
+        } catch {
+            return  // the group is stopping for another reason
+        }
         logger.warning("the supervisor is gone; draining", metadata: ["supervisor_pid": "\(supervisor)"])
-        shutdown.request()
-        Thread.sleep(forTimeInterval: drainTimeout / .seconds(1) + orphanGraceSeconds)
-        logger.error("the supervisor is gone and this worker did not stop within its drain timeout; exiting")
-        exit(1)
+        let limit = drainTimeout / .seconds(1) + orphanGraceSeconds
+        DispatchQueue.global().asyncAfter(deadline: .now() + limit) { [logger] in
+            logger.error("the supervisor is gone and this worker did not stop within its drain timeout; exiting")
+            exit(1)
+        }
     }
-    thread.name = "provision-supervisor-watch"
-    thread.start()
 }
 
 /// How long an orphaned worker may take beyond its drain timeout (final flushes, unregistering).

@@ -180,6 +180,41 @@ struct HealthServerTests {
         #expect(HealthServer.Configuration().host == "127.0.0.1" && HealthServer.Configuration().port == 9090)
         await h.stop()
     }
+
+    @Test func aFailedStartOfUpTearsDownOnceAndLeavesNoConnection() async throws {
+        let h = try await ServerHarness()
+        let observer = try h.redis.client(label: "observer")
+        defer { observer.close() }
+        func clients() async throws -> Set<String> {
+            let list = try await observer.send("CLIENT", "LIST").string ?? ""
+            return Set(list.split(separator: "\n").compactMap { line in
+                line.split(separator: " ").first { $0.hasPrefix("id=") }.map(String.init)
+            })
+        }
+        let before = try await clients()
+        let folder = try makeTemporaryDirectory("failed-start")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let plan = folder.appendingPathComponent("plan.json")
+        try planJSON("p-failed-start", [["id": "a", "kind": "noop"]]).write(to: plan, atomically: true, encoding: .utf8)
+        // The health server's port is taken by the harness' own server.
+        let result = try await run(
+            provisionExecutable(),
+            ["up", "--redis", h.redis.url, "--machine", "m1", "--plan", plan.path, "--health-port", String(h.port), "--log-level", "info",
+             "--state-dir", folder.path])
+        #expect(result.status == 1, "\(result.output)")
+        // One sentence, and nothing started twice or after the failure: no worker process, one attempt.
+        let sentences = result.output.split(separator: "\n").filter { $0.hasPrefix("provision: ") }
+        #expect(sentences.count == 1 && sentences[0].contains("The health server cannot listen on 127.0.0.1:\(h.port)"), "\(result.output)")
+        #expect(!result.output.contains("worker process started"), "\(result.output)")
+        #expect(!result.output.contains("going on without it"), "\(result.output)")
+        let entries = try await observer.send("XRANGE", h.queue.keys.events, "-", "+").array ?? []
+        let events = entries.compactMap { $0.array?[1].hash?["event"] }.compactMap(StepEvent.decode)
+        #expect(events.filter { $0["event"]?.string == "machine.step.failure" && $0["step_number"] == .int(12) }.count == 1, "\(events)")
+        // None of its connections is left on the server.
+        let after = try await clients()
+        #expect(after.subtracting(before).isEmpty, "left: \(after.subtracting(before))")
+        await h.stop()
+    }
 }
 
 /// Parses Prometheus text with prometheus_client's parser; prints "name{labels} value" per sample

@@ -4,6 +4,7 @@ import JobQueue
 import Logging
 import RedisClient
 import Scheduler
+import ServiceLifecycle
 import Telemetry
 import TestSupport
 import Testing
@@ -90,14 +91,14 @@ struct SecretTests {
         let worker = try Worker(
             redis: try redis.server.configuration, machine: "m1", registry: ExecutorRegistry([AnyJobExecutor(LeakyExecutor(token: Self.token))]),
             configuration: configuration, logger: logger, observers: [StepEventObserver(publisher: publisher), announcer])
-        let shutdown = Shutdown()
+        let group = ServiceGroup(configuration: .init(services: [worker], gracefulShutdownSignals: [], logger: logger))
         let flusher = Task { await publisher.run() }
-        let running = Task { try await worker.run(until: shutdown) }
+        let running = Task { try await group.run() }
         #expect(try await eventually(timeout: .seconds(20)) { try await queue.status().state == .failed })
         #expect(try await eventually(timeout: .seconds(20)) {
             try await redis.client().send("HGET", keys.status, "announced").string == "1"
         })
-        shutdown.request()
+        await group.triggerGracefulShutdown()
         try await running.value
         flusher.cancel()
         await flusher.value

@@ -2,6 +2,7 @@ import Foundation
 import JobQueue
 import Logging
 import Scheduler
+import ServiceLifecycle
 import TestSupport
 import Testing
 
@@ -25,13 +26,13 @@ struct InProcessWorkerTests {
         let worker = try Worker(
             redis: try redis.server.configuration, machine: "m1", registry: ExecutorRegistry([AnyJobExecutor(OversizeResultExecutor())]),
             configuration: WorkerConfiguration(workerID: "w-big", concurrency: 8), logger: Logger(label: "test"))
-        let shutdown = Shutdown()
-        let running = Task { try await worker.run(until: shutdown) }
+        let group = ServiceGroup(configuration: .init(services: [worker], gracefulShutdownSignals: [], logger: Logger(label: "test")))
+        let running = Task { try await group.run() }
         #expect(try await eventually(timeout: .seconds(20)) {
             let status = try await queue.status()
             return status.state == .failed && status.count("succeeded") == 80
         })
-        shutdown.request()
+        await group.triggerGracefulShutdown()
         try await running.value
         let status = try await queue.status()
         #expect(status.count("dead") == 1 && status.count("retries") == 0 && status.count("reclaimed") == 0, "\(status)")

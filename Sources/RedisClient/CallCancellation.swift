@@ -27,22 +27,34 @@ final class CallCancellation: Sendable {
         if first { wakeup.signal() }
     }
 
-    /// Runs `body`, the blocking I/O on `socket`, so that a cancellation meanwhile interrupts it.
-    /// Throws `RedisError.cancelled` instead of starting when the call was already cancelled.
-    func interruptible<T>(socket: Int32?, server: String, command: String, _ body: () throws(RedisError) -> T) throws(RedisError) -> T {
+    /// Runs `body`, blocking I/O on `connection`'s socket, so that a cancellation meanwhile
+    /// interrupts it. Throws `RedisError.cancelled` instead of starting when the call was already
+    /// cancelled.
+    func interruptible<T>(_ connection: RedisConnection, command: String, _ body: () throws(RedisError) -> T) throws(RedisError) -> T {
+        let server = connection.server
         let cancelled = state.withLock { state -> Bool in
             if state.cancelled { return true }
-            state.socket = socket
+            state.socket = connection.socket
             return false
         }
         if cancelled { throw .cancelled(server: server, command: command) }
-        defer { state.withLock { $0.socket = nil } }
+        // A connection that breaks inside `body` frees its socket: it forgets it here first.
+        connection.interrupter = self
+        defer {
+            connection.interrupter = nil
+            forgetSocket()
+        }
         do throws(RedisError) {
             return try body()
         } catch {
             if isCancelled { throw .cancelled(server: server, command: command) }
             throw error
         }
+    }
+
+    /// The socket is about to be closed: a later cancellation must not shut down its number.
+    func forgetSocket() {
+        state.withLock { $0.socket = nil }
     }
 
     /// Waits `seconds` unless cancelled first; returns false when cancelled.

@@ -205,7 +205,7 @@ public final class RedisClient: Sendable {
                 if cancellation.isCancelled { throw .cancelled(server: connection.server, command: label) }
                 if !connection.isConnected { try connection.connect() }
                 return .success(
-                    try cancellation.interruptible(socket: connection.socket, server: connection.server, command: label) {
+                    try cancellation.interruptible(connection, command: label) {
                         () throws(RedisError) -> T in try body(connection)
                     })
             } catch {

@@ -20,7 +20,11 @@ final class RedisConnection {
 
     var server: String { configuration.serverDescription }
 
+    /// The call blocked on this connection now, told before the socket is freed.
+    var interrupter: CallCancellation?
+
     func close() {
+        interrupter?.forgetSocket()
         if let context { redisFree(context) }
         context = nil
     }

@@ -48,9 +48,10 @@ struct HealthOptions: ParsableArguments {
 
 /// The machine-level services of a long-lived process (`provision worker`'s supervisor, `provision
 /// up`): the event publisher, a watch that announces flips whose announcer died, the health server
-/// (step 12) and ComfyUI's supervisor, as `Service`s of one `ServiceGroup`. Workers may die and
-/// restart; these stay. The group stops them in reverse order: ComfyUI first (its last events still
-/// go out), the publisher last (a final flush).
+/// (step 12), ComfyUI's supervisor and the pool of worker processes, as `Service`s of one
+/// `ServiceGroup`. Worker processes may die and restart; these stay. The group stops them in
+/// reverse order: the pool drains first, then ComfyUI (its last events still go out), the
+/// publisher last (a final flush).
 final class MachineServices: Sendable {
     let healthPort: Int?
     /// ComfyUI's supervisor (steps 9-13, 19-21).

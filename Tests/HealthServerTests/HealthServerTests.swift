@@ -170,9 +170,11 @@ struct HealthServerTests {
     @Test func aPortInUseStopsTheWorkerWithOneSentenceAndAStepFailure() async throws {
         let h = try await ServerHarness()
         let result = try await run(
-            provisionExecutable(), ["worker", "--redis", h.redis.url, "--machine", "m1", "--health-port", String(h.port)])
+            provisionExecutable(), ["worker", "--redis", h.redis.url, "--machine", "m1", "--health-port", String(h.port), "--log-level", "info"])
         #expect(result.status == 1)
         #expect(result.output.contains("provision: The health server cannot listen on 127.0.0.1:\(h.port)"), "\(result.output)")
+        // The pool starts only once the server listens: no worker process was started and stopped.
+        #expect(!result.output.contains("worker process started"), "\(result.output)")
         let entries = try await h.redis.client().send("XRANGE", h.queue.keys.events, "-", "+").array ?? []
         let events = entries.compactMap { $0.array?[1].hash?["event"] }.compactMap(StepEvent.decode)
         #expect(events.contains { $0["event"]?.string == "machine.step.failure" && $0["step_number"] == .int(12) && $0["error_type"]?.string == "port_in_use" })

@@ -63,6 +63,7 @@ public struct Git: Sendable {
     public func checked(_ arguments: [String], in directory: String? = nil, what: String, timeout: Duration? = nil) async throws(GitError) -> String {
         let output = try await run(arguments, in: directory, timeout: timeout)
         if output.timedOut { throw GitError(.timedOut, "\(what) took longer than \(timeout ?? self.timeout)") }
+        if output.cancelled { throw GitError(.cancelled, "\(what) was stopped because its job was cancelled") }
         guard output.succeeded else { throw GitError(.failed, "\(what) failed: \(Self.cause(output))") }
         return output.output
     }
@@ -136,6 +137,7 @@ public struct Git: Sendable {
         try await checked(["init", "-q", "--bare", "--", scratch], what: "creating a scratch git repository")
         let fetched = try await run(["-C", scratch, "fetch", "-q", "--no-tags", "--depth=1"] + (blobs ? [] : ["--filter=blob:none"]) + ["--", target, commit])
         if fetched.timedOut { throw GitError(.timedOut, "fetching commit \(commit) of \(shown) took longer than \(timeout)") }
+        if fetched.cancelled { throw GitError(.cancelled, "fetching commit \(commit) of \(shown) was stopped because its job was cancelled") }
         guard fetched.succeeded else {
             if fetched.output.contains("not our ref") || fetched.output.contains("couldn't find remote ref") {
                 throw GitError(.notFound, "the repository \(shown) has no commit \(commit)")

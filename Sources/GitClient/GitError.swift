@@ -10,6 +10,8 @@ public struct GitError: Error, Sendable, Equatable, CustomStringConvertible {
         /// git ran and failed (network, permissions, a damaged repository).
         case failed
         case timedOut
+        /// The task running git was cancelled, so git was stopped.
+        case cancelled
         /// git could not be started.
         case missing
     }

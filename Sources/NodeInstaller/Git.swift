@@ -14,12 +14,14 @@ extension GitSourcePolicy {
 
 extension JobFailure {
     /// A git failure as a job failure: refused sources and missing refs are permanent, failed or
-    /// timed-out commands may pass on a retry.
+    /// timed-out or cancelled commands may pass on a retry.
     init(_ error: GitError) {
         switch error.kind {
         case .refused: self.init(type: "invalid_payload", message: error.message, retryable: false)
         case .notFound: self.init(type: "ref_not_found", message: error.message, retryable: false)
         case .failed, .timedOut: self.init(type: "git_failed", message: error.message, retryable: true)
+        // Stopped with its job (a drain or a cancel): whoever runs the job next starts it again.
+        case .cancelled: self.init(type: "cancelled", message: error.message, retryable: true)
         case .missing: self.init(type: "git_missing", message: error.message, retryable: false)
         }
     }

@@ -86,7 +86,7 @@ public struct InstallScriptsExecutor: JobExecutor {
         let tail = lines.suffix(Self.tailLines).map { String($0.prefix(300)) }
         let errors = lines.filter(Self.isErrorLine).suffix(5).map { String($0.prefix(300)) }
         guard output.succeeded else {
-            let how = output.termination.map { "\($0)" } ?? "it ran longer than \(configuration.installScriptTimeout)"
+            let how = output.ending(deadline: configuration.installScriptTimeout)
             let words = (errors.isEmpty ? Array(tail.suffix(3)) : errors).joined(separator: " / ")
             throw JobFailure(type: "install_script_failed", message: "install.py of \(node.name) failed (\(how)): \(words.prefix(600))", retryable: true)
         }

@@ -132,13 +132,17 @@ public final class ChildProcess: Sendable {
 
     /// What `run` returns: how the command ended and what it printed (stdout and stderr, made printable).
     public struct Output: Sendable {
-        /// How it ended; nil when it was stopped for running past its deadline.
+        /// How it ended; nil when it was stopped, for running past its deadline or because the
+        /// task that ran it was cancelled (`cancelled` says which).
         public var termination: Termination?
         public var output: String
+        /// True when it was stopped because the task running it was cancelled, not at its deadline.
+        public var cancelled: Bool
 
-        public init(termination: Termination?, output: String) {
+        public init(termination: Termination?, output: String, cancelled: Bool = false) {
             self.termination = termination
             self.output = output
+            self.cancelled = cancelled
         }
 
         /// True when the command exited 0 within its time.
@@ -148,7 +152,13 @@ public final class ChildProcess: Sendable {
             if case .exited(let code)? = termination { return code }
             return nil
         }
-        public var timedOut: Bool { termination == nil }
+        /// True when it was stopped for running past its deadline.
+        public var timedOut: Bool { termination == nil && !cancelled }
+        /// How it ended, in words for an error sentence: its termination, or why it was stopped.
+        public func ending(deadline: Duration) -> String {
+            if let termination { return "\(termination)" }
+            return cancelled ? "it was stopped because its job was cancelled" : "it ran longer than \(deadline)"
+        }
 
         /// The last meaningful line of the output, for error sentences.
         public var lastLine: String {
@@ -172,7 +182,10 @@ public final class ChildProcess: Sendable {
         // helpers), so nothing keeps writing into the environment after the job let go of it.
         let child = try ChildProcess(executable, arguments, environment: environment, outputPath: log, workingDirectory: workingDirectory, newProcessGroup: true)
         // A cancelled job stops its command: SIGTERM, then SIGKILL, as at the deadline.
+        let started = ContinuousClock.now
         let ended = await child.wait(timeout: timeout, cancellable: true)
+        // A wait that ended early without an exit was a cancellation, not the deadline.
+        let cancelled = ended == nil && Task.isCancelled && ContinuousClock.now - started < timeout
         if ended == nil {
             child.signalGroup(SIGTERM)
             if await child.wait(timeout: grace) == nil {
@@ -180,7 +193,7 @@ public final class ChildProcess: Sendable {
                 _ = await child.wait(timeout: .seconds(5))
             }
         }
-        return Output(termination: ended, output: printable(tailOf: log, limit: outputLimit))
+        return Output(termination: ended, output: printable(tailOf: log, limit: outputLimit), cancelled: cancelled)
     }
 
     /// The most of a command's output `run` keeps: its last bytes, where errors are.

@@ -1,4 +1,5 @@
 import Foundation
+import GitClient
 @testable import NodeInstaller
 import ProcessControl
 import Scheduler
@@ -196,6 +197,34 @@ struct InstallScriptsTests {
         #expect(slow.waitBlocking(timeout: .seconds(10)) == .signalled(SIGTERM))
     }
 
+
+    @Test func aCommandStoppedByCancellationIsNotReportedAsTimedOut() async throws {
+        // A deadline that passes: timed out.
+        let late = try await ChildProcess.run("/bin/sleep", ["30"], timeout: .milliseconds(200), grace: .milliseconds(200))
+        #expect(late.timedOut && !late.cancelled)
+        #expect(late.ending(deadline: .milliseconds(200)).contains("longer than"))
+        // The job's task cancelled long before the deadline: cancelled, and git says so.
+        let running = Task { try await ChildProcess.run("/bin/sleep", ["30"], timeout: .seconds(3600), grace: .milliseconds(200)) }
+        try await Task.sleep(for: .milliseconds(200))
+        running.cancel()
+        let stopped = try await running.value
+        #expect(stopped.cancelled && !stopped.timedOut && stopped.termination == nil)
+        #expect(stopped.ending(deadline: .seconds(3600)).contains("cancelled"))
+        let gitTask = Task {
+            try await GitClient.Git(policy: GitSourcePolicy(), timeout: .seconds(3600)).checked(["-c", "alias.wait=!sleep 30", "wait"], what: "git wait")
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        gitTask.cancel()
+        do {
+            _ = try await gitTask.value
+            Issue.record("a cancelled git returned normally")
+        } catch let error as GitError {
+            #expect(error.kind == .cancelled)
+            #expect(error.message.contains("cancelled"))
+        } catch {
+            Issue.record("a cancelled git threw \(error)")
+        }
+    }
     @Test func theLocksPinsReplaceGitRefsAndOnlyAllowedNodesReachOutside() async throws {
         let h = try NodeHarness()
         defer { h.cleanup() }

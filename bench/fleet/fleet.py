@@ -5,7 +5,7 @@
     fleet.py busy   --trace trace.json --machines 1000 --jobs 100 [--cluster 3] [--procs 2] --out busy.json
     fleet.py idle   --trace trace.json --machines 1000 --seconds 60 --out idle.json
 
-`record` runs one real `provision worker` (the defaults) and keeps its command pattern (trace.py).
+`record` runs one real `provision worker` (the defaults) and keeps its command pattern (recording.py).
 A simulated machine then uses that pattern on its own keys, through the real scripts:
 
 - busy: each of its two worker connections claims and completes through queue.lua exactly as the
@@ -435,7 +435,11 @@ def run_report(a):
         return json.loads(p.read_text()) if p.exists() else None
 
     m, idle, single, cluster = load("measure"), load("idle"), load("busy-single"), load("busy-cluster")
+    rec = load("trace")
     lines, out = [], {}
+    if rec:
+        lines.append(f"one real machine (provision worker, defaults; {rec['connections']} connections), "
+                     f"one plan of {rec['jobs']} jobs: {rec['real_machine_busy']}")
     if single and cluster:
         ratio = cluster["redis_usec_per_job_scripts"] / single["redis_usec_per_job_scripts"]
         cpu_ratio = cluster["redis_cpu_usec_per_job"] / single["redis_cpu_usec_per_job"]
@@ -491,12 +495,12 @@ def run_report(a):
 
 
 def run_record(a):
-    import trace
-    d = trace.record(a.bin, jobs=a.jobs, idle_s=a.idle_seconds)
+    import recording
+    d = recording.record(a.bin, jobs=a.jobs, idle_s=a.idle_seconds)
     with open(a.out, "w") as f:
         json.dump(d, f, default=lambda b: b.decode("latin-1"))
     return {"connections": d["connections"], "busy_commands": len(d["busy"]), "idle_commands": len(d["idle"]),
-            "idle_s": d["idle_s"], "real_machine": d.get("redis")}
+            "idle_s": d["idle_s"], "real_machine_busy": d["real_machine_busy"]}
 
 
 def main():
@@ -526,8 +530,9 @@ def main():
     p.add_argument("--out", required=True)
     a = ap.parse_args()
     result = {"record": run_record, "busy": run_busy, "idle": run_idle, "report": run_report}[a.cmd](a)
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=1)
+    if a.cmd != "record":  # record wrote the recording there
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k not in ("commandstats", "commands", "usec")}, indent=1))
 
 

@@ -19,6 +19,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _port_is_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_cluster_port():
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 <= 65535 and _port_is_free(port + 10000):
+            return port
+    raise SystemExit("found no free loopback port with a free cluster bus port (port + 10000)")
+
+
 def _wait_ping(port, process, timeout=10.0):
     r = redis.Redis(port=port)
     deadline = time.monotonic() + timeout
@@ -36,10 +54,10 @@ def _wait_ping(port, process, timeout=10.0):
 class Server:
     """One redis-server process on a free loopback port."""
 
-    def __init__(self, *extra, workdir=None):
+    def __init__(self, *extra, workdir=None, port=None):
         self.dir = workdir or tempfile.mkdtemp(prefix="bench-redis-")
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.dir, *map(str, extra)], stdout=subprocess.DEVNULL)
@@ -82,7 +100,8 @@ class Cluster:
         try:
             for i in range(masters):
                 self.nodes.append(Server("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{i}.conf",
-                                         "--cluster-node-timeout", "5000", workdir=os.path.join(self.dir, str(i))))
+                                         "--cluster-node-timeout", "5000", "--maxclients", 15000,
+                                         workdir=os.path.join(self.dir, str(i)), port=free_cluster_port()))
             out = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
                                   "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True)
             if out.returncode != 0:

@@ -72,6 +72,11 @@ class Monitor(threading.Thread):
         self.sock.close()
 
 
+def _cpu(r):
+    i = r.info("cpu")
+    return i["used_cpu_sys"] + i["used_cpu_user"]
+
+
 def _bench_clients(r):
     """Addresses of connections that are not the machine's (the bench's own, MONITOR)."""
     return {c["addr"] for c in r.client_list() if c.get("name", "").startswith("bench")}
@@ -95,6 +100,8 @@ def record(binary, jobs=100, idle_s=30.0):
         monitor = Monitor(server.port)
         monitor.start()
         time.sleep(0.2)
+        r.config_resetstat()
+        cpu0 = _cpu(r)
         t_busy = time.time()
         q.enqueue({"version": 1, "plan_id": PLAN, "jobs": [{"id": f"j{k}", "kind": "noop"} for k in range(jobs)]})
         status = q.wait(timeout_s=120, poll_s=0.02)
@@ -103,6 +110,12 @@ def record(binary, jobs=100, idle_s=30.0):
         while r.hget(f"provision:{{{MACHINE}}}:status", "announced") != b"1":
             time.sleep(0.02)
         time.sleep(0.5)  # the last events flush
+        stats = r.info("commandstats")
+        real = {"redis_usec_per_job_scripts": round(sum(v["usec"] for k, v in stats.items()
+                                                        if k in ("cmdstat_evalsha", "cmdstat_eval")) / jobs, 2),
+                "redis_cpu_usec_per_job": round((_cpu(r) - cpu0) * 1e6 / jobs, 1),
+                "script_calls_per_job": round(sum(v["calls"] for k, v in stats.items()
+                                                  if k in ("cmdstat_evalsha", "cmdstat_eval")) / jobs, 3)}
         t_idle = time.time()
         time.sleep(idle_s)
         t_end = time.time()
@@ -112,7 +125,7 @@ def record(binary, jobs=100, idle_s=30.0):
         entries = [(t, c, a) for t, c, a in monitor.entries if c != "lua" and c not in skip and a]
         return {
             "binary": binary, "jobs": jobs, "idle_s": t_end - t_idle, "machine": MACHINE, "plan": PLAN,
-            "connections": len(connections),
+            "connections": len(connections), "real_machine_busy": real,
             "busy": [(t - t_busy, c, a) for t, c, a in entries if t_busy <= t < t_idle],
             "idle": [(t - t_idle, c, a) for t, c, a in entries if t_idle <= t < t_end],
         }

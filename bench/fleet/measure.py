@@ -10,20 +10,16 @@ enqueue → first claim latency of a plan enqueued into the idle machine; bytes 
 `provision retire`; and fleet.lua µs per call with 1k and 10k machines announced before.
 Prints one JSON object at the end. Needs redis-py (the test venv has it).
 """
-import argparse, json, os, socket, subprocess, sys, tempfile, time
+import argparse, json, os, subprocess, sys, time
 from pathlib import Path
 
 import redis
 
+import localredis
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "protocols" / "clients" / "python"))
 from provision_client import ProvisionQueue  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine_bytes(r, machine):
@@ -43,22 +39,13 @@ def main():
     ap.add_argument("--plans", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--idle-seconds", type=float, default=30)
+    ap.add_argument("--out", help="also write the JSON here")
     a = ap.parse_args()
     binary = os.environ.get("PROVISION_BIN", str(ROOT / ".build" / "debug" / "provision"))
-    work = tempfile.mkdtemp(prefix="bench-fleet-")
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                               "--dir", work], stdout=subprocess.DEVNULL)
-    r = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            r.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    url = f"redis://127.0.0.1:{port}/0"
+    server = localredis.Server()
+    port, url, r = server.port, server.url, server.client
     result = {}
-    worker = subprocess.Popen([binary, "worker", "--machine", "m1", "--health-port", str(free_port())],
+    worker = subprocess.Popen([binary, "worker", "--machine", "m1", "--health-port", str(localredis.free_port())],
                               env={**os.environ, "REDIS_URL": url}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         q = ProvisionQueue(redis.Redis(port=port, decode_responses=True), "m1")
@@ -87,9 +74,8 @@ def main():
         latencies = []
         for i in range(1, 11):
             run_plan(i)
-            enq = int(r.hget("provision:{m1}:status", "enqueued_at"))
-            started = int(r.hget("provision:{m1}:status", "started_at"))
-            latencies.append(started - enq)
+            status = q.status()
+            latencies.append(status["started_at"] - status["enqueued_at"])
             time.sleep(0.3 + (i % 3) * 0.7)  # let the workers fall back into their blocking wait
         result["enqueue_to_first_claim_ms"] = sorted(latencies)
         result["bytes_after_10_plans"] = machine_bytes(r, "m1")
@@ -97,8 +83,19 @@ def main():
             run_plan(i, retention=2 if i == a.plans - 1 else 604800)
         time.sleep(1)
         result[f"bytes_after_{a.plans}_plans"] = machine_bytes(r, "m1")
+        events = "provision:{m1}:events"
+        xlen_before = r.xlen(events)
         time.sleep(3)  # the last plan's 2 s retention passes (and with it the previous plan's)
-        result[f"bytes_after_{a.plans}_plans_retention_passed"] = machine_bytes(r, "m1")
+        passed = machine_bytes(r, "m1")
+        result[f"bytes_after_{a.plans}_plans_retention_passed"] = passed
+        # The event stream outlives a plan's retention: it expires 7 days (the default window) after
+        # its last event. An idle machine adds none, so after the default window passed only the
+        # keys that have no expiry or that the idle machine renews are left.
+        events_pttl = r.pttl(events)
+        result["events_pttl_ms"] = events_pttl
+        result["events_added_while_idle"] = r.xlen(events) - xlen_before
+        if 0 < events_pttl <= 7 * 24 * 3600 * 1000 and result["events_added_while_idle"] == 0:
+            result["bytes_after_default_retention_window"] = passed["total"] - passed.get("events", 0)
         result["keys_after_retention"] = sorted(k.decode() for k in r.scan_iter(match="*{m1}*"))
     finally:
         worker.terminate()
@@ -132,8 +129,10 @@ def main():
     for _ in range(2000):
         r.eval("return 1", 0)
     result["eval_return_1_usec_per_call"] = r.info("commandstats")["cmdstat_eval"]["usec_per_call"]
-    server.terminate()
-    server.wait(10)
+    server.stop()
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))
 
 

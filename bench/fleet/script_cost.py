@@ -8,10 +8,10 @@ complete_many, until done (the worker's pattern); reports Redis µs per job for 
 complete from INFO commandstats (EVALSHA), median of 5 rounds. The old script is read with
 `git show <commit>:protocols/scripts/queue.lua` and called with its own 9 keys.
 """
-import argparse, json, socket, statistics, subprocess, tempfile, time
+import argparse, json, statistics, subprocess
 from pathlib import Path
 
-import redis
+import localredis
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_KEYS = ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
@@ -58,20 +58,9 @@ def main():
     old = subprocess.run(["git", "-C", str(ROOT), "show", f"{a.old_commit}:protocols/scripts/queue.lua"],
                          capture_output=True, text=True, check=True).stdout
     new = (ROOT / "protocols" / "scripts" / "queue.lua").read_text()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    work = tempfile.mkdtemp(prefix="script-cost-")
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                               "--dir", work], stdout=subprocess.DEVNULL)
+    server = localredis.Server()
     try:
-        r = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        r = server.client
         result = {}
         for name, source, keys, offset in (("old", old, OLD_KEYS, 1), ("protocol 2", new, NEW_KEYS, 2)):
             rounds = [run(r, source, keys, a.jobs, a.batch, offset, f"{name[:3]}{i}") for i in range(5)]
@@ -80,8 +69,7 @@ def main():
             result[name]["total_us_per_job"] = round(sum(result[name].values()), 2)
         print(json.dumps(result, indent=1))
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 Every subcommand gets a fresh Redis (started by `run`) and writes one JSON file of figures.
 Rates come from server-side timestamps (Redis TIME, in ms) wherever the system records them:
   provision  job hashes: created_at, started_at (claim), finished_at (complete)
-  RQ, Celery the task's own counter script: first_ms, last_ms, done (bench_tasks.py)
+  every system: finished jobs polled every 20 ms from the system's own records (poll_progress)
 """
 
 import argparse
@@ -183,7 +183,10 @@ def write_plan(path, plan_id, n):
 
 
 def job_times(r, base, plan, n):
-    # Protocol 2: job records are the fields "<job_id>|<field>" of B:jobs.
+    # Protocol 2: job records are the fields "<job_id>|<field>" of B:jobs. Another layout gives
+    # empty lists: only the latency and server-clock figures are lost, the polled rate stays.
+    if r.type(f"{base}:jobs") != b"hash":
+        return [], [], [], {}
     pipe = r.pipeline(transaction=False)
     for i in range(1, n + 1):
         pipe.hmget(f"{base}:jobs", f"j{i}|created_at", f"j{i}|started_at", f"j{i}|finished_at", f"j{i}|state")
@@ -269,10 +272,10 @@ def run_provision(a):
                 + ([] if a.events else ["--no-events"]),
                 stdout=open(os.path.join(a.workdir, "provision-worker.log"), "a"), stderr=subprocess.STDOUT)
 
-            def done():
-                v = r.hget(f"{base}:status", "succeeded")
-                return v is not None and int(v) >= a.jobs
-            finished_ok = wait_until(done, a.timeout)
+            def succeeded():
+                return int(r.hget(f"{base}:status", "succeeded") or 0)
+            polled = poll_progress(succeeded, a.jobs, a.timeout)
+            finished_ok = polled["complete"]
             wall = time.perf_counter() - t0
             cpu_workers = tree_cpu(worker.pid)
             cpu_redis = cpu_seconds(redis_pid, False) - cpu_redis0
@@ -288,9 +291,10 @@ def run_provision(a):
             bl_calls, _ = delta_calls(s0, s1, "cmdstat_blpop")
             p = {
                 "plan": plan, "complete": bool(finished_ok), "succeeded": status.get("counts", {}).get("succeeded"),
-                "states": states, "span_ms": span_ms,
-                "jobs_per_s": a.jobs / (span_ms / 1000) if span_ms else None,
-                "wall_s": wall, "wall_jobs_per_s": a.jobs / wall,
+                "states": states, "span_ms": polled["span_ms"], "jobs_per_s": polled["jobs_per_s"],
+                "span_ms_server_clock": span_ms,
+                "jobs_per_s_server_clock": a.jobs / (span_ms / 1000) if span_ms else None,
+                "wall_s": wall, "wall_jobs_per_s": a.jobs / wall, "load": loadavg(),
                 "status_state": status.get("state"),
                 "latency_backlog": latency_summary(created, started),
                 "evalsha_calls": ev_calls, "evalsha_usec": ev_usec, "blpop_calls": bl_calls,
@@ -301,8 +305,9 @@ def run_provision(a):
                 "worker_context_switches_per_job": switches / a.jobs, "worker_threads": threads,
             }
             reps.append(p)
-            print(f"  process: {a.jobs} jobs in {span_ms} ms (first start → last finish, server clock) → "
-                  f"{p['jobs_per_s']:,.0f} jobs/s; wall from worker spawn {wall:.2f} s; "
+            print(f"  process: {a.jobs} jobs, {polled['span_ms']} ms from the first progress to the last job (polled every "
+                  f"20 ms) → {p['jobs_per_s']:,.0f} jobs/s (job records, server clock: "
+                  f"{p['jobs_per_s_server_clock'] or 0:,.0f}); wall from worker spawn {wall:.2f} s; load {' '.join(loadavg())}; "
                   f"status: {p['succeeded']} succeeded ({p['status_state']})", flush=True)
             print(f"           {ev_calls} EVALSHA = {p['scripts_per_job']:.3f} script calls/job, "
                   f"{p['script_usec_per_call']:.1f} µs each in Redis ({ev_usec / 1e6:.2f} s of Redis time); "
@@ -423,36 +428,56 @@ def peer_env(a):
     return env
 
 
-def measure_peer(a, r, result, procs, done_target):
-    """Waits for the counter, then records rates, CPU and RSS before stopping the workers."""
-    cpu_redis0 = cpu_seconds(a.redis_pid, False)
-    t0 = time.perf_counter()
+def poll_progress(done, target, timeout, poll=0.02):
+    """Polls `done()` (finished jobs, from the system's own records) every `poll` s until `target`.
 
-    def done():
-        v = r.get("bench:done")
-        return v is not None and int(v) >= done_target
-    ok = wait_until(done, a.timeout)
-    wall = time.perf_counter() - t0
-    n = int(r.get("bench:done") or 0)
-    first, last = int(r.get("bench:first_ms") or 0), int(r.get("bench:last_ms") or 0)
-    span = last - first
-    mem = [m for p in procs for m in tree_memory(p.pid)]
-    result["process"] = {
-        "complete": bool(ok), "done": n, "span_ms": span,
-        "jobs_per_s": (n - 1) / (span / 1000) if span > 0 else None,
-        "wall_s": wall, "wall_jobs_per_s": n / wall,
-        "cpu_s": {"redis": cpu_seconds(a.redis_pid, False) - cpu_redis0,
-                  "workers": sum(tree_cpu(p.pid) for p in procs)},
-    }
+    Every system is timed this way, on the bench's clock: the rate is the jobs finished between the
+    first poll that saw progress and the first poll that saw all of them, over that time."""
+    t0 = time.perf_counter()
+    first = first_n = None
+    n = 0
+    while time.perf_counter() - t0 < timeout:
+        n = done()
+        now = time.perf_counter()
+        if first is None and n > 0:
+            first, first_n = now, n
+        if n >= target:
+            break
+        time.sleep(poll)
+    end = time.perf_counter()
+    span = end - first if first is not None else None
+    return {"complete": n >= target, "done": n, "span_ms": round(span * 1000) if span else None,
+            "jobs_per_s": (n - first_n) / span if span else None, "wall_s": end - t0,
+            "wall_jobs_per_s": n / (end - t0), "first_poll_done": first_n}
+
+
+def measure_peer(a, r, result, procs, done_target, done):
+    """Waits until `done()` reaches the target, then records rates, CPU and RSS before stopping the workers."""
+    cpu_redis0 = cpu_seconds(a.redis_pid, False)
+    s0 = commandstats(r)
+    p = poll_progress(done, done_target, a.timeout)
+    s1 = commandstats(r)
+    mem = [m for proc in procs for m in tree_memory(proc.pid)]
+    p["cpu_s"] = {"redis": cpu_seconds(a.redis_pid, False) - cpu_redis0,
+                  "workers": sum(tree_cpu(proc.pid) for proc in procs)}
+    p["load"] = loadavg()
+    p["redis_commands_per_job"] = sum(s1[k]["calls"] - s0.get(k, {}).get("calls", 0) for k in s1
+                                      if k not in ("cmdstat_info",)) / done_target
+    result["process"] = p
     result["rss"] = {"processes": mem, "rss_kib": sum(m["rss_kib"] for m in mem),
                      "hwm_kib": sum(m["hwm_kib"] for m in mem)}
-    p = result["process"]
     rate = f"{p['jobs_per_s']:,.0f}" if p["jobs_per_s"] else "?"
-    print(f"  process: {n} jobs in {span} ms (first → last task, server clock) → {rate} jobs/s; "
-          f"wall from worker spawn {wall:.2f} s{'' if ok else ' (TIMED OUT)'}", flush=True)
+    print(f"  process: {p['done']} jobs, {p['span_ms']} ms from the first progress to the last job (polled every 20 ms) "
+          f"→ {rate} jobs/s; wall from worker spawn {p['wall_s']:.2f} s{'' if p['complete'] else ' (TIMED OUT)'}; "
+          f"load {' '.join(loadavg())}", flush=True)
     print(f"  RSS:     {len(mem)} processes, {result['rss']['rss_kib'] // 1024} MiB in all "
           f"({', '.join(str(m['rss_kib'] // 1024) for m in mem)} MiB); CPU: redis "
           f"{p['cpu_s']['redis']:.2f} s, workers {p['cpu_s']['workers']:.2f} s", flush=True)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
 
 
 def run_rq(a):
@@ -481,7 +506,7 @@ def run_rq(a):
                 [os.path.join(os.path.dirname(sys.executable), "rq"), "worker", "--url", a.redis,
                  "--worker-class", a.worker_class, "--name", f"{label}-{i}", "--quiet", "bench"],
                 env=peer_env(a), cwd=HERE, stdout=log, stderr=subprocess.STDOUT))
-        measure_peer(a, r, result, procs, a.jobs)
+        measure_peer(a, r, result, procs, a.jobs, lambda: r.zcard("rq:finished:bench"))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -497,10 +522,10 @@ def run_celery(a):
     import celery_app
 
     r = redis.Redis.from_url(a.redis)
-    result = {"system": "celery", "jobs": a.jobs, "pool": "prefork", "concurrency": a.concurrency,
+    result = {"system": "celery", "jobs": a.jobs, "pool": "threads", "processes": a.processes, "slots": a.slots,
               "result_backend": "disabled (task_ignore_result)", "enqueue_api": "task.delay() per job"}
     celery_app.noop.delay()  # connect and declare the queue outside the timing
-    r.delete("bench", "bench:done", "bench:first_ms", "bench:last_ms")
+    r.delete("bench")
     t0 = time.perf_counter()
     for _ in range(a.jobs):
         celery_app.noop.delay()
@@ -509,17 +534,86 @@ def run_celery(a):
     result["enqueue"] = {"wall_s": wall, "jobs_per_s": a.jobs / wall, "queued": queued}
     print(f"  enqueue: {a.jobs} jobs in {wall * 1000:.0f} ms → {a.jobs / wall:,.0f} jobs/s "
           f"(delay() per task; {queued} in the list)", flush=True)
-    proc = None
+    procs = []
     try:
         log = open(os.path.join(a.workdir, "celery.log"), "w")
+        for i in range(a.processes):
+            procs.append(subprocess.Popen(
+                [os.path.join(os.path.dirname(sys.executable), "celery"), "-A", "celery_app", "worker",
+                 "--pool", "threads", "--concurrency", str(a.slots), "--loglevel", "WARNING", "-n", f"bench{i}@%h",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", "bench"],
+                env=peer_env(a), cwd=HERE, stdout=log, stderr=subprocess.STDOUT))
+        # kombu keeps a delivered, unacknowledged message in the `unacked` hash until the task ran
+        measure_peer(a, r, result, procs, a.jobs, lambda: a.jobs - r.llen("bench") - r.hlen("unacked"))
+    finally:
+        for p in procs:
+            stop(p)
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+def run_dramatiq(a):
+    sys.path.insert(0, HERE)
+    os.environ["BENCH_REDIS_URL"] = a.redis
+    import dramatiq_app
+
+    r = redis.Redis.from_url(a.redis)
+    result = {"system": "dramatiq", "jobs": a.jobs, "processes": a.processes, "slots": a.slots,
+              "enqueue_api": "actor.send() per job"}
+    t0 = time.perf_counter()
+    for _ in range(a.jobs):
+        dramatiq_app.noop.send()
+    wall = time.perf_counter() - t0
+    msgs = "dramatiq:bench.msgs"  # a message stays in this hash until its worker acknowledged it
+    result["enqueue"] = {"wall_s": wall, "jobs_per_s": a.jobs / wall, "queued": r.hlen(msgs)}
+    print(f"  enqueue: {a.jobs} jobs in {wall * 1000:.0f} ms → {a.jobs / wall:,.0f} jobs/s (send() per message; "
+          f"{result['enqueue']['queued']} in {msgs})", flush=True)
+    proc = None
+    try:
+        log = open(os.path.join(a.workdir, "dramatiq.log"), "w")
         proc = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "celery"), "-A", "celery_app", "worker",
-             "--pool", "prefork", "--concurrency", str(a.concurrency), "--loglevel", "WARNING",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", "bench"],
+            [os.path.join(os.path.dirname(sys.executable), "dramatiq"), "dramatiq_app",
+             "--processes", str(a.processes), "--threads", str(a.slots), "--queues", "bench"],
             env=peer_env(a), cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
-        measure_peer(a, r, result, [proc], a.jobs)
+        measure_peer(a, r, result, [proc], a.jobs, lambda: a.jobs - r.hlen(msgs))
     finally:
         stop(proc)
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+def run_arq(a):
+    import asyncio
+
+    from arq.connections import RedisSettings, create_pool
+
+    r = redis.Redis.from_url(a.redis)
+    result = {"system": "arq", "jobs": a.jobs, "processes": a.processes, "slots": a.slots,
+              "enqueue_api": "ArqRedis.enqueue_job() per job, 100 at once"}
+
+    async def enqueue():
+        pool = await create_pool(RedisSettings.from_dsn(a.redis))
+        for start in range(0, a.jobs, 100):
+            await asyncio.gather(*(pool.enqueue_job("noop") for _ in range(min(100, a.jobs - start))))
+        await pool.aclose()
+    t0 = time.perf_counter()
+    asyncio.run(enqueue())
+    wall = time.perf_counter() - t0
+    result["enqueue"] = {"wall_s": wall, "jobs_per_s": a.jobs / wall, "queued": r.zcard("arq:queue")}
+    print(f"  enqueue: {a.jobs} jobs in {wall * 1000:.0f} ms → {a.jobs / wall:,.0f} jobs/s "
+          f"({result['enqueue']['queued']} in arq:queue)", flush=True)
+    procs = []
+    try:
+        log = open(os.path.join(a.workdir, "arq.log"), "w")
+        env = {**peer_env(a), "BENCH_SLOTS": str(a.slots)}
+        for _ in range(a.processes):
+            procs.append(subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "arq"), "arq_app.WorkerSettings"],
+                                          env=env, cwd=HERE, stdout=log, stderr=subprocess.STDOUT))
+        # arq removes a job from its queue sorted set when the job finished
+        measure_peer(a, r, result, procs, a.jobs, lambda: a.jobs - r.zcard("arq:queue"))
+    finally:
+        for p in procs:
+            stop(p)
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2)
 
@@ -582,7 +676,7 @@ def run_report(a):
         return None
 
     ours, ceiling = load("provision"), load("ceiling")
-    peers = [x for x in (load("rq-fork"), load("rq-simple"), load("celery")) if x]
+    peers = [x for x in (load("rq-fork"), load("rq-simple"), load("celery"), load("dramatiq"), load("arq")) if x]
     if not ours:
         raise SystemExit("no provision results")
 
@@ -592,9 +686,15 @@ def run_report(a):
     def mib(kib):
         return "—" if not kib else f"{kib / 1024:.0f} MiB"
 
+    def slots(s):
+        return f"{s.get('processes', 2)}×{s.get('slots', s.get('concurrency', 1))} slots"
     names = {"provision": f"provision ({ours['processes']}×{ours['concurrency']} slots)",
-             "rq-fork": "RQ Worker (fork/job, 2 procs)", "rq-simple": "RQ SimpleWorker (2 procs)",
-             "celery": "Celery prefork -c 2"}
+             "rq-fork": "RQ Worker (fork/job, 2×1 slots)", "rq-simple": "RQ SimpleWorker (2×1 slots)"}
+    for s in peers:
+        if s["system"] == "celery":
+            names["celery"] = f"Celery threads pool ({slots(s)})"
+        elif s["system"] in ("dramatiq", "arq"):
+            names[s["system"]] = f"{s['system']} ({slots(s)})"
     rows = []
     for s in [ours] + peers:
         p = s["process"]
@@ -610,9 +710,10 @@ def run_report(a):
             per_proc = " (" + " + ".join(f"{x['rss_kib'] / 1024:.0f}" for x in s["rss"]["processes"]) + ")"
         rows.append([names.get(s["system"], s["system"]), fmt(s["jobs"]), fmt(s["enqueue"]["jobs_per_s"]),
                      fmt(p["jobs_per_s"]), lat or "n/a", mib(s["rss"]["rss_kib"]) + per_proc,
-                     fmt(1e6 * cpu.get("workers", 0) / n) + " / " + fmt(1e6 * cpu.get("redis", 0) / n)])
+                     fmt(1e6 * cpu.get("workers", 0) / n) + " / " + fmt(1e6 * cpu.get("redis", 0) / n),
+                     " ".join(p.get("load", []))])
     header = ["system", "jobs", "enqueue jobs/s", "processing jobs/s", "p50 / p99 enqueue→start",
-              "worker RSS", "CPU µs/job workers / redis"]
+              "worker RSS", "CPU µs/job workers / redis", "load at the end"]
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
     table = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
@@ -659,10 +760,13 @@ def run_report(a):
         if s["jobs"] != ours["jobs"]:
             notes.append(f"{names[s['system']]} was measured on {s['jobs']:,} jobs, not {ours['jobs']:,} "
                          f"(at its rate {ours['jobs']:,} would take too long); the rate is what compares.")
-    notes.append("processing jobs/s = jobs ÷ (last finish − first start) on the Redis server clock; "
-                 "workers start after the whole backlog is enqueued.")
-    notes.append("Celery: prefork pool, --concurrency 2, result backend disabled (task_ignore_result); "
-                 "peers' tasks run one tiny counter script each (the only way to time them on the server).")
+    notes.append("processing jobs/s = jobs finished between the first poll that saw progress and the poll that "
+                 "saw all of them, ÷ that time; every system polled every 20 ms from its own records (provision: "
+                 "the status hash's succeeded; RQ: the finished registry; Celery: queue list + unacked hash; "
+                 "dramatiq: the .msgs hash; arq: the queue sorted set); workers start after the whole backlog is enqueued.")
+    notes.append("same work: every task is an empty function (no Redis call of its own), like provision's noop; "
+                 "same slots: 2 processes × the same jobs-at-once for provision, Celery (threads pool), dramatiq "
+                 "(threads) and arq (max_jobs); RQ runs one job at a time per process (2 slots).")
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
     notes.append(f"load average before the run {a.load_before or '?'}, at the end {' '.join(load_after)} (1/5/15 min): "
@@ -670,7 +774,7 @@ def run_report(a):
     text = "\n".join(table + [""] + lines + [""] + ["note: " + n for n in notes])
     print(text)
     versions = {}
-    for mod in ("rq", "celery", "redis"):
+    for mod in ("rq", "celery", "redis", "dramatiq", "arq"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:
@@ -709,9 +813,11 @@ def main():
     common(p)
     p.add_argument("--worker-class", default="rq.worker.Worker")
     p.add_argument("--processes", type=int, default=2)
-    p = sub.add_parser("celery")
-    common(p)
-    p.add_argument("--concurrency", type=int, default=2)
+    for name in ("celery", "dramatiq", "arq"):
+        p = sub.add_parser(name)
+        common(p)
+        p.add_argument("--processes", type=int, default=2)
+        p.add_argument("--slots", type=int, default=16, help="jobs at once per process")
     p = sub.add_parser("ceiling")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--requests", type=int, default=200000)
@@ -725,7 +831,8 @@ def main():
     p.add_argument("--load-before", default="")
     a = ap.parse_args()
     try:
-        {"provision": run_provision, "rq": run_rq, "celery": run_celery, "ceiling": run_ceiling,
+        {"provision": run_provision, "rq": run_rq, "celery": run_celery, "dramatiq": run_dramatiq, "arq": run_arq,
+         "ceiling": run_ceiling,
          "report": run_report}[a.cmd](a)
     except KeyboardInterrupt as stopped:  # the finally blocks above have stopped every worker
         print(f"bench.py {a.cmd}: interrupted ({stopped})", file=sys.stderr)

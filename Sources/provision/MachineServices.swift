@@ -103,7 +103,7 @@ final class MachineServices: Sendable {
         var supervisor: MachineServiceSupervisor?
         if let services, services.enabled, let workspace {
             supervisor = MachineServiceSupervisor(
-                redis: redis, shared: client, keys: keys, options: services, workspace: workspace, stateDir: stateDir, publisher: publisher, logger: logger)
+                shared: client, keys: keys, options: services, workspace: workspace, stateDir: stateDir, publisher: publisher, logger: logger)
         }
 
         var members: [ServiceGroupConfiguration.ServiceConfiguration] = []

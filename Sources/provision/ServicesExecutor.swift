@@ -26,10 +26,8 @@ struct ServicesExecutor: JobExecutor {
         let text = String(decoding: try encoder.encode(request), as: UTF8.self)
         let client = RedisClient(configuration: redis, label: "services-job")
         defer { client.close() }
-        _ = try await client.pipeline([
-            ["SET", keys.want, text, "EX", "86400"],
-            ["RPUSH", keys.wake, "1"], ["EXPIRE", keys.wake, "60"],
-        ])
+        _ = try await client.send(["SET", keys.want, text, "EX", "86400"])
+        try await Self.ringSupervisor(client: client, keys: keys)
         let clock = ContinuousClock()
         let started = clock.now
         // The supervisor enforces the readiness deadline; this one only guards against a supervisor that vanished.
@@ -78,5 +76,17 @@ struct ServicesExecutor: JobExecutor {
             }
             try await Task.sleep(for: .milliseconds(50))
         }
+    }
+
+    /// Wakes the supervisor at once when it is this worker process's parent (the usual case) and
+    /// says it takes the signal; otherwise it finds the request at its next look (≤ 5 s). Only the
+    /// parent is ever signalled, so a stale or foreign record cannot reach another process.
+    static func ringSupervisor(client: RedisClient, keys: ServiceKeys) async throws {
+        guard let text = try await client.send(["HGET", keys.services, ServiceKeys.supervisorField]).string,
+            let record = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+            record["wake"] as? String == "SIGUSR1", let pid = record["pid"] as? Int, pid > 1,
+            pid == Int(getppid()) || pid == Int(getpid())
+        else { return }
+        kill(pid_t(pid), MachineServiceSupervisor.wakeSignal)
     }
 }

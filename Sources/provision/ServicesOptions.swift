@@ -34,11 +34,15 @@ struct ServicesOptions: ParsableArguments {
     @Option(help: "Seconds an instance may take to drain on SIGTERM before SIGKILL (default 10).")
     var serviceStopTimeout: Double = 10
 
+    @Option(help: "Seconds between an idle supervisor's looks for a services request when no services job woke it (default 5; a job in one of this process's workers wakes it at once).")
+    var servicesLookInterval: Double = 5
+
     func validate() throws {
         if let port = comfyuiBasePort, !(1...65535).contains(port) {
             throw ValidationError("--comfyui-base-port must be between 1 and 65535.")
         }
         guard (0.1...3600).contains(livenessInterval) else { throw ValidationError("--liveness-interval must be between 0.1 and 3600 seconds.") }
+        guard (0.1...86400).contains(servicesLookInterval) else { throw ValidationError("--services-look-interval must be between 0.1 and 86400 seconds.") }
         guard (0.1...600).contains(serviceStopTimeout) else { throw ValidationError("--service-stop-timeout must be between 0.1 and 600 seconds.") }
     }
 

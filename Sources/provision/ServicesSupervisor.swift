@@ -14,7 +14,7 @@ struct ServiceKeys: Sendable {
     var services: String { machine.base + ":services" }
     /// String: the services job's request (JSON), read by the supervisor.
     var want: String { machine.base + ":services:want" }
-    /// List: a marker pushed with each request, so the supervisor wakes without polling.
+    /// List a supervisor of protocol 2 blocked on; no longer written, still removed by `retire`.
     var wake: String { machine.base + ":services:wake" }
     /// Hash: worker id (`comfyui-0`) → its registration, as the seed's workers registered.
     var comfyWorkers: String { machine.base + ":comfyui-workers" }
@@ -43,7 +43,6 @@ enum ServiceSteps {
 /// `up` process: waits for a `services` job's request, detects the hardware, runs one
 /// `InstanceSupervisor` per instance in a `ServiceGroup`, and keeps their state in Redis.
 final class MachineServiceSupervisor: Sendable {
-    private let redis: RedisConfiguration
     /// The process's shared connection (events, announcements, health): the supervisor's records
     /// go through it, so services add one connection (the blocking wait) to a machine, not four.
     private let shared: RedisClient
@@ -57,10 +56,9 @@ final class MachineServiceSupervisor: Sendable {
     private let running = Mutex<(request: ServicesRequest, supervisors: [InstanceSupervisor], hardware: Hardware, error: String?)?>(nil)
 
     init(
-        redis: RedisConfiguration, shared: RedisClient, keys: MachineKeys, options: ServicesOptions, workspace: String, stateDir: String?,
+        shared: RedisClient, keys: MachineKeys, options: ServicesOptions, workspace: String, stateDir: String?,
         publisher: EventPublisher?, logger: Logger
     ) {
-        self.redis = redis
         self.shared = shared
         self.keys = ServiceKeys(machine: keys)
         self.options = options
@@ -70,12 +68,17 @@ final class MachineServiceSupervisor: Sendable {
         self.logger = logger
     }
 
+    /// The signal a services job in a child worker process sends the supervisor after its request.
+    static let wakeSignal = SIGUSR1
+
     /// Runs until cancelled; then stops every instance and removes its records.
     func run() async {
-        var waiting = redis
-        waiting.commandTimeout = .seconds(5)
-        let wake = RedisClient(configuration: waiting, label: "services-wake")
+        // No connection of its own: woken by its child worker running the services job (a signal),
+        // it reads the request on the shared connection; an idle machine costs one GET per look.
+        let doorbell = Doorbell()
+        let source = doorbell.ring(on: Self.wakeSignal)
         let writer = shared
+        // Started after the signal is handled: its record (with "wake") is what lets a job signal.
         let heartbeat = Task { await self.heartbeat(writer: self.shared) }
         var current: (request: ServicesRequest, group: ServiceGroup, task: Task<Void, Never>)?
         // The request acted on last, even when it could not start (a bad WORKERS is not retried every second).
@@ -96,7 +99,8 @@ final class MachineServiceSupervisor: Sendable {
                 }
                 current = await start(request, writer: writer)
             }
-            _ = try? await wake.send(["BLPOP", keys.wake, "1"])
+            // A services job in a child worker process rings at once; one elsewhere waits for this look.
+            await doorbell.wait(timeout: .milliseconds(Int(options.servicesLookInterval * 1000)))
         }
         // Cancelled: the instances stop and the records go, on calls this cancellation does not reach.
         let keys = self.keys
@@ -109,7 +113,7 @@ final class MachineServiceSupervisor: Sendable {
             await heartbeat.value
             _ = try? await writer.send(["DEL", keys.services, keys.comfyWorkers])
         }
-        wake.close()
+        source.cancel()
     }
 
     private func start(_ request: ServicesRequest, writer: RedisClient) async -> (ServicesRequest, ServiceGroup, Task<Void, Never>)? {
@@ -147,7 +151,7 @@ final class MachineServiceSupervisor: Sendable {
 
     private func recordSupervisor(writer: RedisClient, request: ServicesRequest, hardware: Hardware, instances: Int, error: String?) async {
         var record: [String: Any] = [
-            "pid": Int(getpid()), "host": ProcessInfo.processInfo.hostName, "request": request.id, "instances": instances,
+            "pid": Int(getpid()), "host": ProcessInfo.processInfo.hostName, "request": request.id, "instances": instances, "wake": "SIGUSR1",
             "heartbeat_at": Int64(Date().timeIntervalSince1970 * 1000), "gpu_mode": hardware.mode.rawValue,
             "gpus": hardware.gpus.map { ["index": $0.index, "name": $0.name, "uuid": $0.uuid, "memory_total": $0.memoryTotal] },
         ]
@@ -159,7 +163,8 @@ final class MachineServiceSupervisor: Sendable {
         ])
     }
 
-    /// Every 2 s: the supervisor's record and the worker registrations stay alive; without it they expire.
+    /// Every 2 s while instances run (the API routes on fresh registrations), every 5 s while idle:
+    /// the supervisor's record and the worker registrations stay alive; without it they expire.
     private func heartbeat(writer: RedisClient) async {
         while !Task.isCancelled {
             if let (request, supervisors, hardware, error) = running.withLock({ $0 }) {
@@ -179,12 +184,13 @@ final class MachineServiceSupervisor: Sendable {
                 _ = try? await writer.pipeline(commands)
             } else {
                 // An idle supervisor still says it is there, so a services job knows someone will act.
-                let record = #"{"pid":\#(getpid()),"request":null,"heartbeat_at":\#(Int64(Date().timeIntervalSince1970 * 1000))}"#
+                let record = #"{"pid":\#(getpid()),"request":null,"wake":"SIGUSR1","heartbeat_at":\#(Int64(Date().timeIntervalSince1970 * 1000))}"#
                 _ = try? await writer.pipeline([
                     ["HSET", keys.services, ServiceKeys.supervisorField, record], ["EXPIRE", keys.services, String(ServiceKeys.ttlSeconds)],
                 ])
             }
-            try? await Task.sleep(for: .seconds(2))
+            let busy = running.withLock { $0.map { !$0.supervisors.isEmpty } ?? false }
+            try? await Task.sleep(for: busy ? .seconds(2) : .seconds(5))
         }
     }
 

@@ -55,6 +55,8 @@ struct ServicesEndToEndTests {
         let worker = try TestProcess.provision(
             ["worker", "--processes", "1", "--health-port", String(healthPort), "--workspace", comfy.deletingLastPathComponent().path,
              "--comfyui-python", testPython(), "--comfyui-base-port", String(ports), "--liveness-interval", "0.3", "--service-stop-timeout", "3",
+             // No look at Redis for the request in the test's time: the services job's signal must wake it.
+             "--services-look-interval", "3600",
              "--services-log-dir", comfy.deletingLastPathComponent().appendingPathComponent("logs").path],
             environment: environment)
         defer { worker.terminate() }

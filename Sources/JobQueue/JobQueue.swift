@@ -286,7 +286,7 @@ public final class JobQueue: Sendable {
             replies = try await redis.pipeline([["HGETALL", keys.status], ["LRANGE", keys.failures, "0", "-1"]])
         } catch { throw .redis(error) }
         guard replies.count == 2, let hash = replies[0].hash, let reasons = replies[1].array else {
-            throw .protocolViolation("status read returned \(replies)")
+            throw .protocolViolation("status read returned \(RedisReply.array(replies))")
         }
         return MachineStatus(machineID: keys.machine, hash: hash, reasons: reasons.compactMap(\.string))
     }

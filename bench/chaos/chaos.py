@@ -482,8 +482,9 @@ def check(cfg, r):
         if r["renames"].get(path, 0) != 1:
             problems.append(f"node {name} was moved into place {r['renames'].get(path, 0)} times (expected once)")
         if ran.count(name) != 1:
-            problems.append(f"install.py of {name} ran to completion {ran.count(name)} times (expected once)")
-    return problems
+            problems.append(("install-py-rerun" if ran.count(name) > 1 else None,
+                             f"install.py of {name} ran to completion {ran.count(name)} times (expected once)"))
+    return [p if isinstance(p, tuple) else (None, p) for p in problems]
 
 
 def head(path):
@@ -511,11 +512,13 @@ def main():
     parser.add_argument("--work", help="where fixtures and runs go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--no-clean-run", action="store_true", help="skip the undisturbed run")
+    parser.add_argument("--known-open", action="append", default=[], metavar="TAG",
+                        help="report this broken invariant without failing (install-py-rerun: see README)")
     cfg = parser.parse_args()
     short = cfg.short
     cfg.nodes = cfg.nodes or (6 if short else 20)
     cfg.kills = cfg.kills if cfg.kills is not None else (6 if short else 20)
-    cfg.kill_every = cfg.kill_every or (1.5 if short else 3.0)
+    cfg.kill_every = cfg.kill_every or (1.5 if short else 1.0)
     cfg.big_mib = cfg.big_mib or (48 if short else 2048)
     cfg.lease_ms = cfg.lease_ms or (3000 if short else 5000)
     cfg.freeze = cfg.lease_ms / 1000 + 3
@@ -568,14 +571,14 @@ def main():
             log("clean run (no chaos)…")
             clean = run_once(cfg, "clean", chaos=False)
             shutil.rmtree(clean["models_root"], ignore_errors=True)
-            report(clean)
-            failed |= bool(clean["problems"])
+            report(clean, cfg.known_open)
+            failed |= bool(broken(clean, cfg.known_open))
         log(f"chaos run: {cfg.kills} kills (every ~{cfg.kill_every} s), 2 Redis restarts, one worker frozen {cfg.freeze:.0f} s…")
         chaos = run_once(cfg, "chaos", chaos=True)
-        report(chaos)
+        report(chaos, cfg.known_open)
         for t, what in chaos["events"]:
             print(f"    {t:7.2f} s  {what}")
-        failed |= bool(chaos["problems"])
+        failed |= bool(broken(chaos, cfg.known_open))
         if chaos["kills"] < cfg.kills:
             log(f"note: the machine settled after {chaos['kills']} of {cfg.kills} kills")
         total = sum(s for _, _, s, _ in cfg.models)
@@ -585,7 +588,9 @@ def main():
         print(f"{'time to ready':22}{c['seconds']:>12.1f} s{chaos['seconds']:>12.1f} s")
         print(f"{'bytes fetched twice':22}{(c['bytes_sent'] - total) / mib:>10.1f} MiB{(chaos['bytes_sent'] - total) / mib:>10.1f} MiB")
         print(f"{'jobs re-run':22}{reruns(c):>14}{reruns(chaos):>14}")
-        print(f"{'invariants':22}{('held' if clean and not clean['problems'] else '-' if not clean else 'BROKEN'):>14}{('held' if not chaos['problems'] else 'BROKEN'):>14}")
+        def verdict(r):
+            return "-" if r is None else "BROKEN" if broken(r, cfg.known_open) else "held" if not r["problems"] else "known open"
+        print(f"{'invariants':22}{verdict(clean):>14}{verdict(chaos):>14}")
     finally:
         cfg.origin.stop()
         if own_work and not cfg.keep:
@@ -593,10 +598,14 @@ def main():
     sys.exit(1 if failed else 0)
 
 
-def report(r):
+def report(r, known_open=()):
     log(f"{r['label']}: {r['state']} in {r['seconds']:.1f} s, {r['bytes_sent'] / (1 << 20):.1f} MiB sent by the origin, {reruns(r)} job attempts re-run")
-    for p in r["problems"]:
-        print(f"    BROKEN: {p}")
+    for tag, text in r["problems"]:
+        print(f"    {'KNOWN OPEN (' + tag + ')' if tag in known_open else 'BROKEN'}: {text}")
+
+
+def broken(r, known_open):
+    return [text for tag, text in r["problems"] if tag not in known_open]
 
 
 if __name__ == "__main__":

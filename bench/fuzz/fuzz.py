@@ -715,7 +715,7 @@ def spoil_response(client, method, mutation, status, hdrs, chunk, size, rng, por
         send(encode("HTTP/1.1 429 Too Many Requests", [("Retry-After", rng.choice(["99999999999", "86400", "Wed, 21 Oct 2099 07:28:00 GMT"])), ("Content-Length", "0")], b""))
         return True
     elif m == "status-429-retry-garbage":
-        send(encode("HTTP/1.1 429 Too Many Requests", [("Retry-After", rng.choice(["-5", "abc", "1e9", ""])), ("Content-Length", "0")], b""))
+        send(encode("HTTP/1.1 429 Too Many Requests", [("Retry-After", rng.choice(["-5", "abc", "", "NaN", "1.5"])), ("Content-Length", "0")], b""))
         return True
     elif m == "status-200-for-range":
         status = "HTTP/1.1 200 OK"

@@ -588,7 +588,8 @@ HTTP_MUTATIONS = [
 # Waits the downloader is designed to make (Retry-After is honoured up to 4 × its longest backoff,
 # 2 minutes): only with --slow.
 SLOW_MUTATIONS = {"status-429-retry-huge"}
-BOUNDED_MUTATIONS = {"status-429-retry-huge", "stall-headers", "stall-body", "status-100-only"}
+# A conflicting second Content-Length 7 bytes longer is a stall too (libcurl waits for the 7 bytes).
+BOUNDED_MUTATIONS = {"status-429-retry-huge", "stall-headers", "stall-body", "status-100-only", "content-length-twice"}
 
 
 def http_case(ctx, index, rng):

@@ -518,7 +518,7 @@ def main():
     short = cfg.short
     cfg.nodes = cfg.nodes or (6 if short else 20)
     cfg.kills = cfg.kills if cfg.kills is not None else (6 if short else 20)
-    cfg.kill_every = cfg.kill_every or (1.5 if short else 1.0)
+    cfg.kill_every = cfg.kill_every or 1.0
     cfg.big_mib = cfg.big_mib or (48 if short else 2048)
     cfg.lease_ms = cfg.lease_ms or (3000 if short else 5000)
     cfg.freeze = cfg.lease_ms / 1000 + 3

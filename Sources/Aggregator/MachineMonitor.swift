@@ -33,7 +33,7 @@ public final class MachineMonitor: Sendable {
         guard replies.count == 7, let hash = replies[0].hash, let reasons = replies[1].array,
             let beats = replies[2].array, let time = replies[4].array, time.count == 2,
             let seconds = time[0].int, let micros = time[1].int, let active = replies[5].array
-        else { throw .protocolViolation("the snapshot read returned \(replies)") }
+        else { throw .protocolViolation("the snapshot read returned \(RedisReply.array(replies))") }
         let status = MachineStatus(machineID: keys.machine, hash: hash, reasons: reasons.compactMap(\.string))
         let now = Int(seconds) * 1000 + Int(micros) / 1000
         let stallMs = Int(stallAfter / .milliseconds(1))

@@ -217,6 +217,12 @@ final class DownloadSession {
                     return false
                 }
                 guard headers.status == 206 else { return false }
+                // A total other than the probed size: the file changed, or one of the answers lied
+                // (found by bench/fuzz: a probe that said one byte less got a short file placed).
+                if let total = headers.contentRange?.total, total != table.size {
+                    remoteChanged = true
+                    return false
+                }
                 guard let range = headers.contentRange, range.start == start, range.end == end else {
                     problem = "the server sent a different range than requested"
                     return false

@@ -49,10 +49,27 @@ struct ResumeState: Codable, Equatable {
     }
 
     /// Written atomically (temporary file, then rename), so a crash never leaves half a state file.
+    /// The temporary file has one fixed name, which the next save reuses: Foundation's atomic writes
+    /// (`createFile`) go through a randomly named `.dat.nosync…` file that a SIGKILL at the wrong
+    /// moment left in the models folder for good (found by bench/chaos).
     func save(_ path: String) {
         guard let data = try? JSONEncoder().encode(self) else { return }
         let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: data) else { return }
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        let written = data.withUnsafeBytes { buffer -> Int in
+            guard let base = buffer.baseAddress else { return 0 }
+            var done = 0
+            while done < buffer.count {
+                let n = write(fd, base + done, buffer.count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                done += n
+            }
+            return done
+        }
+        close(fd)
+        guard written == data.count else { unlink(temporary); return }
         rename(temporary, path)
     }
 }

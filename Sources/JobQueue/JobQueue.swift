@@ -286,7 +286,7 @@ public final class JobQueue: Sendable {
             replies = try await redis.pipeline([["HGETALL", keys.status], ["LRANGE", keys.failures, "0", "-1"]])
         } catch { throw .redis(error) }
         guard replies.count == 2, let hash = replies[0].hash, let reasons = replies[1].array else {
-            throw .protocolViolation("status read returned \(replies)")
+            throw .protocolViolation("status read returned \(RedisReply.array(replies))")
         }
         return MachineStatus(machineID: keys.machine, hash: hash, reasons: reasons.compactMap(\.string))
     }
@@ -370,6 +370,26 @@ public final class JobQueue: Sendable {
 
     private static func stripCode(_ code: String, _ message: String) -> String? {
         guard message.hasPrefix(code + " ") else { return nil }
-        return String(message.dropFirst(code.count + 1))
+        return clipQuoted(String(message.dropFirst(code.count + 1)))
+    }
+
+    /// queue.lua's reasons quote what the plan said ('…'): a quoted value of kilobytes (a job kind
+    /// 50 000 characters long, found by bench/fuzz) is shortened so the refusal stays one sentence.
+    static func clipQuoted(_ text: String, limit: Int = 80) -> String {
+        var out = ""
+        var inQuote = false
+        var quoted = 0
+        for character in text {
+            if character == "'" {
+                inQuote.toggle()
+                quoted = 0
+            } else if inQuote {
+                quoted += 1
+                if quoted == limit + 1 { out.append("…") }
+                if quoted > limit { continue }
+            }
+            out.append(character)
+        }
+        return out.count > 1000 ? String(out.prefix(1000)) + "…" : out
     }
 }

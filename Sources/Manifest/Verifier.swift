@@ -71,16 +71,19 @@ public struct Verifier: Sendable {
     public var git: Git
     /// The Python whose packages are checked; default `<workspace>/venv/bin/python` when it exists.
     public var python: String?
+    /// Where model files are (a worker's `--models-root`); default `<workspace>/ComfyUI/models`.
+    public var modelsFolder: String?
 
-    public init(workspace: String, deep: Bool = false, git: Git = Git(), python: String? = nil) {
+    public init(workspace: String, deep: Bool = false, git: Git = Git(), python: String? = nil, modelsRoot: String? = nil) {
         self.workspace = workspace
         self.deep = deep
         self.git = git
         self.python = python
+        self.modelsFolder = modelsRoot
     }
 
     var comfyuiPath: String { (workspace as NSString).appendingPathComponent("ComfyUI") }
-    var modelsRoot: String { comfyuiPath + "/models" }
+    var modelsRoot: String { modelsFolder ?? comfyuiPath + "/models" }
 
     public func verify(_ target: VerificationTarget) async -> VerificationReport {
         var checks: [VerificationCheck] = []

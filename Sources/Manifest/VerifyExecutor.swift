@@ -7,15 +7,18 @@ public struct VerifyExecutor: JobExecutor {
     /// The folder that holds `ComfyUI/` (and `venv/`).
     public var workspace: String
     public var python: String?
+    /// Where the plan's downloads went (the worker's `--models-root`); default `<workspace>/ComfyUI/models`.
+    public var modelsRoot: String?
 
-    public init(workspace: String, python: String? = nil) {
+    public init(workspace: String, python: String? = nil, modelsRoot: String? = nil) {
         self.workspace = workspace
         self.python = python
+        self.modelsRoot = modelsRoot
     }
 
     public func run(_ attempt: JobAttempt<VerifyPayload>, context: JobContext) async throws -> String {
         let (target, deep) = Self.target(attempt.payload)
-        let report = await Verifier(workspace: workspace, deep: deep, python: python).verify(target)
+        let report = await Verifier(workspace: workspace, deep: deep, python: python, modelsRoot: modelsRoot).verify(target)
         if !report.ok {
             let problems = report.problems
             let shown = problems.prefix(10).joined(separator: "; ") + (problems.count > 10 ? "; and \(problems.count - 10) more" : "")

@@ -373,7 +373,7 @@ private final class UIFormat {
                 if isSubgraph && (end == "-10" || end == "-20") { continue }
                 let problem = "link \(linkID ?? "?")\(place) goes \(role) node \(end), which does not exist"
                 if limits.strictLinks { throw ManifestError("The workflow \(name) is malformed: \(problem).") }
-                if warnings.count < 100 { warnings.append(problem) }
+                if warnings.count < 100 { warnings.append(ManifestError.clipped(problem)) }
             }
         }
     }

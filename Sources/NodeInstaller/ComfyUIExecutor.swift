@@ -28,6 +28,12 @@ public struct ComfyUIExecutor: JobExecutor {
         let target = workspace.comfyUI
         var head = await git.head(target)
         var cloned = false
+        if let current = head, InstallMarker.checkoutPending.read(target) == current {
+            // A worker killed between moving the repository in and checking it out: its files are
+            // missing, which is not a local change to keep (found by bench/chaos).
+            try await git.run(["checkout", "--quiet", "--force", "--detach", current], in: target, what: "git checkout \(current)")
+            InstallMarker.checkoutPending.remove(target)
+        }
         if let current = head {
             let clean = await git.isClean(target)
             if !(pin.matches(current, wanted: wanted) && clean) {
@@ -47,10 +53,12 @@ public struct ComfyUIExecutor: JobExecutor {
             let staged = try await pin.clone(url, into: stage, wanted: wanted, recursive: false, git: git)
             try workspace.createDirectories(target)
             try? FileManager.default.removeItem(atPath: target + "/.git")
+            InstallMarker.checkoutPending.write(stage, commit: staged)
             guard rename(stage + "/.git", target + "/.git") == 0 else {
                 throw JobFailure(type: "io", message: "could not move the ComfyUI repository into \(target): \(String(cString: strerror(errno)))", retryable: true)
             }
             try await git.run(["checkout", "--quiet", "--force", "--detach", staged], in: target, what: "git checkout \(staged)")
+            InstallMarker.checkoutPending.remove(target)
             head = staged
             cloned = true
         }

@@ -50,12 +50,15 @@ public struct NodeExecutor: JobExecutor {
         do {
             head = try await pin.clone(url, into: stage, wanted: wanted, recursive: payload.recursive ?? false, git: git)
             try writeEnv(envFile, into: stage)
+            // The marker travels with the rename: written after it, a worker killed in between left
+            // a node at the right commit without its marker, which every retry then refused as a
+            // conflict (found by bench/chaos).
+            InstallMarker.installed.write(stage, commit: head)
             try replace(target, with: stage, name: payload.name, staging: staging)
         } catch {
             try? FileManager.default.removeItem(atPath: stage)
             throw error
         }
-        InstallMarker.installed.write(target, commit: head)
         context.logger.info("custom node installed", metadata: ["node": "\(payload.name)", "commit": "\(head)"])
         return resultJSON(["name": payload.name, "commit": head, "skipped": false, "install_script": FileManager.default.fileExists(atPath: target + "/install.py")])
     }

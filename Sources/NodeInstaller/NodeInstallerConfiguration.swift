@@ -116,6 +116,8 @@ struct InstallMarker {
     static let installed = InstallMarker(name: "provision-installed")
     /// The node's install.py ran to success.
     static let script = InstallMarker(name: "provision-install-script")
+    /// ComfyUI's repository was moved in but its files are not checked out yet.
+    static let checkoutPending = InstallMarker(name: "provision-checkout-pending")
 
     func path(_ directory: String) -> String { directory + "/.git/" + name }
 
@@ -125,6 +127,10 @@ struct InstallMarker {
 
     func write(_ directory: String, commit: String) {
         try? (commit + "\n").write(toFile: path(directory), atomically: true, encoding: .utf8)
+    }
+
+    func remove(_ directory: String) {
+        unlink(path(directory))
     }
 }
 

@@ -47,3 +47,37 @@ public enum RedisReply: Sendable, Equatable {
         return result
     }
 }
+
+/// A reply in a few words for error messages: its type, size and the start of its text, never a dump
+/// of a whole (possibly hostile, megabytes long) reply.
+extension RedisReply: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .status(let text): return "the status '\(Self.clip(text))'"
+        case .error(let text): return "the error '\(Self.clip(text))'"
+        case .integer(let value): return "the integer \(value)"
+        case .bulk(let bytes): return "a \(bytes.count)-byte string '\(Self.clip(String(decoding: bytes, as: UTF8.self)))'"
+        case .null: return "nil"
+        case .array(let items):
+            let shown = items.prefix(4).map { $0.shortType }.joined(separator: ", ")
+            return "an array of \(items.count) (\(shown)\(items.count > 4 ? ", …" : ""))"
+        }
+    }
+
+    private var shortType: String {
+        switch self {
+        case .status: return "status"
+        case .error: return "error"
+        case .integer(let value): return "\(value)"
+        case .bulk(let bytes): return "\(bytes.count)-byte string"
+        case .null: return "nil"
+        case .array(let items): return "array of \(items.count)"
+        }
+    }
+
+    /// Printable characters only, at most 60 of them.
+    private static func clip(_ text: String) -> String {
+        let printable = String(String.UnicodeScalarView(text.unicodeScalars.prefix(61).map { $0.properties.generalCategory == .control ? "?" : $0 }))
+        return printable.count > 60 ? String(printable.prefix(60)) + "…" : printable
+    }
+}

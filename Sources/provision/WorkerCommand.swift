@@ -277,7 +277,8 @@ struct ExecutorOptions: ParsableArguments {
         registry.register(ComfyUIExecutor(configuration: nodes))
         registry.register(PythonDepsExecutor(configuration: nodes))
         registry.register(InstallScriptsExecutor(configuration: nodes))
-        registry.register(VerifyExecutor(workspace: resolvedWorkspace))
+        // The verify job looks for the models where this worker's downloads put them.
+        registry.register(VerifyExecutor(workspace: resolvedWorkspace, modelsRoot: resolvedModelsRoot))
         return registry
     }
 }

@@ -146,6 +146,21 @@ struct DownloaderTests {
         #expect(!FileManager.default.fileExists(atPath: req.destination + ".partial"))
     }
 
+    /// Found by bench/fuzz: the probe's Content-Range said the file was one byte shorter than the
+    /// chunks' did, and with no expected size or hash the short file was placed as done. A total that
+    /// disagrees with the probe now restarts the download from a fresh probe.
+    @Test func aContentRangeTotalThatDisagreesWithTheProbeRestartsTheDownload() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: 4096)
+        let folder = try makeTemporaryDirectory("dl")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let req = request(origin.url("f.bin", "badtotal=1&times=1"), into: folder, connections: 1)
+        let result = try await Downloader().download(req)
+        #expect(result.sha256 == sha256(data))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: req.destination)) == data)
+    }
+
     @Test func serverWithoutRangeSupportGetsOneStream() async throws {
         let origin = try await TestOrigin()
         defer { origin.stop() }

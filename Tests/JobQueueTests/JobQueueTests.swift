@@ -80,6 +80,22 @@ struct EnqueueValidationTests {
         #expect(try await h.dbsize() == 0, "\(name): something was written")
     }
 
+    /// Found by bench/fuzz: the refusal quoted a 50 000-character job kind whole, a 50 KB "sentence".
+    @Test func aHugeValueQuotedInARefusalIsShortened() async throws {
+        let h = try await Harness()
+        defer { h.redis.stop() }
+        let kind = String(repeating: "sleep", count: 10_000)
+        do throws(JobQueueError) {
+            _ = try await h.queue.enqueue(planJSON: planJSON("p", [job("a", kind)]))
+            Issue.record("the plan was accepted")
+        } catch {
+            let text = error.description
+            #expect(text.hasPrefix("The plan was refused: job 'a' has an unknown kind 'sleepsleep") && text.hasSuffix("…'."), "\(text.prefix(300))")
+            #expect(text.count < 200, "\(text.count) characters")
+        }
+        #expect(try await h.dbsize() == 0)
+    }
+
     @Test func tooManyJobsIsRefused() async throws {
         let h = try await Harness()
         defer { h.redis.stop() }

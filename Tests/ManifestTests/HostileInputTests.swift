@@ -63,6 +63,19 @@ struct HostileInputTests {
         #expect(strict.status == 1 && strict.output == "provision: The workflow \(path) is malformed: link 7 goes to node 99, which does not exist.\n")
     }
 
+    /// Found by bench/fuzz: a link to a node whose id was 1 MiB long printed a 1 MiB warning, and
+    /// `--strict` a 1 MiB error.
+    @Test func aHugeIdQuotedInAMessageIsShortened() throws {
+        let id = String(repeating: "x", count: 1 << 20)
+        let text = #"{"nodes": [{"id": 1, "type": "KSampler"}], "links": [[7, 1, 0, ""# + id + #"", 0, "MODEL"]]}"#
+        let workflow = try Workflow.parse(Data(text.utf8), name: "w.json")
+        let warning = try #require(workflow.warnings.first)
+        // The run cut is "x…x," (the comma is part of it): its first 80 and last 20 characters.
+        #expect(warning == "link 7 goes to node " + String(repeating: "x", count: 80) + "…" + String(repeating: "x", count: 19) + ", which does not exist")
+        let error = try #require(refusal(text))
+        #expect(error.count < 300 && error.hasPrefix("The workflow w.json is malformed: link 7 goes to node xxx"), "\(error.prefix(300))")
+    }
+
     @Test func deepNestingStopsAtTheDepthLimit() {
         let text = String(repeating: "[", count: 1_000_000)
         #expect(refusal(text) == "The workflow w.json is not valid JSON: arrays and objects are nested more than 128 levels deep at line 1, column 129.")

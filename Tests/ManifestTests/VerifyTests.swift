@@ -160,4 +160,32 @@ struct VerifyTests {
         pool.signal(SIGTERM)
         #expect(await pool.wait(timeout: .seconds(60)) == 0)
     }
+
+    /// Found by bench/chaos: a worker with `--models-root` downloads there, but its verify job looked
+    /// in `<workspace>/ComfyUI/models` and failed every plan with "does not exist".
+    @Test func theVerifyJobLooksForModelsUnderTheWorkersModelsRoot() async throws {
+        let w = try await InstalledWorkspace()
+        let modelsRoot = w.fixture.folder.appendingPathComponent("models-elsewhere")
+        try FileManager.default.moveItem(at: w.workspace.appendingPathComponent("ComfyUI/models"), to: modelsRoot)
+        let redis = try await TestRedis()
+        defer { redis.stop() }
+        let queue = try JobQueue(redis: try redis.client(), machine: "m1")
+        let plan = PlanBuilder(planID: "verify-models-root").plan(for: w.lock)
+        let jobs = try #require(plan["jobs"]?.array)
+        var job = try #require(jobs.last?.object)
+        #expect(job["kind"]?.string == "verify")
+        job["depends_on"] = nil
+        let pool = try TestProcess.provision(
+            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "1", "--workspace", w.workspace.path,
+             "--models-root", modelsRoot.path, "--health-port", "0"],
+            environment: ["REDIS_URL": redis.url])
+        defer { pool.terminate() }
+        _ = try await queue.enqueue(planJSON: PlanBuilder.encode(.object(["version": .number(1), "plan_id": .string("verify-models-root"), "jobs": .array([.object(job)])])))
+        var status = try await queue.status()
+        _ = try await eventually(timeout: .seconds(60), every: .milliseconds(100)) {
+            status = try await queue.status()
+            return [.ready, .failed].contains(status.state) && status.isSettled
+        }
+        #expect(status.state == .ready, "\(status.failures.map(\.error)) \(pool.output)")
+    }
 }

@@ -246,4 +246,30 @@ struct NodeInstallerTests {
         let again = try await h.run(ComfyUIExecutor(configuration: h.configuration), ["url": "https://github.example/ComfyUI", "tag": "v0.3.0"])
         #expect(again["cloned"] as? Bool == false && again["requirements"] as? Int == 0)
     }
+
+    /// Found by bench/chaos: a worker killed after ComfyUI's repository was moved in but before its
+    /// files were checked out left a checkout whose files all look deleted; every retry refused it as
+    /// "local changes" and the machine failed. The marker written before the move lets the retry
+    /// finish the checkout.
+    @Test func aComfyUICheckoutInterruptedAfterTheMoveIsFinishedByTheRetry() async throws {
+        let h = try NodeHarness()
+        defer { h.cleanup() }
+        let core = try await makeGitRepo(in: h.repos, name: "ComfyUI", commits: [["main.py": "print('comfy')", "requirements.txt": "# none\n"]], tags: ["v0.3.0": 0])
+        let payload: [String: Any] = ["url": "https://github.example/ComfyUI", "tag": "v0.3.0"]
+        _ = try await h.run(ComfyUIExecutor(configuration: h.configuration), payload)
+        let target = h.configuration.workspace.comfyUI
+        #expect(!FileManager.default.fileExists(atPath: target + "/.git/provision-checkout-pending"))
+        // The state the kill left: the repository in place, no files, the pending marker from the stage.
+        for file in ["main.py", "requirements.txt"] { try FileManager.default.removeItem(atPath: target + "/" + file) }
+        try FileManager.default.removeItem(atPath: target + "/.git/provision-installed")
+        try (core.commits[0] + "\n").write(toFile: target + "/.git/provision-checkout-pending", atomically: true, encoding: .utf8)
+        let retry = try await h.run(ComfyUIExecutor(configuration: h.configuration), payload)
+        #expect(retry["commit"] as? String == core.commits[0])
+        #expect(FileManager.default.fileExists(atPath: target + "/main.py"))
+        #expect(!FileManager.default.fileExists(atPath: target + "/.git/provision-checkout-pending"))
+        // Without the marker, missing files are someone's local changes: still refused.
+        try FileManager.default.removeItem(atPath: target + "/main.py")
+        let refused = await failure { try await h.run(ComfyUIExecutor(configuration: h.configuration), payload) }
+        #expect(refused?.type == "comfyui_conflict")
+    }
 }

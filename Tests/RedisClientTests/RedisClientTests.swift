@@ -35,6 +35,23 @@ struct RedisURLTests {
     }
 }
 
+@Suite("Redis replies in error messages")
+struct RedisReplyDescriptionTests {
+    /// Found by bench/fuzz: a queue script answer of the wrong shape put the whole reply, dumped as
+    /// `RedisClient.RedisReply.array([RedisClient.RedisReply.bulk([103, 101, …` (kilobytes of it), into
+    /// the one-sentence error of `provision status`.
+    @Test func aReplyIsDescribedInAFewWordsNeverDumped() {
+        let big = RedisReply.array((0..<5000).map { _ in .bulk(Array("generation".utf8)) } + [.integer(7)])
+        let text = "\(big)"
+        #expect(text == "an array of 5001 (10-byte string, 10-byte string, 10-byte string, 10-byte string, …)")
+        #expect("\(RedisReply.bulk(Array(String(repeating: "x", count: 100_000).utf8)))".count < 100)
+        #expect("\(RedisReply.error("ERR \u{1B}[2Jboom"))" == "the error 'ERR ?[2Jboom'")
+        #expect("\(RedisReply.integer(-3))" == "the integer -3" && "\(RedisReply.null)" == "nil")
+        // Inside a list too (Array's description reflects its elements).
+        #expect(!"\([RedisReply.status("OK"), .array([.null])])".contains("RedisReply"))
+    }
+}
+
 @Suite("Redis client against a real redis-server", .serialized)
 struct RedisClientTests {
     @Test func commandsRepliesAndPipelines() async throws {

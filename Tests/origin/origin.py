@@ -15,6 +15,7 @@ Query parameters of /files/NAME (they apply to every request of that URL):
   wrongbody=1      flip one byte in the middle of the file
   noetag=1         send no ETag / Last-Modified
   hang=S           after the headers, send nothing for S seconds (the first `times` requests)
+  badtotal=1       a Content-Range total one byte short (the first `times` requests)
 /redirect/PORT/files/NAME?...  answers 302 to http://127.0.0.1:PORT/files/NAME?...
                  with sign=K, the target carries a fresh signed=TOKEN that is good for K requests,
                  then answers 403 (an expired signed CDN URL)
@@ -160,7 +161,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("ETag", etag)
             self.send_header("Last-Modified", last_modified)
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            total = size - 1 if query.get("badtotal") == "1" and take_fault(key + "#badtotal", times) else size
+            self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
         self.end_headers()
         throttle = float(query["throttle"]) if "throttle" in query else None
         drop = int(query["drop"]) if "drop" in query else None

@@ -66,7 +66,11 @@ public final class ChildProcess: Sendable {
         }
         posix_spawnattr_setflags(&attributes, Int16(flags))
 
-        let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        var environment = environment ?? ProcessInfo.processInfo.environment
+        // Whatever a worker process starts carries its owner mark, even in a chosen environment, so
+        // the supervisor can find what a killed worker left running (`Orphans`).
+        if let owner = Orphans.ownMark { environment[Orphans.markName] = owner }
+        let env = environment.map { "\($0.key)=\($0.value)" }
         var child: pid_t = 0
         let status = Self.withCStrings([path] + arguments) { argv in
             Self.withCStrings(env) { envp in

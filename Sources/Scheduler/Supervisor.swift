@@ -35,6 +35,8 @@ public final class Supervisor: Service {
 
     private struct Slot {
         var child: ChildProcess?
+        /// The mark its commands carry (`Orphans`), to stop what it leaves running when it dies.
+        var mark: String?
         var startedAt: ContinuousClock.Instant?
         var crashes = 0
         var restartAt: ContinuousClock.Instant?
@@ -57,16 +59,28 @@ public final class Supervisor: Service {
                     let delay = Duration.milliseconds(min(30_000, 250 * (1 << min(slots[index].crashes - 1, 7))))
                     slots[index].child = nil
                     slots[index].restartAt = clock.now + delay
+                    // Its commands outlive a SIGKILL (own process groups): stop them before the
+                    // job is retried, or install.py would run twice at once.
+                    if let mark = slots[index].mark {
+                        let left = Orphans.kill(marked: mark)
+                        if !left.isEmpty {
+                            logger.warning("stopped what the dead worker process left running", metadata: ["pids": "\(left)"])
+                        }
+                    }
                     logger.warning(
                         "worker process died; restarting",
                         metadata: ["slot": "\(index)", "pid": "\(child.pid)", "how": "\(ended)", "delay": "\(delay)"])
                 }
                 if slots[index].child == nil, let due = slots[index].restartAt, clock.now >= due {
                     do {
+                        let mark = Orphans.newMark()
+                        var environment = configuration.environment
+                        environment[Orphans.markName] = mark
                         let child = try ChildProcess(
-                            configuration.executable, configuration.arguments, environment: configuration.environment,
+                            configuration.executable, configuration.arguments, environment: environment,
                             outputPath: configuration.outputPath)
                         slots[index].child = child
+                        slots[index].mark = mark
                         slots[index].startedAt = clock.now
                         slots[index].restartAt = nil
                         logger.info("worker process started", metadata: ["slot": "\(index)", "pid": "\(child.pid)"])
@@ -80,6 +94,7 @@ public final class Supervisor: Service {
         }
 
         let children = slots.compactMap(\.child)
+        let marks = slots.compactMap(\.mark)
         logger.notice("stopping worker processes", metadata: ["count": "\(children.count)"])
         children.forEach { $0.signal(SIGTERM) }
         let deadline = clock.now + configuration.stopTimeout
@@ -93,5 +108,7 @@ public final class Supervisor: Service {
                 _ = await child.wait(timeout: .seconds(5))
             }
         }
+        // A worker killed at the deadline leaves its commands running: they go too.
+        for mark in marks { Orphans.kill(marked: mark) }
     }
 }

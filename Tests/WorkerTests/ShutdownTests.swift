@@ -105,3 +105,58 @@ struct ShutdownTests {
         for pid in tree { #expect(!processExists(pid), "pid \(pid) is left: \(output.suffix(2000))") }
     }
 }
+
+/// What a worker process killed with SIGKILL left running: its commands run in process groups of
+/// their own, so nothing stopped them, and the retried job ran install.py a second time beside the
+/// first (found by bench/chaos).
+@Suite("Commands of a killed worker process", .serialized)
+struct OrphanedCommandTests {
+    @Test func aKilledWorkersInstallScriptIsStoppedBeforeItsJobRunsAgain() async throws {
+        let h = try await WorkerHarness()
+        let folder = try makeTemporaryDirectory("orphans")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let workspace = folder.appendingPathComponent("ws")
+        let node = workspace.appendingPathComponent("ComfyUI/custom_nodes/sleepy")
+        // It says who it is and who started it, then outlives any test unless it is stopped.
+        let script = "import os, time\nwith open('runs.txt', 'a') as f:\n    f.write(f'{os.getpid()} {os.getppid()}\\n')\ntime.sleep(600)\n"
+        let repo = try await makeGitRepo(in: folder.appendingPathComponent("repos"), name: "sleepy", commits: [["install.py": script, ".gitignore": "runs.txt\n"]])
+        let cloned = try await run("/usr/bin/git", ["clone", "--quiet", repo.url, node.path])
+        #expect(cloned.status == 0, "\(cloned.output)")
+        let pool = try TestProcess.provision(
+            ["worker", "--machine", "m1", "--processes", "1", "--concurrency", "1", "--health-port", "0", "--workspace", workspace.path,
+             "--no-services", "--drain-timeout", "2"],
+            environment: ["REDIS_URL": h.redis.url])
+        defer { pool.terminate() }
+        try await h.enqueue(planJSON("orphans", [["id": "scripts", "kind": "install-scripts", "payload": ["nodes": [["name": "sleepy"]]], "lease_ms": 3000]]))
+        let runs = node.appendingPathComponent("runs.txt")
+        func started() -> [(script: Int32, worker: Int32)] {
+            ((try? String(contentsOf: runs, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line in
+                let pids = line.split(separator: " ").compactMap { Int32($0) }
+                return pids.count == 2 ? (pids[0], pids[1]) : nil
+            }
+        }
+        let began = try await eventually(timeout: .seconds(60)) { started().count == 1 }
+        let state = try await h.queue.status()
+        #expect(began, "\(pool.output) \(state)")
+        let first = try #require(started().first)
+        #expect(kill(first.worker, SIGKILL) == 0)
+        // The supervisor sees its worker die and stops the script it left, before anyone retries the job.
+        #expect(try await eventually(timeout: .seconds(30)) { !isRunning(first.script) }, "\(pool.output)")
+        // The job runs again once its lease expires: one script at a time, never two.
+        #expect(try await eventually(timeout: .seconds(60)) { started().count == 2 }, "\(pool.output)")
+        #expect(started().filter { isRunning($0.script) }.count == 1)
+        pool.terminate()
+        let second = started()[1]
+        _ = await pool.wait(timeout: .seconds(60))
+        // A drain that ends with the script still running stops it too.
+        #expect(try await eventually(timeout: .seconds(30)) { !isRunning(second.script) })
+    }
+
+    /// Running, not a zombie (an orphan's zombie waits for a reaper that may be slow in a container).
+    private func isRunning(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+}

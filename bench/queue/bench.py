@@ -183,14 +183,20 @@ def write_plan(path, plan_id, n):
 
 
 def job_times(r, base, plan, n):
-    # Protocol 2: job records are the fields "<job_id>|<field>" of B:jobs.
+    # Protocol 3: a job's record is the JSON field "<job_id>" of B:jobs; protocol 2 (an older
+    # PROVISION_BIN) stored the fields "<job_id>|<field>".
     pipe = r.pipeline(transaction=False)
     for i in range(1, n + 1):
-        pipe.hmget(f"{base}:jobs", f"j{i}|created_at", f"j{i}|started_at", f"j{i}|finished_at", f"j{i}|state")
+        pipe.hmget(f"{base}:jobs", f"j{i}", f"j{i}|created_at", f"j{i}|started_at", f"j{i}|finished_at", f"j{i}|state")
     rows = pipe.execute()
     created, started, finished, states = [], [], [], {}
-    for c, s, f, st in rows:
-        st = (st or b"missing").decode()
+    for record, c, s, f, st in rows:
+        if record:
+            fields = json.loads(record)
+            c, s, f, st = (fields.get(k) for k in ("created_at", "started_at", "finished_at", "state"))
+            st = st or "missing"
+        else:
+            st = (st or b"missing").decode()
         states[st] = states.get(st, 0) + 1
         if c and s:
             created.append(int(c))

@@ -73,6 +73,42 @@ struct SlicedEnqueueTests {
         #expect(try await observer.claim(worker: "poller", count: 100).jobs.count == 100)
     }
 
+    /// The Python reference client slices the same way, and between its slices a poller sees nothing.
+    @Test func thePythonClientEnqueuesInSlices() async throws {
+        let h = try await Harness()
+        defer { h.redis.stop() }
+        let program = #"""
+            import json, sys
+            sys.path.insert(0, sys.argv[2])
+            import redis
+            from provision_client import ProvisionQueue
+            r = redis.Redis.from_url(sys.argv[1], decode_responses=True)
+            q = ProvisionQueue(r, "m1")
+            poller = ProvisionQueue(redis.Redis.from_url(sys.argv[1]), "m1")
+            jobs = [{"id": "last", "kind": "services", "depends_on": [f"j{i}" for i in range(1000)]}]
+            jobs += [{"id": f"j{i}", "kind": "noop"} for i in range(1000)]
+            seen = []
+            def between(staged):
+                status = poller.status()
+                seen.append((staged, status["state"], len(poller.call("claim", "poller", 10, 0)) - 2))
+            result = q.enqueue({"version": 1, "plan_id": "py", "jobs": jobs}, slice_jobs=150, between_slices=between)
+            print(json.dumps({"result": result, "seen": seen, "last": q.job("py", "last"), "j5": q.job("py", "j5")}))
+            """#
+        let client = packageRoot().appendingPathComponent("protocols/clients/python").path
+        let out = try await runPython(program, [h.redis.url, client])
+        #expect(out.status == 0, "\(out.output)")
+        let decoded = try JSONSerialization.jsonObject(with: Data(out.output.utf8)) as? [String: Any] ?? [:]
+        #expect((decoded["result"] as? [String: Int]) == ["generation": 1, "jobs": 1001, "ready": 1000])
+        let seen = decoded["seen"] as? [[Any]] ?? []
+        #expect(seen.count == 7 && seen.allSatisfy { ($0[1] as? String) == "idle" && ($0[2] as? Int) == 0 }, "\(seen)")
+        let last = decoded["last"] as? [String: Any] ?? [:]
+        #expect(last["state"] as? String == "waiting" && last["pending"] as? Int == 1000)
+        #expect((decoded["j5"] as? [String: Any])?["dependents"] as? String == #"["last"]"#)
+        let status = try await h.queue.status()
+        #expect(status.state == .pending && status.count("total") == 1001 && status.count("ready") == 1000)
+        #expect(try await h.client.send("LLEN", h.queue.keys.ready).int == 1000)
+    }
+
     @Test func anEnqueueInterruptedBetweenSlicesLeavesNothingVisible() async throws {
         let h = try await Harness()
         defer { h.redis.stop() }

@@ -563,7 +563,7 @@ def run_ceiling(a):
         sha = r.script_load(f.read())
     base = "provision:{bench}"
     keys = [f"{base}:{k}" for k in ("status", "ready", "active", "delayed", "wake", "failures", "workers",
-                                    "heartbeats", "events", "jobs", "previous", "plans", "progress", "metrics")]
+                                    "heartbeats", "events", "jobs", "previous", "plans", "progress", "metrics", "staging")]
     r.config_resetstat()
     qps, _, _ = _redis_benchmark(a.port, a.requests, a.clients,
                                  ["evalsha", sha, str(len(keys))] + keys + ["unregister", base, "bench-worker"])

@@ -89,12 +89,20 @@ public final class JobQueue: Sendable {
         _ = try await call("enqueue_begin", [keys.machine, upload, planHeadJSON] + limitArguments(replace, limits))
     }
 
-    /// Stages one slice of jobs (a JSON array); returns the number of jobs staged so far. A refused
+    /// Stages one slice of jobs (a JSON array), and links what it left to `enqueue_link` (a job that
+    /// depends on many jobs of earlier slices); returns the number of jobs staged so far. A refused
     /// slice drops the whole staging.
     public func enqueueSlice(upload: String, jobsJSON: String) async throws(JobQueueError) -> Int {
         let reply = try await call("enqueue_slice", [upload, jobsJSON])
-        guard let items = reply.array, items.count == 2, let staged = items[1].int else {
+        guard let items = reply.array, items.count == 3, let staged = items[1].int, var left = items[2].int else {
             throw .protocolViolation("enqueue_slice returned \(reply)")
+        }
+        while left > 0 {
+            let linked = try await call("enqueue_link", [upload])
+            guard let parts = linked.array, parts.count == 2, let rest = parts[1].int else {
+                throw .protocolViolation("enqueue_link returned \(linked)")
+            }
+            left = rest
         }
         return Int(staged)
     }

@@ -49,6 +49,31 @@ struct SlicedEnqueueTests {
         #expect(records.count == 2501 && records.first?["id"] == "j0" && records.last?["id"] == "last")
     }
 
+    /// A services job depending on 5,000 jobs of earlier slices: more than one call links (4,000), so
+    /// the slice leaves the rest to enqueue_link; a missing one among them still refuses everything.
+    @Test func aJobDependingOnManyEarlierJobsIsLinkedInSteps() async throws {
+        let h = try await Harness()
+        defer { h.redis.stop() }
+        let enqueued = try await h.queue.enqueue(planJSON: Self.bigPlan("fan-in", jobs: 5000))
+        #expect(enqueued.jobs == 5001 && enqueued.ready == 5000)
+        #expect(try await h.queue.job(plan: "fan-in", id: "j4321")?["dependents"] == #"["last"]"#)
+        #expect(try await h.queue.job(plan: "fan-in", id: "last")?["pending"] == "5000")
+        let fields = try await h.client.send("HKEYS", h.queue.keys.jobs).array?.compactMap(\.string) ?? []
+        #expect(!fields.contains { $0.hasPrefix("|links") || $0 == "|upload" }, "staging fields left in B:jobs")
+
+        try await h.queue.enqueueBegin(upload: "u9", planHeadJSON: #"{"version":1,"plan_id":"p9"}"#, replace: true)
+        _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (0..<2000).map { job("a\($0)") }).jobsArray)
+        _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (2000..<4000).map { job("a\($0)") }).jobsArray)
+        let needs = (0..<4000).map { "a\($0)" } + ["ghost"] + (4000..<4100).map { "a\($0)" }
+        await #expect(throws: JobQueueError.planRejected(
+            "job 'z' depends on 'ghost', which is not in this or an earlier slice (a job must be sent after the jobs it depends on)"
+        )) {
+            _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (4000..<4100).map { job("a\($0)") } + [job("z", deps: needs)]).jobsArray)
+        }
+        #expect(try await h.client.send("EXISTS", h.queue.keys.staging).int == 0)
+        #expect(try await h.queue.status().planID == "fan-in")
+    }
+
     @Test func aWorkerPollingDuringASlowEnqueueNeverSeesAPartialPlan() async throws {
         let h = try await Harness()
         defer { h.redis.stop() }
@@ -175,6 +200,15 @@ struct SlicedEnqueueTests {
             #expect(error.serverMessage?.contains("more than 2000 in one call: send it in slices") == true, "\(error)")
         }
         #expect(try await h.dbsize() == 0)
+    }
+}
+
+extension String {
+    /// The `jobs` array of a plan's JSON text, as the JSON of a slice.
+    var jobsArray: String {
+        let plan = (try? JSONSerialization.jsonObject(with: Data(utf8))) as? [String: Any] ?? [:]
+        let data = (try? JSONSerialization.data(withJSONObject: plan["jobs"] ?? [])) ?? Data("[]".utf8)
+        return String(decoding: data, as: UTF8.self)
     }
 }
 

@@ -38,17 +38,18 @@ local MAX_META = 65536           -- bytes of the plan's re-encoded meta
 local MAX_SLICE_JOBS = 2000      -- jobs in one enqueue or enqueue_slice call: bounds the time a call blocks Redis
 local MAX_SLICE_BYTES = 4194304  -- bytes of the JSON text of one enqueue or enqueue_slice call
 local STAGING_TTL_MS = 600000    -- an enqueue abandoned between slices leaves nothing after this
+local LINK_BUDGET = 4000         -- dependencies on earlier slices linked in one call; more wait for enqueue_link
 local MAX_REASONS = 1000
 local MAX_BATCH = 1000           -- jobs in one claim or complete_many call
 local DEAD_WORKER_MS = 600000    -- a worker silent this long is removed from B:workers / B:heartbeats
 local EVENTS_MAX_AGE_MS = 604800000 -- B:events entries older than this are trimmed; an idle stream expires
 local WAKE_TTL_S = 3600          -- markers nobody took are not kept forever
 
--- cjson writes an empty table as {}; lists of ids are written by hand so they stay JSON arrays.
+-- cjson writes an empty table as {}; lists of ids are written by hand so they stay JSON arrays. Ids
+-- need no escaping: they are letters, digits and . _ : @ + - only (checked at enqueue).
 local function encode_list(items)
-  local parts = {}
-  for i, item in ipairs(items) do parts[i] = cjson.encode(item) end
-  return "[" .. table.concat(parts, ",") .. "]"
+  if #items == 0 then return "[]" end
+  return '["' .. table.concat(items, '","') .. '"]'
 end
 
 local function fail(code, sentence)
@@ -71,8 +72,8 @@ end
 do
   local p = redis.call("HMGET", K_STATUS, "protocol", "generation")
   -- Protocol 2 stored a job as many fields of B:jobs: its keys are taken over like protocol 1's.
-  local takeover = op == "enqueue" or op == "enqueue_begin" or op == "enqueue_slice" or op == "enqueue_commit" or
-                   op == "retire"
+  local takeover = op == "enqueue" or op == "enqueue_begin" or op == "enqueue_slice" or op == "enqueue_link" or
+                   op == "enqueue_commit" or op == "retire"
   if p[1] and p[1] ~= PROTOCOL and not (p[1] == "2" and takeover) then
     return fail("PROTOCOL_MISMATCH", "the machine's keys are at protocol " .. p[1] .. " but this queue.lua speaks protocol " ..
                 PROTOCOL .. "; use the queue.lua of the workers' release")
@@ -315,13 +316,17 @@ end
 --
 -- enqueue_begin <machine_id> <upload_id> <plan_head_json> <max_payload_bytes> <max_jobs> <replace> <retention_seconds>
 -- enqueue_slice <upload_id> <jobs_json>          (a JSON array of at most MAX_SLICE_JOBS jobs)
+-- enqueue_link <upload_id>                        (while a slice answered links left > 0)
 -- enqueue_commit <upload_id>
 -- A larger plan in slices: begin checks the plan without its jobs (plan_head_json has no "jobs") and
 -- starts B:staging (any earlier staging is dropped); each slice checks and stages its jobs; commit
 -- makes the staged plan the machine's plan at once, exactly as enqueue would. Until commit nothing is
 -- visible; a refused slice drops the staging, an abandoned one expires after STAGING_TTL_MS. A job
 -- may depend on jobs of its own slice (any order) or of earlier slices, never of later ones.
--- Output: begin { "begun", 0 }, slice { "staged", jobs staged so far }, commit as enqueue.
+-- A slice whose jobs depend on more than LINK_BUDGET jobs of earlier slices leaves the rest of that
+-- linking to enqueue_link calls of LINK_BUDGET each, made before the next slice or the commit.
+-- Output: begin { "begun", 0 }, slice { "staged", jobs staged so far, links left }, link { "linked",
+-- links left }, commit as enqueue.
 ---------------------------------------------------------------------------------------------------
 local KINDS = { noop = true, sleep = true, download = true, node = true, ["python-deps"] = true,
                 ["install-scripts"] = true, comfyui = true, verify = true, services = true }
@@ -378,8 +383,34 @@ local function start_staging(upload, plan, machine, max_payload, max_jobs, repla
   redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
 end
 
--- Checks one slice of jobs and writes them into B:staging. Returns the number staged, or nil and a
--- sentence (the caller drops the staging). `single`: the slice is the whole plan (sentences of enqueue).
+-- Links jobs to dependencies staged by earlier slices: deps[from..to] are dependency ids, by_dep[dep]
+-- the ids depending on it ("a,b"), appended to "<dep>|dependents" (1000 per HMGET/HSET). Returns nil,
+-- or the sentence for a dependency that is not staged.
+local function link_entries(deps, by_dep, from, to)
+  for first = from, to, 1000 do
+    local last = math.min(first + 999, to)
+    local names = {}
+    for i = first, last do names[#names + 1] = deps[i] .. "|dependents" end
+    local values = redis.call("HMGET", K_STAGING, unpack(names))
+    local pairs_ = {}
+    for i = first, last do
+      local dep, have, list = deps[i], values[i - first + 1], by_dep[deps[i]]
+      if not have then
+        return "job '" .. string.match(list, "^[^,]+") .. "' depends on '" .. dep .. "', which is not in this or an" ..
+               " earlier slice (a job must be sent after the jobs it depends on)"
+      end
+      local more = string.gsub(list, ",", '","')
+      if have == "" then more = '["' .. more .. '"]' else more = string.sub(have, 1, -2) .. ',"' .. more .. '"]' end
+      pairs_[#pairs_ + 1] = names[i - first + 1]
+      pairs_[#pairs_ + 1] = more
+    end
+    redis.call("HSET", K_STAGING, unpack(pairs_))
+  end
+  return nil
+end
+
+-- Checks one slice of jobs and writes them into B:staging. Returns the number staged and the number
+-- of links left for enqueue_link, or nil and a sentence (the caller drops the staging). `single`: the slice is the whole plan (sentences of enqueue).
 local function stage_jobs(jobs, single)
   local JOB_FIELDS = { id = true, kind = true, payload = true, depends_on = true, max_attempts = true,
                        backoff_ms = true, backoff_max_ms = true, lease_ms = true, timeout_ms = true,
@@ -463,7 +494,7 @@ local function stage_jobs(jobs, single)
   end
   -- Dependencies: within the slice (any order) or on an earlier slice's job; the graph of the slice
   -- must be acyclic (Kahn's algorithm), edges to earlier slices cannot close a cycle.
-  local indegree, dependents, outside, outside_list = {}, {}, {}, {}
+  local indegree, dependents, outside, outside_list, edges = {}, {}, {}, {}, 0
   for _, job in ipairs(jobs) do
     indegree[job.id] = 0
     dependents[job.id] = {}
@@ -480,24 +511,25 @@ local function stage_jobs(jobs, single)
           indegree[job.id] = indegree[job.id] + 1
           table.insert(dependents[dep], job.id)
         else
-          if not outside[dep] then
-            outside[dep] = {}
+          -- A job of an earlier slice: "a,b" are the ids of this slice depending on it.
+          local have = outside[dep]
+          if have then
+            outside[dep] = have .. "," .. job.id
+          else
+            outside[dep] = job.id
             outside_list[#outside_list + 1] = dep
           end
-          table.insert(outside[dep], job.id)
+          edges = edges + 1
         end
       end
     end
     job.pending = pending
   end
-  local found = {}
-  if #outside_list > 0 then found = existing(outside_list) end
-  for _, job in ipairs(jobs) do
-    for _, dep in ipairs(job.depends_on) do
-      if not seen[dep] and not found[dep] then
-        if single then return nil, "job '" .. job.id .. "' depends on '" .. dep .. "', which is not in the plan" end
-        return nil, "job '" .. job.id .. "' depends on '" .. dep .. "', which is not in this or an earlier slice" ..
-                    " (a job must be sent after the jobs it depends on)"
+  if single then
+    -- The staging is empty: a dependency outside the slice is not in the plan.
+    for _, job in ipairs(jobs) do
+      for _, dep in ipairs(job.depends_on) do
+        if not seen[dep] then return nil, "job '" .. job.id .. "' depends on '" .. dep .. "', which is not in the plan" end
       end
     end
   end
@@ -522,17 +554,25 @@ local function stage_jobs(jobs, single)
     return nil, "the dependencies form a cycle through " .. table.concat(cyclic, ", ", 1, math.min(#cyclic, 5))
   end
 
-  -- Accepted: append this slice's jobs to the dependents lists of earlier slices' jobs ...
-  for from = 1, #outside_list, 1000 do
-    local pairs_ = {}
-    for i = from, math.min(from + 999, #outside_list) do
-      local dep = outside_list[i]
-      local have, more = found[dep], encode_list(outside[dep])
-      if have ~= "" then more = string.sub(have, 1, -2) .. "," .. string.sub(more, 2) end
-      pairs_[#pairs_ + 1] = dep .. "|dependents"
-      pairs_[#pairs_ + 1] = more
+  -- Accepted: append this slice's jobs to the dependents lists of earlier slices' jobs, now when
+  -- they are few, else in bounded steps (enqueue_link) before the next slice ...
+  local deferred = 0
+  if edges <= LINK_BUDGET then
+    local why = link_entries(outside_list, outside, 1, #outside_list)
+    if why then return nil, why end
+  else
+    -- Chunks "|links:<n>" of LINK_BUDGET "dep=a,b" entries, one per enqueue_link call ('=' and ','
+    -- are not in ids).
+    local chunk = {}
+    for i, dep in ipairs(outside_list) do
+      chunk[#chunk + 1] = dep .. "=" .. outside[dep]
+      if #chunk == LINK_BUDGET or i == #outside_list then
+        deferred = deferred + 1
+        redis.call("HSET", K_STAGING, "|links:" .. deferred, table.concat(chunk, " "))
+        chunk = {}
+      end
     end
-    redis.call("HSET", K_STAGING, unpack(pairs_))
+    redis.call("HSET", K_STAGING, "|links", deferred, "|links_at", 0)
   end
   -- ... and write the slice's records, 100 jobs per HSET.
   local now = now_ms()
@@ -570,7 +610,7 @@ local function stage_jobs(jobs, single)
   redis.call("HSET", K_STAGING, "|ids", ids_text, "|ready", ready_text)
   redis.call("HINCRBY", K_STAGING, "|ready_count", #ready_ids)
   redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
-  return redis.call("HINCRBY", K_STAGING, "|jobs", #jobs)
+  return redis.call("HINCRBY", K_STAGING, "|jobs", #jobs), deferred
 end
 
 -- Makes the staged plan the machine's plan: the only step the machine's readers and workers see.
@@ -707,24 +747,60 @@ local function enqueue_slice()
     return fail("BAD_REQUEST", "enqueue '" .. tostring(upload) .. "' is not in progress (it expired, was committed," ..
                 " or another enqueue replaced it)")
   end
+  if redis.call("HEXISTS", K_STAGING, "|links") == 1 then
+    return fail("BAD_REQUEST", "enqueue '" .. upload .. "' has dependencies left to link: call enqueue_link until it answers 0")
+  end
   local jobs, why = decode_object(text, "the slice")
   if not jobs or (next(jobs) ~= nil and jobs[1] == nil) then
     redis.call("UNLINK", K_STAGING)
     return fail("PLAN_INVALID", why or "a slice must be a non-empty JSON array of jobs")
   end
-  local staged
-  staged, why = stage_jobs(jobs, false)
+  local staged, left = stage_jobs(jobs, false)
   if not staged then
+    redis.call("UNLINK", K_STAGING)
+    return fail("PLAN_INVALID", left)
+  end
+  return { "staged", staged, left }
+end
+
+-- Links up to LINK_BUDGET of the dependencies a slice left (a job depending on many jobs of earlier
+-- slices, such as a services job depending on all of them). Output: { "linked", links left }.
+local function enqueue_link()
+  local upload = ARGV[3]
+  if not valid_upload(upload) or redis.call("HGET", K_STAGING, "|upload") ~= upload then
+    return fail("BAD_REQUEST", "enqueue '" .. tostring(upload) .. "' is not in progress (it expired, was committed," ..
+                " or another enqueue replaced it)")
+  end
+  local st = redis.call("HMGET", K_STAGING, "|links", "|links_at")
+  if not st[1] then return { "linked", 0 } end
+  local chunks, at = tonumber(st[1]), tonumber(st[2]) + 1
+  local deps, by_dep = {}, {}
+  for dep, list in string.gmatch(redis.call("HGET", K_STAGING, "|links:" .. at) or "", "([^ =]+)=(%S+)") do
+    deps[#deps + 1] = dep
+    by_dep[dep] = list
+  end
+  local why = link_entries(deps, by_dep, 1, #deps)
+  if why then
     redis.call("UNLINK", K_STAGING)
     return fail("PLAN_INVALID", why)
   end
-  return { "staged", staged }
+  redis.call("HDEL", K_STAGING, "|links:" .. at)
+  redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
+  if at >= chunks then
+    redis.call("HDEL", K_STAGING, "|links", "|links_at")
+    return { "linked", 0 }
+  end
+  redis.call("HSET", K_STAGING, "|links_at", at)
+  return { "linked", chunks - at }
 end
 
 local function enqueue_commit()
   local upload = ARGV[3]
   if not valid_upload(upload) then
     return fail("BAD_REQUEST", "the upload id must be 1-64 letters, digits, '.', '_' or '-'")
+  end
+  if redis.call("HEXISTS", K_STAGING, "|links") == 1 then
+    return fail("BAD_REQUEST", "enqueue '" .. upload .. "' has dependencies left to link: call enqueue_link until it answers 0")
   end
   return commit_staging(upload)
 end
@@ -1071,7 +1147,7 @@ local function retire()
 end
 
 local ops = { enqueue = enqueue, enqueue_begin = enqueue_begin, enqueue_slice = enqueue_slice,
-              enqueue_commit = enqueue_commit, retire = retire, claim = claim, heartbeat = heartbeat, complete = complete,
+              enqueue_link = enqueue_link, enqueue_commit = enqueue_commit, retire = retire, claim = claim, heartbeat = heartbeat, complete = complete,
               complete_many = complete_many,
               fail = fail_job, release = release, cancel = cancel, register = register,
               unregister = unregister, announce = announce, announced = announced }

@@ -64,6 +64,12 @@ export class ProvisionQueue {
     }
   }
 
+  // One slice, then the links it left (a job depending on many jobs of earlier slices), in bounded steps.
+  async #slice(upload, part) {
+    let [, , left] = await this.#call('enqueue_slice', upload, `[${part.join(',')}]`);
+    while (left > 0) [, left] = await this.#call('enqueue_link', upload);
+  }
+
   /** Resolves to { generation, jobs, ready }; rejects with error.code PLAN_INVALID, MACHINE_BUSY, BAD_REQUEST or PROTOCOL_MISMATCH. */
   async enqueue(plan, { replace = false, maxPayloadBytes = 65536, maxJobs = 50000, retentionSeconds = 604800 } = {}) {
     const text = typeof plan === 'string' ? plan : JSON.stringify(plan);
@@ -83,14 +89,14 @@ export class ProvisionQueue {
       for (const job of dependenciesFirst(list)) {
         const encoded = JSON.stringify(job);
         if (part.length && (part.length === SLICE_JOBS || size + Buffer.byteLength(encoded) + 1 > SLICE_BYTES)) {
-          await this.#call('enqueue_slice', upload, `[${part.join(',')}]`);
+          await this.#slice(upload, part);
           part = [];
           size = 2;
         }
         part.push(encoded);
         size += Buffer.byteLength(encoded) + 1;
       }
-      if (part.length) await this.#call('enqueue_slice', upload, `[${part.join(',')}]`);
+      if (part.length) await this.#slice(upload, part);
       const [generation, jobs, ready] = await this.#call('enqueue_commit', upload);
       return { generation, jobs, ready };
     } catch (error) {

@@ -27,7 +27,7 @@ Command line::
 Protocol 3: queue.lua declares all 15 keys of the machine and refuses (``PROTOCOL_MISMATCH``)
 keys written by another protocol; an out-of-date copy of this file and queue.lua must be replaced.
 A plan larger than one call's limits (2000 jobs, 4 MiB of JSON) is sent in slices
-(``enqueue_begin`` / ``enqueue_slice`` / ``enqueue_commit``): still all or nothing, and no call
+(``enqueue_begin`` / ``enqueue_slice`` [/ ``enqueue_link``] / ``enqueue_commit``): still all or nothing, and no call
 blocks Redis for long.
 """
 
@@ -232,7 +232,10 @@ class ProvisionQueue:
         self.call("enqueue_begin", self.machine_id, upload, json.dumps(head, separators=(",", ":")), *limits)
         staged = 0
         for part in _slices(_dependencies_first(jobs), slice_jobs, slice_bytes):
-            _, staged = self.call("enqueue_slice", upload, part)
+            reply = self.call("enqueue_slice", upload, part)
+            staged, left = int(reply[1]), int(reply[2])
+            while left > 0:  # a job depending on many jobs of earlier slices: linked in bounded steps
+                left = int(self.call("enqueue_link", upload)[1])
             if between_slices is not None:
                 between_slices(int(staged))
         generation, count, ready = self.call("enqueue_commit", upload)

@@ -32,6 +32,8 @@ public final class JobQueue: Sendable {
     /// Most jobs and JSON bytes one `enqueue` or `enqueue_slice` call may carry (queue.lua).
     public static let maxSliceJobs = 2_000
     public static let maxSliceBytes = 4 << 20
+    /// A job depending on more jobs than this goes in a slice of its own (queue.lua LINK_BUDGET).
+    public static let fanInDependencies = 4_000
 
     /// What an accepted enqueue created.
     public struct Enqueued: Sendable, Equatable {
@@ -168,7 +170,8 @@ public final class JobQueue: Sendable {
         return result
     }
 
-    /// JSON arrays of at most `jobs` jobs and about `bytes` bytes (one job alone may be larger).
+    /// JSON arrays of at most `jobs` jobs and about `bytes` bytes (one job alone may be larger); a job
+    /// with more than `fanInDependencies` dependencies is a slice of its own.
     static func slices(_ list: [Any], jobs: Int, bytes: Int) throws(JobQueueError) -> [String] {
         var result: [String] = []
         var part: [Data] = []
@@ -177,10 +180,15 @@ public final class JobQueue: Sendable {
             guard JSONSerialization.isValidJSONObject(job), let data = try? JSONSerialization.data(withJSONObject: job) else {
                 throw .planRejected("the plan has a job that is not a JSON object")
             }
-            if !part.isEmpty && (part.count == jobs || size + data.count + 1 > bytes) {
+            let fanIn = (((job as? [String: Any])?["depends_on"] as? [Any])?.count ?? 0) > fanInDependencies
+            if !part.isEmpty && (fanIn || part.count == jobs || size + data.count + 1 > bytes) {
                 result.append(join(part))
                 part = []
                 size = 2
+            }
+            if fanIn {
+                result.append(join([data]))
+                continue
             }
             part.append(data)
             size += data.count + 1

@@ -54,7 +54,9 @@ struct SlicedEnqueueTests {
     @Test func aJobDependingOnManyEarlierJobsIsLinkedInSteps() async throws {
         let h = try await Harness()
         defer { h.redis.stop() }
-        let enqueued = try await h.queue.enqueue(planJSON: Self.bigPlan("fan-in", jobs: 5000))
+        // Every id twice: the job waits on 5,000 distinct jobs.
+        let plan = planJSON("fan-in", [job("last", deps: (0..<5000).map { "j\($0)" } + (0..<5000).map { "j\($0)" })] + (0..<5000).map { job("j\($0)") })
+        let enqueued = try await h.queue.enqueue(planJSON: plan)
         #expect(enqueued.jobs == 5001 && enqueued.ready == 5000)
         #expect(try await h.queue.job(plan: "fan-in", id: "j4321")?["dependents"] == #"["last"]"#)
         #expect(try await h.queue.job(plan: "fan-in", id: "last")?["pending"] == "5000")
@@ -65,10 +67,17 @@ struct SlicedEnqueueTests {
         _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (0..<2000).map { job("a\($0)") }).jobsArray)
         _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (2000..<4000).map { job("a\($0)") }).jobsArray)
         let needs = (0..<4000).map { "a\($0)" } + ["ghost"] + (4000..<4100).map { "a\($0)" }
+        await #expect(throws: JobQueueError.planRejected("job 'z' depends on more than 4000 jobs: send it in a slice of its own")) {
+            _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", [job("y"), job("z", deps: needs)]).jobsArray)
+        }
+        try await h.queue.enqueueBegin(upload: "u9", planHeadJSON: #"{"version":1,"plan_id":"p9"}"#, replace: true)
+        _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (0..<2000).map { job("a\($0)") }).jobsArray)
+        _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (2000..<4000).map { job("a\($0)") }).jobsArray)
+        _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (4000..<4100).map { job("a\($0)") }).jobsArray)
         await #expect(throws: JobQueueError.planRejected(
             "job 'z' depends on 'ghost', which is not in this or an earlier slice (a job must be sent after the jobs it depends on)"
         )) {
-            _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", (4000..<4100).map { job("a\($0)") } + [job("z", deps: needs)]).jobsArray)
+            _ = try await h.queue.enqueueSlice(upload: "u9", jobsJSON: planJSON("x", [job("z", deps: needs)]).jobsArray)
         }
         #expect(try await h.client.send("EXISTS", h.queue.keys.staging).int == 0)
         #expect(try await h.queue.status().planID == "fan-in")

@@ -409,6 +409,47 @@ local function link_entries(deps, by_dep, from, to)
   return nil
 end
 
+-- One chunk of a fan-in job's dependencies (space-separated ids): each must be staged and not the job;
+-- each distinct one gets the job appended to its dependents and counts in the job's pending (set in
+-- its record with the last chunk). Returns nil or a sentence.
+local function link_fan_in(id, text, last_chunk)
+  local deps, by_dep, mine, new = {}, {}, '"' .. id .. '"', 0
+  for dep in string.gmatch(text, "%S+") do
+    if dep == id then return "job '" .. id .. "' depends on itself" end
+    if not by_dep[dep] then
+      deps[#deps + 1] = dep
+      by_dep[dep] = id
+    end
+  end
+  for first = 1, #deps, 1000 do
+    local last = math.min(first + 999, #deps)
+    local names = {}
+    for i = first, last do names[#names + 1] = deps[i] .. "|dependents" end
+    local values = redis.call("HMGET", K_STAGING, unpack(names))
+    local pairs_ = {}
+    for i = first, last do
+      local have = values[i - first + 1]
+      if not have then
+        return "job '" .. id .. "' depends on '" .. deps[i] .. "', which is not in this or an earlier slice" ..
+               " (a job must be sent after the jobs it depends on)"
+      end
+      if not string.find(have, mine, 1, true) then -- a repeat from an earlier chunk is counted once
+        new = new + 1
+        pairs_[#pairs_ + 1] = names[i - first + 1]
+        pairs_[#pairs_ + 1] = have == "" and "[" .. mine .. "]" or string.sub(have, 1, -2) .. "," .. mine .. "]"
+      end
+    end
+    if #pairs_ > 0 then redis.call("HSET", K_STAGING, unpack(pairs_)) end
+  end
+  local pending = redis.call("HINCRBY", K_STAGING, "|links_pending", new)
+  if last_chunk then
+    local record = cjson.decode(redis.call("HGET", K_STAGING, id))
+    record.pending = pending
+    redis.call("HSET", K_STAGING, id, cjson.encode(record))
+  end
+  return nil
+end
+
 -- Checks one slice of jobs and writes them into B:staging. Returns the number staged and the number
 -- of links left for enqueue_link, or nil and a sentence (the caller drops the staging). `single`: the slice is the whole plan (sentences of enqueue).
 local function stage_jobs(jobs, single)
@@ -490,6 +531,38 @@ local function stage_jobs(jobs, single)
     local again = existing(ids)
     for _, id in ipairs(ids) do
       if again[id] then return nil, "job '" .. id .. "' appears twice" end
+    end
+  end
+  -- A job with more than LINK_BUDGET dependencies (a services job waiting on every other job) comes
+  -- alone in its slice: its dependencies are all of earlier slices, so it closes no cycle, and
+  -- enqueue_link checks and links them LINK_BUDGET at a time (chunks "|links:<n>" of ids).
+  if not single and #jobs == 1 and #jobs[1].depends_on > LINK_BUDGET then
+    local job = jobs[1]
+    for _, dep in ipairs(job.depends_on) do
+      if type(dep) ~= "string" then return nil, "job '" .. job.id .. "' has a dependency that is not a job id" end
+    end
+    local record = { kind = job.kind, label = job.label or "", pending = 0, state = "waiting", attempts = 0,
+                     max_attempts = job.max_attempts, backoff_ms = job.backoff_ms, backoff_max_ms = job.backoff_max_ms,
+                     lease_ms = job.lease_ms, timeout_ms = job.timeout_ms, created_at = now_ms() }
+    local chunks = 0
+    for from = 1, #job.depends_on, LINK_BUDGET do
+      chunks = chunks + 1
+      redis.call("HSET", K_STAGING, "|links:" .. chunks,
+                 table.concat(job.depends_on, " ", from, math.min(from + LINK_BUDGET - 1, #job.depends_on)))
+    end
+    redis.call("HSET", K_STAGING, job.id, cjson.encode(record), job.id .. "|payload", job.payload_json,
+               job.id .. "|dependents", "", job.id .. "|depends_on", encode_list(job.depends_on),
+               "|links", chunks, "|links_at", 0, "|links_job", job.id, "|links_pending", 0)
+    local ids_text = redis.call("HGET", K_STAGING, "|ids")
+    redis.call("HSET", K_STAGING, "|ids", ids_text == "" and job.id or ids_text .. " " .. job.id)
+    redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
+    return redis.call("HINCRBY", K_STAGING, "|jobs", 1), chunks
+  elseif not single then
+    for _, job in ipairs(jobs) do
+      if #job.depends_on > LINK_BUDGET and #jobs > 1 then
+        return nil, "job '" .. job.id .. "' depends on more than " .. LINK_BUDGET ..
+                    " jobs: send it in a slice of its own"
+      end
     end
   end
   -- Dependencies: within the slice (any order) or on an earlier slice's job; the graph of the slice
@@ -774,12 +847,19 @@ local function enqueue_link()
   local st = redis.call("HMGET", K_STAGING, "|links", "|links_at")
   if not st[1] then return { "linked", 0 } end
   local chunks, at = tonumber(st[1]), tonumber(st[2]) + 1
-  local deps, by_dep = {}, {}
-  for dep, list in string.gmatch(redis.call("HGET", K_STAGING, "|links:" .. at) or "", "([^ =]+)=(%S+)") do
-    deps[#deps + 1] = dep
-    by_dep[dep] = list
+  local text = redis.call("HGET", K_STAGING, "|links:" .. at) or ""
+  local fan_in = redis.call("HGET", K_STAGING, "|links_job")
+  local why
+  if fan_in then
+    why = link_fan_in(fan_in, text, at == chunks)
+  else
+    local deps, by_dep = {}, {}
+    for dep, list in string.gmatch(text, "([^ =]+)=(%S+)") do
+      deps[#deps + 1] = dep
+      by_dep[dep] = list
+    end
+    why = link_entries(deps, by_dep, 1, #deps)
   end
-  local why = link_entries(deps, by_dep, 1, #deps)
   if why then
     redis.call("UNLINK", K_STAGING)
     return fail("PLAN_INVALID", why)
@@ -787,7 +867,7 @@ local function enqueue_link()
   redis.call("HDEL", K_STAGING, "|links:" .. at)
   redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
   if at >= chunks then
-    redis.call("HDEL", K_STAGING, "|links", "|links_at")
+    redis.call("HDEL", K_STAGING, "|links", "|links_at", "|links_job", "|links_pending")
     return { "linked", 0 }
   end
   redis.call("HSET", K_STAGING, "|links_at", at)

@@ -17,6 +17,7 @@ const KEY_SUFFIXES = ['status', 'ready', 'active', 'delayed', 'wake', 'failures'
   'jobs', 'previous', 'plans', 'progress', 'metrics', 'staging'];
 const SLICE_JOBS = 1000;
 const SLICE_BYTES = 1 << 20;
+const FAN_IN_DEPENDENCIES = 4000;
 
 // Every job after the jobs it depends on, otherwise in plan order (a cycle is left for the script to refuse).
 function dependenciesFirst(jobs) {
@@ -88,10 +89,15 @@ export class ProvisionQueue {
       let size = 2;
       for (const job of dependenciesFirst(list)) {
         const encoded = JSON.stringify(job);
-        if (part.length && (part.length === SLICE_JOBS || size + Buffer.byteLength(encoded) + 1 > SLICE_BYTES)) {
+        const fanIn = Array.isArray(job?.depends_on) && job.depends_on.length > FAN_IN_DEPENDENCIES;
+        if (part.length && (fanIn || part.length === SLICE_JOBS || size + Buffer.byteLength(encoded) + 1 > SLICE_BYTES)) {
           await this.#slice(upload, part);
           part = [];
           size = 2;
+        }
+        if (fanIn) { // a job waiting on thousands of others goes alone: queue.lua links it in steps
+          await this.#slice(upload, [encoded]);
+          continue;
         }
         part.push(encoded);
         size += Buffer.byteLength(encoded) + 1;

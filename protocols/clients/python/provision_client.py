@@ -61,6 +61,8 @@ KEY_SUFFIXES = ("status", "ready", "active", "delayed", "wake", "failures", "wor
 #: Limits of one enqueue / enqueue_slice call in queue.lua (MAX_SLICE_JOBS, MAX_SLICE_BYTES).
 MAX_SLICE_JOBS = 2000
 MAX_SLICE_BYTES = 4 * 1024 * 1024
+#: A job depending on more jobs than this is sent in a slice of its own (queue.lua LINK_BUDGET).
+FAN_IN_DEPENDENCIES = 4000
 #: Largest re-encoded ``meta`` queue.lua accepts (MAX_META).
 MAX_META_BYTES = 65536
 #: The large fields of a job, stored beside its record as ``<job_id>|<name>`` (protocols/redis.md §4).
@@ -388,14 +390,19 @@ def _dependencies_first(jobs: List[Any]) -> List[Any]:
 
 def _slices(jobs: List[Any], slice_jobs: int, slice_bytes: int):
     """JSON arrays of at most ``slice_jobs`` jobs and about ``slice_bytes`` bytes (one job alone may
-    be larger)."""
+    be larger); a job with more than FAN_IN_DEPENDENCIES dependencies is a slice of its own."""
     part: List[str] = []
     size = 2
     for job in jobs:
         encoded = json.dumps(job, separators=(",", ":"))
-        if part and (len(part) == slice_jobs or size + len(encoded) + 1 > slice_bytes):
+        deps = job.get("depends_on") if isinstance(job, dict) else None
+        fan_in = isinstance(deps, list) and len(deps) > FAN_IN_DEPENDENCIES
+        if part and (fan_in or len(part) == slice_jobs or size + len(encoded) + 1 > slice_bytes):
             yield "[" + ",".join(part) + "]"
             part, size = [], 2
+        if fan_in:
+            yield "[" + encoded + "]"
+            continue
         part.append(encoded)
         size += len(encoded.encode()) + 1
     if part:

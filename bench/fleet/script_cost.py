@@ -84,9 +84,14 @@ def main():
             except redis.ConnectionError:
                 time.sleep(0.05)
         result = {}
-        for name, source in scripts:
-            keys, offset = keys_of(source), 2 if "next_upkeep" in source else 1
-            rounds = [run(r, source, keys, a.jobs, a.batch, offset, f"{name[:3]}{i}") for i in range(a.rounds)]
+        # Rounds interleave the scripts, so a change in the machine's load hits them alike.
+        rounds_of = {name: [] for name, _ in scripts}
+        for i in range(a.rounds):
+            for name, source in scripts:
+                keys, offset = keys_of(source), 2 if "next_upkeep" in source else 1
+                rounds_of[name].append(run(r, source, keys, a.jobs, a.batch, offset, f"{name[:3]}{i}"))
+        for name, _ in scripts:
+            rounds = rounds_of[name]
             parts = ("enqueue_us_per_job", "claim_us_per_job", "complete_us_per_job")
             result[name] = {part: round(statistics.median(x[j] for x in rounds), 2) for j, part in enumerate(parts)}
             result[name]["total_us_per_job"] = round(sum(result[name].values()), 2)

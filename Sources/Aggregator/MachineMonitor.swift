@@ -51,20 +51,18 @@ public final class MachineMonitor: Sendable {
         let ids = active.compactMap(\.string)
         var jobs: [MachineSnapshot.ActiveJob] = []
         if let plan = status.planID, !ids.isEmpty {
-            // Job records are fields of B:jobs; its `|plan_id` says whose they are.
-            let fields: [[String]] = ids.map { id in
-                ["HMGET", keys.jobs] + ["kind", "label", "attempts", "owner", "started_at", "state", "|plan_id"].map {
-                    $0.hasPrefix("|") ? $0 : "\(id)|\($0)"
-                }
-            }
-            let rows: [RedisReply]
-            do { rows = try await redis.pipeline(fields) } catch { throw .redis(error) }
+            // A job's record is the field `<job_id>` of B:jobs (JSON); its `|plan_id` says whose they are.
+            let row: RedisReply
+            do { row = try await redis.send(["HMGET", keys.jobs, "|plan_id"] + ids) } catch { throw .redis(error) }
+            let values = row.array ?? []
             let progress = replies[6].hash ?? [:]
-            for (id, row) in zip(ids, rows) {
-                guard let f = row.array, f.count == 7, f[5].string == "active", f[6].string == plan else { continue }
+            for (id, value) in zip(ids, values.dropFirst()) where values.first?.string == plan {
+                guard let text = value.string else { continue }
+                let f = JobQueue.decodeRecord(text)
+                guard f["state"] == "active" else { continue }
                 var job = MachineSnapshot.ActiveJob(
-                    job: id, kind: f[0].string ?? "", label: f[1].string.flatMap { $0.isEmpty ? nil : $0 },
-                    attempt: f[2].int.map(Int.init), worker: f[3].string, startedAt: f[4].int.map(Int.init))
+                    job: id, kind: f["kind"] ?? "", label: f["label"].flatMap { $0.isEmpty ? nil : $0 },
+                    attempt: f["attempts"].flatMap { Int($0) }, worker: f["owner"], startedAt: f["started_at"].flatMap { Int($0) })
                 if let text = progress[id], let record = try? JSONDecoder().decode(ProgressRecord.self, from: Data(text.utf8)),
                     record.plan == plan, record.attempt == nil || record.attempt == job.attempt
                 {

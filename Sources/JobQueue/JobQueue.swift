@@ -20,8 +20,20 @@ public final class JobQueue: Sendable {
         /// How long a finished or superseded plan's records stay readable (then they expire), and how
         /// long its plan id is refused again.
         public var retentionSeconds = 7 * 24 * 3600
+        /// A plan with more jobs or bytes than this is sent in slices of this size (capped at the
+        /// script's 2000 jobs and 4 MiB per call), so no call blocks Redis for long.
+        public var sliceJobs = 1000
+        public var sliceBytes = 1 << 20
         public init() {}
     }
+
+    /// Largest re-encoded `meta` the script accepts (queue.lua MAX_META).
+    public static let maxMetaBytes = 65_536
+    /// Most jobs and JSON bytes one `enqueue` or `enqueue_slice` call may carry (queue.lua).
+    public static let maxSliceJobs = 2_000
+    public static let maxSliceBytes = 4 << 20
+    /// A job depending on more jobs than this goes in a slice of its own (queue.lua LINK_BUDGET).
+    public static let fanInDependencies = 4_000
 
     /// What an accepted enqueue created.
     public struct Enqueued: Sendable, Equatable {
@@ -31,16 +43,168 @@ public final class JobQueue: Sendable {
     }
 
     /// Enqueues a plan (JSON per protocols/schemas/plan.schema.json) atomically: either every job is
-    /// written or, when the plan is refused, nothing is.
-    public func enqueue(planJSON: String, replace: Bool = false, limits: Limits = Limits()) async throws(JobQueueError) -> Enqueued {
-        let reply = try await call(
-            "enqueue",
-            [keys.machine, planJSON, String(limits.maxPayloadBytes), String(limits.maxJobs), replace ? "1" : "0",
-             String(limits.retentionSeconds)])
+    /// written or, when the plan is refused, nothing is. A plan larger than one slice is staged in
+    /// slices (`enqueue_begin`, `enqueue_slice`, `enqueue_commit`) and becomes visible at the last call;
+    /// its jobs are sent after the jobs they depend on. `betweenSlices` runs after each slice with the
+    /// number of jobs staged so far.
+    public func enqueue(
+        planJSON: String, replace: Bool = false, limits: Limits = Limits(),
+        betweenSlices: (@Sendable (Int) async -> Void)? = nil
+    ) async throws(JobQueueError) -> Enqueued {
+        let sliceJobs = max(1, min(limits.sliceJobs, Self.maxSliceJobs))
+        let sliceBytes = max(1, min(limits.sliceBytes, Self.maxSliceBytes))
+        let object = (try? JSONSerialization.jsonObject(with: Data(planJSON.utf8))) as? [String: Any]
+        let jobs = object?["jobs"] as? [Any]
+        if let meta = object?["meta"], JSONSerialization.isValidJSONObject(meta),
+            let data = try? JSONSerialization.data(withJSONObject: meta), data.count > Self.maxMetaBytes
+        {
+            throw .planRejected("meta is \(data.count) bytes, more than the limit of \(Self.maxMetaBytes)")
+        }
+        for case let job as [String: Any] in jobs ?? [] {
+            guard let payload = job["payload"], JSONSerialization.isValidJSONObject(payload),
+                let data = try? JSONSerialization.data(withJSONObject: payload), data.count > limits.maxPayloadBytes
+            else { continue }
+            throw .planRejected(
+                "job '\((job["id"] as? String)?.prefix(200) ?? "?")' has a payload of \(data.count) bytes, more than the limit of \(limits.maxPayloadBytes)")
+        }
+        guard let object, let jobs, jobs.count > sliceJobs || planJSON.utf8.count > sliceBytes else {
+            // Small, or not a plan at all: one call, and the script's sentence says what is wrong.
+            return try Self.parseEnqueued(try await call("enqueue", [keys.machine, planJSON] + limitArguments(replace, limits)))
+        }
+        var head = object
+        head["jobs"] = nil
+        guard let headData = try? JSONSerialization.data(withJSONObject: head) else {
+            throw .planRejected("the plan is not a JSON object")
+        }
+        let upload = "u\(UInt64.random(in: 0...UInt64.max))"
+        try await enqueueBegin(upload: upload, planHeadJSON: String(decoding: headData, as: UTF8.self), replace: replace, limits: limits)
+        for slice in try Self.slices(Self.dependenciesFirst(jobs), jobs: sliceJobs, bytes: sliceBytes) {
+            let staged = try await enqueueSlice(upload: upload, jobsJSON: slice)
+            await betweenSlices?(staged)
+        }
+        return try await enqueueCommit(upload: upload)
+    }
+
+    /// Starts a sliced enqueue (`enqueue_begin`): checks the plan without its jobs and the machine,
+    /// and starts the staging that `upload` names; an earlier staging of the machine is dropped.
+    public func enqueueBegin(upload: String, planHeadJSON: String, replace: Bool = false, limits: Limits = Limits()) async throws(JobQueueError) {
+        _ = try await call("enqueue_begin", [keys.machine, upload, planHeadJSON] + limitArguments(replace, limits))
+    }
+
+    /// Stages one slice of jobs (a JSON array), and links what it left to `enqueue_link` (a job that
+    /// depends on many jobs of earlier slices); returns the number of jobs staged so far. A refused
+    /// slice drops the whole staging.
+    public func enqueueSlice(upload: String, jobsJSON: String) async throws(JobQueueError) -> Int {
+        let reply = try await call("enqueue_slice", [upload, jobsJSON])
+        guard let items = reply.array, items.count == 3, let staged = items[1].int, var left = items[2].int else {
+            throw .protocolViolation("enqueue_slice returned \(reply)")
+        }
+        while left > 0 {
+            let linked = try await call("enqueue_link", [upload])
+            guard let parts = linked.array, parts.count == 2, let rest = parts[1].int else {
+                throw .protocolViolation("enqueue_link returned \(linked)")
+            }
+            left = rest
+        }
+        return Int(staged)
+    }
+
+    /// Makes the staged plan the machine's plan, at once.
+    public func enqueueCommit(upload: String) async throws(JobQueueError) -> Enqueued {
+        try Self.parseEnqueued(try await call("enqueue_commit", [upload]))
+    }
+
+    private func limitArguments(_ replace: Bool, _ limits: Limits) -> [String] {
+        [String(limits.maxPayloadBytes), String(limits.maxJobs), replace ? "1" : "0", String(limits.retentionSeconds)]
+    }
+
+    private static func parseEnqueued(_ reply: RedisReply) throws(JobQueueError) -> Enqueued {
         guard let items = reply.array, items.count == 3, let generation = items[0].int, let jobs = items[1].int,
             let ready = items[2].int
         else { throw .protocolViolation("enqueue returned \(reply)") }
         return Enqueued(generation: Int(generation), jobs: Int(jobs), ready: Int(ready))
+    }
+
+    /// The jobs with each one after the jobs it depends on, otherwise in plan order (a plan already in
+    /// that order is unchanged). A cycle is left as it is: the script refuses it.
+    static func dependenciesFirst(_ jobs: [Any]) -> [Any] {
+        func id(_ job: Any) -> String? { (job as? [String: Any])?["id"] as? String }
+        func dependencies(_ job: Any) -> [String] { ((job as? [String: Any])?["depends_on"] as? [Any])?.compactMap { $0 as? String } ?? [] }
+        var byID: [String: Any] = [:]
+        for job in jobs { if let key = id(job) { byID[key] = job } }
+        var seen = Set<String>()
+        var ordered = true
+        for job in jobs {
+            if dependencies(job).contains(where: { byID[$0] != nil && !seen.contains($0) }) {
+                ordered = false
+                break
+            }
+            if let key = id(job) { seen.insert(key) }
+        }
+        if ordered { return jobs }
+        var placed = Set<String>()
+        var result: [Any] = []
+        result.reserveCapacity(jobs.count)
+        for root in jobs {
+            guard let rootID = id(root), byID[rootID] != nil else {
+                result.append(root)
+                continue
+            }
+            if placed.contains(rootID) { continue }
+            placed.insert(rootID)
+            var stack: [(job: Any, id: String, next: [String], at: Int)] = [(root, rootID, dependencies(root), 0)]
+            while !stack.isEmpty {
+                let top = stack.count - 1
+                if stack[top].at < stack[top].next.count {
+                    let dep = stack[top].next[stack[top].at]
+                    stack[top].at += 1
+                    if let target = byID[dep], !placed.contains(dep) {
+                        placed.insert(dep)
+                        stack.append((target, dep, dependencies(target), 0))
+                    }
+                } else {
+                    result.append(stack.removeLast().job)
+                }
+            }
+        }
+        return result
+    }
+
+    /// JSON arrays of at most `jobs` jobs and about `bytes` bytes (one job alone may be larger); a job
+    /// with more than `fanInDependencies` dependencies is a slice of its own.
+    static func slices(_ list: [Any], jobs: Int, bytes: Int) throws(JobQueueError) -> [String] {
+        var result: [String] = []
+        var part: [Data] = []
+        var size = 2
+        for job in list {
+            guard JSONSerialization.isValidJSONObject(job), let data = try? JSONSerialization.data(withJSONObject: job) else {
+                throw .planRejected("the plan has a job that is not a JSON object")
+            }
+            let fanIn = (((job as? [String: Any])?["depends_on"] as? [Any])?.count ?? 0) > fanInDependencies
+            if !part.isEmpty && (fanIn || part.count == jobs || size + data.count + 1 > bytes) {
+                result.append(join(part))
+                part = []
+                size = 2
+            }
+            if fanIn {
+                result.append(join([data]))
+                continue
+            }
+            part.append(data)
+            size += data.count + 1
+        }
+        if !part.isEmpty { result.append(join(part)) }
+        return result
+    }
+
+    private static func join(_ parts: [Data]) -> String {
+        var data = Data("[".utf8)
+        for (index, part) in parts.enumerated() {
+            if index > 0 { data.append(UInt8(ascii: ",")) }
+            data.append(part)
+        }
+        data.append(UInt8(ascii: "]"))
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// Leases up to `count` ready jobs to `worker`. Also promotes due retries and takes back expired
@@ -295,18 +459,16 @@ public final class JobQueue: Sendable {
     /// current nor the previous one, or its records expired.
     public func job(plan: String, id: String) async throws(JobQueueError) -> [String: String]? {
         for key in [keys.jobs, keys.previous] {
-            let fields = Self.jobFields.map { "\(id)|\($0)" }
-            let reply: RedisReply
+            let reply: [RedisReply]
             do {
-                let replies = try await redis.pipeline([["HGET", key, "|plan_id"], ["HMGET", key] + fields])
-                guard replies.count == 2, replies[0].string == plan else { continue }
-                reply = replies[1]
+                reply = try await redis.send(["HMGET", key, "|plan_id", id] + Self.sideFields.map { "\(id)|\($0)" }).array ?? []
             } catch { throw .redis(error) }
-            var record: [String: String] = [:]
-            for (name, value) in zip(Self.jobFields, reply.array ?? []) {
-                if let text = value.string { record[name] = text }
+            guard reply.count == 2 + Self.sideFields.count, reply[0].string == plan else { continue }
+            guard let text = reply[1].string else { return nil }
+            var record = Self.decodeRecord(text)
+            for (name, value) in zip(Self.sideFields, reply.dropFirst(2)) {
+                record[name] = Self.sideValue(name, value.string)
             }
-            if record.isEmpty { return nil }
             record["id"] = id
             record["plan"] = plan
             return record
@@ -320,14 +482,11 @@ public final class JobQueue: Sendable {
             let hash: [String: String]
             do { hash = try await redis.send("HGETALL", key).hash ?? [:] } catch { throw .redis(error) }
             guard hash["|plan_id"] == plan else { continue }
-            var records: [String: [String: String]] = [:]
-            for (field, value) in hash {
-                guard let bar = field.firstIndex(of: "|"), bar != field.startIndex else { continue }
-                records[String(field[..<bar]), default: [:]][String(field[field.index(after: bar)...])] = value
-            }
             let ids = (hash["|ids"] ?? "").split(separator: " ").map(String.init)
             return ids.compactMap { id in
-                guard var record = records[id] else { return nil }
+                guard let text = hash[id] else { return nil }
+                var record = Self.decodeRecord(text)
+                for name in Self.sideFields { record[name] = Self.sideValue(name, hash["\(id)|\(name)"]) }
                 record["id"] = id
                 record["plan"] = plan
                 return record
@@ -336,12 +495,29 @@ public final class JobQueue: Sendable {
         return []
     }
 
-    /// Every field a job record may have (protocols/redis.md §4).
-    static let jobFields = [
-        "kind", "payload", "label", "depends_on", "dependents", "pending", "state", "attempts", "max_attempts",
-        "backoff_ms", "backoff_max_ms", "lease_ms", "timeout_ms", "created_at", "token", "owner", "lease_until",
-        "started_at", "finished_at", "result", "error_type", "error", "retry_at",
-    ]
+    /// A job's record (the JSON object stored at `<job_id>`), its values as text: integers in decimal.
+    public static func decodeRecord(_ text: String) -> [String: String] {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else { return [:] }
+        var record: [String: String] = [:]
+        for (name, value) in object {
+            if let text = value as? String {
+                record[name] = text
+            } else if let number = value as? NSNumber {
+                let double = number.doubleValue
+                record[name] = double.rounded() == double && abs(double) < 1e15 ? String(Int64(double)) : number.stringValue
+            }
+        }
+        return record
+    }
+
+    /// The large fields stored beside a job's record as `<job_id>|<name>` (protocols/redis.md §4).
+    static let sideFields = ["payload", "depends_on", "dependents", "result"]
+
+    /// An absent or empty list of ids is `[]`, as protocol 2 stored it.
+    private static func sideValue(_ name: String, _ value: String?) -> String? {
+        if let value, !value.isEmpty { return value }
+        return name == "depends_on" || name == "dependents" ? "[]" : nil
+    }
 
     /// Registered workers with their info JSON and last heartbeat (ms since the epoch).
     public func workers() async throws(JobQueueError) -> [(id: String, info: String, heartbeat: Int?)] {

@@ -35,12 +35,14 @@ public struct MachineKeys: Sendable, Equatable {
     public var progress: String { base + ":progress" }
     /// Counters that only grow (bytes downloaded, job durations), for `/metrics`.
     public var metrics: String { base + ":metrics" }
-    /// The current plan's records: job fields `<job_id>|<field>` and plan fields `|<field>`.
+    /// The current plan's records: a job's record `<job_id>` (JSON) and `<job_id>|payload` etc., plan fields `|<field>`.
     public var jobs: String { base + ":jobs" }
     /// The previous plan's records (the same layout as `jobs`), kept for the retention window.
     public var previous: String { base + ":previous" }
     /// Plan ids enqueued within the retention window (score: enqueue time), refused again.
     public var plans: String { base + ":plans" }
+    /// A plan being enqueued in slices, invisible until its last call renames it to `jobs`.
+    public var staging: String { base + ":staging" }
 
     /// The fleet-wide channel that `machine_ready` / `machine_failed` are published on (no hash tag:
     /// it is not a key).
@@ -54,6 +56,6 @@ public struct MachineKeys: Sendable, Equatable {
     /// The keys every call of `queue.lua` declares, in order: every key of the machine (retire
     /// deletes exactly these).
     public var scriptKeys: [String] {
-        [status, ready, active, delayed, wake, failures, workers, heartbeats, events, jobs, previous, plans, progress, metrics]
+        [status, ready, active, delayed, wake, failures, workers, heartbeats, events, jobs, previous, plans, progress, metrics, staging]
     }
 }

@@ -103,22 +103,31 @@ struct PlanSource: ParsableArguments {
     }
 }
 
-/// Reads a plan file (or standard input), refusing anything larger than Redis should hold.
+/// Reads a plan file (or standard input), refusing anything larger than Redis should hold: the
+/// size is checked while reading, so an endless or huge input is not read past the limit.
 func readPlanFile(_ path: String, limit: Int = 64 << 20) throws -> String {
-    let data: Data
+    let handle: FileHandle
     if path == "-" {
-        data = FileHandle.standardInput.readDataToEndOfFile()
+        handle = FileHandle.standardInput
     } else {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        if let size = attributes?[.size] as? Int, size > limit {
-            throw UserFacingError(message: "The plan \(path) is \(size) bytes, more than the limit of \(limit).")
-        }
-        guard let contents = FileManager.default.contents(atPath: path) else {
+        guard let file = FileHandle(forReadingAtPath: path) else {
             throw UserFacingError(message: "The plan file \(path) cannot be read.")
         }
-        data = contents
+        handle = file
     }
-    guard data.count <= limit else { throw UserFacingError(message: "The plan is larger than \(limit) bytes.") }
+    defer { if path != "-" { try? handle.close() } }
+    var data = Data()
+    while true {
+        let chunk: Data?
+        do { chunk = try handle.read(upToCount: 1 << 20) } catch {
+            throw UserFacingError(message: "The plan \(path == "-" ? "on standard input" : path) cannot be read: \(error.localizedDescription)")
+        }
+        guard let chunk, !chunk.isEmpty else { break }
+        data.append(chunk)
+        if data.count > limit {
+            throw UserFacingError(message: "The plan \(path == "-" ? "on standard input" : path) is larger than the limit of \(limit) bytes.")
+        }
+    }
     guard let text = String(data: data, encoding: .utf8) else {
         throw UserFacingError(message: "The plan \(path) is not UTF-8 text.")
     }

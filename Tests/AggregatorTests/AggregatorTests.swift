@@ -400,7 +400,7 @@ url, base, script, plan, job, token, at = sys.argv[1:8]
 r = redis.Redis.from_url(url)
 sha = r.script_load(open(script).read())
 keys = [f"{base}:{n}" for n in ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
-                                "jobs", "previous", "plans", "progress", "metrics")]
+                                "jobs", "previous", "plans", "progress", "metrics", "staging")]
 r.ping()
 while time.time() < float(at):
     pass

@@ -82,13 +82,13 @@ struct FleetMemoryTests {
         defer { h.redis.stop() }
         try await Self.runToReady(h, plan: "p1", jobs: 2)
         // Keys written by a later protocol: this script leaves them alone.
-        try await h.client.send("HSET", h.queue.keys.status, "protocol", "3")
+        try await h.client.send("HSET", h.queue.keys.status, "protocol", "4")
         do {
             _ = try await h.queue.claim(worker: "w1", count: 1)
-            Issue.record("a protocol 3 machine was served")
+            Issue.record("a protocol 4 machine was served")
         } catch {
             guard case .protocolMismatch(let reason) = error else { Issue.record("\(error)"); return }
-            #expect(reason.contains("protocol 3") && reason.contains("protocol 2"))
+            #expect(reason.contains("protocol 4") && reason.contains("protocol 3"))
         }
         await #expect(throws: JobQueueError.self) { try await h.queue.enqueue(planJSON: planJSON("p2", [job("a")])) }
         // Keys written by protocol 1 (no version): workers are refused, a new enqueue takes them over.

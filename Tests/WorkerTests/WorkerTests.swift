@@ -268,6 +268,37 @@ struct WorkerTests {
         #expect(await h.stop(pool) == 0)
     }
 
+    /// `--plan -` is read in chunks with the size checked as it grows: a generator that would write
+    /// 256 MiB is cut off soon after the 64 MiB limit (it gets a broken pipe), not read to its end.
+    @Test func cliStopsReadingAnOversizePlanOnStandardInput() async throws {
+        let h = try await WorkerHarness()
+        let directory = try makeTemporaryDirectory("stdin")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let written = directory.appendingPathComponent("written")
+        let generator = """
+            import sys
+            chunk, total = b" " * 65536, 0
+            try:
+                while total < 256 << 20:
+                    sys.stdout.buffer.write(chunk)
+                    total += len(chunk)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                pass
+            open(sys.argv[1], "w").write(str(total))
+            """
+        let python = ProcessInfo.processInfo.environment["PROVISION_PYTHON"] ?? "python3"
+        let result = try await run("/bin/sh", [
+            "-c", "\"$0\" -c \"$1\" \"$2\" 2>/dev/null | \"$3\" enqueue --redis \"$4\" --machine m1 --plan -",
+            python, generator, written.path, provisionExecutable(), h.redis.url,
+        ])
+        #expect(result.status == 1)
+        #expect(result.output == "provision: The plan on standard input is larger than the limit of 67108864 bytes.\n", "\(result.output)")
+        let total = Int(try String(contentsOf: written, encoding: .utf8)) ?? -1
+        #expect(total > 64 << 20 && total < 80 << 20, "the generator wrote \(total) bytes")
+        #expect(try await h.queue.redis.send("DBSIZE").int == 0)
+    }
+
     @Test func cliRefusesABadPlanWithOneSentence() async throws {
         let h = try await WorkerHarness()
         let directory = try makeTemporaryDirectory("cli")

@@ -183,17 +183,22 @@ def write_plan(path, plan_id, n):
 
 
 def job_times(r, base, plan, n):
-    # Protocol 2: job records are the fields "<job_id>|<field>" of B:jobs. Another layout gives
-    # empty lists: only the latency and server-clock figures are lost, the polled rate stays.
+    # Protocol 3: a job's record is the JSON field "<job_id>" of B:jobs; protocol 2 (an older
+    # PROVISION_BIN) stored the fields "<job_id>|<field>".
     if r.type(f"{base}:jobs") != b"hash":
         return [], [], [], {}
     pipe = r.pipeline(transaction=False)
     for i in range(1, n + 1):
-        pipe.hmget(f"{base}:jobs", f"j{i}|created_at", f"j{i}|started_at", f"j{i}|finished_at", f"j{i}|state")
+        pipe.hmget(f"{base}:jobs", f"j{i}", f"j{i}|created_at", f"j{i}|started_at", f"j{i}|finished_at", f"j{i}|state")
     rows = pipe.execute()
     created, started, finished, states = [], [], [], {}
-    for c, s, f, st in rows:
-        st = (st or b"missing").decode()
+    for record, c, s, f, st in rows:
+        if record:
+            fields = json.loads(record)
+            c, s, f, st = (fields.get(k) for k in ("created_at", "started_at", "finished_at", "state"))
+            st = st or "missing"
+        else:
+            st = (st or b"missing").decode()
         states[st] = states.get(st, 0) + 1
         if c and s:
             created.append(int(c))
@@ -651,7 +656,7 @@ def run_ceiling(a):
         sha = r.script_load(f.read())
     base = "provision:{bench}"
     keys = [f"{base}:{k}" for k in ("status", "ready", "active", "delayed", "wake", "failures", "workers",
-                                    "heartbeats", "events", "jobs", "previous", "plans", "progress", "metrics")]
+                                    "heartbeats", "events", "jobs", "previous", "plans", "progress", "metrics", "staging")]
     r.config_resetstat()
     qps, _, _ = _redis_benchmark(a.port, a.requests, a.clients,
                                  ["evalsha", sha, str(len(keys))] + keys + ["unregister", base, "bench-worker"])

@@ -1,14 +1,19 @@
--- provision job queue (protocol 2): every state transition of a machine's plan, in one script.
+-- provision job queue (protocol 3): every state transition of a machine's plan, in one script.
 --
--- Call:  EVALSHA <sha> 14 <B>:status <B>:ready <B>:active <B>:delayed <B>:wake
+-- Call:  EVALSHA <sha> 15 <B>:status <B>:ready <B>:active <B>:delayed <B>:wake
 --                       <B>:failures <B>:workers <B>:heartbeats <B>:events
---                       <B>:jobs <B>:previous <B>:plans <B>:progress <B>:metrics
+--                       <B>:jobs <B>:previous <B>:plans <B>:progress <B>:metrics <B>:staging
 --                       <op> <B> <op arguments...>
 -- where <B> is "<prefix>:{<machine_id>}" (the hash tag keeps one machine's keys in one cluster slot).
 --
--- Every key the script touches is one of these 14 declared keys, so a call never leaves its slot and
--- is accepted by Redis Cluster during a slot migration and by proxies that check declared keys. Job
--- records are fields of B:jobs ("<job_id>|<field>"), the plan's own fields are "|<field>" there.
+-- Every key the script touches is one of these 15 declared keys, so a call never leaves its slot and
+-- is accepted by Redis Cluster during a slot migration and by proxies that check declared keys. A job's
+-- record is one field of B:jobs ("<job_id>": a JSON object of its small fields) beside "<job_id>|payload",
+-- "<job_id>|dependents", "<job_id>|depends_on" and "<job_id>|result"; the plan's own fields are "|<field>".
+-- A claim or complete reads and writes one record instead of a dozen fields (protocol 2 did).
+--
+-- No call does work proportional to a whole plan: a plan is enqueued in slices of at most
+-- MAX_SLICE_JOBS jobs staged in B:staging, which the last call renames to B:jobs (invisible until then).
 --
 -- Each operation is documented below in the style of BullMQ's scripts (Input / Output), and in
 -- protocols/redis.md. Errors are error replies whose first word is a code (PLAN_INVALID,
@@ -16,11 +21,12 @@
 --
 -- Time comes from the server (TIME), so leases never depend on the clocks of workers.
 
-local PROTOCOL = "2"
+local PROTOCOL = "3"
 
 local K_STATUS, K_READY, K_ACTIVE, K_DELAYED, K_WAKE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_FAILURES, K_WORKERS, K_HEARTBEATS, K_EVENTS = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local K_JOBS, K_PREVIOUS, K_PLANS, K_PROGRESS, K_METRICS = KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local K_STAGING = KEYS[15]
 
 local op = ARGV[1]
 local base = ARGV[2]
@@ -28,17 +34,22 @@ local base = ARGV[2]
 local WAKE_MARKERS = 64          -- at most this many idle workers are woken at once
 local HARD_MAX_PAYLOAD = 1048576 -- bytes of one job's payload, whatever the caller asks
 local HARD_MAX_JOBS = 100000
+local MAX_META = 65536           -- bytes of the plan's re-encoded meta
+local MAX_SLICE_JOBS = 2000      -- jobs in one enqueue or enqueue_slice call: bounds the time a call blocks Redis
+local MAX_SLICE_BYTES = 4194304  -- bytes of the JSON text of one enqueue or enqueue_slice call
+local STAGING_TTL_MS = 600000    -- an enqueue abandoned between slices leaves nothing after this
+local LINK_BUDGET = 4000         -- dependencies on earlier slices linked in one call; more wait for enqueue_link
 local MAX_REASONS = 1000
 local MAX_BATCH = 1000           -- jobs in one claim or complete_many call
 local DEAD_WORKER_MS = 600000    -- a worker silent this long is removed from B:workers / B:heartbeats
 local EVENTS_MAX_AGE_MS = 604800000 -- B:events entries older than this are trimmed; an idle stream expires
 local WAKE_TTL_S = 3600          -- markers nobody took are not kept forever
 
--- cjson writes an empty table as {}; lists of ids are written by hand so they stay JSON arrays.
+-- cjson writes an empty table as {}; lists of ids are written by hand so they stay JSON arrays. Ids
+-- need no escaping: they are letters, digits and . _ : @ + - only (checked at enqueue).
 local function encode_list(items)
-  local parts = {}
-  for i, item in ipairs(items) do parts[i] = cjson.encode(item) end
-  return "[" .. table.concat(parts, ",") .. "]"
+  if #items == 0 then return "[]" end
+  return '["' .. table.concat(items, '","') .. '"]'
 end
 
 local function fail(code, sentence)
@@ -46,7 +57,7 @@ local function fail(code, sentence)
 end
 
 local KEY_NAMES = { "status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
-                    "jobs", "previous", "plans", "progress", "metrics" }
+                    "jobs", "previous", "plans", "progress", "metrics", "staging" }
 if type(base) ~= "string" then return fail("BAD_REQUEST", "ARGV[2] must be the key base <prefix>:{<machine_id>}") end
 for i, name in ipairs(KEY_NAMES) do
   if KEYS[i] ~= base .. ":" .. name then
@@ -60,11 +71,14 @@ end
 -- Keys written by protocol 1 (a status without `protocol`) are only taken over by enqueue and retire.
 do
   local p = redis.call("HMGET", K_STATUS, "protocol", "generation")
-  if p[1] and p[1] ~= PROTOCOL then
+  -- Protocol 2 stored a job as many fields of B:jobs: its keys are taken over like protocol 1's.
+  local takeover = op == "enqueue" or op == "enqueue_begin" or op == "enqueue_slice" or op == "enqueue_link" or
+                   op == "enqueue_commit" or op == "retire"
+  if p[1] and p[1] ~= PROTOCOL and not (p[1] == "2" and takeover) then
     return fail("PROTOCOL_MISMATCH", "the machine's keys are at protocol " .. p[1] .. " but this queue.lua speaks protocol " ..
                 PROTOCOL .. "; use the queue.lua of the workers' release")
   end
-  if not p[1] and p[2] and op ~= "enqueue" and op ~= "retire" then
+  if not p[1] and p[2] and not takeover then
     return fail("PROTOCOL_MISMATCH", "the machine's keys were written by protocol 1; enqueue a new plan or retire the machine")
   end
 end
@@ -87,27 +101,23 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A job's record is the fields "<job_id>|<name>" of B:jobs (job ids never contain "|").
-local function jget(id, name) return redis.call("HGET", K_JOBS, id .. "|" .. name) end
-local function jmget(id, ...)
-  local names = { ... }
-  for i, name in ipairs(names) do names[i] = id .. "|" .. name end
-  return redis.call("HMGET", K_JOBS, unpack(names))
+-- A job's record is the field "<job_id>" of B:jobs: a JSON object of its small fields (job ids never
+-- contain "|", so "<job_id>|payload" and the other large fields cannot collide with it).
+local function load(id)
+  local text = redis.call("HGET", K_JOBS, id)
+  if not text then return nil end
+  return cjson.decode(text)
 end
-local function jset(id, ...)
-  local pairs_ = { ... }
-  for i = 1, #pairs_, 2 do pairs_[i] = id .. "|" .. pairs_[i] end
-  redis.call("HSET", K_JOBS, unpack(pairs_))
-end
-local function jdel(id, ...)
-  local names = { ... }
-  for i, name in ipairs(names) do names[i] = id .. "|" .. name end
-  redis.call("HDEL", K_JOBS, unpack(names))
+local function save(id, record) redis.call("HSET", K_JOBS, id, cjson.encode(record)) end
+local function dependents_of(id)
+  local text = redis.call("HGET", K_JOBS, id .. "|dependents")
+  if not text or text == "" then return {} end
+  return cjson.decode(text)
 end
 
--- Moves a job between states, keeping the status counters exact.
-local function move(id, from, to)
-  jset(id, "state", to)
+-- Moves a job between states, keeping the status counters exact (the caller saves the record).
+local function move(record, from, to)
+  record.state = to
   redis.call("HINCRBY", K_STATUS, from, -1)
   redis.call("HINCRBY", K_STATUS, to, 1)
 end
@@ -150,19 +160,22 @@ end
 
 -- A retry that would run in a plan that has already failed is cancelled instead, and so is every
 -- job waiting on it, transitively (else they would wait forever and the machine never settle).
-local function cancel_retry(id, from, now)
+local function cancel_retry(id, record, from, now)
   local message = "the machine failed before this retry"
-  move(id, from, "cancelled")
-  jset(id, "error_type", "cancelled", "error", message, "finished_at", now)
-  jdel(id, "retry_at", "owner", "lease_until")
+  move(record, from, "cancelled")
+  record.error_type, record.error, record.finished_at = "cancelled", message, now
+  record.retry_at, record.owner, record.lease_until = nil, nil, nil
+  save(id, record)
   local queue, head = { id }, 1
   while queue[head] do
     local cause = queue[head]
     head = head + 1
-    for _, dep in ipairs(cjson.decode(jget(cause, "dependents") or "[]")) do
-      if jget(dep, "state") == "waiting" then
-        move(dep, "waiting", "cancelled")
-        jset(dep, "error_type", "cancelled", "error", "dependency " .. cause .. " was cancelled: " .. message, "finished_at", now)
+    for _, dep in ipairs(dependents_of(cause)) do
+      local r = load(dep)
+      if r and r.state == "waiting" then
+        move(r, "waiting", "cancelled")
+        r.error_type, r.error, r.finished_at = "cancelled", "dependency " .. cause .. " was cancelled: " .. message, now
+        save(dep, r)
         queue[#queue + 1] = dep
       end
     end
@@ -175,7 +188,8 @@ local function flip_failed(now)
   redis.call("HSET", K_STATUS, "state", "failed", "finished_at", now)
   -- Retries waiting out their backoff would run jobs of a plan that has already failed.
   for _, id in ipairs(redis.call("ZRANGE", K_DELAYED, 0, -1)) do
-    if jget(id, "state") == "delayed" then cancel_retry(id, "delayed", now) end
+    local r = load(id)
+    if r and r.state == "delayed" then cancel_retry(id, r, "delayed", now) end
   end
   redis.call("DEL", K_DELAYED)
   retain_finished()
@@ -188,26 +202,26 @@ local function fail_dependents(id, now)
   while queue[head] do
     local cause = queue[head]
     head = head + 1
-    local dependents = cjson.decode(jget(cause, "dependents") or "[]")
-    for _, dep in ipairs(dependents) do
-      if jget(dep, "state") == "waiting" then
-        move(dep, "waiting", "failed")
+    for _, dep in ipairs(dependents_of(cause)) do
+      local r = load(dep)
+      if r and r.state == "waiting" then
+        move(r, "waiting", "failed")
         local message = "dependency " .. cause .. " failed"
-        jset(dep, "error_type", "dependency_failed", "error", message, "finished_at", now)
-        add_reason({ job = dep, kind = jget(dep, "kind"), error_type = "dependency_failed",
-                     error = message, attempts = 0 })
+        r.error_type, r.error, r.finished_at = "dependency_failed", message, now
+        save(dep, r)
+        add_reason({ job = dep, kind = r.kind, error_type = "dependency_failed", error = message, attempts = 0 })
         queue[#queue + 1] = dep
       end
     end
   end
 end
 
-local function make_dead(id, from, error_type, message, now)
-  move(id, from, "dead")
-  jset(id, "error_type", error_type, "error", message, "finished_at", now)
-  jdel(id, "owner", "lease_until")
-  local f = jmget(id, "kind", "attempts")
-  add_reason({ job = id, kind = f[1], error_type = error_type, error = message, attempts = tonumber(f[2]) })
+local function make_dead(id, record, from, error_type, message, now)
+  move(record, from, "dead")
+  record.error_type, record.error, record.finished_at = error_type, message, now
+  record.owner, record.lease_until = nil, nil
+  save(id, record)
+  add_reason({ job = id, kind = record.kind, error_type = error_type, error = message, attempts = record.attempts })
   fail_dependents(id, now)
   return flip_failed(now)
 end
@@ -219,8 +233,10 @@ local function maintain(now, limit)
   local due = redis.call("ZRANGEBYSCORE", K_DELAYED, "-inf", now, "LIMIT", 0, limit)
   for _, id in ipairs(due) do
     redis.call("ZREM", K_DELAYED, id)
-    if jget(id, "state") == "delayed" then
-      move(id, "delayed", "ready")
+    local r = load(id)
+    if r and r.state == "delayed" then
+      move(r, "delayed", "ready")
+      save(id, r)
       redis.call("RPUSH", K_READY, id)
       promoted = promoted + 1
     end
@@ -229,20 +245,20 @@ local function maintain(now, limit)
   local expired = redis.call("ZRANGEBYSCORE", K_ACTIVE, "-inf", now, "LIMIT", 0, limit)
   for _, id in ipairs(expired) do
     redis.call("ZREM", K_ACTIVE, id)
-    local f = jmget(id, "state", "attempts", "max_attempts", "owner")
-    if f[1] == "active" then
+    local r = load(id)
+    if r and r.state == "active" then
       redis.call("HINCRBY", K_STATUS, "reclaimed", 1)
-      local message = "worker " .. tostring(f[4]) .. " stopped renewing its lease on attempt " ..
-                      f[2] .. " of " .. f[3]
-      if tonumber(f[2]) >= tonumber(f[3]) then
-        local r = make_dead(id, "active", "lease_expired", message, now)
-        if r ~= "" then flipped = r end
+      local message = "worker " .. tostring(r.owner) .. " stopped renewing its lease on attempt " ..
+                      r.attempts .. " of " .. r.max_attempts
+      if r.attempts >= r.max_attempts then
+        local f = make_dead(id, r, "active", "lease_expired", message, now)
+        if f ~= "" then flipped = f end
       elseif redis.call("HGET", K_STATUS, "state") == "failed" then
-        cancel_retry(id, "active", now)
+        cancel_retry(id, r, "active", now)
       else
-        move(id, "active", "ready")
-        jset(id, "error_type", "lease_expired", "error", message)
-        jdel(id, "owner", "lease_until")
+        move(r, "active", "ready")
+        r.error_type, r.error, r.owner, r.lease_until = "lease_expired", message, nil, nil
+        save(id, r)
         redis.call("LPUSH", K_READY, id) -- first in line: it was already running
         redis.call("HINCRBY", K_STATUS, "retries", 1)
         promoted = promoted + 1
@@ -266,14 +282,15 @@ local function next_upkeep(now)
   return soonest
 end
 
--- Checks a worker's (plan, job, token) against the job's current lease.
+-- Checks a worker's (plan, job, token) against the job's current lease: the record when it is
+-- active under that token, else nil and why ("stale", or the job's state).
 local function leased(plan, id, token)
   if redis.call("HGET", K_STATUS, "plan_id") ~= plan then return nil, "stale" end
-  local f = jmget(id, "state", "token")
-  if f[1] == false then return nil, "stale" end
-  if f[2] ~= token then return nil, "stale" end
-  if f[1] ~= "active" then return nil, f[1] end
-  return id, "active"
+  local r = load(id)
+  if not r then return nil, "stale" end
+  if r.token ~= token then return nil, "stale" end
+  if r.state ~= "active" then return nil, r.state end
+  return r, "active"
 end
 
 -- Removes workers that stopped heartbeating DEAD_WORKER_MS ago (a few per call), and lets both keys
@@ -290,22 +307,33 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- enqueue <machine_id> <plan_json> <max_payload_bytes> <max_jobs> <replace 0|1> <retention_seconds>
--- Input:  KEYS[1..14]; writes status, ready, active, delayed, failures, wake, jobs, previous, plans.
---         ARGV[3] machine id, ARGV[4] plan JSON (schemas/plan.schema.json), ARGV[5] max payload
---         bytes, ARGV[6] max jobs, ARGV[7] replace, ARGV[8] retention in seconds.
+-- Input:  KEYS[1..15]; writes status, ready, active, delayed, failures, wake, jobs, previous, plans, staging.
+--         ARGV[3] machine id, ARGV[4] plan JSON (schemas/plan.schema.json) of at most MAX_SLICE_JOBS
+--         jobs and MAX_SLICE_BYTES bytes, ARGV[5] max payload bytes, ARGV[6] max jobs, ARGV[7]
+--         replace, ARGV[8] retention in seconds.
 -- Output: { generation, jobs, ready }
 --         PLAN_INVALID <sentence> | MACHINE_BUSY <sentence> | BAD_REQUEST <sentence>: nothing written.
+--
+-- enqueue_begin <machine_id> <upload_id> <plan_head_json> <max_payload_bytes> <max_jobs> <replace> <retention_seconds>
+-- enqueue_slice <upload_id> <jobs_json>          (a JSON array of at most MAX_SLICE_JOBS jobs)
+-- enqueue_link <upload_id>                        (while a slice answered links left > 0)
+-- enqueue_commit <upload_id>
+-- A larger plan in slices: begin checks the plan without its jobs (plan_head_json has no "jobs") and
+-- starts B:staging (any earlier staging is dropped); each slice checks and stages its jobs; commit
+-- makes the staged plan the machine's plan at once, exactly as enqueue would. Until commit nothing is
+-- visible; a refused slice drops the staging, an abandoned one expires after STAGING_TTL_MS. A job
+-- may depend on jobs of its own slice (any order) or of earlier slices, never of later ones.
+-- A slice whose jobs depend on more than LINK_BUDGET jobs of earlier slices leaves the rest of that
+-- linking to enqueue_link calls of LINK_BUDGET each, made before the next slice or the commit.
+-- Output: begin { "begun", 0 }, slice { "staged", jobs staged so far, links left }, link { "linked",
+-- links left }, commit as enqueue.
 ---------------------------------------------------------------------------------------------------
-local function validate_plan(text, max_payload, max_jobs, machine)
-  -- Built here, not at the top: only enqueue needs them, and the top runs on every call.
-  local KINDS = { noop = true, sleep = true, download = true, node = true, ["python-deps"] = true,
-                  ["install-scripts"] = true, comfyui = true, verify = true, services = true }
-  local JOB_FIELDS = { id = true, kind = true, payload = true, depends_on = true, max_attempts = true,
-                       backoff_ms = true, backoff_max_ms = true, lease_ms = true, timeout_ms = true,
-                       label = true }
-  local PLAN_FIELDS = { version = true, plan_id = true, machine_id = true, jobs = true, meta = true }
-  local ok, plan = pcall(cjson.decode, text)
-  if not ok or type(plan) ~= "table" or plan[1] ~= nil then return nil, "the plan is not a JSON object" end
+local KINDS = { noop = true, sleep = true, download = true, node = true, ["python-deps"] = true,
+                ["install-scripts"] = true, comfyui = true, verify = true, services = true }
+
+-- The plan's own fields (everything but its jobs); returns the plan table or nil and a sentence.
+local function validate_head(plan, machine, sliced)
+  local PLAN_FIELDS = { version = true, plan_id = true, machine_id = true, jobs = not sliced, meta = true }
   for k, _ in pairs(plan) do
     if not PLAN_FIELDS[k] then return nil, "the plan has an unknown field '" .. tostring(k) .. "'" end
   end
@@ -322,16 +350,132 @@ local function validate_plan(text, max_payload, max_jobs, machine)
                 "', not to '" .. machine .. "'"
   end
   if plan.meta ~= nil and type(plan.meta) ~= "table" then return nil, "meta must be an object" end
-  if type(plan.jobs) ~= "table" or #plan.jobs == 0 then return nil, "the plan has no jobs" end
-  if #plan.jobs > max_jobs then
-    return nil, "the plan has " .. #plan.jobs .. " jobs, more than the limit of " .. max_jobs
+  plan.meta_json = "{}"
+  if plan.meta ~= nil then plan.meta_json = cjson.encode(plan.meta) end
+  if #plan.meta_json > MAX_META then
+    return nil, "meta is " .. #plan.meta_json .. " bytes, more than the limit of " .. MAX_META
+  end
+  return plan
+end
+
+-- The checks that refuse an enqueue on this machine now: busy, or the plan id seen before.
+local function check_machine(machine, plan_id, replace, retention, now)
+  local current = redis.call("HMGET", K_STATUS, "plan_id", "state")
+  if (current[2] == "pending" or current[2] == "running") and not replace then
+    return fail("MACHINE_BUSY", "machine '" .. machine .. "' is still running plan '" .. current[1] ..
+                "'; cancel it or enqueue with replace to supersede it")
+  end
+  -- B:plans remembers the plan ids of the retention window (score: enqueue time), so a plan id is
+  -- refused while its records may still be read.
+  redis.call("ZREMRANGEBYSCORE", K_PLANS, "-inf", now - retention * 1000)
+  if redis.call("ZSCORE", K_PLANS, plan_id) then
+    return fail("PLAN_INVALID", "plan '" .. plan_id .. "' was already enqueued for machine '" .. machine .. "'")
+  end
+  return nil
+end
+
+local function start_staging(upload, plan, machine, max_payload, max_jobs, replace, retention)
+  redis.call("UNLINK", K_STAGING)
+  redis.call("HSET", K_STAGING, "|upload", upload, "|plan_id", plan.plan_id, "|machine", machine,
+             "|meta", plan.meta_json, "|max_payload", max_payload, "|max_jobs", max_jobs,
+             "|replace", replace and "1" or "0", "|retention", retention, "|jobs", 0, "|ready_count", 0,
+             "|ids", "", "|ready", "")
+  redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
+end
+
+-- Links jobs to dependencies staged by earlier slices: deps[from..to] are dependency ids, by_dep[dep]
+-- the ids depending on it ("a,b"), appended to "<dep>|dependents" (1000 per HMGET/HSET). Returns nil,
+-- or the sentence for a dependency that is not staged.
+local function link_entries(deps, by_dep, from, to)
+  for first = from, to, 1000 do
+    local last = math.min(first + 999, to)
+    local names = {}
+    for i = first, last do names[#names + 1] = deps[i] .. "|dependents" end
+    local values = redis.call("HMGET", K_STAGING, unpack(names))
+    local pairs_ = {}
+    for i = first, last do
+      local dep, have, list = deps[i], values[i - first + 1], by_dep[deps[i]]
+      if not have then
+        return "job '" .. string.match(list, "^[^,]+") .. "' depends on '" .. dep .. "', which is not in this or an" ..
+               " earlier slice (a job must be sent after the jobs it depends on)"
+      end
+      local more = string.gsub(list, ",", '","')
+      if have == "" then more = '["' .. more .. '"]' else more = string.sub(have, 1, -2) .. ',"' .. more .. '"]' end
+      pairs_[#pairs_ + 1] = names[i - first + 1]
+      pairs_[#pairs_ + 1] = more
+    end
+    redis.call("HSET", K_STAGING, unpack(pairs_))
+  end
+  return nil
+end
+
+-- One chunk of a fan-in job's dependencies (space-separated ids): each must be staged and not the job;
+-- each distinct one gets the job appended to its dependents and counts in the job's pending (set in
+-- its record with the last chunk). Returns nil or a sentence.
+local function link_fan_in(id, text, last_chunk)
+  local deps, by_dep, mine, new = {}, {}, '"' .. id .. '"', 0
+  for dep in string.gmatch(text, "%S+") do
+    if dep == id then return "job '" .. id .. "' depends on itself" end
+    if not by_dep[dep] then
+      deps[#deps + 1] = dep
+      by_dep[dep] = id
+    end
+  end
+  for first = 1, #deps, 1000 do
+    local last = math.min(first + 999, #deps)
+    local names = {}
+    for i = first, last do names[#names + 1] = deps[i] .. "|dependents" end
+    local values = redis.call("HMGET", K_STAGING, unpack(names))
+    local pairs_ = {}
+    for i = first, last do
+      local have = values[i - first + 1]
+      if not have then
+        return "job '" .. id .. "' depends on '" .. deps[i] .. "', which is not in this or an earlier slice" ..
+               " (a job must be sent after the jobs it depends on)"
+      end
+      if not string.find(have, mine, 1, true) then -- a repeat from an earlier chunk is counted once
+        new = new + 1
+        pairs_[#pairs_ + 1] = names[i - first + 1]
+        pairs_[#pairs_ + 1] = have == "" and "[" .. mine .. "]" or string.sub(have, 1, -2) .. "," .. mine .. "]"
+      end
+    end
+    if #pairs_ > 0 then redis.call("HSET", K_STAGING, unpack(pairs_)) end
+  end
+  local pending = redis.call("HINCRBY", K_STAGING, "|links_pending", new)
+  if last_chunk then
+    local record = cjson.decode(redis.call("HGET", K_STAGING, id))
+    record.pending = pending
+    redis.call("HSET", K_STAGING, id, cjson.encode(record))
+  end
+  return nil
+end
+
+-- Checks one slice of jobs and writes them into B:staging. Returns the number staged and the number
+-- of links left for enqueue_link, or nil and a sentence (the caller drops the staging). `single`: the slice is the whole plan (sentences of enqueue).
+local function stage_jobs(jobs, single)
+  local JOB_FIELDS = { id = true, kind = true, payload = true, depends_on = true, max_attempts = true,
+                       backoff_ms = true, backoff_max_ms = true, lease_ms = true, timeout_ms = true,
+                       label = true }
+  local st = redis.call("HMGET", K_STAGING, "|max_payload", "|max_jobs", "|jobs")
+  local max_payload, max_jobs, staged = tonumber(st[1]), tonumber(st[2]), tonumber(st[3])
+  if type(jobs) ~= "table" or #jobs == 0 then
+    if single then return nil, "the plan has no jobs" end
+    return nil, "a slice must be a non-empty JSON array of jobs"
+  end
+  if staged + #jobs > max_jobs then
+    return nil, "the plan has " .. (staged + #jobs) .. " jobs" .. (single and "" or " or more") ..
+                ", more than the limit of " .. max_jobs
+  end
+  if #jobs > MAX_SLICE_JOBS then
+    return nil, "the plan has " .. #jobs .. " jobs, more than " .. MAX_SLICE_JOBS ..
+                " in one call: send it in slices (enqueue_begin, enqueue_slice, enqueue_commit)"
   end
   local numbers = { max_attempts = { 1, 100, 3 }, backoff_ms = { 1, 3600000, 1000 },
                     backoff_max_ms = { 1, 86400000, 300000 }, lease_ms = { 1000, 3600000, 30000 },
                     timeout_ms = { 1000, 604800000, 21600000 } }
-  local seen = {}
-  for i, job in ipairs(plan.jobs) do
-    local where = "job #" .. i
+  local seen, ids = {}, {}
+  for i, job in ipairs(jobs) do
+    local where = "job #" .. (staged + i)
     if type(job) ~= "table" then return nil, where .. " is not an object" end
     if type(job.id) ~= "string" or #job.id < 1 or #job.id > 200
        or not string.match(job.id, "^[%w][%w%._:@%+%-]*$") then
@@ -340,6 +484,7 @@ local function validate_plan(text, max_payload, max_jobs, machine)
     where = "job '" .. job.id .. "'"
     if seen[job.id] then return nil, where .. " appears twice" end
     seen[job.id] = job
+    ids[i] = job.id
     for k, _ in pairs(job) do
       if not JOB_FIELDS[k] then return nil, where .. " has an unknown field '" .. tostring(k) .. "'" end
     end
@@ -371,33 +516,100 @@ local function validate_plan(text, max_payload, max_jobs, machine)
       return nil, where .. " has a label that is not a string of at most 200 characters"
     end
   end
-  -- Dependencies must exist, and the graph must be acyclic (Kahn's algorithm).
-  local indegree, dependents = {}, {}
-  for _, job in ipairs(plan.jobs) do
+  -- Ids of earlier slices: their records are fields of B:staging (one HMGET per 1000 ids).
+  local function existing(list)
+    local found = {}
+    for from = 1, #list, 1000 do
+      local names = {}
+      for i = from, math.min(from + 999, #list) do names[#names + 1] = list[i] .. "|dependents" end
+      local values = redis.call("HMGET", K_STAGING, unpack(names))
+      for i, v in ipairs(values) do if v then found[list[from + i - 1]] = v end end
+    end
+    return found
+  end
+  if staged > 0 then
+    local again = existing(ids)
+    for _, id in ipairs(ids) do
+      if again[id] then return nil, "job '" .. id .. "' appears twice" end
+    end
+  end
+  -- A job with more than LINK_BUDGET dependencies (a services job waiting on every other job) comes
+  -- alone in its slice: its dependencies are all of earlier slices, so it closes no cycle, and
+  -- enqueue_link checks and links them LINK_BUDGET at a time (chunks "|links:<n>" of ids).
+  if not single and #jobs == 1 and #jobs[1].depends_on > LINK_BUDGET then
+    local job = jobs[1]
+    for _, dep in ipairs(job.depends_on) do
+      if type(dep) ~= "string" then return nil, "job '" .. job.id .. "' has a dependency that is not a job id" end
+    end
+    local record = { kind = job.kind, label = job.label or "", pending = 0, state = "waiting", attempts = 0,
+                     max_attempts = job.max_attempts, backoff_ms = job.backoff_ms, backoff_max_ms = job.backoff_max_ms,
+                     lease_ms = job.lease_ms, timeout_ms = job.timeout_ms, created_at = now_ms() }
+    local chunks = 0
+    for from = 1, #job.depends_on, LINK_BUDGET do
+      chunks = chunks + 1
+      redis.call("HSET", K_STAGING, "|links:" .. chunks,
+                 table.concat(job.depends_on, " ", from, math.min(from + LINK_BUDGET - 1, #job.depends_on)))
+    end
+    redis.call("HSET", K_STAGING, job.id, cjson.encode(record), job.id .. "|payload", job.payload_json,
+               job.id .. "|dependents", "", job.id .. "|depends_on", encode_list(job.depends_on),
+               "|links", chunks, "|links_at", 0, "|links_job", job.id, "|links_pending", 0)
+    local ids_text = redis.call("HGET", K_STAGING, "|ids")
+    redis.call("HSET", K_STAGING, "|ids", ids_text == "" and job.id or ids_text .. " " .. job.id)
+    redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
+    return redis.call("HINCRBY", K_STAGING, "|jobs", 1), chunks
+  elseif not single then
+    for _, job in ipairs(jobs) do
+      if #job.depends_on > LINK_BUDGET and #jobs > 1 then
+        return nil, "job '" .. job.id .. "' depends on more than " .. LINK_BUDGET ..
+                    " jobs: send it in a slice of its own"
+      end
+    end
+  end
+  -- Dependencies: within the slice (any order) or on an earlier slice's job; the graph of the slice
+  -- must be acyclic (Kahn's algorithm), edges to earlier slices cannot close a cycle.
+  local indegree, dependents, outside, outside_list, edges = {}, {}, {}, {}, 0
+  for _, job in ipairs(jobs) do
     indegree[job.id] = 0
     dependents[job.id] = {}
   end
-  for _, job in ipairs(plan.jobs) do
-    local uniq = {}
+  for _, job in ipairs(jobs) do
+    local uniq, pending = {}, 0
     for _, dep in ipairs(job.depends_on) do
       if type(dep) ~= "string" then return nil, "job '" .. job.id .. "' has a dependency that is not a job id" end
-      if not seen[dep] then
-        return nil, "job '" .. job.id .. "' depends on '" .. dep .. "', which is not in the plan"
-      end
       if dep == job.id then return nil, "job '" .. job.id .. "' depends on itself" end
       if not uniq[dep] then
         uniq[dep] = true
-        indegree[job.id] = indegree[job.id] + 1
-        table.insert(dependents[dep], job.id)
+        pending = pending + 1
+        if seen[dep] then
+          indegree[job.id] = indegree[job.id] + 1
+          table.insert(dependents[dep], job.id)
+        else
+          -- A job of an earlier slice: "a,b" are the ids of this slice depending on it.
+          local have = outside[dep]
+          if have then
+            outside[dep] = have .. "," .. job.id
+          else
+            outside[dep] = job.id
+            outside_list[#outside_list + 1] = dep
+          end
+          edges = edges + 1
+        end
       end
     end
-    job.pending = indegree[job.id]
+    job.pending = pending
   end
-  local remaining, queue, head = #plan.jobs, {}, 1
-  local left = {}
-  for id, n in pairs(indegree) do
-    left[id] = n
-    if n == 0 then queue[#queue + 1] = id end
+  if single then
+    -- The staging is empty: a dependency outside the slice is not in the plan.
+    for _, job in ipairs(jobs) do
+      for _, dep in ipairs(job.depends_on) do
+        if not seen[dep] then return nil, "job '" .. job.id .. "' depends on '" .. dep .. "', which is not in the plan" end
+      end
+    end
+  end
+  local remaining, queue, head, left = #jobs, {}, 1, {}
+  for _, id in ipairs(ids) do
+    left[id] = indegree[id]
+    if indegree[id] == 0 then queue[#queue + 1] = id end
   end
   while queue[head] do
     local id = queue[head]
@@ -414,84 +626,268 @@ local function validate_plan(text, max_payload, max_jobs, machine)
     table.sort(cyclic)
     return nil, "the dependencies form a cycle through " .. table.concat(cyclic, ", ", 1, math.min(#cyclic, 5))
   end
-  return plan, dependents
+
+  -- Accepted: append this slice's jobs to the dependents lists of earlier slices' jobs, now when
+  -- they are few, else in bounded steps (enqueue_link) before the next slice ...
+  local deferred = 0
+  if edges <= LINK_BUDGET then
+    local why = link_entries(outside_list, outside, 1, #outside_list)
+    if why then return nil, why end
+  else
+    -- Chunks "|links:<n>" of LINK_BUDGET "dep=a,b" entries, one per enqueue_link call ('=' and ','
+    -- are not in ids).
+    local chunk = {}
+    for i, dep in ipairs(outside_list) do
+      chunk[#chunk + 1] = dep .. "=" .. outside[dep]
+      if #chunk == LINK_BUDGET or i == #outside_list then
+        deferred = deferred + 1
+        redis.call("HSET", K_STAGING, "|links:" .. deferred, table.concat(chunk, " "))
+        chunk = {}
+      end
+    end
+    redis.call("HSET", K_STAGING, "|links", deferred, "|links_at", 0)
+  end
+  -- ... and write the slice's records, 100 jobs per HSET.
+  local now = now_ms()
+  local ready_ids, batch = {}, {}
+  for i, job in ipairs(jobs) do
+    local state = "waiting"
+    if job.pending == 0 then
+      state = "ready"
+      ready_ids[#ready_ids + 1] = job.id
+    end
+    local record = { kind = job.kind, label = job.label or "", pending = job.pending, state = state,
+                     attempts = 0, max_attempts = job.max_attempts, backoff_ms = job.backoff_ms,
+                     backoff_max_ms = job.backoff_max_ms, lease_ms = job.lease_ms, timeout_ms = job.timeout_ms,
+                     created_at = now }
+    batch[#batch + 1] = job.id
+    batch[#batch + 1] = cjson.encode(record)
+    batch[#batch + 1] = job.id .. "|payload"
+    batch[#batch + 1] = job.payload_json
+    batch[#batch + 1] = job.id .. "|dependents"
+    batch[#batch + 1] = #dependents[job.id] > 0 and encode_list(dependents[job.id]) or ""
+    if #job.depends_on > 0 then
+      batch[#batch + 1] = job.id .. "|depends_on"
+      batch[#batch + 1] = encode_list(job.depends_on)
+    end
+    if i % 100 == 0 or i == #jobs then
+      redis.call("HSET", K_STAGING, unpack(batch))
+      batch = {}
+    end
+  end
+  local lists = redis.call("HMGET", K_STAGING, "|ids", "|ready")
+  local ids_text, ready_text = table.concat(ids, " "), table.concat(ready_ids, " ")
+  if lists[1] ~= "" then ids_text = lists[1] .. " " .. ids_text end
+  if lists[2] ~= "" and ready_text ~= "" then ready_text = lists[2] .. " " .. ready_text
+  elseif ready_text == "" then ready_text = lists[2] end
+  redis.call("HSET", K_STAGING, "|ids", ids_text, "|ready", ready_text)
+  redis.call("HINCRBY", K_STAGING, "|ready_count", #ready_ids)
+  redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
+  return redis.call("HINCRBY", K_STAGING, "|jobs", #jobs), deferred
 end
 
-local function enqueue()
-  local machine, text = ARGV[3], ARGV[4]
-  local max_payload = math.min(tonumber(ARGV[5]) or 65536, HARD_MAX_PAYLOAD)
-  local max_jobs = math.min(tonumber(ARGV[6]) or 50000, HARD_MAX_JOBS)
-  local replace, retention = ARGV[7] == "1", math.floor(tonumber(ARGV[8]) or 604800)
-  if retention < 1 then retention = 1 end
-  if type(machine) ~= "string" or not string.find(base, "{" .. machine .. "}", 1, true) then
-    return fail("BAD_REQUEST", "the key base must contain the machine id as a hash tag")
+-- Makes the staged plan the machine's plan: the only step the machine's readers and workers see.
+local function commit_staging(upload)
+  local st = redis.call("HMGET", K_STAGING, "|upload", "|plan_id", "|machine", "|replace", "|retention", "|jobs",
+                        "|ready_count")
+  if st[1] ~= upload then
+    return fail("BAD_REQUEST", "enqueue '" .. tostring(upload) .. "' is not in progress (it expired, was committed," ..
+                " or another enqueue replaced it)")
   end
-  local plan, dependents = validate_plan(text, max_payload, max_jobs, machine)
-  if not plan then return fail("PLAN_INVALID", dependents) end
-
-  local current = redis.call("HMGET", K_STATUS, "plan_id", "state")
-  if (current[2] == "pending" or current[2] == "running") and not replace then
-    return fail("MACHINE_BUSY", "machine '" .. machine .. "' is still running plan '" .. current[1] ..
-                "'; cancel it or enqueue with replace to supersede it")
+  local plan_id, machine, replace, retention = st[2], st[3], st[4] == "1", tonumber(st[5])
+  local total, ready = tonumber(st[6]), tonumber(st[7])
+  if total == 0 then
+    redis.call("UNLINK", K_STAGING)
+    return fail("PLAN_INVALID", "the plan has no jobs")
   end
   local now = now_ms()
-  -- B:plans remembers the plan ids of the retention window (score: enqueue time), so a plan id is
-  -- refused while its records may still be read.
-  redis.call("ZREMRANGEBYSCORE", K_PLANS, "-inf", now - retention * 1000)
-  if redis.call("ZSCORE", K_PLANS, plan.plan_id) then
-    return fail("PLAN_INVALID", "plan '" .. plan.plan_id .. "' was already enqueued for machine '" .. machine .. "'")
+  local refused = check_machine(machine, plan_id, replace, retention, now)
+  if refused then
+    redis.call("UNLINK", K_STAGING)
+    return refused
   end
-
   -- A new generation: the previous plan's records move to B:previous and stay readable for
-  -- `retention` seconds (only the latest previous plan is kept).
+  -- `retention` seconds (only the latest previous plan is kept). UNLINK frees large values off the
+  -- main thread.
+  local current = redis.call("HGET", K_STATUS, "state")
   if redis.call("EXISTS", K_JOBS) == 1 then
-    if current[2] == "pending" or current[2] == "running" or current[2] == "failed" then
+    redis.call("UNLINK", K_PREVIOUS)
+    if current == "pending" or current == "running" or current == "failed" then
       redis.call("HSET", K_JOBS, "|state", "superseded", "|finished_at", now)
     end
     redis.call("RENAME", K_JOBS, K_PREVIOUS)
     redis.call("EXPIRE", K_PREVIOUS, retention)
   end
-  redis.call("DEL", K_READY, K_ACTIVE, K_DELAYED, K_FAILURES)
-  redis.call("ZADD", K_PLANS, now, plan.plan_id)
+  redis.call("UNLINK", K_READY, K_ACTIVE, K_DELAYED, K_FAILURES)
+  redis.call("ZADD", K_PLANS, now, plan_id)
   redis.call("EXPIRE", K_PLANS, retention)
 
   local generation = redis.call("HINCRBY", K_STATUS, "generation", 1)
-  local ready, ids, ready_ids = 0, {}, {}
-  for _, job in ipairs(plan.jobs) do
-    local state = "waiting"
-    if job.pending == 0 then state = "ready" end
-    jset(job.id, "kind", job.kind, "payload", job.payload_json, "label", job.label or "",
-      "depends_on", encode_list(job.depends_on), "dependents", encode_list(dependents[job.id]),
-      "pending", job.pending, "state", state, "attempts", 0, "max_attempts", job.max_attempts,
-      "backoff_ms", job.backoff_ms, "backoff_max_ms", job.backoff_max_ms, "lease_ms", job.lease_ms,
-      "timeout_ms", job.timeout_ms, "created_at", now)
-    if state == "ready" then
-      ready = ready + 1
-      ready_ids[#ready_ids + 1] = job.id
-      if #ready_ids == 1000 then
-        redis.call("RPUSH", K_READY, unpack(ready_ids))
-        ready_ids = {}
-      end
+  local ready_text = redis.call("HGET", K_STAGING, "|ready")
+  redis.call("HDEL", K_STAGING, "|upload", "|machine", "|max_payload", "|max_jobs", "|replace", "|retention",
+             "|ready_count", "|ready")
+  redis.call("HSET", K_STAGING, "|generation", generation, "|enqueued_at", now, "|state", "enqueued")
+  redis.call("PERSIST", K_STAGING)
+  redis.call("RENAME", K_STAGING, K_JOBS)
+  local batch = {}
+  for id in string.gmatch(ready_text, "%S+") do
+    batch[#batch + 1] = id
+    if #batch == 1000 then
+      redis.call("RPUSH", K_READY, unpack(batch))
+      batch = {}
     end
-    ids[#ids + 1] = job.id
   end
-  if #ready_ids > 0 then redis.call("RPUSH", K_READY, unpack(ready_ids)) end
-  local meta = "{}"
-  if plan.meta ~= nil then meta = cjson.encode(plan.meta) end
-  redis.call("HSET", K_JOBS, "|plan_id", plan.plan_id, "|generation", generation, "|jobs", #plan.jobs,
-             "|meta", meta, "|enqueued_at", now, "|state", "enqueued", "|ids", table.concat(ids, " "))
-  redis.call("HSET", K_STATUS, "plan_id", plan.plan_id, "machine_id", machine, "state", "pending",
-             "total", #plan.jobs, "waiting", #plan.jobs - ready, "ready", ready, "active", 0,
+  if #batch > 0 then redis.call("RPUSH", K_READY, unpack(batch)) end
+  redis.call("HSET", K_STATUS, "plan_id", plan_id, "machine_id", machine, "state", "pending",
+             "total", total, "waiting", total - ready, "ready", ready, "active", 0,
              "delayed", 0, "succeeded", 0, "failed", 0, "dead", 0, "cancelled", 0, "retries", 0,
              "reclaimed", 0, "enqueued_at", now, "announced", 0, "protocol", PROTOCOL, "retention", retention)
   redis.call("HDEL", K_STATUS, "started_at", "finished_at", "cancel_reason", "announced_at")
   wake(ready)
-  return { generation, #plan.jobs, ready }
+  return { generation, total, ready }
+end
+
+local function enqueue_arguments(first)
+  local max_payload = math.min(tonumber(ARGV[first]) or 65536, HARD_MAX_PAYLOAD)
+  local max_jobs = math.min(tonumber(ARGV[first + 1]) or 50000, HARD_MAX_JOBS)
+  local replace, retention = ARGV[first + 2] == "1", math.floor(tonumber(ARGV[first + 3]) or 604800)
+  if retention < 1 then retention = 1 end
+  return max_payload, max_jobs, replace, retention
+end
+
+local function check_machine_tag(machine)
+  if type(machine) ~= "string" or not string.find(base, "{" .. machine .. "}", 1, true) then
+    return fail("BAD_REQUEST", "the key base must contain the machine id as a hash tag")
+  end
+end
+
+local function decode_object(text, what)
+  if type(text) ~= "string" then return nil, what .. " is missing" end
+  if #text > MAX_SLICE_BYTES then
+    return nil, what .. " is " .. #text .. " bytes, more than " .. MAX_SLICE_BYTES ..
+                " in one call: send it in slices (enqueue_begin, enqueue_slice, enqueue_commit)"
+  end
+  local ok, value = pcall(cjson.decode, text)
+  if not ok or type(value) ~= "table" then return nil, nil end
+  return value
+end
+
+local function enqueue()
+  local machine, text = ARGV[3], ARGV[4]
+  local max_payload, max_jobs, replace, retention = enqueue_arguments(5)
+  local bad = check_machine_tag(machine)
+  if bad then return bad end
+  local plan, why = decode_object(text, "the plan")
+  if not plan or plan[1] ~= nil then return fail("PLAN_INVALID", why or "the plan is not a JSON object") end
+  plan, why = validate_head(plan, machine, false)
+  if not plan then return fail("PLAN_INVALID", why) end
+  if type(plan.jobs) ~= "table" or #plan.jobs == 0 then return fail("PLAN_INVALID", "the plan has no jobs") end
+  start_staging("-", plan, machine, max_payload, max_jobs, replace, retention)
+  local staged
+  staged, why = stage_jobs(plan.jobs, true)
+  if not staged then
+    redis.call("UNLINK", K_STAGING)
+    return fail("PLAN_INVALID", why)
+  end
+  return commit_staging("-")
+end
+
+local function valid_upload(upload)
+  return type(upload) == "string" and #upload <= 64 and string.match(upload, "^[%w][%w%._%-]*$") ~= nil
+end
+
+local function enqueue_begin()
+  local machine, upload, text = ARGV[3], ARGV[4], ARGV[5]
+  local max_payload, max_jobs, replace, retention = enqueue_arguments(6)
+  local bad = check_machine_tag(machine)
+  if bad then return bad end
+  if not valid_upload(upload) then
+    return fail("BAD_REQUEST", "the upload id must be 1-64 letters, digits, '.', '_' or '-'")
+  end
+  local plan, why = decode_object(text, "the plan")
+  if not plan or plan[1] ~= nil then return fail("PLAN_INVALID", why or "the plan is not a JSON object") end
+  plan, why = validate_head(plan, machine, true)
+  if not plan then return fail("PLAN_INVALID", why) end
+  local refused = check_machine(machine, plan.plan_id, replace, retention, now_ms())
+  if refused then return refused end
+  start_staging(upload, plan, machine, max_payload, max_jobs, replace, retention)
+  return { "begun", 0 }
+end
+
+local function enqueue_slice()
+  local upload, text = ARGV[3], ARGV[4]
+  if not valid_upload(upload) or redis.call("HGET", K_STAGING, "|upload") ~= upload then
+    return fail("BAD_REQUEST", "enqueue '" .. tostring(upload) .. "' is not in progress (it expired, was committed," ..
+                " or another enqueue replaced it)")
+  end
+  if redis.call("HEXISTS", K_STAGING, "|links") == 1 then
+    return fail("BAD_REQUEST", "enqueue '" .. upload .. "' has dependencies left to link: call enqueue_link until it answers 0")
+  end
+  local jobs, why = decode_object(text, "the slice")
+  if not jobs or (next(jobs) ~= nil and jobs[1] == nil) then
+    redis.call("UNLINK", K_STAGING)
+    return fail("PLAN_INVALID", why or "a slice must be a non-empty JSON array of jobs")
+  end
+  local staged, left = stage_jobs(jobs, false)
+  if not staged then
+    redis.call("UNLINK", K_STAGING)
+    return fail("PLAN_INVALID", left)
+  end
+  return { "staged", staged, left }
+end
+
+-- Links up to LINK_BUDGET of the dependencies a slice left (a job depending on many jobs of earlier
+-- slices, such as a services job depending on all of them). Output: { "linked", links left }.
+local function enqueue_link()
+  local upload = ARGV[3]
+  if not valid_upload(upload) or redis.call("HGET", K_STAGING, "|upload") ~= upload then
+    return fail("BAD_REQUEST", "enqueue '" .. tostring(upload) .. "' is not in progress (it expired, was committed," ..
+                " or another enqueue replaced it)")
+  end
+  local st = redis.call("HMGET", K_STAGING, "|links", "|links_at")
+  if not st[1] then return { "linked", 0 } end
+  local chunks, at = tonumber(st[1]), tonumber(st[2]) + 1
+  local text = redis.call("HGET", K_STAGING, "|links:" .. at) or ""
+  local fan_in = redis.call("HGET", K_STAGING, "|links_job")
+  local why
+  if fan_in then
+    why = link_fan_in(fan_in, text, at == chunks)
+  else
+    local deps, by_dep = {}, {}
+    for dep, list in string.gmatch(text, "([^ =]+)=(%S+)") do
+      deps[#deps + 1] = dep
+      by_dep[dep] = list
+    end
+    why = link_entries(deps, by_dep, 1, #deps)
+  end
+  if why then
+    redis.call("UNLINK", K_STAGING)
+    return fail("PLAN_INVALID", why)
+  end
+  redis.call("HDEL", K_STAGING, "|links:" .. at)
+  redis.call("PEXPIRE", K_STAGING, STAGING_TTL_MS)
+  if at >= chunks then
+    redis.call("HDEL", K_STAGING, "|links", "|links_at", "|links_job", "|links_pending")
+    return { "linked", 0 }
+  end
+  redis.call("HSET", K_STAGING, "|links_at", at)
+  return { "linked", chunks - at }
+end
+
+local function enqueue_commit()
+  local upload = ARGV[3]
+  if not valid_upload(upload) then
+    return fail("BAD_REQUEST", "the upload id must be 1-64 letters, digits, '.', '_' or '-'")
+  end
+  if redis.call("HEXISTS", K_STAGING, "|links") == 1 then
+    return fail("BAD_REQUEST", "enqueue '" .. upload .. "' has dependencies left to link: call enqueue_link until it answers 0")
+  end
+  return commit_staging(upload)
 end
 
 ---------------------------------------------------------------------------------------------------
 -- claim <worker_id> <max_jobs> <upkeep_limit>
--- Input:  KEYS[1..14]; reads/writes status, ready, active, delayed, failures, wake, jobs.
+-- Input:  KEYS[1..15]; reads/writes status, ready, active, delayed, failures, wake, jobs.
 -- Output: { flipped, next_upkeep_ms, { job fields... }, ... }; each job is
 -- { id, kind, payload, attempt, max_attempts, token, lease_ms, timeout_ms, plan, generation, label }.
 -- next_upkeep_ms: when a claim next has upkeep to do (a retry due, a lease deadline), -1 for never:
@@ -512,26 +908,28 @@ local function claim()
   -- the counters and B:active are written once per call.
   local fence, taken, scored = tonumber(s[4]) or 0, 0, {}
   -- Numbers handed to redis.call are formatted with printf each time: format the shared ones once.
-  local now_text, deadlines = tostring(now), {}
+  local deadlines = {}
   while taken < count do
     local ids = redis.call("LPOP", K_READY, count - taken)
     if not ids then break end
     for _, id in ipairs(ids) do
-      local f = jmget(id, "state", "kind", "payload", "attempts", "max_attempts", "lease_ms", "timeout_ms", "label")
-      if f[1] == "ready" then
+      local f = redis.call("HMGET", K_JOBS, id, id .. "|payload")
+      local r = f[1] and cjson.decode(f[1])
+      if r and r.state == "ready" then
         taken = taken + 1
         local token = tostring(fence + taken)
-        local attempt = tonumber(f[4]) + 1
-        local deadline = deadlines[f[6]]
+        r.attempts = r.attempts + 1
+        local deadline = deadlines[r.lease_ms]
         if not deadline then
-          deadline = tostring(now + tonumber(f[6]))
-          deadlines[f[6]] = deadline
+          deadline = now + r.lease_ms
+          deadlines[r.lease_ms] = deadline
         end
-        jset(id, "state", "active", "attempts", attempt, "token", token, "owner", worker,
-             "lease_until", deadline, "started_at", now_text)
+        r.state, r.token, r.owner, r.lease_until, r.started_at = "active", token, worker, deadline, now
+        save(id, r)
         scored[#scored + 1] = deadline
         scored[#scored + 1] = id
-        result[#result + 1] = { id, f[2], f[3], attempt, f[5], token, f[6], f[7], plan, s[3], f[8] }
+        result[#result + 1] = { id, r.kind, f[2] or "{}", r.attempts, tostring(r.max_attempts), token,
+                                tostring(r.lease_ms), tostring(r.timeout_ms), plan, s[3], r.label or "" }
       end
     end
   end
@@ -548,7 +946,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- heartbeat <worker_id> <plan> <job> <token> [<plan> <job> <token> ...]
--- Input:  KEYS[1..14]; writes heartbeats, workers (dead ones removed), active, jobs.
+-- Input:  KEYS[1..15]; writes heartbeats, workers (dead ones removed), active, jobs.
 -- Output: { 1 | 0, ... } one per lease: held (renewed) or lost.
 -- Renews each lease by its job's lease_ms; returns 1 per job still held, 0 per lease lost.
 ---------------------------------------------------------------------------------------------------
@@ -560,10 +958,11 @@ local function heartbeat()
   local held = {}
   local i = 4
   while ARGV[i + 2] do
-    local id = leased(ARGV[i], ARGV[i + 1], ARGV[i + 2])
-    if id and jget(id, "owner") == worker then
-      local deadline = now + tonumber(jget(id, "lease_ms"))
-      jset(id, "lease_until", deadline)
+    local r = leased(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+    if r and r.owner == worker then
+      local deadline = now + r.lease_ms
+      r.lease_until = deadline
+      save(ARGV[i + 1], r)
       redis.call("ZADD", K_ACTIVE, deadline, ARGV[i + 1])
       held[#held + 1] = 1
     else
@@ -576,7 +975,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- complete <plan> <job> <token> <result_json>
--- Input:  KEYS[1..14]; writes status, ready, active, wake, jobs (and the expiry of a finished plan).
+-- Input:  KEYS[1..15]; writes status, ready, active, wake, jobs (and the expiry of a finished plan).
 -- Output: { "ok" | "duplicate" | "stale", flipped }.
 -- complete_many <plan> <job> <token> <result_json> [<plan> <job> <token> <result_json> ...]
 -- The same for up to MAX_BATCH jobs in one call; returns { flipped, { outcome, ... } }.
@@ -594,31 +993,35 @@ local function complete_jobs(first)
   end
   local current = redis.call("HGET", K_STATUS, "plan_id")
   local now = now_ms()
-  local now_text = tostring(now)
   local outcomes, done, unlocked = {}, {}, 0
   for k = 0, n - 1 do
     local at = first + 4 * k
     local plan, id, token, result = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3] or "{}"
     local outcome = "stale"
     if plan == current then
-      local f = jmget(id, "state", "token", "dependents")
-      if f[1] and f[2] == token then
-        if f[1] == "active" then
+      local f = redis.call("HMGET", K_JOBS, id, id .. "|dependents")
+      local r = f[1] and cjson.decode(f[1])
+      if r and r.token == token then
+        if r.state == "active" then
           outcome = "ok"
-          jset(id, "state", "succeeded", "finished_at", now_text, "result", result)
-          jdel(id, "owner", "lease_until")
+          r.state, r.finished_at, r.owner, r.lease_until = "succeeded", now, nil, nil
+          redis.call("HSET", K_JOBS, id, cjson.encode(r), id .. "|result", result)
           done[#done + 1] = id
-          if f[3] and f[3] ~= "[]" and f[3] ~= "{}" then
-            for _, dep in ipairs(cjson.decode(f[3])) do
-              local left = redis.call("HINCRBY", K_JOBS, dep .. "|pending", -1)
-              if left == 0 and jget(dep, "state") == "waiting" then
-                move(dep, "waiting", "ready")
-                redis.call("RPUSH", K_READY, dep)
-                unlocked = unlocked + 1
+          if f[2] and f[2] ~= "" then
+            for _, dep in ipairs(cjson.decode(f[2])) do
+              local d = load(dep)
+              if d then
+                d.pending = d.pending - 1
+                if d.pending == 0 and d.state == "waiting" then
+                  move(d, "waiting", "ready")
+                  redis.call("RPUSH", K_READY, dep)
+                  unlocked = unlocked + 1
+                end
+                save(dep, d)
               end
             end
           end
-        elseif f[1] == "succeeded" then
+        elseif r.state == "succeeded" then
           outcome = "duplicate"
         end
       end
@@ -650,50 +1053,50 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- fail <plan> <job> <token> <error_type> <error_message> <retryable 0|1> <jitter 0..1>
--- Input:  KEYS[1..14]; writes status, active, delayed, failures, jobs.
+-- Input:  KEYS[1..15]; writes status, active, delayed, failures, jobs.
 -- Output: { "retry" | "dead" | "stale", flipped, delay_ms }.
 ---------------------------------------------------------------------------------------------------
 local function fail_job()
   local plan, id, token = ARGV[3], ARGV[4], ARGV[5]
   local error_type, message = cut(ARGV[6] or "error", 100), cut(ARGV[7] or "", 4000)
   local retryable, jitter = ARGV[8] == "1", math.min(math.max(tonumber(ARGV[9]) or 0.5, 0), 1)
-  if not leased(plan, id, token) then return { "stale", "", 0 } end
+  local r = leased(plan, id, token)
+  if not r then return { "stale", "", 0 } end
   local now = now_ms()
   redis.call("ZREM", K_ACTIVE, id)
-  local f = jmget(id, "attempts", "max_attempts", "backoff_ms", "backoff_max_ms")
-  local attempts, max_attempts = tonumber(f[1]), tonumber(f[2])
-  if retryable and attempts < max_attempts and redis.call("HGET", K_STATUS, "state") == "failed" then
+  if retryable and r.attempts < r.max_attempts and redis.call("HGET", K_STATUS, "state") == "failed" then
     -- The plan has failed already: no retry, the job and what waits on it are cancelled.
-    cancel_retry(id, "active", now)
+    cancel_retry(id, r, "active", now)
     return { "dead", "", 0 }
   end
-  if retryable and attempts < max_attempts then
+  if retryable and r.attempts < r.max_attempts then
     -- Exponential backoff with "equal jitter": half fixed, half random. The random part is the
     -- caller's: before Redis 7 a script's generator is reseeded identically on every call.
-    local delay = math.min(tonumber(f[4]), tonumber(f[3]) * 2 ^ (attempts - 1))
+    local delay = math.min(r.backoff_max_ms, r.backoff_ms * 2 ^ (r.attempts - 1))
     delay = math.floor(delay / 2 + delay / 2 * jitter)
-    move(id, "active", "delayed")
-    jset(id, "error_type", error_type, "error", message, "retry_at", now + delay)
-    jdel(id, "owner", "lease_until")
+    move(r, "active", "delayed")
+    r.error_type, r.error, r.retry_at, r.owner, r.lease_until = error_type, message, now + delay, nil, nil
+    save(id, r)
     redis.call("ZADD", K_DELAYED, now + delay, id)
     redis.call("HINCRBY", K_STATUS, "retries", 1)
     return { "retry", "", delay }
   end
-  return { "dead", make_dead(id, "active", error_type, message, now), 0 }
+  return { "dead", make_dead(id, r, "active", error_type, message, now), 0 }
 end
 
 ---------------------------------------------------------------------------------------------------
 -- release <plan> <job> <token>
--- Input:  KEYS[1..14]; writes status, ready, active, wake, jobs.   Output: "released" | "stale".
+-- Input:  KEYS[1..15]; writes status, ready, active, wake, jobs.   Output: "released" | "stale".
 -- A draining worker hands a job back unfinished; the attempt does not count.
 ---------------------------------------------------------------------------------------------------
 local function release()
   local plan, id, token = ARGV[3], ARGV[4], ARGV[5]
-  if not leased(plan, id, token) then return "stale" end
+  local r = leased(plan, id, token)
+  if not r then return "stale" end
   redis.call("ZREM", K_ACTIVE, id)
-  move(id, "active", "ready")
-  redis.call("HINCRBY", K_JOBS, id .. "|attempts", -1)
-  jdel(id, "owner", "lease_until", "token")
+  move(r, "active", "ready")
+  r.attempts, r.owner, r.lease_until, r.token = r.attempts - 1, nil, nil, nil
+  save(id, r)
   redis.call("LPUSH", K_READY, id)
   wake(1)
   return "released"
@@ -701,7 +1104,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- cancel <plan> <reason>
--- Input:  KEYS[1..14]; writes status, ready, active, delayed, jobs.
+-- Input:  KEYS[1..15]; writes status, ready, active, delayed, jobs.
 -- Output: { "cancelled", n } | { state, 0 } (already ready/cancelled) | BAD_REQUEST (not the current plan).
 -- Every job not finished becomes cancelled; running jobs learn it at their next heartbeat.
 ---------------------------------------------------------------------------------------------------
@@ -712,11 +1115,12 @@ local function cancel()
   if s[2] ~= "pending" and s[2] ~= "running" and s[2] ~= "failed" then return { s[2], 0 } end
   local now, n = now_ms(), 0
   for id in string.gmatch(redis.call("HGET", K_JOBS, "|ids") or "", "%S+") do
-    local state = jget(id, "state")
+    local r = load(id)
+    local state = r and r.state
     if state == "waiting" or state == "ready" or state == "active" or state == "delayed" then
-      move(id, state, "cancelled")
-      jset(id, "error_type", "cancelled", "error", reason, "finished_at", now)
-      jdel(id, "owner", "lease_until")
+      move(r, state, "cancelled")
+      r.error_type, r.error, r.finished_at, r.owner, r.lease_until = "cancelled", reason, now, nil, nil
+      save(id, r)
       n = n + 1
     end
   end
@@ -732,7 +1136,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- register <worker_id> <info_json> | unregister <worker_id>
--- Input:  KEYS[1..14]; writes workers, heartbeats.   Output: "registered" | "unregistered".
+-- Input:  KEYS[1..15]; writes workers, heartbeats.   Output: "registered" | "unregistered".
 ---------------------------------------------------------------------------------------------------
 local function register()
   local worker, info = ARGV[3], ARGV[4]
@@ -752,7 +1156,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- announce <claimant> <grace_ms> <takeover_ms>
--- Input:  KEYS[1..14]; reads failures, writes status.
+-- Input:  KEYS[1..15]; reads failures, writes status.
 -- Claims the fleet announcement of the current generation's flip (protocols/events.md §5). The
 -- status field `announced` is "0" (enqueue), "claimed <at_ms> <claimant>" while someone announces,
 -- "1" once announced. A claim older than takeover_ms may be taken over (the claimant died). Callers
@@ -785,7 +1189,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- announced <claimant> <event_json> <events_maxlen> [<events_max_age_ms>]
--- Input:  KEYS[1..14]; writes status, events.   Output: "announced" | "lost".
+-- Input:  KEYS[1..15]; writes status, events.   Output: "announced" | "lost".
 -- The claimant has published the announcement fleet-wide: marks the generation announced and
 -- appends the machine's own event (machine.ready.complete, or machine.step.failure for step 21) to
 -- B:events, both at once, so the event is in the stream exactly once. Returns "announced", or
@@ -808,9 +1212,9 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- retire <force 0|1>
--- Input:  KEYS[1..14] the machine's keys; ARGV[3] force.
+-- Input:  KEYS[1..15] the machine's keys; ARGV[3] force.
 -- Output: { "retired", deleted_keys } ; MACHINE_BUSY while a plan is pending or running, unless force.
--- Deletes every key of the machine (its 14 declared keys are all of them). Workers still running for
+-- Deletes every key of the machine (its 15 declared keys are all of them). Workers still running for
 -- the machine would write B:workers/B:heartbeats again: stop them first.
 ---------------------------------------------------------------------------------------------------
 local function retire()
@@ -822,7 +1226,8 @@ local function retire()
   return { "retired", redis.call("DEL", unpack(KEYS)) }
 end
 
-local ops = { enqueue = enqueue, retire = retire, claim = claim, heartbeat = heartbeat, complete = complete,
+local ops = { enqueue = enqueue, enqueue_begin = enqueue_begin, enqueue_slice = enqueue_slice,
+              enqueue_link = enqueue_link, enqueue_commit = enqueue_commit, retire = retire, claim = claim, heartbeat = heartbeat, complete = complete,
               complete_many = complete_many,
               fail = fail_job, release = release, cancel = cancel, register = register,
               unregister = unregister, announce = announce, announced = announced }

@@ -4,15 +4,44 @@
 //   REDIS_URL=redis://localhost:6379 MACHINE_ID=m1 node enqueue.mjs ../../examples/plan-dag.json [--replace]
 //
 // Every state change goes through protocols/scripts/queue.lua (see protocols/redis.md):
-// EVALSHA <sha> 14 <the 14 keys of B> enqueue <B> <machine_id> <plan_json> <max_payload_bytes>
-// <max_jobs> <replace 0|1> <retention_seconds>, where B = "<prefix>:{<machine_id>}" (protocol 2: every
+// EVALSHA <sha> 15 <the 15 keys of B> enqueue <B> <machine_id> <plan_json> <max_payload_bytes>
+// <max_jobs> <replace 0|1> <retention_seconds>, where B = "<prefix>:{<machine_id>}" (protocol 3: every
 // key the script touches is declared; keys of another protocol are refused with PROTOCOL_MISMATCH).
+// A plan of more than 1000 jobs or 1 MiB is sent in slices (enqueue_begin, enqueue_slice...,
+// enqueue_commit): all or nothing, invisible until the commit, and no call blocks Redis for long.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createClient } from 'redis';
 
 const KEY_SUFFIXES = ['status', 'ready', 'active', 'delayed', 'wake', 'failures', 'workers', 'heartbeats', 'events',
-  'jobs', 'previous', 'plans', 'progress', 'metrics'];
+  'jobs', 'previous', 'plans', 'progress', 'metrics', 'staging'];
+const SLICE_JOBS = 1000;
+const SLICE_BYTES = 1 << 20;
+const FAN_IN_DEPENDENCIES = 4000;
+
+// Every job after the jobs it depends on, otherwise in plan order (a cycle is left for the script to refuse).
+function dependenciesFirst(jobs) {
+  const byId = new Map(jobs.filter((job) => typeof job?.id === 'string').map((job) => [job.id, job]));
+  const state = new Map();
+  const ordered = [];
+  for (const root of jobs) {
+    if (!byId.has(root?.id)) { ordered.push(root); continue; }
+    if (state.has(root.id)) continue;
+    state.set(root.id, 1);
+    const stack = [[root, 0]];
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      const deps = Array.isArray(top[0].depends_on) ? top[0].depends_on : [];
+      if (top[1] < deps.length) {
+        const dep = deps[top[1]++];
+        if (byId.has(dep) && !state.has(dep)) { state.set(dep, 1); stack.push([byId.get(dep), 0]); }
+      } else {
+        ordered.push(stack.pop()[0]);
+      }
+    }
+  }
+  return ordered;
+}
 
 export class ProvisionQueue {
   constructor(client, machineId, prefix = 'provision') {
@@ -36,12 +65,45 @@ export class ProvisionQueue {
     }
   }
 
+  // One slice, then the links it left (a job depending on many jobs of earlier slices), in bounded steps.
+  async #slice(upload, part) {
+    let [, , left] = await this.#call('enqueue_slice', upload, `[${part.join(',')}]`);
+    while (left > 0) [, left] = await this.#call('enqueue_link', upload);
+  }
+
   /** Resolves to { generation, jobs, ready }; rejects with error.code PLAN_INVALID, MACHINE_BUSY, BAD_REQUEST or PROTOCOL_MISMATCH. */
   async enqueue(plan, { replace = false, maxPayloadBytes = 65536, maxJobs = 50000, retentionSeconds = 604800 } = {}) {
     const text = typeof plan === 'string' ? plan : JSON.stringify(plan);
+    const limits = [maxPayloadBytes, maxJobs, replace ? '1' : '0', retentionSeconds];
+    let parsed = null;
+    try { parsed = typeof plan === 'string' ? JSON.parse(plan) : plan; } catch { /* the script says why */ }
     try {
-      const [generation, jobs, ready] = await this.#call('enqueue', this.machineId, text, maxPayloadBytes, maxJobs,
-        replace ? '1' : '0', retentionSeconds);
+      if (!Array.isArray(parsed?.jobs) || (parsed.jobs.length <= SLICE_JOBS && Buffer.byteLength(text) <= SLICE_BYTES)) {
+        const [generation, jobs, ready] = await this.#call('enqueue', this.machineId, text, ...limits);
+        return { generation, jobs, ready };
+      }
+      const { jobs: list, ...head } = parsed;
+      const upload = `u${createHash('sha1').update(`${Date.now()}${Math.random()}`).digest('hex').slice(0, 16)}`;
+      await this.#call('enqueue_begin', this.machineId, upload, JSON.stringify(head), ...limits);
+      let part = [];
+      let size = 2;
+      for (const job of dependenciesFirst(list)) {
+        const encoded = JSON.stringify(job);
+        const fanIn = Array.isArray(job?.depends_on) && job.depends_on.length > FAN_IN_DEPENDENCIES;
+        if (part.length && (fanIn || part.length === SLICE_JOBS || size + Buffer.byteLength(encoded) + 1 > SLICE_BYTES)) {
+          await this.#slice(upload, part);
+          part = [];
+          size = 2;
+        }
+        if (fanIn) { // a job waiting on thousands of others goes alone: queue.lua links it in steps
+          await this.#slice(upload, [encoded]);
+          continue;
+        }
+        part.push(encoded);
+        size += Buffer.byteLength(encoded) + 1;
+      }
+      if (part.length) await this.#slice(upload, part);
+      const [generation, jobs, ready] = await this.#call('enqueue_commit', upload);
       return { generation, jobs, ready };
     } catch (error) {
       // The script's errors are "<CODE> <sentence>".

@@ -12,7 +12,8 @@ Library use::
     from provision_client import ProvisionQueue
 
     q = ProvisionQueue(redis.Redis.from_url("redis://localhost:6379/0"), "m1")
-    q.enqueue(plan_dict)            # {"generation": 1, "jobs": 10, "ready": 4}
+    q.enqueue(plan_dict)            # {"generation": 1, "jobs": 10, "ready": 4}; sliced when large
+    q.job("plan-1", "job-a")        # one job's record, or None
     q.wait(timeout_s=600)["state"]  # "ready", "failed", "cancelled" (or not settled on timeout)
 
 Command line::
@@ -23,8 +24,11 @@ Command line::
     python3 provision_client.py --redis URL --machine M cancel [--reason TEXT]
     python3 provision_client.py --redis URL --machine M retire [--force]   # removes every key of M
 
-Protocol 2: queue.lua declares all 14 keys of the machine and refuses (``PROTOCOL_MISMATCH``)
+Protocol 3: queue.lua declares all 15 keys of the machine and refuses (``PROTOCOL_MISMATCH``)
 keys written by another protocol; an out-of-date copy of this file and queue.lua must be replaced.
+A plan larger than one call's limits (2000 jobs, 4 MiB of JSON) is sent in slices
+(``enqueue_begin`` / ``enqueue_slice`` [/ ``enqueue_link``] / ``enqueue_commit``): still all or nothing, and no call
+blocks Redis for long.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import redis
 
@@ -48,11 +52,21 @@ except ImportError:  # very old redis-py: replies follow the client's decode_res
 SCRIPT_PATH = Path(__file__).resolve().parent.parent.parent / "scripts" / "queue.lua"
 
 #: The protocol of queue.lua this client speaks (stored in the status hash's ``protocol`` field).
-PROTOCOL = 2
+PROTOCOL = 3
 
-#: The keys every call of queue.lua declares, in this order (KEYS[1..14]): every key of a machine.
+#: The keys every call of queue.lua declares, in this order (KEYS[1..15]): every key of a machine.
 KEY_SUFFIXES = ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
-                "jobs", "previous", "plans", "progress", "metrics")
+                "jobs", "previous", "plans", "progress", "metrics", "staging")
+
+#: Limits of one enqueue / enqueue_slice call in queue.lua (MAX_SLICE_JOBS, MAX_SLICE_BYTES).
+MAX_SLICE_JOBS = 2000
+MAX_SLICE_BYTES = 4 * 1024 * 1024
+#: A job depending on more jobs than this is sent in a slice of its own (queue.lua LINK_BUDGET).
+FAN_IN_DEPENDENCIES = 4000
+#: Largest re-encoded ``meta`` queue.lua accepts (MAX_META).
+MAX_META_BYTES = 65536
+#: The large fields of a job, stored beside its record as ``<job_id>|<name>`` (protocols/redis.md §4).
+JOB_SIDE_FIELDS = ("payload", "depends_on", "dependents", "result")
 
 #: The integer fields of the status hash reported under "counts".
 COUNT_FIELDS = ("total", "waiting", "ready", "active", "delayed", "succeeded", "failed", "dead",
@@ -143,7 +157,7 @@ class ProvisionQueue:
         self.prefix = prefix
         #: ``<prefix>:{<machine_id>}``, the start of every key of this machine (ARGV[2]).
         self.base = f"{prefix}:{{{machine_id}}}"
-        #: KEYS[1..14] of every script call.
+        #: KEYS[1..15] of every script call.
         self.keys: List[str] = [f"{self.base}:{suffix}" for suffix in KEY_SUFFIXES]
         # register_script calls EVALSHA and falls back to SCRIPT LOAD + EVALSHA on NOSCRIPT.
         self._script = redis.register_script(SCRIPT_PATH.read_text(encoding="utf-8"))
@@ -153,7 +167,7 @@ class ProvisionQueue:
         return f"{self.base}:{suffix}"
 
     def call(self, op: str, *args: Union[str, int, float]) -> Any:
-        """Runs one operation of queue.lua (low level): ``EVALSHA sha 14 KEYS... op base args...``.
+        """Runs one operation of queue.lua (low level): ``EVALSHA sha 15 KEYS... op base args...``.
 
         Error replies become :class:`PlanRejected`, :class:`MachineBusy` or :class:`BadRequest`;
         any other Redis error is raised unchanged. Replies are returned with bytes decoded to str.
@@ -174,8 +188,14 @@ class ProvisionQueue:
         return _text(reply)
 
     def enqueue(self, plan: Union[Dict[str, Any], str], replace: bool = False, max_payload_bytes: int = 65536,
-                max_jobs: int = 50000, retention_seconds: int = 604800) -> Dict[str, int]:
+                max_jobs: int = 50000, retention_seconds: int = 604800, slice_jobs: int = 1000,
+                slice_bytes: int = 1024 * 1024, between_slices: Optional[Callable[[int], None]] = None) -> Dict[str, int]:
         """Enqueues a plan (protocols/schemas/plan.schema.json) atomically: every job or nothing.
+
+        A plan of at most ``slice_jobs`` jobs and ``slice_bytes`` bytes is one ``enqueue`` call; a
+        larger one is sent in slices of that size (``enqueue_begin``, ``enqueue_slice``...,
+        ``enqueue_commit``), invisible to workers until the last call. Jobs are sent after the jobs
+        they depend on (a plan listing a job before its dependency is reordered, stably).
 
         :param plan: the plan as a dict, or as JSON text.
         :param replace: supersede a plan that is still pending or running (else :class:`MachineBusy`).
@@ -183,6 +203,7 @@ class ProvisionQueue:
         :param max_jobs: the most jobs accepted (the script caps it at 100000).
         :param retention_seconds: how long a finished or superseded plan's records stay readable
             (then they expire), and how long its plan id is refused again.
+        :param between_slices: called with the number of jobs staged after each slice (tests, progress).
         :returns: ``{"generation": g, "jobs": n, "ready": r}``: the machine's new generation, the number
             of jobs written and how many were ready at once (no dependencies).
         :raises PlanRejected: the plan is invalid (the script's sentence says why) or its plan_id was
@@ -190,9 +211,57 @@ class ProvisionQueue:
         :raises MachineBusy: the machine is pending or running another plan and replace is false.
         """
         text = plan if isinstance(plan, str) else json.dumps(plan, separators=(",", ":"))
-        generation, jobs, ready = self.call("enqueue", self.machine_id, text, int(max_payload_bytes), int(max_jobs),
-                                            "1" if replace else "0", int(retention_seconds))
-        return {"generation": int(generation), "jobs": int(jobs), "ready": int(ready)}
+        slice_jobs = max(1, min(int(slice_jobs), MAX_SLICE_JOBS))
+        slice_bytes = max(1, min(int(slice_bytes), MAX_SLICE_BYTES))
+        parsed = plan if isinstance(plan, dict) else None
+        if parsed is None:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+        limits = [int(max_payload_bytes), int(max_jobs), "1" if replace else "0", int(retention_seconds)]
+        jobs = parsed.get("jobs") if isinstance(parsed, dict) else None
+        if not isinstance(jobs, list) or (len(jobs) <= slice_jobs and len(text.encode()) <= slice_bytes):
+            # Small, or not a plan at all: one call, and the script's sentence says what is wrong.
+            generation, count, ready = self.call("enqueue", self.machine_id, text, *limits)
+            return {"generation": int(generation), "jobs": int(count), "ready": int(ready)}
+        if "meta" in parsed:
+            meta = len(json.dumps(parsed["meta"], separators=(",", ":")).encode())
+            if meta > MAX_META_BYTES:
+                raise PlanRejected(f"meta is {meta} bytes, more than the limit of {MAX_META_BYTES}")
+        head = {k: v for k, v in parsed.items() if k != "jobs"}
+        upload = f"u{os.getpid()}-{int(time.time() * 1000)}-{os.urandom(4).hex()}"
+        self.call("enqueue_begin", self.machine_id, upload, json.dumps(head, separators=(",", ":")), *limits)
+        staged = 0
+        for part in _slices(_dependencies_first(jobs), slice_jobs, slice_bytes):
+            reply = self.call("enqueue_slice", upload, part)
+            staged, left = int(reply[1]), int(reply[2])
+            while left > 0:  # a job depending on many jobs of earlier slices: linked in bounded steps
+                left = int(self.call("enqueue_link", upload)[1])
+            if between_slices is not None:
+                between_slices(int(staged))
+        generation, count, ready = self.call("enqueue_commit", upload)
+        return {"generation": int(generation), "jobs": int(count), "ready": int(ready)}
+
+    def job(self, plan_id: str, job_id: str) -> Optional[Dict[str, Any]]:
+        """One job's record (protocols/redis.md §4) with ``id`` and ``plan`` added, from the current or
+        the previous plan; None when neither is ``plan_id`` or the records expired."""
+        for suffix in ("jobs", "previous"):
+            key = self.key(suffix)
+            values = self.redis.hmget(key, ["|plan_id", job_id] + [f"{job_id}|{name}" for name in JOB_SIDE_FIELDS])
+            if _text(values[0]) != plan_id:
+                continue
+            if values[1] is None:
+                return None
+            record: Dict[str, Any] = json.loads(_text(values[1]))
+            for name, value in zip(JOB_SIDE_FIELDS, values[2:]):
+                if value is not None and _text(value) != "":
+                    record[name] = _text(value)
+                elif name in ("depends_on", "dependents"):
+                    record[name] = "[]"
+            record["id"], record["plan"] = job_id, plan_id
+            return record
+        return None
 
     def status(self) -> Dict[str, Any]:
         """The machine's status (protocols/schemas/status.schema.json): the status hash and the
@@ -277,6 +346,67 @@ class ProvisionQueue:
             time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
             status = self.status()
         return status
+
+
+def _dependencies_first(jobs: List[Any]) -> List[Any]:
+    """The jobs with every job after the jobs it depends on, otherwise in plan order (unchanged for a
+    plan already in that order). A cycle is left as it is: the script refuses it."""
+    def deps(job: Any) -> List[Any]:
+        value = job.get("depends_on") if isinstance(job, dict) else None
+        return value if isinstance(value, list) else []
+    by_id = {job.get("id"): job for job in jobs if isinstance(job, dict) and isinstance(job.get("id"), str)}
+    seen: set = set()
+    for job in jobs:
+        if any(isinstance(dep, str) and dep in by_id and dep not in seen for dep in deps(job)):
+            break
+        seen.add(job.get("id") if isinstance(job, dict) else None)
+    else:
+        return jobs
+    state: Dict[str, int] = {}  # 1 while its dependencies are being placed, 2 once placed
+    ordered: List[Any] = []
+    for root in jobs:
+        rid = root.get("id") if isinstance(root, dict) else None
+        if rid not in by_id:
+            ordered.append(root)
+            continue
+        stack = [(root, iter(deps(root)))]
+        if state.get(rid):
+            continue
+        state[rid] = 1
+        while stack:
+            job, pending = stack[-1]
+            for dep in pending:
+                target = by_id.get(dep) if isinstance(dep, str) else None
+                if target is not None and not state.get(dep):
+                    state[dep] = 1
+                    stack.append((target, iter(deps(target))))
+                    break
+            else:
+                stack.pop()
+                state[job["id"]] = 2
+                ordered.append(job)
+    return ordered
+
+
+def _slices(jobs: List[Any], slice_jobs: int, slice_bytes: int):
+    """JSON arrays of at most ``slice_jobs`` jobs and about ``slice_bytes`` bytes (one job alone may
+    be larger); a job with more than FAN_IN_DEPENDENCIES dependencies is a slice of its own."""
+    part: List[str] = []
+    size = 2
+    for job in jobs:
+        encoded = json.dumps(job, separators=(",", ":"))
+        deps = job.get("depends_on") if isinstance(job, dict) else None
+        fan_in = isinstance(deps, list) and len(deps) > FAN_IN_DEPENDENCIES
+        if part and (fan_in or len(part) == slice_jobs or size + len(encoded) + 1 > slice_bytes):
+            yield "[" + ",".join(part) + "]"
+            part, size = [], 2
+        if fan_in:
+            yield "[" + encoded + "]"
+            continue
+        part.append(encoded)
+        size += len(encoded.encode()) + 1
+    if part:
+        yield "[" + ",".join(part) + "]"
 
 
 def _main(argv: Optional[List[str]] = None) -> int:

@@ -1,4 +1,5 @@
 import Foundation
+import JobCore
 
 /// A custom node package: a git repository that provides node types.
 public struct NodePackage: Sendable, Hashable, Codable, Comparable {

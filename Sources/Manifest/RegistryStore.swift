@@ -1,5 +1,6 @@
 import Downloader
 import Foundation
+import JobCore
 
 /// How a registry load used its prepared index (RegistryIndex).
 public enum RegistryIndexUse: Sendable, Equatable {

@@ -1,5 +1,6 @@
 import Downloader
 import Foundation
+import JobCore
 
 /// The two ways ComfyUI saves a workflow.
 public enum WorkflowFormat: String, Sendable, Codable {
@@ -74,7 +75,7 @@ struct WorkflowGraph: Sendable {
 
 /// Bounds on what a workflow may contain, so a hostile file costs little.
 public struct WorkflowLimits: Sendable {
-    public var json = JSONLimits(maxBytes: 64 << 20, maxDepth: 128)
+    public var json = JSONLimits(maxBytes: 64 << 20, maxDepth: 128, workflowQuirks: true)
     /// Nodes in one graph level.
     public var maxNodesPerGraph = 100_000
     /// Subgraph definitions in one workflow.

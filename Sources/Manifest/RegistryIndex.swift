@@ -28,7 +28,7 @@ struct RegistryIndex {
         static func read(role: String, path: String, limit: Int) -> (input: Input, data: Data?) {
             var info = stat()
             guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, Int(info.st_size) <= limit,
-                let data = FileManager.default.contents(atPath: path)
+                let data = FileManager.default.contents(atPath: path), data.count <= limit
             else { return (Input(role: role, size: -1, modified: 0, sha256: "-"), nil) }
             var hasher = SHA256Hasher()
             hasher.update(data)

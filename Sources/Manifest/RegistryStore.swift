@@ -55,7 +55,7 @@ public struct RegistryStore: Sendable {
         -> (registry: NodeRegistry, index: RegistryIndexUse)
     {
         if let override {
-            _ = try readInput(path: override, what: "node registry", limit: Self.maxRegistryBytes)
+            try checkInput(path: override, what: "node registry", limit: Self.maxRegistryBytes)
             let folder = (override as NSString).deletingLastPathComponent
             let sibling = (folder as NSString).appendingPathComponent("custom-node-list.json")
             return try prepared(
@@ -64,7 +64,7 @@ public struct RegistryStore: Sendable {
         }
         let mapPath = cacheDirectory + "/extension-node-map.json"
         if refresh || !FileManager.default.fileExists(atPath: mapPath) { try await fetch() }
-        _ = try readInput(path: mapPath, what: "cached node registry", limit: Self.maxRegistryBytes)
+        try checkInput(path: mapPath, what: "cached node registry", limit: Self.maxRegistryBytes)
         let version = (try? String(contentsOfFile: cacheDirectory + "/VERSION", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         let corePath = cacheDirectory + "/" + Self.coreTypesFile
         let hasCore = !Self.readCoreTypes(corePath).isEmpty

@@ -149,4 +149,26 @@ struct RegistryIndexTests {
             Issue.record("LayerStyle: DropShadow did not resolve")
         }
     }
+
+    @Test func theCLIIndexesOnceAndAnswersTheSameFromTheIndex() async throws {
+        let (folder, _, map) = try makeRegistry()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cache = folder.appendingPathComponent("cli-cache")
+        let environment = ["PROVISION_CACHE_DIR": cache.path]
+        let arguments = ["analyze", "--json", "--registry", map, fixture("workflow-ui.json"), fixture("workflow-api.json")]
+        let parsed = try await provision(arguments, environment: environment)
+        #expect(parsed.status == 0, "\(parsed.output)")
+        let indexes = cache.appendingPathComponent("comfyui-manager/indexes")
+        let files = try FileManager.default.contentsOfDirectory(atPath: indexes.path)
+        #expect(files.count == 1 && files.allSatisfy { $0.hasSuffix(".index") }, "\(files)")
+        let fromIndex = try await provision(arguments, environment: environment)
+        #expect(fromIndex.status == 0 && fromIndex.output == parsed.output)
+        // A damaged index is not trusted: the answer is the same, and the index whole again.
+        let index = indexes.appendingPathComponent(try #require(files.first))
+        let good = try Data(contentsOf: index)
+        try good.prefix(good.count - 100).write(to: index)
+        let rebuilt = try await provision(arguments, environment: environment)
+        #expect(rebuilt.status == 0 && rebuilt.output == parsed.output)
+        #expect(try Data(contentsOf: index) == good)
+    }
 }

@@ -64,7 +64,7 @@ public struct NodeRegistry: Sendable {
     }
 
     /// Parses the map (and optionally the node list), refusing files of the wrong shape with one sentence.
-    public init(extensionMap: Data, nodeList: Data? = nil, coreTypes: [String] = [], source: String, version: String? = nil) throws(ManifestError) {
+    public init(extensionMap: Data, nodeList: Data? = nil, coreTypes: [String] = [], source: String, version: String? = nil) throws(RegistryError) {
         self.source = source
         self.version = version
         self.coreTypes = Set(coreTypes)
@@ -73,10 +73,10 @@ public struct NodeRegistry: Sendable {
         do {
             document = try JSONValue.parse(extensionMap, limits: limits)
         } catch {
-            throw ManifestError("The node registry \(source) is not valid JSON: \(error).")
+            throw .notJSON(source: source, problem: error)
         }
         guard let entries = document.object else {
-            throw ManifestError("The node registry \(source) is not an extension-node-map: it is \(document.kindDescription), not an object of repositories.")
+            throw .notAMap(source: source, kind: document.kindDescription)
         }
         var idsByKey: [String: String] = [:]
         if let nodeList {
@@ -94,7 +94,7 @@ public struct NodeRegistry: Sendable {
         for (url, value) in entries.sorted(by: { $0.key < $1.key }) {
             guard let key = Self.key(url) else { continue }
             guard let pair = value.array, pair.count >= 1, let names = pair[0].array else {
-                throw ManifestError("The node registry \(source) is not an extension-node-map: the entry for \(url) is not [[names], {…}].")
+                throw .malformedEntry(source: source, repository: url)
             }
             let meta = pair.count > 1 ? pair[1].object ?? [:] : [:]
             let repository = Self.displayURL(url)

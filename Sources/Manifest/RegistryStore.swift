@@ -46,16 +46,16 @@ public struct RegistryStore: Sendable {
 
     /// The registry from `override` (an extension-node-map.json; a custom-node-list.json beside it is
     /// used for package ids), else the cache, fetching the wheel when the cache is empty or `refresh`.
-    public func load(override: String? = nil, refresh: Bool = false) async throws(ManifestError) -> NodeRegistry {
+    public func load(override: String? = nil, refresh: Bool = false) async throws(RegistryError) -> NodeRegistry {
         try await loadReporting(override: override, refresh: refresh).registry
     }
 
     /// `load`, saying how the prepared index was used; `useIndex` false parses the JSON and leaves the index alone.
-    public func loadReporting(override: String? = nil, refresh: Bool = false, useIndex: Bool = true) async throws(ManifestError)
+    public func loadReporting(override: String? = nil, refresh: Bool = false, useIndex: Bool = true) async throws(RegistryError)
         -> (registry: NodeRegistry, index: RegistryIndexUse)
     {
         if let override {
-            try checkInput(path: override, what: "node registry", limit: Self.maxRegistryBytes)
+            try RegistryError.check(path: override, limit: Self.maxRegistryBytes)
             let folder = (override as NSString).deletingLastPathComponent
             let sibling = (folder as NSString).appendingPathComponent("custom-node-list.json")
             return try prepared(
@@ -64,7 +64,7 @@ public struct RegistryStore: Sendable {
         }
         let mapPath = cacheDirectory + "/extension-node-map.json"
         if refresh || !FileManager.default.fileExists(atPath: mapPath) { try await fetch() }
-        try checkInput(path: mapPath, what: "cached node registry", limit: Self.maxRegistryBytes)
+        try RegistryError.check(path: mapPath, limit: Self.maxRegistryBytes)
         let version = (try? String(contentsOfFile: cacheDirectory + "/VERSION", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         let corePath = cacheDirectory + "/" + Self.coreTypesFile
         let hasCore = !Self.readCoreTypes(corePath).isEmpty
@@ -85,11 +85,11 @@ public struct RegistryStore: Sendable {
     }
 
     /// The registry from its prepared index when that is current, else parsed from the JSON and indexed again.
-    func prepared(map: String, list: String?, core: String, source: String, version: String?, useIndex: Bool) throws(ManifestError)
+    func prepared(map: String, list: String?, core: String, source: String, version: String?, useIndex: Bool) throws(RegistryError)
         -> (registry: NodeRegistry, index: RegistryIndexUse)
     {
         let mapFile = RegistryIndex.Input.read(role: "extension-node-map", path: map, limit: Self.maxRegistryBytes)
-        guard let mapData = mapFile.data else { throw ManifestError("The node registry \(map) cannot be read.") }
+        guard let mapData = mapFile.data else { throw .unreadable(path: map, reason: "cannot be read") }
         let listFile = list.map { RegistryIndex.Input.read(role: "custom-node-list", path: $0, limit: Self.maxRegistryBytes) }
         let coreFile = RegistryIndex.Input.read(role: "core-node-types", path: core, limit: 16 << 20)
         let inputs = [mapFile.input, listFile?.input, coreFile.input].compactMap { $0 }
@@ -154,32 +154,41 @@ public struct RegistryStore: Sendable {
         return map
     }
 
+    /// `runCommand`, its failure to start as this module's error.
+    private func run(_ executable: String, _ arguments: [String], environment: [String: String], timeout: Duration) async throws(RegistryError) -> CommandResult {
+        do {
+            return try await runCommand(executable, arguments, environment: environment, timeout: timeout)
+        } catch {
+            throw .commandFailed(reason: error.message)
+        }
+    }
+
     /// Downloads the newest `comfyui-manager` wheel with pip and extracts the registry files into the cache.
-    public func fetch() async throws(ManifestError) {
+    public func fetch() async throws(RegistryError) {
         let scratch = NSTemporaryDirectory() + "provision-wheel-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         do {
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
         } catch {
-            throw ManifestError("The registry cache \(cacheDirectory) cannot be created: \(error.localizedDescription).")
+            throw .cacheUnwritable(directory: cacheDirectory, reason: error.localizedDescription)
         }
         var env = ProcessInfo.processInfo.environment
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
         env["PIP_NO_INPUT"] = "1"
         let pip = ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", scratch]
-        var downloaded = try await runCommand(python, pip + ["comfyui-manager", "comfyui-embedded-docs"], environment: env, timeout: timeout)
+        var downloaded = try await run(python, pip + ["comfyui-manager", "comfyui-embedded-docs"], environment: env, timeout: timeout)
         if !downloaded.succeeded && !downloaded.timedOut {
             // The core node list is a bonus; the map is what is needed.
-            downloaded = try await runCommand(python, pip + ["comfyui-manager"], environment: env, timeout: timeout)
+            downloaded = try await run(python, pip + ["comfyui-manager"], environment: env, timeout: timeout)
         }
         guard downloaded.succeeded else {
             let why = downloaded.timedOut ? "pip took longer than \(timeout)" : downloaded.lastLine
-            throw ManifestError("The node registry could not be fetched from PyPI (pip download comfyui-manager): \(why); pass --registry FILE with an extension-node-map.json.")
+            throw .fetchFailed(reason: why)
         }
         let wheels = ((try? FileManager.default.contentsOfDirectory(atPath: scratch)) ?? []).filter { $0.hasSuffix(".whl") }.sorted()
         guard let wheel = wheels.last(where: { $0.hasPrefix("comfyui_manager-") }) else {
-            throw ManifestError("pip download comfyui-manager produced no wheel in \(scratch).")
+            throw .noWheel(directory: scratch)
         }
         let docs = wheels.last { $0.hasPrefix("comfyui_embedded_docs-") }
         // Extract the three files with Python's zipfile, each written beside its final name then renamed.
@@ -200,8 +209,8 @@ public struct RegistryStore: Sendable {
                         f.write(data)
                     os.replace(tmp, os.path.join(target, name))
             """
-        let extracted = try await runCommand(python, ["-c", script, scratch + "/" + wheel, cacheDirectory] + Self.files, environment: env, timeout: .seconds(60))
-        guard extracted.succeeded else { throw ManifestError("The registry could not be read from \(wheel): \(extracted.lastLine).") }
+        let extracted = try await run(python, ["-c", script, scratch + "/" + wheel, cacheDirectory] + Self.files, environment: env, timeout: .seconds(60))
+        guard extracted.succeeded else { throw .wheelUnreadable(wheel: wheel, reason: extracted.lastLine) }
         if let docs {
             let listing = """
                 import os, sys, zipfile
@@ -213,7 +222,7 @@ public struct RegistryStore: Sendable {
                     f.write(''.join(name + '\\n' for name in names if name and '\\n' not in name))
                 os.replace(tmp, target)
                 """
-            _ = try await runCommand(python, ["-c", listing, scratch + "/" + docs, cacheDirectory + "/" + Self.coreTypesFile], environment: env, timeout: .seconds(60))
+            _ = try await run(python, ["-c", listing, scratch + "/" + docs, cacheDirectory + "/" + Self.coreTypesFile], environment: env, timeout: .seconds(60))
         }
         // comfyui_manager-4.3-py3-none-any.whl → 4.3
         let parts = wheel.split(separator: "-")

@@ -1,4 +1,5 @@
 import Foundation
+import JobCore
 
 /// The component lists the existing API serves at machine start-up (seed 002, step 16), read as
 /// one spec: `/custom-nodes/defaults` (nodes with `install_order`), `/workflows/dependencies` for

@@ -1,4 +1,5 @@
 import Foundation
+import JobCore
 
 /// Artifacts equivalent to a lockfile for places that do not run provision: a standalone install
 /// script, a Dockerfile, and the `dependencies.json` report of seed 004.

@@ -1,5 +1,6 @@
 import Downloader
 import Foundation
+import JobCore
 
 /// Everything a machine needs, pinned: ComfyUI and every custom node at a commit, every model with
 /// its size and SHA-256 (protocols/schemas/lockfile.schema.json). Written deterministically: the same

@@ -1,4 +1,5 @@
 import Foundation
+import JobCore
 
 /// A custom node package: a git repository that provides node types.
 public struct NodePackage: Sendable, Hashable, Codable, Comparable {
@@ -36,20 +37,20 @@ public enum NodeResolution: Sendable, Equatable {
 /// `custom-node-list.json` for package ids when available.
 public struct NodeRegistry: Sendable {
     /// Normalised repository key → package.
-    private var packages: [String: NodePackage] = [:]
+    var packages: [String: NodePackage] = [:]
     /// Node type → keys of the repositories that list it.
-    private var claims: [String: [String]] = [:]
+    var claims: [String: [String]] = [:]
     /// Node type → keys of the repositories that preempt it.
-    private var preemptions: [String: [String]] = [:]
+    var preemptions: [String: [String]] = [:]
     /// (key, pattern) for repositories with a `nodename_pattern`.
-    private var patterns: [(key: String, regex: NSRegularExpression)] = []
+    var patterns: [(key: String, regex: NSRegularExpression)] = []
     /// Lower-cased package id (cnr_id) → key.
-    private var ids: [String: String] = [:]
+    var ids: [String: String] = [:]
     /// Folded repository name (`ComfyUI_LayerStyle` → `comfyuilayerstyle`) → keys: the registry's
     /// ids (cnr_id) are often the repository's name, where Manager's id is another.
-    private var repositoryNames: [String: [String]] = [:]
+    var repositoryNames: [String: [String]] = [:]
     /// Types the map attributes to ComfyUI itself.
-    private var coreTypes: Set<String> = []
+    var coreTypes: Set<String> = []
     /// Where the map came from, for reports.
     public var source: String
     public var version: String?
@@ -63,7 +64,7 @@ public struct NodeRegistry: Sendable {
     }
 
     /// Parses the map (and optionally the node list), refusing files of the wrong shape with one sentence.
-    public init(extensionMap: Data, nodeList: Data? = nil, coreTypes: [String] = [], source: String, version: String? = nil) throws(ManifestError) {
+    public init(extensionMap: Data, nodeList: Data? = nil, coreTypes: [String] = [], source: String, version: String? = nil) throws(RegistryError) {
         self.source = source
         self.version = version
         self.coreTypes = Set(coreTypes)
@@ -72,10 +73,10 @@ public struct NodeRegistry: Sendable {
         do {
             document = try JSONValue.parse(extensionMap, limits: limits)
         } catch {
-            throw ManifestError("The node registry \(source) is not valid JSON: \(error).")
+            throw .notJSON(source: source, problem: error)
         }
         guard let entries = document.object else {
-            throw ManifestError("The node registry \(source) is not an extension-node-map: it is \(document.kindDescription), not an object of repositories.")
+            throw .notAMap(source: source, kind: document.kindDescription)
         }
         var idsByKey: [String: String] = [:]
         if let nodeList {
@@ -88,10 +89,12 @@ public struct NodeRegistry: Sendable {
                 }
             }
         }
-        for (url, value) in entries {
+        // In sorted order of URLs, so that where two entries collide (one id, two spellings of a
+        // repository) the same one wins in every process and the prepared index equals a fresh parse.
+        for (url, value) in entries.sorted(by: { $0.key < $1.key }) {
             guard let key = Self.key(url) else { continue }
             guard let pair = value.array, pair.count >= 1, let names = pair[0].array else {
-                throw ManifestError("The node registry \(source) is not an extension-node-map: the entry for \(url) is not [[names], {…}].")
+                throw .malformedEntry(source: source, repository: url)
             }
             let meta = pair.count > 1 ? pair[1].object ?? [:] : [:]
             let repository = Self.displayURL(url)

@@ -1,4 +1,5 @@
 import Foundation
+import JobCore
 
 /// The one way inputs become a plan: `provision plan`, `enqueue --spec` and `up --spec` all call it,
 /// so the same documents give the same jobs wherever they are planned.

@@ -1,4 +1,5 @@
 import Foundation
+import JobCore
 
 /// Our manifest (protocols/schemas/manifest.schema.json). `config_nodes.json` of the system this
 /// replaces is a manifest with only `custom_nodes`, and reads the same way.

@@ -1,5 +1,6 @@
 import Downloader
 import Foundation
+import JobCore
 
 /// The two ways ComfyUI saves a workflow.
 public enum WorkflowFormat: String, Sendable, Codable {
@@ -74,7 +75,7 @@ struct WorkflowGraph: Sendable {
 
 /// Bounds on what a workflow may contain, so a hostile file costs little.
 public struct WorkflowLimits: Sendable {
-    public var json = JSONLimits(maxBytes: 64 << 20, maxDepth: 128)
+    public var json = JSONLimits(maxBytes: 64 << 20, maxDepth: 128, workflowQuirks: true)
     /// Nodes in one graph level.
     public var maxNodesPerGraph = 100_000
     /// Subgraph definitions in one workflow.
@@ -159,14 +160,7 @@ public struct Workflow: Sendable {
 
 /// Reads a file the user named, refusing what is too big, missing or not a regular file.
 func readInput(path: String, what: String, limit: Int) throws(ManifestError) -> Data {
-    var info = stat()
-    guard stat(path, &info) == 0 else {
-        throw ManifestError("The \(what) \(path) cannot be read: \(String(cString: strerror(errno))).")
-    }
-    guard (info.st_mode & S_IFMT) == S_IFREG else { throw ManifestError("The \(what) \(path) is not a regular file.") }
-    guard Int(info.st_size) <= limit else {
-        throw ManifestError("The \(what) \(path) is \(info.st_size) bytes, more than the limit of \(limit).")
-    }
+    try checkInput(path: path, what: what, limit: limit)
     guard let handle = FileHandle(forReadingAtPath: path) else { throw ManifestError("The \(what) \(path) cannot be read.") }
     defer { try? handle.close() }
     let data: Data
@@ -177,6 +171,18 @@ func readInput(path: String, what: String, limit: Int) throws(ManifestError) -> 
     }
     guard data.count <= limit else { throw ManifestError("The \(what) \(path) is more than the limit of \(limit) bytes.") }
     return data
+}
+
+/// Refuses, in one sentence, a path that is missing, not a regular file or larger than `limit`.
+func checkInput(path: String, what: String, limit: Int) throws(ManifestError) {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+        throw ManifestError("The \(what) \(path) cannot be read: \(String(cString: strerror(errno))).")
+    }
+    guard (info.st_mode & S_IFMT) == S_IFREG else { throw ManifestError("The \(what) \(path) is not a regular file.") }
+    guard Int(info.st_size) <= limit else {
+        throw ManifestError("The \(what) \(path) is \(info.st_size) bytes, more than the limit of \(limit).")
+    }
 }
 
 /// Reads `properties.models` (or a workflow's `models`) entries: `{name, url, directory, hash?, hash_type?}`.

@@ -133,8 +133,8 @@ func readPlanFile(_ path: String, limit: Int = 64 << 20) throws -> String {
     }
     // Strict JSON and the plan's shape before anything reaches Redis: the script's decoder takes
     // `0x2`, lets a repeated key win, and cannot say which field has the wrong type.
-    do throws(StrictJSONError) {
-        try PlanShape.check(text)
+    do throws(PlanShapeError) {
+        try PlanShape.check(data)
     } catch {
         throw UserFacingError(message: "The plan was refused: \(error).")
     }

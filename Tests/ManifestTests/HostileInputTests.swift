@@ -133,12 +133,20 @@ struct HostileInputTests {
         }
     }
 
-    @Test func aRegistryOfTheWrongShapeIsRefused() {
-        #expect(throws: ManifestError("The node registry r.json is not an extension-node-map: it is an array, not an object of repositories.")) {
+    @Test func aRegistryOfTheWrongShapeIsRefused() async {
+        #expect(throws: RegistryError.notAMap(source: "r.json", kind: "an array")) {
             _ = try NodeRegistry(extensionMap: Data("[]".utf8), source: "r.json")
         }
-        #expect(throws: ManifestError("The node registry r.json is not an extension-node-map: the entry for https://x/y is not [[names], {…}].")) {
+        #expect(RegistryError.notAMap(source: "r.json", kind: "an array").description
+            == "The node registry r.json is not an extension-node-map: it is an array, not an object of repositories.")
+        #expect(throws: RegistryError.malformedEntry(source: "r.json", repository: "https://x/y")) {
             _ = try NodeRegistry(extensionMap: Data(#"{"https://x/y": {"a": 1}}"#.utf8), source: "r.json")
+        }
+        // A token in a repository URL does not reach the sentence.
+        let secret = RegistryError.malformedEntry(source: "r.json", repository: "https://user:ghp_secret@github.com/o/r")
+        #expect(secret.description == "The node registry r.json is not an extension-node-map: the entry for https://***@github.com/o/r is not [[names], {…}].")
+        await #expect(throws: RegistryError.unreadable(path: "/nonexistent/r.json", reason: "cannot be read: No such file or directory")) {
+            try await RegistryStore(cacheDirectory: NSTemporaryDirectory()).load(override: "/nonexistent/r.json")
         }
     }
 }

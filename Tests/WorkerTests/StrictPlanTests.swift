@@ -26,7 +26,7 @@ struct StrictPlanTests {
             (#"{"version":1,"plan_id":"p","jobs":[{"id":7,"kind":"noop"}]}"#, "jobs[0].id must be a string, not an integer"),
             (#"[{"version":1}]"#, "the plan is an array, not an object"),
             (#"{"version":1,"plan_id":"p","jobs":[{"id":"a","kind":"noop","payload":{"x":NaN}}]}"#, "jobs[0].payload.x is not a JSON value"),
-            (#"{"version":1,"plan_id":"p","jobs":[]} x"#, "text follows the JSON document"),
+            (#"{"version":1,"plan_id":"p","jobs":[]} x"#, "unexpected text after the JSON value"),
         ]
         for (index, item) in cases.enumerated() {
             let file = folder.appendingPathComponent("plan\(index).json")

@@ -1,7 +1,8 @@
 import Foundation
 
-/// A parsed JSON document, for inputs that come from elsewhere (workflows, manifests, registries):
-/// no force unwraps, bounded depth and size, and errors that say where the text went wrong.
+/// A parsed JSON document, for everything that comes from elsewhere (plans, manifests, lockfiles,
+/// workflows, the node registry): one strict RFC 8259 reader, with bounded size and depth, duplicate
+/// keys, hexadecimal and octal-looking numbers refused, and errors that name the field and position.
 public indirect enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
@@ -75,9 +76,17 @@ public struct JSONLimits: Sendable {
     /// Deepest nesting of arrays and objects.
     public var maxDepth: Int
 
-    public init(maxBytes: Int = 64 << 20, maxDepth: Int = 128) {
+    /// Accept `NaN`, `Infinity` and lone surrogate escapes (as U+FFFD), which Python's json.dumps and
+    /// browsers write into ComfyUI workflows; every other input is refused for them.
+    public var workflowQuirks: Bool
+    /// Skip a UTF-8 byte order mark, as editors on Windows write one.
+    public var byteOrderMark: Bool
+
+    public init(maxBytes: Int = 64 << 20, maxDepth: Int = 128, workflowQuirks: Bool = false, byteOrderMark: Bool = true) {
         self.maxBytes = maxBytes
         self.maxDepth = maxDepth
+        self.workflowQuirks = workflowQuirks
+        self.byteOrderMark = byteOrderMark
     }
 }
 
@@ -97,7 +106,7 @@ extension JSONValue {
             throw JSONParseError(reason: "it is \(data.count) bytes, more than the limit of \(limits.maxBytes)", line: 1, column: 1)
         }
         let bytes = [UInt8](data)
-        var parser = JSONParser(bytes: bytes, maxDepth: limits.maxDepth)
+        var parser = JSONParser(bytes: bytes, limits: limits)
         return try parser.parseDocument()
     }
 
@@ -107,19 +116,38 @@ extension JSONValue {
 }
 
 private struct JSONParser {
+    /// Where the parser is, kept as components and spelled out (`jobs[0].payload`) only for an error.
+    enum Step {
+        case key(String)
+        case index(Int)
+    }
+
     let bytes: [UInt8]
-    let maxDepth: Int
+    let limits: JSONLimits
     var index = 0
     var depth = 0
+    var path: [Step] = []
 
-    init(bytes: [UInt8], maxDepth: Int) {
+    init(bytes: [UInt8], limits: JSONLimits) {
         self.bytes = bytes
-        self.maxDepth = maxDepth
+        self.limits = limits
+    }
+
+    /// `jobs[0].payload.x`, at most eight steps; nil at the top of the document.
+    var location: String? {
+        guard !path.isEmpty else { return nil }
+        var text = ""
+        for step in path.prefix(8) {
+            switch step {
+            case .key(let key): text += text.isEmpty ? key : "." + key
+            case .index(let position): text += "[\(position)]"
+            }
+        }
+        return path.count > 8 ? text + "…" : text
     }
 
     mutating func parseDocument() throws(JSONParseError) -> JSONValue {
-        // A UTF-8 byte order mark is tolerated, as editors on Windows write one.
-        if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { index = 3 }
+        if limits.byteOrderMark, bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { index = 3 }
         skipWhitespace()
         guard index < bytes.count else { throw failure("the document is empty") }
         let value = try parseValue()
@@ -164,14 +192,17 @@ private struct JSONParser {
         case UInt8(ascii: "f"): return try literal("false", .bool(false))
         case UInt8(ascii: "n"): return try literal("null", .null)
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
-        case UInt8(ascii: "N"), UInt8(ascii: "I"):
+        case UInt8(ascii: "N") where limits.workflowQuirks && matches("NaN"):
             // Python's json.dumps writes NaN and Infinity; ComfyUI workflows saved by scripts contain them.
-            if matches("NaN") { index += 3; return .number(.nan) }
-            if matches("Infinity") { index += 8; return .number(.infinity) }
-            throw failure("unexpected character '\(Character(UnicodeScalar(bytes[index])))'")
+            index += 3
+            return .number(.nan)
+        case UInt8(ascii: "I") where limits.workflowQuirks && matches("Infinity"):
+            index += 8
+            return .number(.infinity)
         default:
-            throw failure(bytes[index] < 0x80 && bytes[index] >= 0x20
-                ? "unexpected character '\(Character(UnicodeScalar(bytes[index])))'" : "unexpected byte 0x\(String(bytes[index], radix: 16))")
+            let found = bytes[index] < 0x80 && bytes[index] >= 0x20
+                ? "unexpected character '\(Character(UnicodeScalar(bytes[index])))'" : "unexpected byte 0x\(String(bytes[index], radix: 16))"
+            throw failure(location.map { "\($0) is not a JSON value (\(found))" } ?? found)
         }
     }
 
@@ -182,14 +213,21 @@ private struct JSONParser {
     }
 
     mutating func literal(_ word: String, _ value: JSONValue) throws(JSONParseError) -> JSONValue {
-        guard matches(word) else { throw failure("unexpected character '\(Character(UnicodeScalar(bytes[index])))'") }
+        guard matches(word) else {
+            let found = "unexpected character '\(Character(UnicodeScalar(bytes[index])))'"
+            throw failure(location.map { "\($0) is not a JSON value (\(found))" } ?? found)
+        }
         index += word.utf8.count
         return value
     }
 
     mutating func enter() throws(JSONParseError) {
         depth += 1
-        if depth > maxDepth { throw failure("arrays and objects are nested more than \(maxDepth) levels deep") }
+        if depth > limits.maxDepth {
+            // Named by the field it happens under; a bare run of brackets has no name worth printing.
+            let field = path.contains { if case .key = $0 { return true } else { return false } } ? location : nil
+            throw failure("arrays and objects are nested more than \(limits.maxDepth) levels deep" + (field.map { " in \($0)" } ?? ""))
+        }
     }
 
     mutating func parseObject() throws(JSONParseError) -> JSONValue {
@@ -212,7 +250,11 @@ private struct JSONParser {
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw failure("':' was expected after a field name") }
             index += 1
             skipWhitespace()
+            path.append(.key(key))
+            // A repeated key is refused: readers disagree on which one wins (the queue script's takes the last).
+            guard fields[key] == nil else { throw failure("\(location ?? key) is given twice") }
             fields[key] = try parseValue()
+            path.removeLast()
             skipWhitespace()
             guard index < bytes.count else { throw failure("the document ends inside an object") }
             if bytes[index] == UInt8(ascii: ",") {
@@ -239,7 +281,9 @@ private struct JSONParser {
         }
         while true {
             skipWhitespace()
+            path.append(.index(items.count))
             items.append(try parseValue())
+            path.removeLast()
             skipWhitespace()
             guard index < bytes.count else { throw failure("the document ends inside an array") }
             if bytes[index] == UInt8(ascii: ",") {
@@ -293,7 +337,7 @@ private struct JSONParser {
                 case UInt8(ascii: "u"):
                     var scalar = try hex4()
                     if (0xD800...0xDBFF).contains(scalar) {
-                        // A surrogate pair; a lone surrogate becomes U+FFFD.
+                        // A surrogate pair; a lone surrogate becomes U+FFFD in a workflow, else is refused.
                         if index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") {
                             index += 2
                             let low = try hex4()
@@ -304,6 +348,7 @@ private struct JSONParser {
                     } else if (0xDC00...0xDFFF).contains(scalar) {
                         scalar = 0xFFFD
                     }
+                    if scalar == 0xFFFD, !limits.workflowQuirks { throw failure("a string has an unpaired surrogate escape") }
                     buffer.append(contentsOf: Array(String(Character(UnicodeScalar(scalar) ?? "\u{FFFD}")).utf8))
                 default:
                     throw failure("an invalid escape '\\\(Character(UnicodeScalar(escape)))' inside a string")
@@ -340,11 +385,13 @@ private struct JSONParser {
         return text
     }
 
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` and nothing glued to it (`0x2`, `012`).
     mutating func parseNumber() throws(JSONParseError) -> JSONValue {
         let start = index
+        let shown = location ?? "the document"
         if bytes[index] == UInt8(ascii: "-") {
             index += 1
-            if matches("Infinity") {
+            if limits.workflowQuirks, matches("Infinity") {
                 index += 8
                 return .number(-.infinity)
             }
@@ -352,22 +399,30 @@ private struct JSONParser {
         func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
         let integerStart = index
         while index < bytes.count, isDigit(bytes[index]) { index += 1 }
-        guard index > integerStart else { throw failure("a number without digits") }
+        guard index > integerStart else { throw failure("\(shown) is not a JSON number (no digits)") }
+        if index - integerStart > 1, bytes[integerStart] == UInt8(ascii: "0") {
+            throw failure("\(shown) is not a JSON number (a leading zero, as octal is written, is not JSON)")
+        }
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
             index += 1
             let fractionStart = index
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
-            guard index > fractionStart else { throw failure("a number without digits after '.'") }
+            guard index > fractionStart else { throw failure("\(shown) is not a JSON number (no digits after '.')") }
         }
         if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
             index += 1
             if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
             let exponentStart = index
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
-            guard index > exponentStart else { throw failure("a number without digits in its exponent") }
+            guard index > exponentStart else { throw failure("\(shown) is not a JSON number (no digits in its exponent)") }
         }
-        guard index - start <= 400, let value = Double(String(decoding: bytes[start..<index], as: UTF8.self)) else {
-            throw failure("a number that cannot be read")
+        if index < bytes.count, bytes[index] < 0x80, Character(UnicodeScalar(bytes[index])).isLetter || bytes[index] == UInt8(ascii: ".") {
+            throw failure("\(shown) is not a JSON number (hexadecimal, octal and other spellings are not JSON)")
+        }
+        guard index - start <= 400, let value = Double(String(decoding: bytes[start..<index], as: UTF8.self)),
+            value.isFinite || limits.workflowQuirks
+        else {
+            throw failure("\(shown) is a number that cannot be read or is out of range")
         }
         return .number(value)
     }

@@ -86,7 +86,7 @@ let package = Package(
             name: "provision",
             dependencies: [
                 "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
-                "HealthServer", "Manifest", "Services",
+                "HealthServer", "Manifest", "Services", "Fixtures",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -97,8 +97,12 @@ let package = Package(
         .executableTarget(name: "embed-scripts"),
         .plugin(name: "EmbedScripts", capability: .buildTool(), dependencies: ["embed-scripts"]),
 
+        // Sample data and servers for the demo (in the release binary) and the tests: pseudo-random
+        // files, bare git repositories, a loopback origin.
+        .target(name: "Fixtures", dependencies: ["ProcessControl", "RedisClient"]),
+
         // Test helpers: private redis-server, process control, temporary folders.
-        .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl"]),
+        .target(name: "TestSupport", dependencies: ["RedisClient", "ProcessControl", "Fixtures"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
         .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "GitClient", "TestSupport"]),

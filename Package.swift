@@ -89,7 +89,7 @@ let package = Package(
             name: "provision",
             dependencies: [
                 "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
-                "HealthServer", "Manifest", "Services", "RedisServerProcess",
+                "HealthServer", "Manifest", "Services", "RedisServerProcess", "Fixtures",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -101,8 +101,12 @@ let package = Package(
         .executableTarget(name: "embed-scripts"),
         .plugin(name: "EmbedScripts", capability: .buildTool(), dependencies: ["embed-scripts"]),
 
+        // Sample data and servers for the demo (in the release binary) and the tests: pseudo-random
+        // files, bare git repositories, a loopback origin.
+        .target(name: "Fixtures", dependencies: ["ProcessControl", "RedisServerProcess"]),
+
         // Test helpers: private redis-server, process control, temporary folders.
-        .target(name: "TestSupport", dependencies: ["RedisClient", "RedisServerProcess", "ProcessControl"]),
+        .target(name: "TestSupport", dependencies: ["RedisClient", "RedisServerProcess", "ProcessControl", "Fixtures"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "RedisClient", "TestSupport"]),
         .testTarget(name: "NodeInstallerTests", dependencies: ["NodeInstaller", "Scheduler", "JobQueue", "GitClient", "TestSupport"]),

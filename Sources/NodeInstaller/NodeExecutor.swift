@@ -28,18 +28,22 @@ public struct NodeExecutor: JobExecutor {
         let slot = try await FileLock.acquireSlot(workspace.locks + "/git", slots: configuration.gitSlots)
         defer { withExtendedLifetime(slot) {} }
 
-        let wanted = try await pin.wanted(url, git: git)
         let target = workspace.node(payload.name)
+        // A fresh clone of a tag, a branch or the default branch checks out what the remote has:
+        // only a checkout already in place needs the remote's commit first (to be kept or replaced).
+        var wanted = pin.commit
         if FileManager.default.fileExists(atPath: target) {
+            let remote = try await pin.wanted(url, git: git)
+            wanted = remote
             let head = await git.head(target)
             let clean = await git.isClean(target)
-            if let head, pin.matches(head, wanted: wanted), clean, InstallMarker.installed.read(target) == head {
+            if let head, pin.matches(head, wanted: remote), clean, InstallMarker.installed.read(target) == head {
                 try writeEnv(envFile, into: target)
                 return resultJSON(["name": payload.name, "commit": head, "skipped": true])
             }
             if !(payload.force ?? configuration.force) {
                 let state = head.map { "is at commit \($0.prefix(12))" + (clean ? "" : " with local changes") } ?? "is not a git checkout"
-                throw JobFailure(type: "node_conflict", message: "custom node \(payload.name) \(state); the plan wants \(pin) (\(wanted.prefix(12))): run with force to replace it", retryable: false)
+                throw JobFailure(type: "node_conflict", message: "custom node \(payload.name) \(state); the plan wants \(pin) (\(remote.prefix(12))): run with force to replace it", retryable: false)
             }
         }
 

@@ -87,23 +87,44 @@ struct RefPin: Sendable, CustomStringConvertible {
 
     func matches(_ head: String, wanted: String) -> Bool { head.hasPrefix(wanted) }
 
-    /// Clones `url` into `directory` checked out at `wanted`.
-    func clone(_ url: String, into directory: String, wanted: String, recursive: Bool, git: Git) async throws(JobFailure) -> String {
+    /// Clones `url` into `directory` checked out at the pin; `wanted` (the commit the pin names, when
+    /// known) is checked against what was checked out. Returns the commit checked out.
+    func clone(_ url: String, into directory: String, wanted: String?, recursive: Bool, git: Git) async throws(JobFailure) -> String {
+        // A local repository (a mirror on this machine) is cloned from its path: git then hardlinks
+        // its objects instead of packing and indexing them again (`--depth` means nothing there).
+        let local = Self.localPath(url)
+        let source = local ?? url
+        let depth = local == nil ? ["--depth", "1"] : []
         if let ref = tag ?? branch {
-            try await git.run(["clone", "--quiet", "--depth", "1", "--branch", ref, "--", url, directory], what: "git clone \(url)")
+            do {
+                try await git.run(["clone", "--quiet"] + depth + ["--branch", ref, "--", source, directory], what: "git clone \(url)")
+            } catch where error.message.contains("not found in upstream") {
+                // No ls-remote before a fresh clone: git's own words say the ref is missing, for good.
+                throw JobFailure(type: "ref_not_found", message: "the repository \(GitSourcePolicy.shown(url)) has no \(tag == nil ? "branch" : "tag") \(ref)", retryable: false)
+            }
         } else if commit != nil {
-            try await git.run(["clone", "--quiet", "--no-checkout", "--", url, directory], what: "git clone \(url)")
-            try await git.run(["checkout", "--quiet", "--force", "--detach", wanted], in: directory, what: "git checkout \(wanted)")
+            try await git.run(["clone", "--quiet", "--no-checkout", "--", source, directory], what: "git clone \(url)")
+            try await git.run(["checkout", "--quiet", "--force", "--detach", wanted ?? ""], in: directory, what: "git checkout \(wanted ?? "")")
         } else {
-            try await git.run(["clone", "--quiet", "--depth", "1", "--", url, directory], what: "git clone \(url)")
+            try await git.run(["clone", "--quiet"] + depth + ["--", source, directory], what: "git clone \(url)")
         }
         if recursive {
             try await git.run(["submodule", "update", "--init", "--recursive", "--quiet"], in: directory, what: "git submodule update")
         }
-        guard let head = await git.head(directory), matches(head, wanted: wanted) else {
-            throw JobFailure(type: "checkout_mismatch", message: "\(url) did not check out at \(wanted)", retryable: true)
+        let checkedOut = await git.head(directory)
+        if checkedOut == nil, wanted == nil {
+            throw JobFailure(type: "ref_not_found", message: "the repository \(GitSourcePolicy.shown(url)) has no default branch (HEAD)", retryable: false)
+        }
+        guard let head = checkedOut, wanted.map({ matches(head, wanted: $0) }) ?? true else {
+            throw JobFailure(type: "checkout_mismatch", message: "\(url) did not check out at \(wanted ?? description)", retryable: true)
         }
         return head
+    }
+
+    /// The path of a `file://` URL (the source policy allowed it), else nil.
+    static func localPath(_ url: String) -> String? {
+        guard url.hasPrefix("file://"), let path = URL(string: url)?.path, path.hasPrefix("/") else { return nil }
+        return path
     }
 }
 

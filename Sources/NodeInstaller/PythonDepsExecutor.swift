@@ -54,8 +54,9 @@ public struct PythonDepsExecutor: JobExecutor {
             throw JobFailure(type: kind.rawValue, message: "resolving the custom nodes' requirements failed: \(what): \(PythonEnvironment.summary(output))", retryable: kind.retryable)
         case .resolved(let all):
             let (resolved, choices) = ExclusiveDistributions.pick(all, gpu: configuration.gpu)
-            // The resolution is complete; without dependencies the install cannot bring back what was dropped.
-            try await environment.install(resolved, constraints: protected, in: folder, what: "the requirements of \(nodes.count) custom nodes", withDependencies: choices.isEmpty)
+            // The resolution is complete (every dependency pinned): the install does not resolve a
+            // second time, and cannot bring back a build that was dropped.
+            try await environment.install(resolved, constraints: protected, in: folder, what: "the requirements of \(nodes.count) custom nodes", withDependencies: false)
             try await environment.replace(choices)
             var exclusive: [[String: Any]] = []
             for choice in choices {

@@ -61,16 +61,24 @@ struct PythonEnvironment: Sendable {
         }
     }
 
-    /// Installed versions of the packages that must never be replaced (torch and friends).
+    /// Installed versions of the packages that must never be replaced (torch and friends), read
+    /// from the environment's `NAME-VERSION.dist-info` folders: starting the interpreter to ask
+    /// importlib cost more than the whole resolution on a loaded machine.
     func protectedPins() async -> [String] {
-        let script = """
-            import importlib.metadata as m
-            for name in ("torch", "torchvision", "torchaudio", "xformers"):
-                try: print(f"{name}=={m.version(name)}")
-                except m.PackageNotFoundError: pass
-            """
-        guard let output = try? await run(workspace.python, ["-c", script], what: "reading installed packages") else { return [] }
-        return output.split(separator: "\n").map(String.init).filter { $0.contains("==") }
+        let protected: Set<String> = ["torch", "torchvision", "torchaudio", "xformers"]
+        var pins: [String: String] = [:]
+        let lib = workspace.venv + "/lib"
+        for python in ((try? FileManager.default.contentsOfDirectory(atPath: lib)) ?? []).sorted() where python.hasPrefix("python") {
+            let site = lib + "/" + python + "/site-packages"
+            for entry in ((try? FileManager.default.contentsOfDirectory(atPath: site)) ?? []).sorted() where entry.hasSuffix(".dist-info") {
+                // The folder name is the escaped project name (no '-') and the version (no '-').
+                let parts = entry.dropLast(".dist-info".count).split(separator: "-")
+                guard parts.count == 2 else { continue }
+                let name = RequirementsReader.projectName(String(parts[0]))
+                if protected.contains(name), pins[name] == nil { pins[name] = "\(name)==\(parts[1])" }
+            }
+        }
+        return pins.keys.sorted().compactMap { pins[$0] }
     }
 
     /// Every installed distribution as `name==version`.

@@ -86,7 +86,9 @@ final class FileLock: Sendable {
                 return FileLock(fd: fd)
             }
             if Task.isCancelled { throw JobFailure(type: "cancelled", message: "cancelled while waiting for a git slot", retryable: true) }
-            try? await Task.sleep(for: .milliseconds(20))
+            // A local clone takes tens of milliseconds: a slower look would leave a freed slot idle
+            // for a good part of one.
+            try? await Task.sleep(for: .milliseconds(5))
         }
     }
 

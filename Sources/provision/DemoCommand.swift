@@ -1,8 +1,8 @@
 import ArgumentParser
 import Downloader
+import Fixtures
 import Foundation
 import Manifest
-import ProcessControl
 import RedisClient
 import RedisServerProcess
 import Services
@@ -42,8 +42,7 @@ struct DemoCommand: AsyncParsableCommand {
             say("preparing the demo in \(root.path)")
             let models = try fixtures.models()
             let repositories = try await fixtures.repositories()
-            let origin = try DemoOrigin(root: root.appendingPathComponent("origin"), rateMiB: rateMib)
-            try await origin.start()
+            let origin = try await LoopbackOrigin.nginx(root: root.appendingPathComponent("origin"), prefix: root.appendingPathComponent("nginx"), rateMiB: rateMib)
             defer { origin.stop() }
             say("loopback origin on http://127.0.0.1:\(origin.port) (nginx, \(rateMib) MiB/s per connection); \(models.count) model files, \(formatBytes(models.reduce(0) { $0 + $1.size }))")
 
@@ -129,37 +128,13 @@ struct DemoFixtures {
                 result.append(Model(name: name, directory: directory, size: size, sha256: known))
                 continue
             }
-            let sha = try generate(path, size: size, seed: UInt64(index + 1))
+            var hasher = SHA256Hasher()
+            try PseudoRandomBytes.write(path, size: size, seed: UInt64(index + 1)) { hasher.update($0) }
+            let sha = hasher.finalize()
             try sha.write(toFile: sidecar, atomically: true, encoding: .utf8)
             result.append(Model(name: name, directory: directory, size: size, sha256: sha))
         }
         return result
-    }
-
-    private func generate(_ path: String, size: Int64, seed: UInt64) throws -> String {
-        guard let handle = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) else {
-            throw UserFacingError(message: "Could not write \(path).")
-        }
-        defer { try? handle.close() }
-        try handle.truncate(atOffset: 0)
-        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-        var hasher = SHA256Hasher()
-        var buffer = [UInt64](repeating: 0, count: 1 << 17)  // 1 MiB
-        var left = size
-        while left > 0 {
-            for i in buffer.indices {
-                state ^= state << 13
-                state ^= state >> 7
-                state ^= state << 17
-                buffer[i] = state
-            }
-            let n = Int(min(left, Int64(buffer.count * 8)))
-            let data = buffer.withUnsafeBytes { Data($0.prefix(n)) }
-            hasher.update(data)
-            handle.write(data)
-            left -= Int64(n)
-        }
-        return hasher.finalize()
     }
 
     /// ComfyUI and six custom nodes as bare repositories (one with a submodule, one with install.py).
@@ -181,89 +156,11 @@ struct DemoFixtures {
     private func bareRepo(_ folder: URL, _ name: String, files: [String: String], tag: String?) async throws -> String {
         let bare = folder.appendingPathComponent("\(name).git").path
         if FileManager.default.fileExists(atPath: bare + "/HEAD") { return "file://" + bare }
-        let work = folder.appendingPathComponent("work-\(name)").path
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        for (path, content) in files {
-            let full = work + "/" + path
-            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try content.write(toFile: full, atomically: true, encoding: .utf8)
-        }
-        var environment = ProcessInfo.processInfo.environment
-        for key in ["GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"] { environment[key] = "provision demo" }
-        for key in ["GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"] { environment[key] = "demo@provision.invalid" }
-        var steps: [[String]] = [["init", "-q", "-b", "main", work], ["-C", work, "add", "-A"], ["-C", work, "commit", "-qm", "\(name) (demo)"]]
-        if let tag { steps.append(["-C", work, "tag", tag]) }
-        steps.append(["clone", "-q", "--bare", work, bare])
-        for step in steps {
-            let output = try await ChildProcess.run("git", step, environment: environment, timeout: .seconds(60))
-            guard output.succeeded else { throw UserFacingError(message: "git \(step.joined(separator: " ")) failed: \(output.output)") }
-        }
-        try? FileManager.default.removeItem(atPath: work)
-        return "file://" + bare
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        return try await makeGitRepo(in: folder, name: name, commits: [files], tags: tag.map { [$0: 0] } ?? [:], identity: .demo).url
     }
 
     private func fileSize(_ path: String) -> Int64 {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? -1
     }
-}
-
-/// nginx on 127.0.0.1 serving a folder with Range support and a per-connection rate cap.
-final class DemoOrigin {
-    let root: URL
-    let rateMiB: Int
-    private(set) var port = 0
-    private var process: ChildProcess?
-
-    init(root: URL, rateMiB: Int) throws {
-        self.root = root
-        self.rateMiB = rateMiB
-    }
-
-    func start() async throws {
-        let nginx: String
-        do { nginx = try ChildProcess.locate("nginx") } catch {
-            throw UserFacingError(message: "The demo origin needs nginx (Debian: apt-get install -y nginx-light; scripts/setup does it).")
-        }
-        let prefix = root.deletingLastPathComponent().appendingPathComponent("nginx")
-        try FileManager.default.createDirectory(at: prefix.appendingPathComponent("logs"), withIntermediateDirectories: true)
-        port = try LocalRedisServer.freeLoopbackPort()
-        // Run as root, nginx hands requests to workers running as nobody, who cannot read a state
-        // folder under /root: keep the workers as the user running the demo.
-        let user = geteuid() == 0 ? "user root root;" : ""
-        let config = """
-            daemon off;
-            \(user)
-            worker_processes 1;
-            pid \(prefix.path)/nginx.pid;
-            error_log \(prefix.path)/logs/error.log warn;
-            events { worker_connections 256; }
-            http {
-                access_log off;
-                sendfile on;
-                client_body_temp_path \(prefix.path)/body;
-                proxy_temp_path \(prefix.path)/proxy;
-                fastcgi_temp_path \(prefix.path)/fastcgi;
-                uwsgi_temp_path \(prefix.path)/uwsgi;
-                scgi_temp_path \(prefix.path)/scgi;
-                server {
-                    listen 127.0.0.1:\(port);
-                    root \(root.path);
-                    location / { limit_rate \(rateMiB)m; }
-                }
-            }
-            """
-        let file = prefix.appendingPathComponent("nginx.conf").path
-        try config.write(toFile: file, atomically: true, encoding: .utf8)
-        let child = try ChildProcess(nginx, ["-c", file, "-p", prefix.path, "-e", prefix.path + "/logs/error.log"], outputPath: prefix.path + "/logs/stdout.log")
-        process = child
-        for _ in 0..<100 {
-            if !child.isRunning { throw UserFacingError(message: "nginx stopped at start-up; see \(prefix.path)/logs/error.log") }
-            if (try? await SmallFetch(policy: URLPolicy(allowLoopback: true), limit: 1 << 20).get("http://127.0.0.1:\(port)/demo-vae.safetensors.sha256")) != nil { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw UserFacingError(message: "nginx did not answer on port \(port)")
-    }
-
-    func stop() { process?.stop(grace: .seconds(5)) }
 }

@@ -58,6 +58,9 @@ struct StatusCommand: AsyncParsableCommand {
                 throw unreachable(error)
             }
             let view = (wait && live && !json && isatty(STDOUT_FILENO) == 1) ? LiveView() : nil
+            // The last step event seen: the wait wakes on the next one (the flip writes one) instead
+            // of a fixed pace, so a script timing enqueue → ready measures the machine, not the poll.
+            var lastEvent = wait ? ((try? await redis.send("XREVRANGE", keys.events, "+", "-", "COUNT", "1"))?.array?.first?.array?.first?.string ?? "0-0") : "0-0"
             if wait {
                 let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
                 // A Redis restarting while we wait is not the machine failing: reads that fail on
@@ -71,7 +74,13 @@ struct StatusCommand: AsyncParsableCommand {
                         say(render(snapshot, jobs: nil))
                         throw ExitCode(2)
                     }
-                    try await Task.sleep(for: .milliseconds(view == nil ? 200 : 250))
+                    do {
+                        let woken = try await redis.send("XREAD", "COUNT", "1000", "BLOCK", view == nil ? "200" : "250", "STREAMS", keys.events, lastEvent)
+                        if let last = woken.array?.first?.array?.last?.array?.last?.array?.first?.string { lastEvent = last }
+                    } catch {
+                        // The snapshot below tells a lost Redis apart; only the pace falls back.
+                        try await Task.sleep(for: .milliseconds(200))
+                    }
                     do {
                         snapshot = try await monitor.snapshot()
                         lost = nil

@@ -88,6 +88,35 @@ struct NodeInstallerTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: h.configuration.workspace.customNodes).sorted() == ["by-branch", "by-commit", "by-default", "by-tag"])
     }
 
+    @Test func aFreshCloneOfAMissingTagOrBranchFailsForGoodAndALocalSourceSharesItsObjects() async throws {
+        let h = try NodeHarness()
+        defer { h.cleanup() }
+        let repo = try await makeGitRepo(in: h.repos, name: "local", commits: [["a.py": "1"], ["a.py": "2"]], tags: ["v1.0": 0])
+        // No ls-remote before a fresh clone: git's own refusal says the ref is missing, for good.
+        let missingTag = await failure { try await h.node(["name": "no-tag", "url": repo.url, "tag": "v9.9"]) }
+        #expect(missingTag?.type == "ref_not_found")
+        #expect(missingTag?.retryable == false)
+        #expect(missingTag?.message.contains("has no tag v9.9") == true)
+        let missingBranch = await failure { try await h.node(["name": "no-branch", "url": "https://github.example/local", "branch": "gone"]) }
+        #expect(missingBranch?.type == "ref_not_found")
+        #expect(missingBranch?.message.contains("has no branch gone") == true)
+        #expect(!FileManager.default.fileExists(atPath: h.configuration.workspace.node("no-tag")))
+
+        // A local repository is cloned from its path: git hardlinks its object files.
+        _ = try await h.node(["name": "linked", "url": "https://github.example/local", "tag": "v1.0"])
+        #expect(try await h.head("linked") == repo.commits[0])
+        let objects = h.configuration.workspace.node("linked") + "/.git/objects"
+        let files = (FileManager.default.enumerator(atPath: objects)?.allObjects as? [String] ?? []).filter { !$0.hasPrefix("info") }
+        let linked = files.filter { file in
+            var info = stat()
+            return stat(objects + "/" + file, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && info.st_nlink > 1
+        }
+        #expect(!linked.isEmpty)
+        // A second run finds it in place at the tag's commit (the remote asked only now) and keeps it.
+        let again = try await h.node(["name": "linked", "url": "https://github.example/local", "tag": "v1.0"])
+        #expect(again["skipped"] as? Bool == true)
+    }
+
     @Test func aStagingFolderLeftInCustomNodesByAnOlderVersionIsRemovedWhenEmpty() async throws {
         let h = try NodeHarness()
         defer { h.cleanup() }

@@ -9,10 +9,6 @@ CURLcode provision_easy_setopt_long(CURL *handle, CURLoption option, long value)
     return curl_easy_setopt(handle, option, value);
 }
 
-CURLcode provision_easy_setopt_off_t(CURL *handle, CURLoption option, curl_off_t value) {
-    return curl_easy_setopt(handle, option, value);
-}
-
 CURLcode provision_easy_setopt_pointer(CURL *handle, CURLoption option, void *value) {
     return curl_easy_setopt(handle, option, value);
 }
@@ -37,18 +33,6 @@ CURLcode provision_easy_setopt_xferinfo_callback(CURL *handle,
 }
 
 CURLcode provision_easy_getinfo_long(CURL *handle, CURLINFO info, long *value) {
-    return curl_easy_getinfo(handle, info, value);
-}
-
-CURLcode provision_easy_getinfo_off_t(CURL *handle, CURLINFO info, curl_off_t *value) {
-    return curl_easy_getinfo(handle, info, value);
-}
-
-CURLcode provision_easy_getinfo_string(CURL *handle, CURLINFO info, char **value) {
-    return curl_easy_getinfo(handle, info, value);
-}
-
-CURLcode provision_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value) {
     return curl_easy_getinfo(handle, info, value);
 }
 

@@ -71,10 +71,12 @@ final class EasyHandle {
         return code
     }
 
-    var httpVersion: Int {
-        var version = 0
-        _ = provision_easy_getinfo_long(raw, CURLINFO_HTTP_VERSION, &version)
-        return version
+    /// Options every request of one download uses.
+    func applyCommonOptions(for request: DownloadRequest) {
+        applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds, policy: request.policy)
+        // Trust this file's certificates instead of the system's (a private mirror, the bench's
+        // self-signed origin); the peer and its name are still verified.
+        if let caFile = request.caFile { set(CURLOPT_CAINFO, caFile) }
     }
 
     /// Options every request of ours uses.

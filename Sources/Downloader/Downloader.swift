@@ -29,6 +29,9 @@ public struct DownloadRequest: Sendable {
     public var retryBaseSeconds = 0.5
     public var retryMaxSeconds = 30.0
     public var userAgent = "provision/0.1"
+    /// A PEM file of the certificates to trust instead of the system's (`CURLOPT_CAINFO`): a private
+    /// mirror or a test origin with its own certificate. Verification stays on.
+    public var caFile: String?
 
     public init(url: String, destination: String) {
         self.url = url

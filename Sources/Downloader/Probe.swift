@@ -73,7 +73,7 @@ extension DownloadSession {
         let box = Unmanaged.passRetained(sink)
         defer { box.release() }
         handle.reset()
-        handle.applyCommonOptions(userAgent: request.userAgent, stallSeconds: request.stallSeconds, connectTimeoutSeconds: request.connectTimeoutSeconds, policy: request.policy)
+        handle.applyCommonOptions(for: request)
         handle.set(CURLOPT_URL, url.absoluteString)
         handle.set(CURLOPT_RANGE, "0-0")
         handle.setHeaders(headers(for: url, credentialOrigin: credentialOrigin))

@@ -4,7 +4,7 @@ import Foundation
 /// its `.aria2` file): written bytes per chunk and the hasher's position, so a restart fetches only
 /// what is missing and does not re-read the hashed prefix. Trusted only while the remote file is unchanged.
 struct ResumeState: Codable, Equatable {
-    /// 2: chunks follow `ChunkTable.starts` (tapered). 3: `hash_state` is provision's own SHA-256
+    /// 2: chunks follow `ChunkPlan.starts` (tapered). 3: `hash_state` is provision's own SHA-256
     /// state format (CSHA256.h), not libcrypto's struct. Older states are not trusted.
     static let currentVersion = 3
     var version = ResumeState.currentVersion
@@ -32,10 +32,10 @@ struct ResumeState: Codable, Equatable {
     /// saved numbers are consistent with the chunk plan.
     func matches(_ remote: RemoteFile, size remoteSize: Int64) -> Bool {
         guard size == remoteSize, validator == remote.validator, validator != nil, chunkSize > 0 else { return false }
-        let starts = ChunkTable.starts(size: size, chunkSize: chunkSize)
+        let starts = ChunkPlan.starts(size: size, chunkSize: chunkSize)
         guard written.count == starts.count else { return false }
         for (index, bytes) in written.enumerated() {
-            if bytes < 0 || bytes > ChunkTable.length(of: index, starts: starts, size: size) { return false }
+            if bytes < 0 || bytes > ChunkPlan.length(of: index, starts: starts, size: size) { return false }
         }
         return hashedOffset >= 0 && hashedOffset <= size
     }

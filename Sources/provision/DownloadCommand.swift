@@ -37,6 +37,9 @@ struct DownloadCommand: AsyncParsableCommand {
     @Option(name: .customLong("allow-origin"), help: "Allow connections to this one local ADDRESS:PORT, e.g. 127.0.0.1:8080 or [::1]:8080 (repeatable; redirects elsewhere are still checked).")
     var allowedOrigins: [String] = []
 
+    @Option(name: .customLong("ca-file"), help: "A PEM file of CA certificates to trust instead of the system's (a private mirror). Certificates are still verified.")
+    var caFile: String?
+
     @Flag(help: "Print one JSON object with the result instead of text.")
     var json = false
 
@@ -57,6 +60,10 @@ struct DownloadCommand: AsyncParsableCommand {
             request.expectedSize = size
             request.chunkSize = chunkSize
             request.stallSeconds = stallTimeout
+            if let caFile {
+                guard FileManager.default.isReadableFile(atPath: caFile) else { throw ValidationError("--ca-file \(caFile) is not a readable file.") }
+                request.caFile = absolute(caFile)
+            }
             request.policy = URLPolicy(
                 allowLoopback: allowLoopback || ProcessInfo.processInfo.environment["PROVISION_ALLOW_LOOPBACK"] == "1",
                 allowedOrigins: try parseAllowedOrigins(allowedOrigins))

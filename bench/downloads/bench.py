@@ -196,24 +196,47 @@ def measure_limits(args, size):
 
 # ---------------------------------------------------------------- runs
 
+def is_https(route):
+    return route.startswith("https-")
+
+
+def is_throttled(route):
+    return route.endswith("throttled")
+
+
 def command(args, tool, n, route, output):
-    url = f"{args.base}/{route}/{os.path.basename(args.source)}"
-    if tool in args.variants:
-        return [args.variants[tool][0], "download", url, "--output", output, "--connections", str(n), "--allow-loopback", "--json"]
-    if tool == "provision":
-        return [args.bin, "download", url, "--output", output, "--connections", str(n), "--allow-loopback", "--json"]
+    """The command line of one run. On an https- route every client is told to trust the bench's
+    self-signed certificate with its own option (axel and hf_transfer through SSL_CERT_FILE, see
+    tool_env); verification stays on for all."""
+    tls = is_https(route)
+    base, path = (args.tls_base, route[len("https-"):]) if tls else (args.base, route)
+    url = f"{base}/{path}/{os.path.basename(args.source)}"
+    if tool in args.variants or tool == "provision":
+        binary = args.variants[tool][0] if tool in args.variants else args.bin
+        return [binary, "download", url, "--output", output, "--connections", str(n), "--allow-loopback", "--json"] + (
+            ["--ca-file", args.ca_file] if tls else [])
     if tool == "curl":
-        return ["curl", "-sS", "--fail", "-o", output, url]
+        return ["curl", "-sS", "--fail", "-o", output] + (["--cacert", args.ca_file] if tls else []) + [url]
     if tool == "aria2c":
         return ["aria2c", "-x", str(n), "-s", str(n), "-k", "1M", "--file-allocation=falloc",
                 "-d", os.path.dirname(output), "-o", os.path.basename(output), "--allow-overwrite=true",
-                "--auto-file-renaming=false", "--console-log-level=error", "--summary-interval=0", "-q", url]
+                "--auto-file-renaming=false", "--console-log-level=error", "--summary-interval=0", "-q"] + (
+                    [f"--ca-certificate={args.ca_file}", "--check-certificate=true"] if tls else []) + [url]
     if tool == "axel":
         return ["axel", "-q", "-n", str(n), "-o", output, url]
     if tool == "hf_transfer":
         return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_get.py"),
                 url, output, str(n), str(args.hf_chunk_mib * MiB)]
     raise ValueError(tool)
+
+
+def tool_env(args, tool, route):
+    """The environment of one run: a variant's settings; on an https- route, SSL_CERT_FILE for the
+    clients without a CA option of their own (axel's OpenSSL, hf_transfer's rustls native roots)."""
+    env = dict(args.variants[tool][1]) if tool in args.variants else {}
+    if is_https(route) and tool in ("axel", "hf_transfer"):
+        env["SSL_CERT_FILE"] = args.ca_file
+    return env or None
 
 
 def machine_busy_fraction(window=0.5):
@@ -246,7 +269,7 @@ def one_run(args, size, source_sha, tool, n, route, rep, logs):
     busy_before, waited = wait_for_quiet(args)
     output = os.path.join(args.dest, "model.bin")
     prefix = os.path.join(logs, f"{tool}-{route}-{n}-{rep}")
-    env = args.variants[tool][1] if tool in args.variants else None
+    env = tool_env(args, tool, route)
     seconds, usage, code = measured(command(args, tool, n, route, output), prefix, env)
     sync_seconds = timed(["sync"])  # what a peer leaves to the kernel; provision fsyncs inside its time
     record = {"tool": tool, "n": n, "route": route, "rep": rep, "seconds": seconds, "exit": code,
@@ -304,16 +327,20 @@ def summarise(args, size, limits, records):
         seconds = best["seconds"] if best else None
         row = {"tool": tool, "n": n, "route": route, "runs": len(rs), "verified": len(good),
                "seconds": seconds, "seconds_median": statistics.median(r["seconds"] for r in good) if good else None,
+               # A run that failed or did not verify counts as the worst.
+               "seconds_worst": (max(r["seconds"] for r in good) if len(good) == len(rs) else float("inf")) if good else None,
                "seconds_all": [round(r["seconds"], 3) for r in rs],
                "mibs": size / MiB / seconds if seconds else None,
                "seconds_with_sync": min(r["seconds"] + r["sync_seconds"] for r in good) if good else None,
                "cpu_seconds": best["cpu_seconds"] if best else None,
                "other_cpu_seconds": best["other_cpu_seconds"] if best else None,
                "max_rss_kb": max(r["max_rss_kb"] for r in rs)}
-        if route == "throttled" and row["mibs"]:
+        if is_throttled(route) and row["mibs"]:
             row["ideal_mibs"] = limits["ideal_mibs"][str(n)]
             row["ratio_to_ideal"] = row["mibs"] / row["ideal_mibs"]
-            if str(n) in limits.get("origin_mibs", {}):
+            row["ratio_to_ideal_median"] = size / MiB / row["seconds_median"] / row["ideal_mibs"]
+            row["ratio_to_ideal_worst"] = size / MiB / row["seconds_worst"] / row["ideal_mibs"]
+            if route == "throttled" and str(n) in limits.get("origin_mibs", {}):
                 row["ratio_to_origin"] = row["mibs"] / limits["origin_mibs"][str(n)]
         table.append(row)
     order = {t: i for i, t in enumerate(("provision",) + tuple(args.variants) + ("aria2c", "axel", "hf_transfer", "curl"))}
@@ -334,7 +361,10 @@ def summarise(args, size, limits, records):
                 if other:
                     variants.append({"route": route, "n": n, "variant": label, "variant_over_provision": other["mibs"] / mine["mibs"],
                                      "variant_over_fastest_peer": other["mibs"] / best["mibs"]})
+            curl = next((r for r in table if r["tool"] == "curl" and r["route"] == route and r["mibs"]), None)
             comparisons.append({"route": route, "n": n, "fastest_peer": best["tool"],
+                                "provision_over_curl": mine["mibs"] / curl["mibs"] if curl else None,
+                                "provision_over_fastest_peer_median": best["seconds_median"] / mine["seconds_median"],
                                 "provision_over_fastest_peer": mine["mibs"] / best["mibs"],
                                 "fastest_peer_to_disk": best_sync["tool"],
                                 "provision_over_fastest_peer_to_disk": best_sync["seconds_with_sync"] / mine["seconds_with_sync"]})
@@ -342,14 +372,20 @@ def summarise(args, size, limits, records):
 
 
 def targets(table, comparisons):
+    """The targets of issue 21: throttled N=16 in every run (the worst of the series), the ratios to
+    the fastest peer and to one plain curl in the same run (load on the machine cancels out)."""
     checks = []
-    for n, goal in ((8, 0.95), (16, 0.90)):
+    for n, goal in ((8, 0.95), (16, 0.95)):
         row = next((r for r in table if r["tool"] == "provision" and r["n"] == n and r["route"] == "throttled" and r.get("ratio_to_ideal")), None)
         if row:
-            checks.append((f"provision ≥ {goal:.0%} of ideal at N={n} (throttled)", f"{row['ratio_to_ideal']:.1%}", row["ratio_to_ideal"] >= goal))
+            checks.append((f"provision ≥ {goal:.0%} of ideal at N={n} (throttled), every run", f"worst {row['ratio_to_ideal_worst']:.1%}, "
+                           f"median {row['ratio_to_ideal_median']:.1%}, best {row['ratio_to_ideal']:.1%} ({row['verified']}/{row['runs']} runs)",
+                           row["ratio_to_ideal_worst"] >= goal))
     for c in comparisons:
-        checks.append((f"provision ≥ 1.0× fastest peer, N={c['n']} {c['route']}", f"{c['provision_over_fastest_peer']:.2f}× {c['fastest_peer']}",
-                       c["provision_over_fastest_peer"] >= 1.0))
+        checks.append((f"provision ≥ 1.0× fastest peer, N={c['n']} {c['route']}", f"{c['provision_over_fastest_peer']:.2f}× {c['fastest_peer']} "
+                       f"(medians {c['provision_over_fastest_peer_median']:.2f}×)", c["provision_over_fastest_peer"] >= 1.0))
+        if c["n"] == 8 and not is_throttled(c["route"]) and c.get("provision_over_curl"):
+            checks.append((f"provision ≥ 1.05× one plain curl, N=8 {c['route']}", f"{c['provision_over_curl']:.2f}×", c["provision_over_curl"] >= 1.05))
     rss = [r["max_rss_kb"] for r in table if r["tool"] == "provision"]
     if rss:
         checks.append(("provision max RSS < 64 MB", f"{max(rss) * 1024 / 1e6:.1f} MB", max(rss) < RSS_TARGET_KB))
@@ -358,28 +394,30 @@ def targets(table, comparisons):
 
 def print_report(args, size, limits, table, comparisons, variants, checks):
     print()
-    print(f"{size / MiB:.0f} MiB file, best of {args.repeat} run(s) each (curl on the throttled route: 1 run), median beside it; "
+    print(f"{size / MiB:.0f} MiB file, best of {args.repeat} run(s) each (curl on a throttled route: 1 run), median and worst beside it; "
           f"ideal (throttled) = min(N × {args.rate_mib} MiB/s, disk {limits['disk_mibs']:.0f} MiB/s, SHA-256 {limits['sha256_mibs']:.0f} MiB/s)")
     print("provision's time includes its SHA-256 and its fsync; the peers hash nothing and leave the write-back to the kernel (column 's with sync': best seconds + the sync after).")
     print(f"The throttled origin paced with nginx's {'millisecond clock (--origin-pacing exact)' if args.origin_pacing == 'exact' else 'event-loop clock (--origin-pacing loop)'}.")
     if getattr(args, "settle", 0):
         print(f"Each run started {args.settle:g} s after the previous run's output was deleted (--settle).")
     print()
-    header = "| tool | N | route | seconds | median s | MiB/s | ratio to ideal | ÷ origin's delivery | s with sync | CPU s | others' CPU s | max RSS MiB |"
+    header = "| tool | N | route | seconds | median s | worst s | MiB/s | ratio to ideal (best / median / worst) | ÷ origin's delivery | s with sync | CPU s | others' CPU s | max RSS MiB |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for r in table:
         if r["seconds"] is None:
-            print(f"| {r['tool']} | {r['n']} | {r['route']} | failed | | | | | | | | {r['max_rss_kb'] / 1024:.1f} |")
+            print(f"| {r['tool']} | {r['n']} | {r['route']} | failed | | | | | | | | | {r['max_rss_kb'] / 1024:.1f} |")
             continue
-        ratio = f"{r['ratio_to_ideal']:.1%}" if r.get("ratio_to_ideal") else "–"
+        ratio = (f"{r['ratio_to_ideal']:.1%} / {r['ratio_to_ideal_median']:.1%} / {r['ratio_to_ideal_worst']:.1%}"
+                 if r.get("ratio_to_ideal") else "–")
         origin = f"{r['ratio_to_origin']:.1%}" if r.get("ratio_to_origin") else "–"
-        print(f"| {r['tool']} | {r['n']} | {r['route']} | {r['seconds']:.2f} | {r['seconds_median']:.2f} | {r['mibs']:.0f} | {ratio} | {origin} | "
+        print(f"| {r['tool']} | {r['n']} | {r['route']} | {r['seconds']:.2f} | {r['seconds_median']:.2f} | {r['seconds_worst']:.2f} | {r['mibs']:.0f} | {ratio} | {origin} | "
               f"{r['seconds_with_sync']:.2f} | {r['cpu_seconds']:.2f} | {r['other_cpu_seconds']:.2f} | {r['max_rss_kb'] / 1024:.1f} |")
     print()
     for c in comparisons:
         print(f"provision ÷ fastest peer, N={c['n']:<2} {c['route']:9}: {c['provision_over_fastest_peer']:.2f}× ({c['fastest_peer']})"
-              f"; to disk (peer + sync): {c['provision_over_fastest_peer_to_disk']:.2f}× ({c['fastest_peer_to_disk']})")
+              f"; to disk (peer + sync): {c['provision_over_fastest_peer_to_disk']:.2f}× ({c['fastest_peer_to_disk']})"
+              + (f"; ÷ one plain curl: {c['provision_over_curl']:.2f}×" if c.get("provision_over_curl") else ""))
     for v in variants:
         print(f"{v['variant']} ÷ provision, N={v['n']:<2} {v['route']:9}: {v['variant_over_provision']:.2f}×; "
               f"÷ fastest peer: {v['variant_over_fastest_peer']:.2f}×")
@@ -405,7 +443,7 @@ def served_since(log, offset):
 
 
 def planned_chunk(size, n):
-    """provision's chunk size (DownloadSession.chunkSize), for a run killed before it saved a state."""
+    """provision's chunk size (ChunkPlan.chunkSize), for a run killed before it saved a state."""
     return min(64 * MiB, max(8 * MiB, size // (n * 8)))
 
 
@@ -415,7 +453,7 @@ def resume_runs(args, size, source_sha, logs, table):
     records = []
     output = os.path.join(args.dest, "model.bin")
     global CURRENT
-    for route, n, rep, tool in ((route, n, rep, tool) for route in args.routes for n in args.connections
+    for route, n, rep, tool in ((route, n, rep, tool) for route in args.routes if not is_https(route) for n in args.connections
                                 for rep in range(args.repeat) for tool in ("provision",) + tuple(args.variants)):
         row = next((r for r in table if r["tool"] == tool and r["n"] == n and r["route"] == route and r["seconds"]), None)
         if not row:
@@ -424,7 +462,7 @@ def resume_runs(args, size, source_sha, logs, table):
         settle(args.dest)
         wait_for_quiet(args)
         cmd = command(args, tool, n, route, output)
-        env = args.variants[tool][1] if tool in args.variants else None
+        env = tool_env(args, tool, route)
         prefix = os.path.join(logs, f"resume-{tool}-{route}-{n}-{rep}")
         offset = os.path.getsize(args.access_log)
         with open(prefix + ".first.err", "wb") as err:
@@ -535,6 +573,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
     parser.add_argument("--base", required=True)
+    parser.add_argument("--tls-base", default="", help="https://127.0.0.1:PORT of the same nginx's TLS server")
+    parser.add_argument("--ca-file", default="", help="the TLS server's self-signed certificate, for the clients to trust")
+    parser.add_argument("--series", action="store_true", help="(recorded only) the run is a series: targets on the worst run")
     parser.add_argument("--source", required=True)
     parser.add_argument("--dest", required=True)
     parser.add_argument("--connections", default="8 16")
@@ -559,6 +600,8 @@ def main():
     args.connections = [int(x) for x in re.split(r"[ ,]+", args.connections.strip())]
     args.only = set(args.only.split(","))
     args.routes = [r for r in args.routes.split(",") if r]
+    if any(is_https(r) for r in args.routes) and not (args.tls_base and args.ca_file):
+        parser.error("https- routes need --tls-base and --ca-file")
     args.variants = {}
     for spec in args.variant:
         label, binary, *assignments = spec.split()
@@ -578,7 +621,7 @@ def main():
     runs = plan(args)
     for rep in range(args.repeat):
         for tool, n, route in runs:
-            if tool == "curl" and route == "throttled" and rep > 0:
+            if tool == "curl" and is_throttled(route) and rep > 0:
                 continue  # size ÷ 40 MiB/s each time, and always the same
             records.append(one_run(args, size, limits["source_sha256"], tool, n, route, rep, logs))
     table, comparisons, variants = summarise(args, size, limits, records)
@@ -594,7 +637,7 @@ def main():
         profile(args, size, limits["source_sha256"], logs)
 
     results = {"size_bytes": size, "connections": args.connections, "repeat": args.repeat, "rate_mib": args.rate_mib, "settle": args.settle,
-               "origin_pacing": args.origin_pacing,
+               "origin_pacing": args.origin_pacing, "series": args.series,
                "cpus": os.cpu_count(), "load_before": args.load_before, "limits": limits, "table": table,
                "comparisons": comparisons, "variants": variants,
                "variant_definitions": {k: {"bin": b, "env": e} for k, (b, e) in args.variants.items()}, "targets": [{"target": n, "value": v, "met": ok} for n, v, ok in checks],

@@ -8,7 +8,6 @@
 curl_version_info_data *provision_curl_version_info(void);
 
 CURLcode provision_easy_setopt_long(CURL *handle, CURLoption option, long value);
-CURLcode provision_easy_setopt_off_t(CURL *handle, CURLoption option, curl_off_t value);
 CURLcode provision_easy_setopt_pointer(CURL *handle, CURLoption option, void *value);
 CURLcode provision_easy_setopt_string(CURL *handle, CURLoption option, const char *value);
 CURLcode provision_easy_setopt_write_callback(CURL *handle,
@@ -19,9 +18,6 @@ CURLcode provision_easy_setopt_xferinfo_callback(CURL *handle,
     int (*callback)(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow));
 
 CURLcode provision_easy_getinfo_long(CURL *handle, CURLINFO info, long *value);
-CURLcode provision_easy_getinfo_off_t(CURL *handle, CURLINFO info, curl_off_t *value);
-CURLcode provision_easy_getinfo_string(CURL *handle, CURLINFO info, char **value);
-CURLcode provision_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value);
 
 /* Asked about the address of every connection before its socket is made; nonzero allows it. */
 typedef int (*provision_address_check)(void *context, const struct sockaddr *address, unsigned int length);

@@ -1,0 +1,131 @@
+@testable import Downloader
+import Foundation
+import Testing
+
+/// The chunk scheduler alone: which chunk a free connection gets, what a failure leads to, and what
+/// a resumed download still fetches. No network, no files.
+@Suite("Chunk scheduling without a network")
+struct ChunkSchedulerTests {
+    static let mib: Int64 = 1 << 20
+    let retry = RetryPolicy(maxAttempts: 3, baseSeconds: 0.5, maxSeconds: 30)
+    let clock = ContinuousClock()
+
+    @Test func thePlanCoversTheFileOnceAndTapersToTwoMiB() {
+        for size: Int64 in [0, 1, 2 * Self.mib - 1, 100 * Self.mib + 7, 2048 * Self.mib] {
+            let chunk = ChunkPlan.chunkSize(for: size, connections: 8)
+            let starts = ChunkPlan.starts(size: size, chunkSize: chunk)
+            let lengths = starts.indices.map { ChunkPlan.length(of: $0, starts: starts, size: size) }
+            #expect(lengths.reduce(0, +) == size)
+            #expect(lengths.allSatisfy { $0 > 0 && $0 <= chunk })
+            #expect(zip(lengths, lengths.dropFirst()).allSatisfy { $0 >= $1 || $1 == lengths.last }, "chunks never grow, size \(size)")
+            if size >= 64 * Self.mib { #expect(lengths.dropLast().last == 2 * Self.mib || lengths.count < 2) }
+        }
+        #expect(ChunkPlan.chunkSize(for: 2048 * Self.mib, connections: 8) == 32 * Self.mib)
+        #expect(ChunkPlan.chunkSize(for: 2048 * Self.mib, connections: 16) == 16 * Self.mib)
+        #expect(ChunkPlan.chunkSize(for: 10 * Self.mib, connections: 8) == 8 * Self.mib)
+        #expect(ChunkPlan.chunkSize(for: 1 << 40, connections: 1) == 64 * Self.mib)
+    }
+
+    @Test func freeConnectionsTakeTheLowestChunksAndCompleteOnesAreSkipped() {
+        let starts: [Int64] = [0, 10, 20, 30]
+        // Chunk 1 is complete from an earlier run, chunk 2 half written.
+        var scheduler = ChunkScheduler(starts: starts, size: 40, written: [0, 10, 5, 0], retry: retry)
+        #expect(scheduler.pending == [0, 2, 3])
+        #expect(scheduler.connectionsWanted == 3)
+        let now = clock.now
+        #expect(scheduler.next(at: now) == 0)
+        #expect(scheduler.next(at: now) == 2)
+        let rest = ChunkScheduler.missingRange(of: 2, starts: starts, size: 40, written: 5)
+        #expect(rest.start == 25 && rest.end == 29)
+        let whole = ChunkScheduler.missingRange(of: 3, starts: starts, size: 40, written: 0)
+        #expect(whole.start == 30 && whole.end == 39)
+        scheduler.completed(0)
+        #expect(!scheduler.isFinished)
+        #expect(scheduler.next(at: now) == 3)
+        #expect(scheduler.next(at: now) == nil)
+        scheduler.completed(2)
+        scheduler.completed(3)
+        #expect(scheduler.isFinished)
+    }
+
+    @Test func aFailedChunkWaitsForItsBackoffThenComesBackInOrder() {
+        var scheduler = ChunkScheduler(starts: [0, 10, 20], size: 30, written: [0, 0, 0], retry: retry)
+        let now = clock.now
+        #expect(scheduler.next(at: now) == 0)
+        let verdict = scheduler.failed(0, received: 0, retryable: true, retryAfter: nil, at: now)
+        guard case .retry(let attempt, let delay) = verdict else {
+            Issue.record("a first retryable failure is retried, got \(verdict)")
+            return
+        }
+        #expect(attempt == 1)
+        #expect(delay >= 0.25 && delay <= 0.5)
+        // Chunk 0 waits; the others go first.
+        #expect(scheduler.hasReady(at: now))
+        #expect(scheduler.next(at: now) == 1)
+        #expect(scheduler.next(at: now) == 2)
+        #expect(scheduler.next(at: now) == nil)
+        let due = scheduler.nextReadyInstant()
+        #expect(due != nil)
+        let later = now + .milliseconds(Int(delay * 1000) + 1)
+        #expect(scheduler.hasReady(at: later))
+        #expect(scheduler.next(at: later) == 0)
+    }
+
+    @Test func attemptsRunOutUnlessTheRequestMadeProgress() {
+        var scheduler = ChunkScheduler(starts: [0], size: 10 * Self.mib, written: [0], retry: retry)
+        var now = clock.now
+        var verdicts: [ChunkScheduler.Verdict] = []
+        for _ in 0..<3 {
+            now = now + .seconds(60)
+            #expect(scheduler.next(at: now) == 0)
+            verdicts.append(scheduler.failed(0, received: 100, retryable: true, retryAfter: 0, at: now))
+        }
+        #expect(verdicts == [.retry(attempt: 1, delay: 0), .retry(attempt: 2, delay: 0), .fail(attempt: 3)])
+
+        // A request that delivered a MiB or more starts the count over.
+        var progressing = ChunkScheduler(starts: [0], size: 10 * Self.mib, written: [0], retry: retry)
+        for _ in 0..<5 {
+            now = now + .seconds(60)
+            #expect(progressing.next(at: now) == 0)
+            #expect(progressing.failed(0, received: Self.mib, retryable: true, retryAfter: 0, at: now) == .retry(attempt: 1, delay: 0))
+        }
+    }
+
+    @Test func aFailureThatIsNotRetryableFailsAtOnceAndARequeueCostsNoAttempt() {
+        var scheduler = ChunkScheduler(starts: [0, 10], size: 20, written: [0, 0], retry: retry)
+        let now = clock.now
+        #expect(scheduler.next(at: now) == 0)
+        #expect(scheduler.next(at: now) == 1)
+        scheduler.requeue(1)
+        #expect(scheduler.pending == [1])
+        #expect(scheduler.hasReady(at: now))
+        #expect(scheduler.failed(0, received: 0, retryable: false, retryAfter: nil, at: now) == .fail(attempt: 1))
+    }
+
+    @Test func backoffDoublesIsCappedAndRetryAfterWins() {
+        #expect(retry.delay(attempt: 1, retryAfter: nil, jitter: 1) == 0.5)
+        #expect(retry.delay(attempt: 3, retryAfter: nil, jitter: 1) == 2)
+        #expect(retry.delay(attempt: 3, retryAfter: nil, jitter: 0.5) == 1)
+        #expect(retry.delay(attempt: 20, retryAfter: nil, jitter: 1) == 30)
+        #expect(retry.delay(attempt: 1, retryAfter: 7, jitter: 0.5) == 7)
+        #expect(retry.delay(attempt: 1, retryAfter: 1e9) == 120, "a huge Retry-After is capped at four times the cap")
+        #expect(retry.delay(attempt: 1, retryAfter: -5) == 0)
+    }
+
+    @Test func theHasherIsWokenByWritesThatMoveThePrefixAndByAStop() async throws {
+        let table = ChunkTable(size: 30, chunkSize: 10)
+        // Chunk 1 first: the prefix does not move, a waiter stays asleep.
+        table.add(10, to: 1)
+        let waiter = Task.detached { table.waitForPrefix(beyond: 0) }
+        table.add(4, to: 0)
+        #expect(await waiter.value == 4)
+        table.add(6, to: 0)
+        #expect(table.waitForPrefix(beyond: 4) == 20, "chunk 0 completing joins the prefix to chunk 1")
+        let stopped = Task.detached { table.waitForPrefix(beyond: 20) }
+        table.stop()
+        #expect(await stopped.value == nil)
+        // A resumed table knows its prefix at once.
+        let resumed = ChunkTable(size: 30, chunkSize: 10, written: [10, 10, 3])
+        #expect(resumed.waitForPrefix(beyond: 0) == 23)
+    }
+}

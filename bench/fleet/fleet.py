@@ -65,7 +65,7 @@ def load_trace(path):
 
 
 def _op(args):
-    """queue.lua's operation of an EVALSHA (after its 14 keys), or fleet.lua's (after 2)."""
+    """queue.lua's operation of an EVALSHA (after its keys: 15 in protocol 3), or fleet.lua's (after 2)."""
     if args[0].lower() not in (b"evalsha", b"eval"):
         return None
     n = int(args[2])
@@ -87,7 +87,7 @@ class Pattern:
             if op == "claim":
                 self.workers.setdefault(conn, []).append(("claim", args))
             elif op == "complete_many":
-                self.workers.setdefault(conn, []).append(("complete", (len(args) - 3 - 14 - 2) // 4))
+                self.workers.setdefault(conn, []).append(("complete", (len(args) - 3 - int(args[2]) - 2) // 4))
             elif op in ("announce", "announce@fleet", "announced"):
                 self.announce.append(args)
             elif op is None and name not in NOT_REPLAYED:
@@ -103,7 +103,7 @@ class Pattern:
         self.shas = {QUEUE_SHA: QUEUE_SHA, FLEET_SHA: FLEET_SHA}
         for _, _, a in trace["busy"] + trace["idle"]:
             if a[0].lower() == b"evalsha":
-                self.shas[a[1]] = QUEUE_SHA if a[2] == b"14" else FLEET_SHA
+                self.shas[a[1]] = FLEET_SHA if a[2] == b"2" else QUEUE_SHA
         self.sha = QUEUE_SHA
 
     def sub(self, args, machine, plan):
@@ -178,7 +178,8 @@ class SimMachine:
                     args += [job[8], job[0], job[5], b"{}"]
                 # the worker pipelines the next claim behind the completion when slots were freed
                 nxt = steps[i] if i < len(steps) else None
-                cmds = [[b"EVALSHA", self.p.sha, b"14", *self.keys(), b"complete_many", self.base(), *args]]
+                keys = self.keys()
+                cmds = [[b"EVALSHA", self.p.sha, str(len(keys)).encode(), *keys, b"complete_many", self.base(), *args]]
                 if nxt and nxt[0] == "claim":
                     cmds.append(self.sub(nxt[1]))
                     i += 1
@@ -201,7 +202,7 @@ class SimMachine:
     def keys(self):
         return [self.base() + b":" + k.encode() for k in
                 ("status", "ready", "active", "delayed", "wake", "failures", "workers", "heartbeats", "events",
-                 "jobs", "previous", "plans", "progress", "metrics")]
+                 "jobs", "previous", "plans", "progress", "metrics", "staging")]
 
 
 async def _busy_shard(pattern, machines, nodes, fleet_node, jobs, connected):

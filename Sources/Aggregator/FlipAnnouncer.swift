@@ -20,6 +20,9 @@ public final class FlipAnnouncer: WorkerObserver {
         public var takeoverMilliseconds = 10_000
         /// How often `watch` checks for a flip nobody announced (one HMGET: an idle machine's cost).
         public var recheckInterval: Duration = .seconds(5)
+        /// The wait after a look found the flip announced: an idle machine (most of a fleet) asks
+        /// Redis six times less often, and a plan enqueued meanwhile is seen at the next look.
+        public var settledRecheckInterval: Duration = .seconds(30)
         /// `MAXLEN ~` of the fleet stream.
         public var fleetMaxLength = 100_000
         /// A pause before the machine's step-21 event, so that other workers' buffered events of the
@@ -66,15 +69,19 @@ public final class FlipAnnouncer: WorkerObserver {
         _ = await announce(flipper: true)
     }
 
-    /// Re-announces unannounced flips every `recheckInterval` until the surrounding task is cancelled.
+    /// Re-announces unannounced flips every `recheckInterval` (every `settledRecheckInterval` once
+    /// the flip was announced) until the surrounding task is cancelled.
     public func watch() async {
+        var wait = configuration.recheckInterval
         while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.recheckInterval)
+            try? await Task.sleep(for: wait)
             if Task.isCancelled { break }
+            wait = configuration.recheckInterval
             do {
                 let fields = try await queue.redis.send("HMGET", queue.keys.status, "state", "announced").array ?? []
                 let state = fields.first?.string
                 let announced = fields.count > 1 ? fields[1].string : nil
+                if announced == "1" { wait = max(configuration.recheckInterval, configuration.settledRecheckInterval) }
                 guard state == "ready" || state == "failed", announced != "1" else { continue }
             } catch {
                 continue

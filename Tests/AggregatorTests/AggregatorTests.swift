@@ -263,6 +263,7 @@ struct AggregatorTests {
         configuration.graceMilliseconds = 300
         configuration.takeoverMilliseconds = 600
         configuration.recheckInterval = .milliseconds(100)
+        configuration.settledRecheckInterval = .milliseconds(400)
         let publisher = EventPublisher(
             redis: try h.redis.client(label: "events"), keys: h.queue.keys,
             context: EventContext(machineID: "m1", workersConfig: "t"), redactor: Redactor(environment: [:]))
@@ -322,12 +323,17 @@ struct AggregatorTests {
         defer { watch.cancel() }
         #expect(try await eventually(timeout: .seconds(10)) { try await h.announced() })
 
+        // 4. The watch, settled (looking less often), still finds the next flip nobody announced.
+        try await Task.sleep(for: .milliseconds(500))
+        try await flipWithoutAnnouncing("p4")
+        #expect(try await eventually(timeout: .seconds(10)) { try await h.announced() })
+
         let fleet = try await h.fleet()
-        #expect(fleet.compactMap { $0["announce_id"] } == ["m1:1", "m1:2", "m1:3"])
+        #expect(fleet.compactMap { $0["announce_id"] } == ["m1:1", "m1:2", "m1:3", "m1:4"])
         let ready = try await h.events().filter { $0.s("event") == "machine.ready.complete" }
-        #expect(ready.compactMap { $0.i("generation") } == [1, 2, 3])
+        #expect(ready.compactMap { $0.i("generation") } == [1, 2, 3, 4])
         try await Task.sleep(for: .milliseconds(300))
-        #expect(subscriber.output.split(separator: "\n").count == 4, "\(subscriber.output)")
+        #expect(subscriber.output.split(separator: "\n").count == 5, "\(subscriber.output)")
     }
 
     @Test func aDeadJobFlipsToFailedAndAnnouncesMachineFailedWithReasons() async throws {

@@ -1,6 +1,8 @@
 import Downloader
 import Foundation
-import Manifest
+import ComponentSpec
+import Planning
+import WorkflowAnalysis
 import TestSupport
 import Testing
 

@@ -1,7 +1,8 @@
 import Foundation
 import JobCore
 import JobQueue
-import Manifest
+import ComponentSpec
+import Planning
 import RedisClient
 import TestSupport
 import Testing

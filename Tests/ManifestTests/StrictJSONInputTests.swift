@@ -1,6 +1,7 @@
 import Foundation
 import JobCore
-import Manifest
+import ComponentSpec
+import WorkflowAnalysis
 import TestSupport
 import Testing
 

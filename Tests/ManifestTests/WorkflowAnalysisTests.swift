@@ -1,5 +1,6 @@
 import Foundation
-import Manifest
+import ComponentSpec
+import WorkflowAnalysis
 import TestSupport
 import Testing
 

@@ -1,14 +1,7 @@
+import ComponentSpec
 import Downloader
 import Foundation
 import JobCore
-
-/// The two ways ComfyUI saves a workflow.
-public enum WorkflowFormat: String, Sendable, Codable {
-    /// The editor's format: `nodes`, `links`, `definitions.subgraphs`, widget values by position.
-    case ui
-    /// The format `/prompt` executes: `{id: {class_type, inputs}}`.
-    case api
-}
 
 /// Whether a node runs: ComfyUI's `mode` 2 (muted, "never") and 4 (bypassed) do not.
 public enum NodeMode: String, Sendable, Codable, Comparable {
@@ -158,33 +151,6 @@ public struct Workflow: Sendable {
     }
 }
 
-/// Reads a file the user named, refusing what is too big, missing or not a regular file.
-func readInput(path: String, what: String, limit: Int) throws(ManifestError) -> Data {
-    try checkInput(path: path, what: what, limit: limit)
-    guard let handle = FileHandle(forReadingAtPath: path) else { throw ManifestError("The \(what) \(path) cannot be read.") }
-    defer { try? handle.close() }
-    let data: Data
-    do {
-        data = try handle.read(upToCount: limit + 1) ?? Data()
-    } catch {
-        throw ManifestError("The \(what) \(path) cannot be read: \(error.localizedDescription).")
-    }
-    guard data.count <= limit else { throw ManifestError("The \(what) \(path) is more than the limit of \(limit) bytes.") }
-    return data
-}
-
-/// Refuses, in one sentence, a path that is missing, not a regular file or larger than `limit`.
-func checkInput(path: String, what: String, limit: Int) throws(ManifestError) {
-    var info = stat()
-    guard stat(path, &info) == 0 else {
-        throw ManifestError("The \(what) \(path) cannot be read: \(String(cString: strerror(errno))).")
-    }
-    guard (info.st_mode & S_IFMT) == S_IFREG else { throw ManifestError("The \(what) \(path) is not a regular file.") }
-    guard Int(info.st_size) <= limit else {
-        throw ManifestError("The \(what) \(path) is \(info.st_size) bytes, more than the limit of \(limit).")
-    }
-}
-
 /// Reads `properties.models` (or a workflow's `models`) entries: `{name, url, directory, hash?, hash_type?}`.
 func modelReferences(_ value: JSONValue?) -> [ModelReference] {
     guard let items = value?.array else { return [] }
@@ -197,18 +163,6 @@ func modelReferences(_ value: JSONValue?) -> [ModelReference] {
         let url = item["url"]?.string.flatMap { $0.isEmpty ? nil : $0 }
         return ModelReference(filename: normalizedPath(name), directory: directory, url: url, sha256: sha256, source: "properties")
     }
-}
-
-func isSHA256(_ text: String) -> Bool {
-    text.utf8.count == 64 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) }
-}
-
-/// Windows separators become `/`; leading and trailing slashes go.
-func normalizedPath(_ text: String) -> String {
-    var path = text.replacingOccurrences(of: "\\", with: "/")
-    while path.hasPrefix("/") { path.removeFirst() }
-    while path.hasSuffix("/") { path.removeLast() }
-    return path
 }
 
 /// The UI (editor) format.

@@ -1,3 +1,5 @@
+import ComponentSpec
+import WorkflowAnalysis
 import Foundation
 import JobCore
 

@@ -27,7 +27,7 @@ public struct Git: Sendable {
 
     public static func isFullCommit(_ text: String) -> Bool { GitSourcePolicy.isFullCommit(text) }
 
-    static func isCommitPrefix(_ text: String) -> Bool { GitSourcePolicy.isCommit(text) }
+    package static func isCommitPrefix(_ text: String) -> Bool { GitSourcePolicy.isCommit(text) }
 
     /// `git ls-remote` of a repository: ref name → commit.
     public func listRemote(_ url: String, refs: [String] = []) async throws(ManifestError) -> [String: String] {
@@ -47,33 +47,6 @@ public struct Git: Sendable {
     /// Tracked files that differ from the checked-out commit (`git status --porcelain`, untracked ignored).
     public func localChanges(of directory: String) async throws(ManifestError) -> [String] {
         do { return try await client.changedFiles(directory) } catch { throw ManifestError(error.sentence) }
-    }
-
-    /// The node types a repository registers at a commit, read statically (`NodeClassScanner`) from
-    /// its Python files that mention NODE_CLASS_MAPPINGS; one shallow fetch into a throw-away bare
-    /// repository, nothing checked out, nothing run.
-    public func declaredNodeClasses(_ url: String, commit: String) async throws(ManifestError) -> Set<String> {
-        guard Self.isFullCommit(commit) else { throw ManifestError("Reading the node classes of \(Self.shown(url)) needs a full commit, not '\(commit.prefix(60))'.") }
-        let client = self.client
-        do {
-            return try await client.withScratch(url, commit: commit, blobs: true) { scratch throws(GitError) in
-                let listed = try await client.run(["-C", scratch, "grep", "-l", "-I", "--fixed-strings", "NODE_CLASS_MAPPINGS", commit, "--", "*.py"])
-                // git grep exits 1 when nothing matches.
-                guard listed.succeeded || listed.status == 1 else { throw GitError(.failed, "searching \(Self.shown(url)) failed: \(listed.lastLine)") }
-                var names = Set<String>()
-                for line in listed.output.split(whereSeparator: \.isNewline).prefix(400) {
-                    // "<commit>:<path>"
-                    let object = String(line)
-                    guard object.hasPrefix(commit + ":") else { continue }
-                    let shown = try await client.run(["-C", scratch, "cat-file", "blob", object], outputLimit: 4 << 20)
-                    guard shown.succeeded else { continue }
-                    names.formUnion(NodeClassScanner.classNames(inPython: shown.output))
-                }
-                return names
-            }
-        } catch {
-            throw ManifestError(error.sentence)
-        }
     }
 
     /// The commits of the git repositories a node's `requirements.txt` names at `commit`
@@ -113,5 +86,5 @@ public struct Git: Sendable {
     }
 
     /// A URL as it may appear in messages: no credentials, no query.
-    static func shown(_ url: String) -> String { GitSourcePolicy.shown(url) }
+    package static func shown(_ url: String) -> String { GitSourcePolicy.shown(url) }
 }

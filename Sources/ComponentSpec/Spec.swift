@@ -81,7 +81,7 @@ public struct CustomNode: Sendable, Equatable, Codable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         url = try container.decode(String.self, forKey: .url)
-        name = try container.decodeIfPresent(String.self, forKey: .name) ?? NodeRegistry.repositoryName(url)
+        name = try container.decodeIfPresent(String.self, forKey: .name) ?? RepositoryURL.repositoryName(url)
         commit = try container.decodeIfPresent(String.self, forKey: .commit)
         tag = try container.decodeIfPresent(String.self, forKey: .tag)
         branch = try container.decodeIfPresent(String.self, forKey: .branch)
@@ -133,21 +133,21 @@ public struct PythonRequirements: Sendable, Equatable, Codable {
 }
 
 /// Rules shared by specs and lockfiles.
-enum SpecRules {
-    static func isNodeName(_ name: String) -> Bool {
+package enum SpecRules {
+    package static func isNodeName(_ name: String) -> Bool {
         guard let first = name.unicodeScalars.first, name.utf8.count <= 100 else { return false }
         let ok: (Unicode.Scalar) -> Bool = { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
         return ok(first) && first != "." && first != "-" && name.unicodeScalars.allSatisfy(ok)
     }
 
-    static func isEnvName(_ name: String) -> Bool {
+    package static func isEnvName(_ name: String) -> Bool {
         guard let first = name.unicodeScalars.first, name.utf8.count <= 200 else { return false }
         let ok: (Unicode.Scalar) -> Bool = { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }
         return ok(first) && !CharacterSet.decimalDigits.contains(first) && name.unicodeScalars.allSatisfy(ok)
     }
 
     /// A relative path inside the models folder: no `..`, no absolute path, no control characters.
-    static func checkModelPath(_ path: String, what: String) throws(ManifestError) {
+    package static func checkModelPath(_ path: String, what: String) throws(ManifestError) {
         guard !path.isEmpty, path.utf8.count <= 1024, !path.hasPrefix("/") else {
             throw ManifestError("The \(what) '\(path.prefix(100))' must be a relative path of 1 to 1024 bytes.")
         }
@@ -161,7 +161,7 @@ enum SpecRules {
         }
     }
 
-    static func validate(_ spec: Spec, name: String) throws(ManifestError) {
+    package static func validate(_ spec: Spec, name: String) throws(ManifestError) {
         var seen = Set<String>()
         for node in spec.customNodes {
             guard isNodeName(node.name) else {
@@ -211,7 +211,7 @@ enum SpecRules {
 
 /// Decodes a Codable document from JSON that was first checked for size and depth, turning
 /// decoding errors into one sentence naming the field.
-func decodeDocument<T: Decodable>(_ type: T.Type, from data: Data, name: String, what: String) throws(ManifestError) -> T {
+package func decodeDocument<T: Decodable>(_ type: T.Type, from data: Data, name: String, what: String) throws(ManifestError) -> T {
     do {
         _ = try JSONValue.parse(data, limits: JSONLimits(maxBytes: 64 << 20, maxDepth: 64))
     } catch {
@@ -226,7 +226,7 @@ func decodeDocument<T: Decodable>(_ type: T.Type, from data: Data, name: String,
     }
 }
 
-func describe(_ error: DecodingError) -> String {
+package func describe(_ error: DecodingError) -> String {
     func path(_ keys: [any CodingKey]) -> String {
         var text = ""
         for key in keys {

@@ -2,10 +2,10 @@ import Foundation
 import ProcessControl
 
 /// What a finished command printed and how it ended.
-typealias CommandResult = ChildProcess.Output
+package typealias CommandResult = ChildProcess.Output
 
 /// Runs a program through the one subprocess runner (`ChildProcess.run`), its failure to start as a sentence.
-func runCommand(
+package func runCommand(
     _ executable: String, _ arguments: [String], environment: [String: String], timeout: Duration, outputLimit: Int = 8 << 20
 ) async throws(ManifestError) -> CommandResult {
     do {

@@ -1,3 +1,6 @@
+import ComponentSpec
+import Planning
+import WorkflowAnalysis
 import Foundation
 import JobCore
 

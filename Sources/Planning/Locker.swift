@@ -1,3 +1,5 @@
+import ComponentSpec
+import WorkflowAnalysis
 import Downloader
 import Foundation
 
@@ -92,10 +94,10 @@ public struct Locker: Sendable {
             preferredAnalyzer.preferred.formUnion(nodes.map(\.url) + lockedNodes.map(\.url))
             let analysis = try preferredAnalyzer.analyze(workflows.map { ($0.0, $0.1) })
             lockedWorkflows = try describe(workflows, analyzer: preferredAnalyzer)
-            let known = Set((nodes.map(\.url) + lockedNodes.map(\.url)).compactMap(NodeRegistry.key))
+            let known = Set((nodes.map(\.url) + lockedNodes.map(\.url)).compactMap(RepositoryURL.key))
             var names = Set((nodes.map(\.name) + lockedNodes.map(\.name)).map { $0.lowercased() })
             for package in analysis.packages where options.includeInactive || !package.inactive {
-                guard let key = NodeRegistry.key(package.repository) else { continue }
+                guard let key = RepositoryURL.key(package.repository) else { continue }
                 provides[key, default: []] += package.classTypes
                 if known.contains(key) { continue }
                 let name = uniqueName(for: package.repository, taken: &names)
@@ -111,9 +113,9 @@ public struct Locker: Sendable {
                 let settled = await settleFromSources(
                     unresolved: unresolved, ambiguous: ambiguous.map { ($0.classType, $0.candidates.map(\.repository)) }, installed: installed)
                 for (type, repository) in settled.sorted(by: { $0.key < $1.key }) {
-                    guard let key = NodeRegistry.key(repository) else { continue }
+                    guard let key = RepositoryURL.key(repository) else { continue }
                     provides[key, default: []].append(type)
-                    if !known.contains(key), !nodes.contains(where: { NodeRegistry.key($0.url) == key }) {
+                    if !known.contains(key), !nodes.contains(where: { RepositoryURL.key($0.url) == key }) {
                         nodes.append(CustomNode(name: uniqueName(for: repository, taken: &names), url: repository, requirements: true))
                     }
                     options.progress("settled \(type): \(repository) registers it in its NODE_CLASS_MAPPINGS")
@@ -189,7 +191,7 @@ public struct Locker: Sendable {
     func settleFromSources(unresolved: [String], ambiguous: [(type: String, candidates: [String])], installed: [(url: String, ref: GitRef)]) async -> [String: String] {
         var declared: [String: (url: String, classes: Set<String>)] = [:]
         func read(_ url: String, _ ref: GitRef) async {
-            guard let key = NodeRegistry.key(url), declared[key] == nil else { return }
+            guard let key = RepositoryURL.key(url), declared[key] == nil else { return }
             do {
                 let commit = try await options.git.resolve(url, ref: ref)
                 declared[key] = (url, try await options.git.declaredNodeClasses(url, commit: commit))
@@ -208,7 +210,7 @@ public struct Locker: Sendable {
         }
         for entry in ambiguous {
             for url in entry.candidates.prefix(20) { await read(url, .head) }
-            let owners = entry.candidates.filter { url in NodeRegistry.key(url).flatMap { declared[$0]?.classes.contains(entry.type) } ?? false }
+            let owners = entry.candidates.filter { url in RepositoryURL.key(url).flatMap { declared[$0]?.classes.contains(entry.type) } ?? false }
             if owners.count == 1 { settled[entry.type] = owners[0] }
         }
         return settled
@@ -231,7 +233,7 @@ public struct Locker: Sendable {
 
     /// A folder name for a repository that does not collide with another node's.
     func uniqueName(for repository: String, taken: inout Set<String>) -> String {
-        let base = String(NodeRegistry.repositoryName(repository).map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
+        let base = String(RepositoryURL.repositoryName(repository).map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
         var name = base.isEmpty || base.hasPrefix(".") || base.hasPrefix("-") ? "node_" + base : base
         if taken.contains(name.lowercased()) {
             let owner = repository.split(separator: "/").dropLast().last.map(String.init) ?? "x"
@@ -289,7 +291,7 @@ public struct Locker: Sendable {
             _ = try git.checkURL(node.url)
             let commit = try await git.resolve(node.url, ref: node.ref)
             progress("node \(node.name): \(node.ref) → \(commit.prefix(12))")
-            let types = NodeRegistry.key(node.url).flatMap { provides[$0] }.map { Array(Set($0)).sorted() }
+            let types = RepositoryURL.key(node.url).flatMap { provides[$0] }.map { Array(Set($0)).sorted() }
             // Requirement lines that install from git are pinned like the node itself.
             let gitPins = node.requirements == false ? [:] : try await git.gitRequirementPins(node.url, commit: commit)
             for (repository, pinned) in gitPins.sorted(by: { $0.key < $1.key }) { progress("node \(node.name): requirement \(repository) → \(pinned.prefix(12))") }

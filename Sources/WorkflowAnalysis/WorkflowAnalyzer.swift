@@ -1,3 +1,5 @@
+import ComponentSpec
+
 /// Finds what workflows need: node types (subgraphs expanded, muted and bypassed nodes marked) mapped
 /// to packages through the registry, and model files from `models` lists and loader inputs.
 public struct WorkflowAnalyzer: Sendable {
@@ -165,7 +167,7 @@ public struct WorkflowAnalyzer: Sendable {
                 nodes.append(AnalyzedNode(
                     classType: type, package: package.package, repository: package.repository, builtin: false, resolvedBy: via,
                     count: occurrences.total, occurrences: occurrences, inactive: inactive, version: props?.version, workflows: names))
-                let key = NodeRegistry.key(package.repository) ?? package.repository
+                let key = RepositoryURL.key(package.repository) ?? package.repository
                 var entry = packages[key] ?? AnalyzedPackage(
                     package: package.package, repository: package.repository, title: package.title, classTypes: [], inactive: true, versions: [])
                 entry.classTypes.append(type)

@@ -1,0 +1,49 @@
+import Foundation
+
+/// The two ways ComfyUI saves a workflow.
+public enum WorkflowFormat: String, Sendable, Codable {
+    /// The editor's format: `nodes`, `links`, `definitions.subgraphs`, widget values by position.
+    case ui
+    /// The format `/prompt` executes: `{id: {class_type, inputs}}`.
+    case api
+}
+
+/// Reads a file the user named, refusing what is too big, missing or not a regular file.
+package func readInput(path: String, what: String, limit: Int) throws(ManifestError) -> Data {
+    try checkInput(path: path, what: what, limit: limit)
+    guard let handle = FileHandle(forReadingAtPath: path) else { throw ManifestError("The \(what) \(path) cannot be read.") }
+    defer { try? handle.close() }
+    let data: Data
+    do {
+        data = try handle.read(upToCount: limit + 1) ?? Data()
+    } catch {
+        throw ManifestError("The \(what) \(path) cannot be read: \(error.localizedDescription).")
+    }
+    guard data.count <= limit else { throw ManifestError("The \(what) \(path) is more than the limit of \(limit) bytes.") }
+    return data
+}
+
+/// Refuses, in one sentence, a path that is missing, not a regular file or larger than `limit`.
+package func checkInput(path: String, what: String, limit: Int) throws(ManifestError) {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+        throw ManifestError("The \(what) \(path) cannot be read: \(String(cString: strerror(errno))).")
+    }
+    guard (info.st_mode & S_IFMT) == S_IFREG else { throw ManifestError("The \(what) \(path) is not a regular file.") }
+    guard Int(info.st_size) <= limit else {
+        throw ManifestError("The \(what) \(path) is \(info.st_size) bytes, more than the limit of \(limit).")
+    }
+}
+
+/// Whether a text is 64 hexadecimal digits.
+package func isSHA256(_ text: String) -> Bool {
+    text.utf8.count == 64 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) }
+}
+
+/// Windows separators become `/`; leading and trailing slashes go.
+package func normalizedPath(_ text: String) -> String {
+    var path = text.replacingOccurrences(of: "\\", with: "/")
+    while path.hasPrefix("/") { path.removeFirst() }
+    while path.hasSuffix("/") { path.removeLast() }
+    return path
+}

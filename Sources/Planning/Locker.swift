@@ -92,7 +92,8 @@ public struct Locker: Sendable {
         if !workflows.isEmpty {
             var preferredAnalyzer = analyzer
             preferredAnalyzer.preferred.formUnion(nodes.map(\.url) + lockedNodes.map(\.url))
-            let analysis = try preferredAnalyzer.analyze(workflows.map { ($0.0, $0.1) })
+            let analysis: Analysis
+            do { analysis = try preferredAnalyzer.analyze(workflows.map { ($0.0, $0.1) }) } catch { throw ManifestError(error.description) }
             lockedWorkflows = try describe(workflows, analyzer: preferredAnalyzer)
             let known = Set((nodes.map(\.url) + lockedNodes.map(\.url)).compactMap(RepositoryURL.key))
             var names = Set((nodes.map(\.name) + lockedNodes.map(\.name)).map { $0.lowercased() })
@@ -220,7 +221,8 @@ public struct Locker: Sendable {
     func describe(_ workflows: [(Workflow, String)], analyzer: WorkflowAnalyzer) throws(ManifestError) -> [LockedWorkflow] {
         var result: [LockedWorkflow] = []
         for (workflow, sha256) in workflows {
-            let analysis = try analyzer.analyze([(workflow, sha256)])
+            let analysis: Analysis
+            do { analysis = try analyzer.analyze([(workflow, sha256)]) } catch { throw ManifestError(error.description) }
             result.append(LockedWorkflow(
                 name: (workflow.name as NSString).lastPathComponent, sha256: sha256, format: workflow.format,
                 nodes: analysis.nodes.filter { !$0.builtin }.map(\.classType).sorted(),

@@ -50,6 +50,11 @@ public enum SpecDocument: Sendable {
         }
         var hasher = SHA256Hasher()
         hasher.update(data)
-        return .workflow(try Workflow.parse(document, name: path, limits: workflowLimits), sha256: hasher.finalize())
+        do {
+            return .workflow(try Workflow.parse(document, name: path, limits: workflowLimits), sha256: hasher.finalize())
+        } catch {
+            // ManifestError's callers get the sentence until lock and plan have their own error type.
+            throw ManifestError(error.description)
+        }
     }
 }

@@ -122,14 +122,14 @@ struct HostileInputTests {
         var limits = WorkflowLimits()
         limits.maxNodesPerGraph = 100
         let nodes = (1...101).map { #"{"id": \#($0), "type": "A"}"# }.joined(separator: ",")
-        #expect(throws: ManifestError("The workflow w.json has 101 nodes, more than the limit of 100.")) {
+        #expect(throws: WorkflowError.tooMany(file: "w.json", count: 101, what: "nodes", limit: 100)) {
             _ = try Workflow.parse(Data(#"{"nodes": [\#(nodes)]}"#.utf8), name: "w.json", limits: limits)
         }
         var nesting = WorkflowLimits()
         nesting.maxNesting = 3
         let chain = (0..<6).map { i in #"{"id": "s\#(i)", "nodes": [{"id": 1, "type": "s\#(i + 1)"}]}"# }.joined(separator: ",")
         let text = #"{"nodes": [{"id": 1, "type": "s0"}], "definitions": {"subgraphs": [\#(chain)]}}"#
-        #expect(throws: ManifestError("The workflow w.json nests subgraphs more than 3 levels deep.")) {
+        #expect(throws: WorkflowError.nestedTooDeep(file: "w.json", limit: 3)) {
             _ = try WorkflowAnalyzer(registry: NodeRegistry(), limits: nesting).analyze([(try Workflow.parse(Data(text.utf8), name: "w.json", limits: nesting), nil)])
         }
     }
@@ -149,5 +149,19 @@ struct HostileInputTests {
         await #expect(throws: RegistryError.unreadable(path: "/nonexistent/r.json", reason: "cannot be read: No such file or directory")) {
             try await RegistryStore(cacheDirectory: NSTemporaryDirectory()).load(override: "/nonexistent/r.json")
         }
+    }
+}
+
+/// Each WorkflowError case reads as the one sentence the CLI prints.
+@Suite("Workflow errors are one sentence naming the file")
+struct WorkflowErrorTests {
+    @Test func casesReadAsSentences() {
+        #expect(WorkflowError.tooMany(file: "w.json", count: 101, what: "nodes", limit: 100).description == "The workflow w.json has 101 nodes, more than the limit of 100.")
+        #expect(WorkflowError.nestedTooDeep(file: "w.json", limit: 3).description == "The workflow w.json nests subgraphs more than 3 levels deep.")
+        #expect(WorkflowError.recursiveSubgraph(file: "w.json", subgraph: "loop").description == "The workflow w.json is malformed: subgraph loop contains itself.")
+        #expect(WorkflowError.tooManySubgraphs(file: "w.json", limit: 8).description == "The workflow w.json has more than 8 subgraph definitions.")
+        // A quoted id of any length stays a readable sentence.
+        let long = WorkflowError.malformed(file: "w.json", problem: "node \(String(repeating: "x", count: 5000)) has no type").description
+        #expect(long.count < 200 && long.hasPrefix("The workflow w.json is malformed: node ") && long.hasSuffix(" has no type."))
     }
 }

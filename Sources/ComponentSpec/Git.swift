@@ -21,8 +21,8 @@ public struct Git: Sendable {
     }
 
     /// Checks a tag or branch name: git's rules, and nothing an option parser could take for an option.
-    public static func checkRefName(_ name: String, kind: String) throws(ManifestError) {
-        do { try GitSourcePolicy.checkRefName(name, kind: kind) } catch { throw ManifestError(error.sentence) }
+    public static func checkRefName(_ name: String, kind: String) throws(SpecError) {
+        do { try GitSourcePolicy.checkRefName(name, kind: kind) } catch { throw .invalidRef(error) }
     }
 
     public static func isFullCommit(_ text: String) -> Bool { GitSourcePolicy.isFullCommit(text) }

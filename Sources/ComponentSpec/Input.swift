@@ -9,29 +9,29 @@ public enum WorkflowFormat: String, Sendable, Codable {
 }
 
 /// Reads a file the user named, refusing what is too big, missing or not a regular file.
-package func readInput(path: String, what: String, limit: Int) throws(ManifestError) -> Data {
+package func readInput(path: String, what: String, limit: Int) throws(SpecError) -> Data {
     try checkInput(path: path, what: what, limit: limit)
-    guard let handle = FileHandle(forReadingAtPath: path) else { throw ManifestError("The \(what) \(path) cannot be read.") }
+    guard let handle = FileHandle(forReadingAtPath: path) else { throw .unreadable(file: path, what: what, reason: nil) }
     defer { try? handle.close() }
     let data: Data
     do {
         data = try handle.read(upToCount: limit + 1) ?? Data()
     } catch {
-        throw ManifestError("The \(what) \(path) cannot be read: \(error.localizedDescription).")
+        throw .unreadable(file: path, what: what, reason: error.localizedDescription)
     }
-    guard data.count <= limit else { throw ManifestError("The \(what) \(path) is more than the limit of \(limit) bytes.") }
+    guard data.count <= limit else { throw .tooLarge(file: path, what: what, size: nil, limit: limit) }
     return data
 }
 
 /// Refuses, in one sentence, a path that is missing, not a regular file or larger than `limit`.
-package func checkInput(path: String, what: String, limit: Int) throws(ManifestError) {
+package func checkInput(path: String, what: String, limit: Int) throws(SpecError) {
     var info = stat()
     guard stat(path, &info) == 0 else {
-        throw ManifestError("The \(what) \(path) cannot be read: \(String(cString: strerror(errno))).")
+        throw .unreadable(file: path, what: what, reason: String(cString: strerror(errno)))
     }
-    guard (info.st_mode & S_IFMT) == S_IFREG else { throw ManifestError("The \(what) \(path) is not a regular file.") }
+    guard (info.st_mode & S_IFMT) == S_IFREG else { throw .notRegularFile(file: path, what: what) }
     guard Int(info.st_size) <= limit else {
-        throw ManifestError("The \(what) \(path) is \(info.st_size) bytes, more than the limit of \(limit).")
+        throw .tooLarge(file: path, what: what, size: Int(info.st_size), limit: limit)
     }
 }
 

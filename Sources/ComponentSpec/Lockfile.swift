@@ -62,42 +62,42 @@ public struct Lockfile: Sendable, Equatable, Codable {
         return data + Data("\n".utf8)
     }
 
-    public static func load(path: String) throws(ManifestError) -> Lockfile {
+    public static func load(path: String) throws(SpecError) -> Lockfile {
         let data = try readInput(path: path, what: "lockfile", limit: 64 << 20)
         return try parse(data, name: path)
     }
 
-    public static func parse(_ data: Data, name: String) throws(ManifestError) -> Lockfile {
+    public static func parse(_ data: Data, name: String) throws(SpecError) -> Lockfile {
         let lock = try decodeDocument(Lockfile.self, from: data, name: name, what: "lockfile")
         guard lock.lockVersion == currentVersion else {
-            throw ManifestError("The lockfile \(name) has lock_version \(lock.lockVersion); this provision reads version \(currentVersion).")
+            throw .unsupportedLockVersion(file: name, version: lock.lockVersion, supported: currentVersion)
         }
         try lock.validate(name: name)
         return lock
     }
 
-    package func validate(name: String) throws(ManifestError) {
+    package func validate(name: String) throws(SpecError) {
         var names = Set<String>()
         if let comfyui, !Git.isFullCommit(comfyui.commit) {
-            throw ManifestError("The lockfile \(name) pins ComfyUI to '\(comfyui.commit.prefix(100))', which is not a full 40-digit commit.")
+            throw .notFullCommit(file: name, subject: "ComfyUI", commit: comfyui.commit)
         }
         for node in customNodes {
-            guard SpecRules.isNodeName(node.name) else { throw ManifestError("The lockfile \(name) has a custom node named '\(node.name.prefix(100))', which is not a valid folder name.") }
-            guard names.insert(node.name.lowercased()).inserted else { throw ManifestError("The lockfile \(name) lists the custom node \(node.name) twice.") }
+            guard SpecRules.isNodeName(node.name) else { throw .invalidNodeName(file: name, document: .lockfile, name: node.name) }
+            guard names.insert(node.name.lowercased()).inserted else { throw .duplicateNode(file: name, document: .lockfile, node: node.name) }
             guard Git.isFullCommit(node.commit) else {
-                throw ManifestError("The lockfile \(name) pins \(node.name) to '\(node.commit.prefix(100))', which is not a full 40-digit commit.")
+                throw .notFullCommit(file: name, subject: node.name, commit: node.commit)
             }
             for key in (node.env ?? [:]).keys where !SpecRules.isEnvName(key) {
-                throw ManifestError("The lockfile \(name) gives \(node.name) an environment variable named '\(key.prefix(100))', which is not a valid name.")
+                throw .invalidEnvName(file: name, document: .lockfile, node: node.name, variable: key)
             }
         }
         var paths = Set<String>()
         for model in models {
             try SpecRules.checkModelPath(model.directory, what: "directory of model \(model.filename)")
             try SpecRules.checkModelPath(model.filename, what: "file name of model \(model.filename)")
-            guard isSHA256(model.sha256) else { throw ManifestError("The lockfile \(name) has model \(model.path) with a sha256 that is not 64 hexadecimal digits.") }
-            guard model.size >= 0 else { throw ManifestError("The lockfile \(name) has model \(model.path) with a negative size.") }
-            guard paths.insert(model.path).inserted else { throw ManifestError("The lockfile \(name) lists the model \(model.path) twice.") }
+            guard isSHA256(model.sha256) else { throw .invalidSHA256(file: name, document: .lockfile, model: model.path) }
+            guard model.size >= 0 else { throw .negativeSize(file: name, document: .lockfile, model: model.path) }
+            guard paths.insert(model.path).inserted else { throw .duplicateModel(file: name, document: .lockfile, model: model.path) }
         }
     }
 }

@@ -163,7 +163,12 @@ public struct Locker: Sendable {
                 warnings.models = unplaceable
             }
         }
-        try SpecRules.validate(Spec(customNodes: nodes, models: models), name: "the combined inputs")
+        do {
+            try SpecRules.validate(Spec(customNodes: nodes, models: models), name: "the combined inputs")
+        } catch {
+            // The lock's own error type is still to come; its callers get the sentence.
+            throw ManifestError(error.description)
+        }
 
         if let comfyui { lockedComfyUI = try await lockComfyUI(comfyui) }
         let resolvedNodes = try await resolveNodes(nodes, provides: provides)

@@ -28,33 +28,53 @@ public enum SpecDocument: Sendable {
 
     /// Reads a file and decides what it is: a lockfile (`lock_version`), a workflow (UI or API
     /// format), else a manifest or `config_nodes.json`.
-    public static func load(path: String, workflowLimits: WorkflowLimits = WorkflowLimits()) throws(ManifestError) -> SpecDocument {
-        let data = try readInput(path: path, what: "input", limit: workflowLimits.json.maxBytes)
+    public static func load(path: String, workflowLimits: WorkflowLimits = WorkflowLimits()) throws(DocumentError) -> SpecDocument {
+        let data: Data
+        do { data = try readInput(path: path, what: "input", limit: workflowLimits.json.maxBytes) } catch { throw .spec(error) }
         let document: JSONValue
         do {
             document = try JSONValue.parse(data, limits: workflowLimits.json)
         } catch {
-            throw ManifestError("The file \(path) is not valid JSON: \(error).")
+            throw .notJSON(file: path, detail: "\(error)")
         }
-        guard let top = document.object else {
-            throw ManifestError("The file \(path) is \(document.kindDescription), not a manifest, lockfile or workflow object.")
-        }
-        switch Kind(top) {
-        case .lockfile: return .lockfile(try Lockfile.parse(data, name: path))
-        case .discovery: return .spec(try Discovery.merge([(path, data)]))
-        case .manifest:
-            let spec = try decodeDocument(Spec.self, from: data, name: path, what: "manifest")
-            try SpecRules.validate(spec, name: path)
-            return .spec(spec)
-        case .workflow: break
+        guard let top = document.object else { throw .notADocument(file: path, found: document.kindDescription) }
+        do throws(SpecError) {
+            switch Kind(top) {
+            case .lockfile: return .lockfile(try Lockfile.parse(data, name: path))
+            case .discovery: return .spec(try Discovery.merge([(path, data)]))
+            case .manifest:
+                let spec = try decodeDocument(Spec.self, from: data, name: path, what: "manifest")
+                try SpecRules.validate(spec, name: path)
+                return .spec(spec)
+            case .workflow: break
+            }
+        } catch {
+            throw .spec(error)
         }
         var hasher = SHA256Hasher()
         hasher.update(data)
         do {
             return .workflow(try Workflow.parse(document, name: path, limits: workflowLimits), sha256: hasher.finalize())
         } catch {
-            // ManifestError's callers get the sentence until lock and plan have their own error type.
-            throw ManifestError(error.description)
+            throw .workflow(error)
+        }
+    }
+}
+
+/// Why an input of `lock`, `plan` or `analyze --prefer` cannot be used, as one sentence.
+public enum DocumentError: Error, Sendable, Equatable, CustomStringConvertible {
+    case notJSON(file: String, detail: String)
+    /// JSON that is not an object; `found` says what it is instead.
+    case notADocument(file: String, found: String)
+    case spec(SpecError)
+    case workflow(WorkflowError)
+
+    public var description: String {
+        switch self {
+        case .notJSON(let file, let detail): ManifestError.clipped("The file \(file) is not valid JSON: \(detail).")
+        case .notADocument(let file, let found): "The file \(file) is \(found), not a manifest, lockfile or workflow object."
+        case .spec(let error): error.description
+        case .workflow(let error): error.description
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import ComponentSpec
+import Planning
 import WorkflowAnalysis
 import TestSupport
 import Testing
@@ -163,5 +164,38 @@ struct WorkflowErrorTests {
         // A quoted id of any length stays a readable sentence.
         let long = WorkflowError.malformed(file: "w.json", problem: "node \(String(repeating: "x", count: 5000)) has no type").description
         #expect(long.count < 200 && long.hasPrefix("The workflow w.json is malformed: node ") && long.hasSuffix(" has no type."))
+    }
+}
+
+/// SpecError, DocumentError and PlanError carry the file and the field, and read as one sentence.
+@Suite("Spec errors are one sentence naming the file and the field")
+struct SpecErrorTests {
+    @Test func aModelURLWithCredentialsIsShownWithoutThem() throws {
+        let path = try makeTemporaryDirectory("spec-error").appendingPathComponent("spec.json").path
+        let spec = #"{"models": [{"url": "ftp://user:secret@example.com/m.bin?token=abc", "directory": "vae", "filename": "m.bin"}]}"#
+        try Data(spec.utf8).write(to: URL(fileURLWithPath: path))
+        do throws(DocumentError) {
+            _ = try SpecDocument.load(path: path)
+            Issue.record("a model with an ftp URL was accepted")
+        } catch {
+            guard case .spec(.notDownloadable(let file, let model, let url)) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            #expect(file == path && model == "vae/m.bin")
+            #expect(!url.contains("secret") && !url.contains("token"))
+            #expect(!error.description.contains("secret") && error.description.hasSuffix("only http and https URLs can be downloaded."))
+        }
+    }
+
+    @Test func lockfileChecksNameTheFileAndTheNode() throws {
+        let lock = #"{"lock_version": 1, "custom_nodes": [{"name": "a", "url": "https://example.com/a", "commit": "abc"}], "models": []}"#
+        #expect(throws: SpecError.notFullCommit(file: "l.lock", subject: "a", commit: "abc")) {
+            _ = try Lockfile.parse(Data(lock.utf8), name: "l.lock")
+        }
+        #expect(SpecError.notFullCommit(file: "l.lock", subject: "a", commit: "abc").description
+            == "The lockfile l.lock pins a to 'abc', which is not a full 40-digit commit.")
+        #expect(PlanError.unlockedWorkflow(file: "w.json").description
+            == "w.json is a workflow: pin it first with `provision lock w.json --output provision.lock`, then plan the lock.")
     }
 }

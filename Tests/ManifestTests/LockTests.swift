@@ -157,7 +157,7 @@ struct LockTests {
                 _ = try await Locker(options: options, analyzer: WorkflowAnalyzer(registry: NodeRegistry())).lock([try SpecDocument.load(path: path)])
                 return nil
             } catch {
-                return error.description
+                return "\(error)"
             }
         }
         #expect(try await refusal([["name": "a", "url": f.alpha.url, "tag": "v9"]]) == "The repository \(f.alpha.url) has no tag v9.")

@@ -57,7 +57,7 @@ public enum SpecError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         // Messages quote what an input said (names, URLs); clipped so a 1 MiB name stays a sentence.
-        ManifestError.clipped(sentence)
+        clippedSentence(sentence)
     }
 
     var sentence: String {

@@ -7,8 +7,8 @@ extension ComponentSpec.Git {
     /// The node types a repository registers at a commit, read statically (`NodeClassScanner`) from
     /// its Python files that mention NODE_CLASS_MAPPINGS; one shallow fetch into a throw-away bare
     /// repository, nothing checked out, nothing run.
-    public func declaredNodeClasses(_ url: String, commit: String) async throws(ManifestError) -> Set<String> {
-        guard Self.isFullCommit(commit) else { throw ManifestError("Reading the node classes of \(Self.shown(url)) needs a full commit, not '\(commit.prefix(60))'.") }
+    public func declaredNodeClasses(_ url: String, commit: String) async throws(LockError) -> Set<String> {
+        guard Self.isFullCommit(commit) else { throw .nodeClassesNeedFullCommit(url: url, commit: commit) }
         let client = self.client
         do {
             return try await client.withScratch(url, commit: commit, blobs: true) { scratch throws(GitError) in
@@ -27,7 +27,7 @@ extension ComponentSpec.Git {
                 return names
             }
         } catch {
-            throw ManifestError(error.sentence)
+            throw .git(error)
         }
     }
 }

@@ -51,7 +51,7 @@ public enum PlanError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .nothingToPlan: "Nothing to plan: name a manifest, lockfile or config_nodes.json."
-        case .notJSON(let file, let detail): ManifestError.clipped("The spec \(file) is not valid JSON: \(detail).")
+        case .notJSON(let file, let detail): clippedSentence("The spec \(file) is not valid JSON: \(detail).")
         case .notAnObject(let file, let found): "The spec \(file) is \(found), not a JSON object."
         case .unlockedWorkflow(let file): "\(file) is a workflow: pin it first with `provision lock \(file) --output provision.lock`, then plan the lock."
         case .lockfileNotAlone(let files):

@@ -115,7 +115,7 @@ public struct Verifier: Sendable {
             return check
         }
         do {
-            guard let head = try await git.head(of: path) else {
+            guard let head = await git.head(of: path) else {
                 check.status = "not_a_checkout"
                 check.detail = "\(path) is not a git checkout"
                 return check
@@ -136,7 +136,7 @@ public struct Verifier: Sendable {
             check.detail = "at \(head.prefix(12))"
         } catch {
             check.status = "error"
-            check.detail = error.description
+            check.detail = error.sentence
         }
         return check
     }

@@ -160,7 +160,7 @@ public struct RegistryStore: Sendable {
         do {
             return try await runCommand(executable, arguments, environment: environment, timeout: timeout)
         } catch {
-            throw .commandFailed(reason: error.message)
+            throw .commandFailed(reason: "\(error)")
         }
     }
 

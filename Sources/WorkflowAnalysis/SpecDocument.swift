@@ -71,7 +71,7 @@ public enum DocumentError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .notJSON(let file, let detail): ManifestError.clipped("The file \(file) is not valid JSON: \(detail).")
+        case .notJSON(let file, let detail): clippedSentence("The file \(file) is not valid JSON: \(detail).")
         case .notADocument(let file, let found): "The file \(file) is \(found), not a manifest, lockfile or workflow object."
         case .spec(let error): error.description
         case .workflow(let error): error.description

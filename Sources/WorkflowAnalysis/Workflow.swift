@@ -334,7 +334,7 @@ private final class UIFormat {
                 if isSubgraph && (end == "-10" || end == "-20") { continue }
                 let problem = "link \(linkID ?? "?")\(place) goes \(role) node \(end), which does not exist"
                 if limits.strictLinks { throw WorkflowError.malformed(file: name, problem: problem) }
-                if warnings.count < 100 { warnings.append(ManifestError.clipped(problem)) }
+                if warnings.count < 100 { warnings.append(clippedSentence(problem)) }
             }
         }
     }

@@ -22,7 +22,7 @@ public enum WorkflowError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         // Messages quote what the workflow said (ids, types); clipped so a 1 MiB id stays a sentence.
-        ManifestError.clipped(sentence)
+        clippedSentence(sentence)
     }
 
     var sentence: String {

@@ -195,6 +195,10 @@ struct SpecErrorTests {
         }
         #expect(SpecError.notFullCommit(file: "l.lock", subject: "a", commit: "abc").description
             == "The lockfile l.lock pins a to 'abc', which is not a full 40-digit commit.")
+        #expect(LockError.publishedHashDiffers(model: "vae/a.bin", published: "ab", expected: "cd").description
+            == "The model vae/a.bin is published with SHA-256 ab, not the cd the spec expects.")
+        let ref = LockError.comfyUIRefNotFound(url: "https://user:tok3n@example.com/c.git", ref: "v1").description
+        #expect(!ref.contains("tok3n") && ref.hasSuffix("has no tag or branch v1."))
         #expect(PlanError.unlockedWorkflow(file: "w.json").description
             == "w.json is a workflow: pin it first with `provision lock w.json --output provision.lock`, then plan the lock.")
     }

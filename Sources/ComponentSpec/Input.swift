@@ -35,11 +35,6 @@ package func checkInput(path: String, what: String, limit: Int) throws(SpecError
     }
 }
 
-/// Whether a text is 64 hexadecimal digits.
-package func isSHA256(_ text: String) -> Bool {
-    text.utf8.count == 64 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) }
-}
-
 /// Windows separators become `/`; leading and trailing slashes go.
 package func normalizedPath(_ text: String) -> String {
     var path = text.replacingOccurrences(of: "\\", with: "/")

@@ -82,12 +82,12 @@ public struct Lockfile: Sendable, Equatable, Codable {
             throw .notFullCommit(file: name, subject: "ComfyUI", commit: comfyui.commit)
         }
         for node in customNodes {
-            guard SpecRules.isNodeName(node.name) else { throw .invalidNodeName(file: name, document: .lockfile, name: node.name) }
+            guard PayloadRules.isNodeName(node.name) else { throw .invalidNodeName(file: name, document: .lockfile, name: node.name) }
             guard names.insert(node.name.lowercased()).inserted else { throw .duplicateNode(file: name, document: .lockfile, node: node.name) }
             guard Git.isFullCommit(node.commit) else {
                 throw .notFullCommit(file: name, subject: node.name, commit: node.commit)
             }
-            for key in (node.env ?? [:]).keys where !SpecRules.isEnvName(key) {
+            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
                 throw .invalidEnvName(file: name, document: .lockfile, node: node.name, variable: key)
             }
         }
@@ -95,7 +95,7 @@ public struct Lockfile: Sendable, Equatable, Codable {
         for model in models {
             try SpecRules.checkModelPath(model.directory, what: "directory of model \(model.filename)")
             try SpecRules.checkModelPath(model.filename, what: "file name of model \(model.filename)")
-            guard isSHA256(model.sha256) else { throw .invalidSHA256(file: name, document: .lockfile, model: model.path) }
+            guard PayloadRules.isSHA256(model.sha256) else { throw .invalidSHA256(file: name, document: .lockfile, model: model.path) }
             guard model.size >= 0 else { throw .negativeSize(file: name, document: .lockfile, model: model.path) }
             guard paths.insert(model.path).inserted else { throw .duplicateModel(file: name, document: .lockfile, model: model.path) }
         }

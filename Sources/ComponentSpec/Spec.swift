@@ -132,20 +132,9 @@ public struct PythonRequirements: Sendable, Equatable, Codable {
     }
 }
 
-/// Rules shared by specs and lockfiles.
+/// Rules shared by specs and lockfiles; names and keys are checked by the payload rules (JobCore),
+/// so a spec accepts exactly what its jobs will.
 package enum SpecRules {
-    package static func isNodeName(_ name: String) -> Bool {
-        guard let first = name.unicodeScalars.first, name.utf8.count <= 100 else { return false }
-        let ok: (Unicode.Scalar) -> Bool = { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
-        return ok(first) && first != "." && first != "-" && name.unicodeScalars.allSatisfy(ok)
-    }
-
-    package static func isEnvName(_ name: String) -> Bool {
-        guard let first = name.unicodeScalars.first, name.utf8.count <= 200 else { return false }
-        let ok: (Unicode.Scalar) -> Bool = { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }
-        return ok(first) && !CharacterSet.decimalDigits.contains(first) && name.unicodeScalars.allSatisfy(ok)
-    }
-
     /// A relative path inside the models folder: no `..`, no absolute path, no control characters.
     package static func checkModelPath(_ path: String, what: String) throws(SpecError) {
         guard !path.isEmpty, path.utf8.count <= 1024, !path.hasPrefix("/") else {
@@ -164,7 +153,7 @@ package enum SpecRules {
     package static func validate(_ spec: Spec, name: String) throws(SpecError) {
         var seen = Set<String>()
         for node in spec.customNodes {
-            guard isNodeName(node.name) else {
+            guard PayloadRules.isNodeName(node.name) else {
                 throw .invalidNodeName(file: name, document: .spec, name: node.name)
             }
             guard seen.insert(node.name.lowercased()).inserted else {
@@ -177,7 +166,7 @@ package enum SpecRules {
             }
             if let tag = node.tag { try Git.checkRefName(tag, kind: "tag of \(node.name)") }
             if let branch = node.branch { try Git.checkRefName(branch, kind: "branch of \(node.name)") }
-            for key in (node.env ?? [:]).keys where !isEnvName(key) {
+            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
                 throw .invalidEnvName(file: name, document: .spec, node: node.name, variable: key)
             }
             guard node.url.utf8.count <= 2048, !node.url.isEmpty else { throw .invalidNodeURL(file: name, node: node.name) }
@@ -189,7 +178,7 @@ package enum SpecRules {
             guard model.url.lowercased().hasPrefix("https://") || model.url.lowercased().hasPrefix("http://") else {
                 throw .notDownloadable(file: name, model: model.path, url: Git.shown(model.url))
             }
-            if let sha = model.sha256, !isSHA256(sha) { throw .invalidSHA256(file: name, document: .spec, model: model.path) }
+            if let sha = model.sha256, !PayloadRules.isSHA256(sha) { throw .invalidSHA256(file: name, document: .spec, model: model.path) }
             if let size = model.size, size < 0 { throw .negativeSize(file: name, document: .spec, model: model.path) }
             guard paths.insert(model.path).inserted else { throw .duplicateModel(file: name, document: .spec, model: model.path) }
         }

@@ -92,7 +92,7 @@ public struct Verifier: Sendable {
             checks.append(await checkRepository(kind: "comfyui", name: "ComfyUI", path: comfyuiPath, commit: commit))
         }
         for node in target.nodes.sorted(by: { $0.name.lowercased() < $1.name.lowercased() }) {
-            guard SpecRules.isNodeName(node.name) else {
+            guard PayloadRules.isNodeName(node.name) else {
                 checks.append(VerificationCheck(kind: "node", name: node.name, status: "error", detail: "not a valid folder name"))
                 continue
             }

@@ -101,7 +101,7 @@ public struct Workflow: Sendable {
     /// Reads and parses a workflow file.
     public static func load(path: String, limits: WorkflowLimits = WorkflowLimits()) throws(WorkflowError) -> Workflow {
         let data: Data
-        do { data = try readInput(path: path, what: "workflow", limit: limits.json.maxBytes) } catch { throw .unreadable(file: path, sentence: error.description) }
+        do { data = try readInput(path: path, what: "workflow", limit: limits.json.maxBytes) } catch { throw .unreadable(error) }
         return try parse(data, name: path, limits: limits)
     }
 
@@ -159,7 +159,7 @@ func modelReferences(_ value: JSONValue?) -> [ModelReference] {
         guard let name = item["name"]?.string, !name.isEmpty, name.utf8.count <= 1024 else { return nil }
         let hash = item["hash"]?.string?.lowercased()
         let hashType = item["hash_type"]?.string?.lowercased()
-        let sha256 = hash.flatMap { h in (hashType == nil || hashType == "sha256") && isSHA256(h) ? h : nil }
+        let sha256 = hash.flatMap { h in (hashType == nil || hashType == "sha256") && PayloadRules.isSHA256(h) ? h : nil }
         let directory = item["directory"]?.string.flatMap { $0.isEmpty ? nil : normalizedPath($0) }
         let url = item["url"]?.string.flatMap { $0.isEmpty ? nil : $0 }
         return ModelReference(filename: normalizedPath(name), directory: directory, url: url, sha256: sha256, source: "properties")

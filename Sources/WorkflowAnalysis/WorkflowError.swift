@@ -2,9 +2,8 @@ import ComponentSpec
 
 /// Why a workflow cannot be read or analysed: the file, and the node, link or field at fault.
 public enum WorkflowError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The file could not be read (missing, not a regular file, over the size limit); the input
-    /// layer's sentence.
-    case unreadable(file: String, sentence: String)
+    /// The file could not be read (missing, not a regular file, over the size limit).
+    case unreadable(SpecError)
     /// The file is not JSON.
     case notJSON(file: String, detail: String)
     /// The JSON is not a ComfyUI workflow in either format.
@@ -27,7 +26,7 @@ public enum WorkflowError: Error, Sendable, Equatable, CustomStringConvertible {
 
     var sentence: String {
         switch self {
-        case .unreadable(_, let sentence): sentence
+        case .unreadable(let error): error.description
         case .notJSON(let file, let detail): "The workflow \(file) is not valid JSON: \(detail)."
         case .notAWorkflow(let file, let reason): "The workflow \(file) is not a ComfyUI workflow: \(reason)."
         case .malformed(let file, let problem): "The workflow \(file) is malformed: \(problem)."

@@ -1,5 +1,6 @@
 import Foundation
 import ComponentSpec
+import JobCore
 import Planning
 import WorkflowAnalysis
 import TestSupport
@@ -201,5 +202,27 @@ struct SpecErrorTests {
         #expect(!ref.contains("tok3n") && ref.hasSuffix("has no tag or branch v1."))
         #expect(PlanError.unlockedWorkflow(file: "w.json").description
             == "w.json is a workflow: pin it first with `provision lock w.json --output provision.lock`, then plan the lock.")
+    }
+}
+
+/// A spec accepts exactly the names and keys its jobs will: one set of checks (PayloadRules).
+@Suite("Spec and payload checks agree")
+struct SharedRulesTests {
+    @Test func fullwidthHexDigitsAreNotAHashOrACommit() {
+        // 61 ASCII digits and one fullwidth "ａ" (3 UTF-8 bytes) are 64 bytes.
+        let sneaky = String(repeating: "a", count: 61) + "\u{FF41}"
+        #expect(sneaky.utf8.count == 64)
+        #expect(!PayloadRules.isSHA256(sneaky))
+        #expect(!PayloadRules.isCommit("abc123\u{FF41}"))
+        #expect(PayloadRules.isSHA256(String(repeating: "aB", count: 32)))
+    }
+
+    @Test func anEnvKeyTheNodeJobWouldRefuseIsRefusedInTheSpec() throws {
+        let key = String(repeating: "K", count: 150)
+        let spec = Spec(customNodes: [CustomNode(name: "a", url: "https://example.com/a", env: [key: "1"])])
+        #expect(throws: SpecError.invalidEnvName(file: "s.json", document: .spec, node: "a", variable: key)) {
+            try SpecRules.validate(spec, name: "s.json")
+        }
+        #expect(throws: JobFailure.self) { try NodePayload(name: "a", url: "https://example.com/a", env: [key: "1"]).validate() }
     }
 }

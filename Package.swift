@@ -60,9 +60,27 @@ let package = Package(
                 "JobCore", "ProcessControl", "GitClient",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The documents: spec (manifest, config_nodes.json), lockfile, model directories, input
+        // limits, repository URLs, and the git of lock and verify. The core the others share.
         .target(
-            name: "Manifest",
+            name: "ComponentSpec",
             dependencies: ["Downloader", "JobCore", "ProcessControl", "GitClient"]),
+        // Workflows (UI and API), the node registry and its prepared index, the analyzer.
+        .target(
+            name: "WorkflowAnalysis",
+            dependencies: ["ComponentSpec", "Downloader", "JobCore", "ProcessControl", "GitClient"]),
+        // Spec → plan of jobs (PlanBuilder, Planner), and lock: refs to commits, models to hashes.
+        .target(
+            name: "Planning",
+            dependencies: ["ComponentSpec", "WorkflowAnalysis", "Downloader", "JobCore", "GitClient"]),
+        // What is on disk against a lockfile or spec, and the verify job.
+        .target(
+            name: "Verification",
+            dependencies: ["ComponentSpec", "Downloader", "JobCore"]),
+        // A lockfile as a plan, a shell script or a requirements file for other tools.
+        .target(
+            name: "Export",
+            dependencies: ["ComponentSpec", "WorkflowAnalysis", "Planning", "JobCore"]),
         // Step events (names, attributes, batching into the machine's stream, redaction of secrets).
         .target(
             name: "Telemetry",
@@ -89,7 +107,8 @@ let package = Package(
             name: "provision",
             dependencies: [
                 "JobQueue", "RedisClient", "Scheduler", "Downloader", "NodeInstaller", "Telemetry", "Aggregator",
-                "HealthServer", "Manifest", "Services", "RedisServerProcess", "Fixtures",
+                "HealthServer", "ComponentSpec", "WorkflowAnalysis", "Planning", "Verification", "Export",
+                "Services", "RedisServerProcess", "Fixtures",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -113,7 +132,10 @@ let package = Package(
         .testTarget(name: "DownloaderTests", dependencies: ["Downloader", "Scheduler", "TestSupport"]),
         .testTarget(
             name: "ManifestTests",
-            dependencies: ["Manifest", "Downloader", "JobCore", "Scheduler", "JobQueue", "RedisClient", "TestSupport"],
+            dependencies: [
+                "ComponentSpec", "WorkflowAnalysis", "Planning", "Verification", "Export",
+                "Downloader", "JobCore", "Scheduler", "JobQueue", "RedisClient", "TestSupport",
+            ],
             exclude: ["Fixtures"]),
         .testTarget(
             name: "WorkerTests",
@@ -137,7 +159,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "ServicesTests",
-            dependencies: ["Services", "Manifest", "ProcessControl", "RedisClient", "TestSupport"]),
+            dependencies: ["Services", "ComponentSpec", "Planning", "ProcessControl", "RedisClient", "TestSupport"]),
         .testTarget(
             name: "HealthServerTests",
             dependencies: [

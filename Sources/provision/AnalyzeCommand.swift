@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Manifest
+import WorkflowAnalysis
 
 /// Options shared by commands that map node types to packages.
 struct RegistryOptions: ParsableArguments {

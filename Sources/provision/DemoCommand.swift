@@ -2,7 +2,8 @@ import ArgumentParser
 import Downloader
 import Fixtures
 import Foundation
-import Manifest
+import ComponentSpec
+import Planning
 import RedisClient
 import RedisServerProcess
 import Services

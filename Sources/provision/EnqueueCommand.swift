@@ -3,7 +3,7 @@ import Foundation
 import JobQueue
 import RedisClient
 import Downloader
-import Manifest
+import Planning
 import Scheduler
 
 struct EnqueueCommand: AsyncParsableCommand {

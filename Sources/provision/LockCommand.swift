@@ -1,7 +1,9 @@
 import ArgumentParser
 import Downloader
 import Foundation
-import Manifest
+import ComponentSpec
+import Planning
+import WorkflowAnalysis
 
 /// How commands reach git repositories.
 struct SourceOptions: ParsableArguments {

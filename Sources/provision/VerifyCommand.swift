@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
-import Manifest
+import ComponentSpec
+import Export
+import Verification
 
 struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -7,7 +7,8 @@ import ProcessControl
 import Scheduler
 import ServiceLifecycle
 import Downloader
-import Manifest
+import ComponentSpec
+import Verification
 import NodeInstaller
 
 /// Options of a worker pool.

@@ -1,7 +1,6 @@
 import Foundation
 import JobCore
 import JobQueue
-import Manifest
 import TestSupport
 import Testing
 

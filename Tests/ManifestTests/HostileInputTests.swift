@@ -1,5 +1,8 @@
 import Foundation
-import Manifest
+import ComponentSpec
+import JobCore
+import Planning
+import WorkflowAnalysis
 import TestSupport
 import Testing
 
@@ -121,14 +124,14 @@ struct HostileInputTests {
         var limits = WorkflowLimits()
         limits.maxNodesPerGraph = 100
         let nodes = (1...101).map { #"{"id": \#($0), "type": "A"}"# }.joined(separator: ",")
-        #expect(throws: ManifestError("The workflow w.json has 101 nodes, more than the limit of 100.")) {
+        #expect(throws: WorkflowError.tooMany(file: "w.json", count: 101, what: "nodes", limit: 100)) {
             _ = try Workflow.parse(Data(#"{"nodes": [\#(nodes)]}"#.utf8), name: "w.json", limits: limits)
         }
         var nesting = WorkflowLimits()
         nesting.maxNesting = 3
         let chain = (0..<6).map { i in #"{"id": "s\#(i)", "nodes": [{"id": 1, "type": "s\#(i + 1)"}]}"# }.joined(separator: ",")
         let text = #"{"nodes": [{"id": 1, "type": "s0"}], "definitions": {"subgraphs": [\#(chain)]}}"#
-        #expect(throws: ManifestError("The workflow w.json nests subgraphs more than 3 levels deep.")) {
+        #expect(throws: WorkflowError.nestedTooDeep(file: "w.json", limit: 3)) {
             _ = try WorkflowAnalyzer(registry: NodeRegistry(), limits: nesting).analyze([(try Workflow.parse(Data(text.utf8), name: "w.json", limits: nesting), nil)])
         }
     }
@@ -148,5 +151,78 @@ struct HostileInputTests {
         await #expect(throws: RegistryError.unreadable(path: "/nonexistent/r.json", reason: "cannot be read: No such file or directory")) {
             try await RegistryStore(cacheDirectory: NSTemporaryDirectory()).load(override: "/nonexistent/r.json")
         }
+    }
+}
+
+/// Each WorkflowError case reads as the one sentence the CLI prints.
+@Suite("Workflow errors are one sentence naming the file")
+struct WorkflowErrorTests {
+    @Test func casesReadAsSentences() {
+        #expect(WorkflowError.tooMany(file: "w.json", count: 101, what: "nodes", limit: 100).description == "The workflow w.json has 101 nodes, more than the limit of 100.")
+        #expect(WorkflowError.nestedTooDeep(file: "w.json", limit: 3).description == "The workflow w.json nests subgraphs more than 3 levels deep.")
+        #expect(WorkflowError.recursiveSubgraph(file: "w.json", subgraph: "loop").description == "The workflow w.json is malformed: subgraph loop contains itself.")
+        #expect(WorkflowError.tooManySubgraphs(file: "w.json", limit: 8).description == "The workflow w.json has more than 8 subgraph definitions.")
+        // A quoted id of any length stays a readable sentence.
+        let long = WorkflowError.malformed(file: "w.json", problem: "node \(String(repeating: "x", count: 5000)) has no type").description
+        #expect(long.count < 200 && long.hasPrefix("The workflow w.json is malformed: node ") && long.hasSuffix(" has no type."))
+    }
+}
+
+/// SpecError, DocumentError and PlanError carry the file and the field, and read as one sentence.
+@Suite("Spec errors are one sentence naming the file and the field")
+struct SpecErrorTests {
+    @Test func aModelURLWithCredentialsIsShownWithoutThem() throws {
+        let path = try makeTemporaryDirectory("spec-error").appendingPathComponent("spec.json").path
+        let spec = #"{"models": [{"url": "ftp://user:secret@example.com/m.bin?token=abc", "directory": "vae", "filename": "m.bin"}]}"#
+        try Data(spec.utf8).write(to: URL(fileURLWithPath: path))
+        do throws(DocumentError) {
+            _ = try SpecDocument.load(path: path)
+            Issue.record("a model with an ftp URL was accepted")
+        } catch {
+            guard case .spec(.notDownloadable(let file, let model, let url)) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            #expect(file == path && model == "vae/m.bin")
+            #expect(!url.contains("secret") && !url.contains("token"))
+            #expect(!error.description.contains("secret") && error.description.hasSuffix("only http and https URLs can be downloaded."))
+        }
+    }
+
+    @Test func lockfileChecksNameTheFileAndTheNode() throws {
+        let lock = #"{"lock_version": 1, "custom_nodes": [{"name": "a", "url": "https://example.com/a", "commit": "abc"}], "models": []}"#
+        #expect(throws: SpecError.notFullCommit(file: "l.lock", subject: "a", commit: "abc")) {
+            _ = try Lockfile.parse(Data(lock.utf8), name: "l.lock")
+        }
+        #expect(SpecError.notFullCommit(file: "l.lock", subject: "a", commit: "abc").description
+            == "The lockfile l.lock pins a to 'abc', which is not a full 40-digit commit.")
+        #expect(LockError.publishedHashDiffers(model: "vae/a.bin", published: "ab", expected: "cd").description
+            == "The model vae/a.bin is published with SHA-256 ab, not the cd the spec expects.")
+        let ref = LockError.comfyUIRefNotFound(url: "https://user:tok3n@example.com/c.git", ref: "v1").description
+        #expect(!ref.contains("tok3n") && ref.hasSuffix("has no tag or branch v1."))
+        #expect(PlanError.unlockedWorkflow(file: "w.json").description
+            == "w.json is a workflow: pin it first with `provision lock w.json --output provision.lock`, then plan the lock.")
+    }
+}
+
+/// A spec accepts exactly the names and keys its jobs will: one set of checks (PayloadRules).
+@Suite("Spec and payload checks agree")
+struct SharedRulesTests {
+    @Test func fullwidthHexDigitsAreNotAHashOrACommit() {
+        // 61 ASCII digits and one fullwidth "ａ" (3 UTF-8 bytes) are 64 bytes.
+        let sneaky = String(repeating: "a", count: 61) + "\u{FF41}"
+        #expect(sneaky.utf8.count == 64)
+        #expect(!PayloadRules.isSHA256(sneaky))
+        #expect(!PayloadRules.isCommit("abc123\u{FF41}"))
+        #expect(PayloadRules.isSHA256(String(repeating: "aB", count: 32)))
+    }
+
+    @Test func anEnvKeyTheNodeJobWouldRefuseIsRefusedInTheSpec() throws {
+        let key = String(repeating: "K", count: 150)
+        let spec = Spec(customNodes: [CustomNode(name: "a", url: "https://example.com/a", env: [key: "1"])])
+        #expect(throws: SpecError.invalidEnvName(file: "s.json", document: .spec, node: "a", variable: key)) {
+            try SpecRules.validate(spec, name: "s.json")
+        }
+        #expect(throws: JobFailure.self) { try NodePayload(name: "a", url: "https://example.com/a", env: [key: "1"]).validate() }
     }
 }

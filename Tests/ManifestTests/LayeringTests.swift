@@ -5,7 +5,10 @@ import Testing
 /// The module graph points one way: the domain libraries never reach Redis.
 @Suite("Domain libraries are free of Redis")
 struct LayeringTests {
-    static let domain = ["JobCore", "GitClient", "Downloader", "NodeInstaller", "Manifest", "Services"]
+    static let domain = [
+        "JobCore", "GitClient", "Downloader", "NodeInstaller", "Services",
+        "ComponentSpec", "WorkflowAnalysis", "Planning", "Verification", "Export",
+    ]
     static let queue = ["JobQueue", "Scheduler", "RedisClient", "CHiredis"]
 
     @Test func packageSwiftGivesNoDomainModuleARedisDependency() throws {

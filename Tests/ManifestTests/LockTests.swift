@@ -1,6 +1,8 @@
 import Downloader
 import Foundation
-import Manifest
+import ComponentSpec
+import Planning
+import WorkflowAnalysis
 import TestSupport
 import Testing
 
@@ -155,7 +157,7 @@ struct LockTests {
                 _ = try await Locker(options: options, analyzer: WorkflowAnalyzer(registry: NodeRegistry())).lock([try SpecDocument.load(path: path)])
                 return nil
             } catch {
-                return error.description
+                return "\(error)"
             }
         }
         #expect(try await refusal([["name": "a", "url": f.alpha.url, "tag": "v9"]]) == "The repository \(f.alpha.url) has no tag v9.")
@@ -182,7 +184,7 @@ struct LockTests {
     @Test func aPublishedHashThatContradictsTheSpecFailsTheLock() async throws {
         let f = try await LockFixture()
         let path = try write(json(["models": [["url": f.hfURL, "directory": "vae", "filename": "ae.safetensors", "sha256": String(repeating: "0", count: 64)]]]), to: "m.json", in: f.folder)
-        await #expect(throws: ManifestError("The model vae/ae.safetensors is published with SHA-256 \(sha256Hex(f.hfData)), not the \(String(repeating: "0", count: 64)) the spec expects.")) {
+        await #expect(throws: LockError.publishedHashDiffers(model: "vae/ae.safetensors", published: sha256Hex(f.hfData), expected: String(repeating: "0", count: 64))) {
             _ = try await Locker(options: f.options(), analyzer: WorkflowAnalyzer(registry: NodeRegistry())).lock([try SpecDocument.load(path: path)])
         }
         let missing = try write(json(["models": [["url": f.origin.url("absent.bin"), "directory": "vae", "filename": "x.bin"]]]), to: "n.json", in: f.folder)

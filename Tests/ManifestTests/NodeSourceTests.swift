@@ -1,6 +1,7 @@
 import Foundation
 import JobCore
-import Manifest
+import ComponentSpec
+import Planning
 import TestSupport
 import Testing
 

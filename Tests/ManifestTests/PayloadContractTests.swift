@@ -1,6 +1,5 @@
 import Foundation
 import JobCore
-import Manifest
 import TestSupport
 import Testing
 

@@ -1,6 +1,8 @@
 import Foundation
 import JobCore
-import Manifest
+import ComponentSpec
+import Export
+import Planning
 import TestSupport
 import Testing
 

@@ -1,7 +1,8 @@
 import Foundation
 import JobCore
 import JobQueue
-import Manifest
+import ComponentSpec
+import Planning
 import RedisClient
 import TestSupport
 import Testing
@@ -44,7 +45,7 @@ struct PlannerTests {
     @Test func twoManifestsThatDisagreeOnComfyUIAreRefused() throws {
         let a = Data(#"{"comfyui": {"url": "https://github.com/comfyanonymous/ComfyUI", "tag": "v1"}, "custom_nodes": []}"#.utf8)
         let b = Data(#"{"comfyui": {"url": "https://github.com/comfyanonymous/ComfyUI", "tag": "v2"}}"#.utf8)
-        #expect(throws: ManifestError.self) { try Discovery.merge([("a.json", a), ("b.json", b)]) }
+        #expect(throws: SpecError.self) { try Discovery.merge([("a.json", a), ("b.json", b)]) }
         let plan = try Planner.plan([("a.json", a), ("a2.json", a)], builder: PlanBuilder(planID: "p"))
         #expect((plan["jobs"]?.array ?? []).contains { $0["kind"]?.string == "comfyui" })
     }

@@ -1,5 +1,5 @@
 import Foundation
-import Manifest
+import WorkflowAnalysis
 import TestSupport
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import JobCore
-import Manifest
+import ComponentSpec
+import WorkflowAnalysis
 import TestSupport
 import Testing
 
@@ -36,7 +37,7 @@ struct StrictJSONInputTests {
         let workflow = try Workflow.parse(Data(quirks.utf8), name: "w.json")
         #expect(workflow.warnings.isEmpty)
         let twice = #"{"nodes": [{"id": 1, "type": "KSampler", "type": "VAELoader"}]}"#
-        #expect(throws: ManifestError.self) { try Workflow.parse(Data(twice.utf8), name: "w.json") }
+        #expect(throws: WorkflowError.self) { try Workflow.parse(Data(twice.utf8), name: "w.json") }
         #expect(try refusal(twice, as: "w.json")?.contains("nodes[0].type is given twice at line 1") == true)
     }
 

@@ -1,6 +1,6 @@
 import Downloader
 import Foundation
-import Manifest
+import WorkflowAnalysis
 import TestSupport
 import Testing
 

@@ -1,7 +1,10 @@
 import Downloader
 import Foundation
 import JobQueue
-import Manifest
+import ComponentSpec
+import Planning
+import Verification
+import WorkflowAnalysis
 import RedisClient
 import TestSupport
 import Testing

@@ -1,5 +1,6 @@
 import Foundation
-import Manifest
+import ComponentSpec
+import WorkflowAnalysis
 import TestSupport
 import Testing
 
@@ -123,7 +124,7 @@ struct WorkflowAnalysisTests {
             {"nodes": [{"id": 1, "type": "loop"}], "links": [],
              "definitions": {"subgraphs": [{"id": "loop", "nodes": [{"id": 1, "type": "loop"}], "links": []}]}}
             """
-        #expect(throws: ManifestError("The workflow w.json is malformed: subgraph loop contains itself.")) {
+        #expect(throws: WorkflowError.recursiveSubgraph(file: "w.json", subgraph: "loop")) {
             _ = try WorkflowAnalyzer(registry: NodeRegistry()).analyze([(try Workflow.parse(Data(text.utf8), name: "w.json"), nil)])
         }
     }

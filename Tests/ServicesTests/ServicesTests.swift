@@ -1,5 +1,6 @@
 import Foundation
-import Manifest
+import ComponentSpec
+import Planning
 import ProcessControl
 import ServiceLifecycle
 import Services

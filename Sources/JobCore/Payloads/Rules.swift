@@ -8,7 +8,7 @@ public enum PayloadRules {
 
     /// 7 to 40 hexadecimal digits.
     public static func isCommit(_ text: String) -> Bool {
-        (7...40).contains(text.utf8.count) && text.allSatisfy(\.isHexDigit)
+        (7...40).contains(text.utf8.count) && text.utf8.allSatisfy(isHexByte)
     }
 
     /// 40 lower-case hexadecimal digits.
@@ -24,8 +24,14 @@ public enum PayloadRules {
         return ref.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._/+-".contains($0)) }
     }
 
+    /// 64 hexadecimal digits, either case. Bytes, not Characters: `Character.isHexDigit` also
+    /// takes fullwidth digits, so 61 ASCII digits and one fullwidth one made 64 UTF-8 bytes.
     public static func isSHA256(_ text: String) -> Bool {
-        text.utf8.count == 64 && text.allSatisfy(\.isHexDigit)
+        text.utf8.count == 64 && text.utf8.allSatisfy(isHexByte)
+    }
+
+    static func isHexByte(_ byte: UInt8) -> Bool {
+        (byte >= 48 && byte <= 57) || (byte >= 97 && byte <= 102) || (byte >= 65 && byte <= 70)
     }
 
     /// A relative path: no empty, `.` or `..` components, not absolute, no control characters.

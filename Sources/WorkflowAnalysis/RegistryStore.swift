@@ -1,3 +1,4 @@
+import ComponentSpec
 import Downloader
 import Foundation
 import JobCore
@@ -159,7 +160,7 @@ public struct RegistryStore: Sendable {
         do {
             return try await runCommand(executable, arguments, environment: environment, timeout: timeout)
         } catch {
-            throw .commandFailed(reason: error.message)
+            throw .commandFailed(reason: "\(error)")
         }
     }
 

@@ -62,42 +62,42 @@ public struct Lockfile: Sendable, Equatable, Codable {
         return data + Data("\n".utf8)
     }
 
-    public static func load(path: String) throws(ManifestError) -> Lockfile {
+    public static func load(path: String) throws(SpecError) -> Lockfile {
         let data = try readInput(path: path, what: "lockfile", limit: 64 << 20)
         return try parse(data, name: path)
     }
 
-    public static func parse(_ data: Data, name: String) throws(ManifestError) -> Lockfile {
+    public static func parse(_ data: Data, name: String) throws(SpecError) -> Lockfile {
         let lock = try decodeDocument(Lockfile.self, from: data, name: name, what: "lockfile")
         guard lock.lockVersion == currentVersion else {
-            throw ManifestError("The lockfile \(name) has lock_version \(lock.lockVersion); this provision reads version \(currentVersion).")
+            throw .unsupportedLockVersion(file: name, version: lock.lockVersion, supported: currentVersion)
         }
         try lock.validate(name: name)
         return lock
     }
 
-    func validate(name: String) throws(ManifestError) {
+    package func validate(name: String) throws(SpecError) {
         var names = Set<String>()
         if let comfyui, !Git.isFullCommit(comfyui.commit) {
-            throw ManifestError("The lockfile \(name) pins ComfyUI to '\(comfyui.commit.prefix(100))', which is not a full 40-digit commit.")
+            throw .notFullCommit(file: name, subject: "ComfyUI", commit: comfyui.commit)
         }
         for node in customNodes {
-            guard SpecRules.isNodeName(node.name) else { throw ManifestError("The lockfile \(name) has a custom node named '\(node.name.prefix(100))', which is not a valid folder name.") }
-            guard names.insert(node.name.lowercased()).inserted else { throw ManifestError("The lockfile \(name) lists the custom node \(node.name) twice.") }
+            guard PayloadRules.isNodeName(node.name) else { throw .invalidNodeName(file: name, document: .lockfile, name: node.name) }
+            guard names.insert(node.name.lowercased()).inserted else { throw .duplicateNode(file: name, document: .lockfile, node: node.name) }
             guard Git.isFullCommit(node.commit) else {
-                throw ManifestError("The lockfile \(name) pins \(node.name) to '\(node.commit.prefix(100))', which is not a full 40-digit commit.")
+                throw .notFullCommit(file: name, subject: node.name, commit: node.commit)
             }
-            for key in (node.env ?? [:]).keys where !SpecRules.isEnvName(key) {
-                throw ManifestError("The lockfile \(name) gives \(node.name) an environment variable named '\(key.prefix(100))', which is not a valid name.")
+            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
+                throw .invalidEnvName(file: name, document: .lockfile, node: node.name, variable: key)
             }
         }
         var paths = Set<String>()
         for model in models {
             try SpecRules.checkModelPath(model.directory, what: "directory of model \(model.filename)")
             try SpecRules.checkModelPath(model.filename, what: "file name of model \(model.filename)")
-            guard isSHA256(model.sha256) else { throw ManifestError("The lockfile \(name) has model \(model.path) with a sha256 that is not 64 hexadecimal digits.") }
-            guard model.size >= 0 else { throw ManifestError("The lockfile \(name) has model \(model.path) with a negative size.") }
-            guard paths.insert(model.path).inserted else { throw ManifestError("The lockfile \(name) lists the model \(model.path) twice.") }
+            guard PayloadRules.isSHA256(model.sha256) else { throw .invalidSHA256(file: name, document: .lockfile, model: model.path) }
+            guard model.size >= 0 else { throw .negativeSize(file: name, document: .lockfile, model: model.path) }
+            guard paths.insert(model.path).inserted else { throw .duplicateModel(file: name, document: .lockfile, model: model.path) }
         }
     }
 }
@@ -204,56 +204,5 @@ public struct LockedWorkflow: Sendable, Equatable, Codable {
         self.models = models
         self.unresolved = unresolved
         self.ambiguous = ambiguous
-    }
-}
-
-/// An input given to `lock`, `plan` or `export`, told apart by its content.
-public enum SpecDocument: Sendable {
-    case lockfile(Lockfile)
-    case spec(Spec)
-    case workflow(Workflow, sha256: String)
-
-    /// What a JSON object is, by the keys only each kind has.
-    enum Kind {
-        case lockfile, discovery, manifest, workflow
-
-        init(_ top: [String: JSONValue]) {
-            if top["lock_version"] != nil {
-                self = .lockfile
-            } else if Discovery.isResponse(top) {
-                self = .discovery
-            } else if top["custom_nodes"] != nil || top["comfyui"] != nil || (top["models"] != nil && top["nodes"] == nil) || top["python"] != nil {
-                self = .manifest
-            } else {
-                self = .workflow
-            }
-        }
-    }
-
-    /// Reads a file and decides what it is: a lockfile (`lock_version`), a workflow (UI or API
-    /// format), else a manifest or `config_nodes.json`.
-    public static func load(path: String, workflowLimits: WorkflowLimits = WorkflowLimits()) throws(ManifestError) -> SpecDocument {
-        let data = try readInput(path: path, what: "input", limit: workflowLimits.json.maxBytes)
-        let document: JSONValue
-        do {
-            document = try JSONValue.parse(data, limits: workflowLimits.json)
-        } catch {
-            throw ManifestError("The file \(path) is not valid JSON: \(error).")
-        }
-        guard let top = document.object else {
-            throw ManifestError("The file \(path) is \(document.kindDescription), not a manifest, lockfile or workflow object.")
-        }
-        switch Kind(top) {
-        case .lockfile: return .lockfile(try Lockfile.parse(data, name: path))
-        case .discovery: return .spec(try Discovery.merge([(path, data)]))
-        case .manifest:
-            let spec = try decodeDocument(Spec.self, from: data, name: path, what: "manifest")
-            try SpecRules.validate(spec, name: path)
-            return .spec(spec)
-        case .workflow: break
-        }
-        var hasher = SHA256Hasher()
-        hasher.update(data)
-        return .workflow(try Workflow.parse(document, name: path, limits: workflowLimits), sha256: hasher.finalize())
     }
 }

@@ -81,7 +81,7 @@ public struct CustomNode: Sendable, Equatable, Codable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         url = try container.decode(String.self, forKey: .url)
-        name = try container.decodeIfPresent(String.self, forKey: .name) ?? NodeRegistry.repositoryName(url)
+        name = try container.decodeIfPresent(String.self, forKey: .name) ?? RepositoryURL.repositoryName(url)
         commit = try container.decodeIfPresent(String.self, forKey: .commit)
         tag = try container.decodeIfPresent(String.self, forKey: .tag)
         branch = try container.decodeIfPresent(String.self, forKey: .branch)
@@ -132,78 +132,67 @@ public struct PythonRequirements: Sendable, Equatable, Codable {
     }
 }
 
-/// Rules shared by specs and lockfiles.
-enum SpecRules {
-    static func isNodeName(_ name: String) -> Bool {
-        guard let first = name.unicodeScalars.first, name.utf8.count <= 100 else { return false }
-        let ok: (Unicode.Scalar) -> Bool = { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
-        return ok(first) && first != "." && first != "-" && name.unicodeScalars.allSatisfy(ok)
-    }
-
-    static func isEnvName(_ name: String) -> Bool {
-        guard let first = name.unicodeScalars.first, name.utf8.count <= 200 else { return false }
-        let ok: (Unicode.Scalar) -> Bool = { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }
-        return ok(first) && !CharacterSet.decimalDigits.contains(first) && name.unicodeScalars.allSatisfy(ok)
-    }
-
+/// Rules shared by specs and lockfiles; names and keys are checked by the payload rules (JobCore),
+/// so a spec accepts exactly what its jobs will.
+package enum SpecRules {
     /// A relative path inside the models folder: no `..`, no absolute path, no control characters.
-    static func checkModelPath(_ path: String, what: String) throws(ManifestError) {
+    package static func checkModelPath(_ path: String, what: String) throws(SpecError) {
         guard !path.isEmpty, path.utf8.count <= 1024, !path.hasPrefix("/") else {
-            throw ManifestError("The \(what) '\(path.prefix(100))' must be a relative path of 1 to 1024 bytes.")
+            throw .invalidModelPath(field: what, path: path, problem: .length)
         }
         for part in path.split(separator: "/", omittingEmptySubsequences: false) {
             if part.isEmpty || part == "." || part == ".." || part.hasSuffix(".partial") || part.hasSuffix(".partial.state") || part.hasSuffix(".partial.lock") {
-                throw ManifestError("The \(what) '\(path.prefix(100))' may not contain empty, '.' or '..' components or end in .partial.")
+                throw .invalidModelPath(field: what, path: path, problem: .components)
             }
             if part.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 || $0 == "\\" }) {
-                throw ManifestError("The \(what) '\(path.prefix(100))' contains control characters or backslashes.")
+                throw .invalidModelPath(field: what, path: path, problem: .characters)
             }
         }
     }
 
-    static func validate(_ spec: Spec, name: String) throws(ManifestError) {
+    package static func validate(_ spec: Spec, name: String) throws(SpecError) {
         var seen = Set<String>()
         for node in spec.customNodes {
-            guard isNodeName(node.name) else {
-                throw ManifestError("The spec \(name) has a custom node named '\(node.name.prefix(100))': names are letters, digits, '.', '_' and '-', not starting with '.' or '-'.")
+            guard PayloadRules.isNodeName(node.name) else {
+                throw .invalidNodeName(file: name, document: .spec, name: node.name)
             }
             guard seen.insert(node.name.lowercased()).inserted else {
-                throw ManifestError("The spec \(name) lists the custom node \(node.name) twice.")
+                throw .duplicateNode(file: name, document: .spec, node: node.name)
             }
             let pins = [node.commit, node.tag, node.branch].compactMap { $0 }
-            guard pins.count <= 1 else { throw ManifestError("The custom node \(node.name) in \(name) gives more than one of commit, tag and branch.") }
+            guard pins.count <= 1 else { throw .conflictingPins(file: name, node: node.name) }
             if let commit = node.commit, !Git.isCommitPrefix(commit) {
-                throw ManifestError("The custom node \(node.name) in \(name) has commit '\(commit.prefix(100))', which is not 7 to 40 hexadecimal digits.")
+                throw .invalidCommitPrefix(file: name, node: node.name, commit: commit)
             }
             if let tag = node.tag { try Git.checkRefName(tag, kind: "tag of \(node.name)") }
             if let branch = node.branch { try Git.checkRefName(branch, kind: "branch of \(node.name)") }
-            for key in (node.env ?? [:]).keys where !isEnvName(key) {
-                throw ManifestError("The custom node \(node.name) in \(name) has an environment variable named '\(key.prefix(100))', which is not a valid name.")
+            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
+                throw .invalidEnvName(file: name, document: .spec, node: node.name, variable: key)
             }
-            guard node.url.utf8.count <= 2048, !node.url.isEmpty else { throw ManifestError("The custom node \(node.name) in \(name) has an empty or too long url.") }
+            guard node.url.utf8.count <= 2048, !node.url.isEmpty else { throw .invalidNodeURL(file: name, node: node.name) }
         }
         var paths = Set<String>()
         for model in spec.models {
             try checkModelPath(model.directory, what: "directory of model \(model.filename)")
             try checkModelPath(model.filename, what: "file name of model \(model.filename)")
             guard model.url.lowercased().hasPrefix("https://") || model.url.lowercased().hasPrefix("http://") else {
-                throw ManifestError("The model \(model.path) in \(name) has url '\(model.url.prefix(100))'; only http and https URLs can be downloaded.")
+                throw .notDownloadable(file: name, model: model.path, url: Git.shown(model.url))
             }
-            if let sha = model.sha256, !isSHA256(sha) { throw ManifestError("The model \(model.path) in \(name) has a sha256 that is not 64 hexadecimal digits.") }
-            if let size = model.size, size < 0 { throw ManifestError("The model \(model.path) in \(name) has a negative size.") }
-            guard paths.insert(model.path).inserted else { throw ManifestError("The spec \(name) lists the model \(model.path) twice.") }
+            if let sha = model.sha256, !PayloadRules.isSHA256(sha) { throw .invalidSHA256(file: name, document: .spec, model: model.path) }
+            if let size = model.size, size < 0 { throw .negativeSize(file: name, document: .spec, model: model.path) }
+            guard paths.insert(model.path).inserted else { throw .duplicateModel(file: name, document: .spec, model: model.path) }
         }
         if let comfyui = spec.comfyui {
             let pins = [comfyui.commit, comfyui.tag, comfyui.branch, comfyui.ref].compactMap { $0 }
-            guard pins.count <= 1 else { throw ManifestError("ComfyUI in \(name) gives more than one of commit, tag, branch and ref.") }
-            if let commit = comfyui.commit, !Git.isCommitPrefix(commit) { throw ManifestError("ComfyUI's commit in \(name) is not 7 to 40 hexadecimal digits.") }
+            guard pins.count <= 1 else { throw .conflictingPins(file: name, node: nil) }
+            if let commit = comfyui.commit, !Git.isCommitPrefix(commit) { throw .invalidCommitPrefix(file: name, node: nil, commit: commit) }
             if let tag = comfyui.tag { try Git.checkRefName(tag, kind: "tag of ComfyUI") }
             if let branch = comfyui.branch { try Git.checkRefName(branch, kind: "branch of ComfyUI") }
             if let ref = comfyui.ref, !Git.isCommitPrefix(ref) { try Git.checkRefName(ref, kind: "ref of ComfyUI") }
         }
         for line in (spec.python?.packages ?? []) + (spec.python?.constraints ?? []) {
             guard !line.isEmpty, line.utf8.count <= 500, !line.contains("\n"), !line.hasPrefix("-") else {
-                throw ManifestError("The Python requirement '\(line.prefix(100))' in \(name) is empty, too long, or an option.")
+                throw .invalidRequirement(file: name, line: line)
             }
         }
     }
@@ -211,22 +200,22 @@ enum SpecRules {
 
 /// Decodes a Codable document from JSON that was first checked for size and depth, turning
 /// decoding errors into one sentence naming the field.
-func decodeDocument<T: Decodable>(_ type: T.Type, from data: Data, name: String, what: String) throws(ManifestError) -> T {
+package func decodeDocument<T: Decodable>(_ type: T.Type, from data: Data, name: String, what: String) throws(SpecError) -> T {
     do {
         _ = try JSONValue.parse(data, limits: JSONLimits(maxBytes: 64 << 20, maxDepth: 64))
     } catch {
-        throw ManifestError("The \(what) \(name) is not valid JSON: \(error).")
+        throw .notJSON(file: name, what: what, detail: "\(error)")
     }
     do {
         return try JSONDecoder().decode(T.self, from: data)
     } catch let error as DecodingError {
-        throw ManifestError("The \(what) \(name) is malformed: \(describe(error)).")
+        throw .malformed(file: name, what: what, detail: describe(error))
     } catch {
-        throw ManifestError("The \(what) \(name) is malformed: \(error).")
+        throw .malformed(file: name, what: what, detail: "\(error)")
     }
 }
 
-func describe(_ error: DecodingError) -> String {
+package func describe(_ error: DecodingError) -> String {
     func path(_ keys: [any CodingKey]) -> String {
         var text = ""
         for key in keys {

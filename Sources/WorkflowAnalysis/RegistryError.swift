@@ -1,3 +1,4 @@
+import ComponentSpec
 import Foundation
 import GitClient
 import JobCore

@@ -1,3 +1,5 @@
+import ComponentSpec
+
 /// Finds what workflows need: node types (subgraphs expanded, muted and bypassed nodes marked) mapped
 /// to packages through the registry, and model files from `models` lists and loader inputs.
 public struct WorkflowAnalyzer: Sendable {
@@ -42,20 +44,20 @@ public struct WorkflowAnalyzer: Sendable {
         var done: [String: Summary] = [:]
         var visiting: Set<String> = []
 
-        mutating func summary(of graph: WorkflowGraph, mode outer: NodeMode, depth: Int, label: String) throws(ManifestError) -> Summary {
+        mutating func summary(of graph: WorkflowGraph, mode outer: NodeMode, depth: Int, label: String) throws(WorkflowError) -> Summary {
             var summary = Summary()
             for node in graph.nodes {
                 let mode = node.mode.inside(outer)
                 if let inner = workflow.subgraphs[node.type] {
                     guard depth < limits.maxNesting else {
-                        throw ManifestError("The workflow \(workflow.name) nests subgraphs more than \(limits.maxNesting) levels deep.")
+                        throw WorkflowError.nestedTooDeep(file: workflow.name, limit: limits.maxNesting)
                     }
                     let key = "\(mode.rawValue)|\(node.type)"
                     if let known = done[key] {
                         summary.merge(known)
                     } else {
                         guard !visiting.contains(node.type) else {
-                            throw ManifestError("The workflow \(workflow.name) is malformed: subgraph \(node.type) contains itself.")
+                            throw WorkflowError.recursiveSubgraph(file: workflow.name, subgraph: node.type)
                         }
                         visiting.insert(node.type)
                         let child = try self.summary(of: inner, mode: mode, depth: depth + 1, label: node.type)
@@ -119,7 +121,7 @@ public struct WorkflowAnalyzer: Sendable {
     }
 
     /// Analyses workflows together; `sha256` of each file is recorded when given.
-    public func analyze(_ inputs: [(workflow: Workflow, sha256: String?)]) throws(ManifestError) -> Analysis {
+    public func analyze(_ inputs: [(workflow: Workflow, sha256: String?)]) throws(WorkflowError) -> Analysis {
         var workflows: [AnalyzedWorkflow] = []
         var typeTotals: [String: Occurrences] = [:]
         var typeWorkflows: [String: Set<String>] = [:]
@@ -165,7 +167,7 @@ public struct WorkflowAnalyzer: Sendable {
                 nodes.append(AnalyzedNode(
                     classType: type, package: package.package, repository: package.repository, builtin: false, resolvedBy: via,
                     count: occurrences.total, occurrences: occurrences, inactive: inactive, version: props?.version, workflows: names))
-                let key = NodeRegistry.key(package.repository) ?? package.repository
+                let key = RepositoryURL.key(package.repository) ?? package.repository
                 var entry = packages[key] ?? AnalyzedPackage(
                     package: package.package, repository: package.repository, title: package.title, classTypes: [], inactive: true, versions: [])
                 entry.classTypes.append(type)

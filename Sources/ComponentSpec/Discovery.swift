@@ -13,12 +13,12 @@ public enum Discovery {
         var sha256: String?
         var size: Int64?
 
-        func model(source: String) throws(ManifestError) -> ModelFile {
+        func model(source: String) throws(SpecError) -> ModelFile {
             guard let directory = directory ?? save_path, !directory.isEmpty else {
-                throw ManifestError("A model in \(source) has no directory (or save_path).")
+                throw .modelWithoutDirectory(file: source)
             }
             let name = filename ?? URL(string: url)?.lastPathComponent ?? ""
-            guard !name.isEmpty, name != "/" else { throw ManifestError("A model in \(source) has no filename and its URL names none.") }
+            guard !name.isEmpty, name != "/" else { throw .modelWithoutFilename(file: source) }
             return ModelFile(url: url, directory: directory.trimmingCharacters(in: CharacterSet(charactersIn: "/")), filename: name, sha256: sha256, size: size)
         }
     }
@@ -51,7 +51,7 @@ public enum Discovery {
     /// order given: defaults first. A node or model named twice with the same source counts once;
     /// with different sources or pins it is an error naming both documents. ComfyUI and the Python
     /// requirements come from every manifest, whatever else it lists.
-    public static func merge(_ documents: [(name: String, data: Data)]) throws(ManifestError) -> Spec {
+    public static func merge(_ documents: [(name: String, data: Data)]) throws(SpecError) -> Spec {
         var merged = Spec()
         var nodeSource: [String: String] = [:]
         var modelSource: [String: String] = [:]
@@ -64,7 +64,7 @@ public enum Discovery {
                 let extras = try decodeDocument(ManifestExtras.self, from: data, name: name, what: "manifest")
                 if let comfyui = extras.comfyui {
                     if let known = merged.comfyui, known != comfyui {
-                        throw ManifestError("ComfyUI is given differently by \(comfyuiSource ?? "?") and \(name).")
+                        throw .conflictingComfyUI(first: comfyuiSource ?? "?", second: name)
                     }
                     merged.comfyui = comfyui
                     comfyuiSource = comfyuiSource ?? name
@@ -83,7 +83,7 @@ public enum Discovery {
                     if let index = merged.customNodes.firstIndex(where: { $0.name.lowercased() == key }) {
                         let known = merged.customNodes[index]
                         guard known.url == node.url, known.ref == node.ref else {
-                            throw ManifestError("The custom node \(node.name) is given differently by \(nodeSource[key] ?? "?") and \(source).")
+                            throw .conflictingNode(node: node.name, first: nodeSource[key] ?? "?", second: source)
                         }
                         if known.installOrder == nil, let order = node.installOrder { merged.customNodes[index].installOrder = order }
                         continue
@@ -95,7 +95,7 @@ public enum Discovery {
                     let model = try raw.model(source: source)
                     if let known = merged.models.first(where: { $0.path == model.path }) {
                         guard known.url == model.url else {
-                            throw ManifestError("The model \(model.path) is given with different URLs by \(modelSource[model.path] ?? "?") and \(source).")
+                            throw .conflictingModelURL(model: model.path, first: modelSource[model.path] ?? "?", second: source)
                         }
                         continue
                     }

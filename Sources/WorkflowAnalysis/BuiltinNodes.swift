@@ -1,3 +1,5 @@
+import ComponentSpec
+
 /// Node types that ship with ComfyUI itself (nodes.py, comfy_extras/, the frontend), so a workflow
 /// that uses them needs no custom node. The registry's entry for the ComfyUI repository adds the
 /// types of newer releases (API nodes and the like) when it is loaded.

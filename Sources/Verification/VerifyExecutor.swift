@@ -1,3 +1,4 @@
+import ComponentSpec
 import Foundation
 import JobCore
 

@@ -1,3 +1,5 @@
+import ComponentSpec
+import WorkflowAnalysis
 import Downloader
 import Foundation
 import JobCore

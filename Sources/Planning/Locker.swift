@@ -1,9 +1,12 @@
+import ComponentSpec
+import WorkflowAnalysis
 import Downloader
 import Foundation
+import GitClient
 
 /// How `lock` reaches the network and what it tolerates.
 public struct LockOptions: Sendable {
-    public var git = Git()
+    public var git = ComponentSpec.Git()
     /// Which model URLs may be fetched (loopback only in tests).
     public var policy = URLPolicy()
     /// Where a model without a published hash is downloaded once to be hashed.
@@ -45,7 +48,7 @@ public struct Locker: Sendable {
         self.analyzer = analyzer
     }
 
-    public func lock(_ documents: [SpecDocument]) async throws(ManifestError) -> (lock: Lockfile, warnings: LockWarnings) {
+    public func lock(_ documents: [SpecDocument]) async throws(LockError) -> (lock: Lockfile, warnings: LockWarnings) {
         var warnings = LockWarnings()
         var comfyui: ComfyUISource?
         var lockedComfyUI: LockedRepository?
@@ -57,8 +60,8 @@ public struct Locker: Sendable {
         var workflows: [(Workflow, String)] = []
         var carriedWorkflows: [LockedWorkflow] = []
 
-        func addComfyUI(_ source: ComfyUISource) throws(ManifestError) {
-            if let comfyui, comfyui != source { throw ManifestError("The inputs name ComfyUI twice, differently (\(comfyui.url) and \(source.url)).") }
+        func addComfyUI(_ source: ComfyUISource) throws(LockError) {
+            if let comfyui, comfyui != source { throw .comfyUINamedTwice(first: comfyui.url, second: source.url) }
             comfyui = source
         }
         for document in documents {
@@ -71,7 +74,7 @@ public struct Locker: Sendable {
                 python.constraints = (python.constraints ?? []) + (spec.python?.constraints ?? [])
             case .lockfile(let lock):
                 if let repository = lock.comfyui {
-                    if let known = lockedComfyUI, known != repository { throw ManifestError("The inputs pin ComfyUI twice, differently.") }
+                    if let known = lockedComfyUI, known != repository { throw .comfyUIPinnedTwice }
                     lockedComfyUI = repository
                 }
                 lockedNodes += lock.customNodes
@@ -90,12 +93,13 @@ public struct Locker: Sendable {
         if !workflows.isEmpty {
             var preferredAnalyzer = analyzer
             preferredAnalyzer.preferred.formUnion(nodes.map(\.url) + lockedNodes.map(\.url))
-            let analysis = try preferredAnalyzer.analyze(workflows.map { ($0.0, $0.1) })
+            let analysis: Analysis
+            do { analysis = try preferredAnalyzer.analyze(workflows.map { ($0.0, $0.1) }) } catch { throw .workflow(error) }
             lockedWorkflows = try describe(workflows, analyzer: preferredAnalyzer)
-            let known = Set((nodes.map(\.url) + lockedNodes.map(\.url)).compactMap(NodeRegistry.key))
+            let known = Set((nodes.map(\.url) + lockedNodes.map(\.url)).compactMap(RepositoryURL.key))
             var names = Set((nodes.map(\.name) + lockedNodes.map(\.name)).map { $0.lowercased() })
             for package in analysis.packages where options.includeInactive || !package.inactive {
-                guard let key = NodeRegistry.key(package.repository) else { continue }
+                guard let key = RepositoryURL.key(package.repository) else { continue }
                 provides[key, default: []] += package.classTypes
                 if known.contains(key) { continue }
                 let name = uniqueName(for: package.repository, taken: &names)
@@ -111,9 +115,9 @@ public struct Locker: Sendable {
                 let settled = await settleFromSources(
                     unresolved: unresolved, ambiguous: ambiguous.map { ($0.classType, $0.candidates.map(\.repository)) }, installed: installed)
                 for (type, repository) in settled.sorted(by: { $0.key < $1.key }) {
-                    guard let key = NodeRegistry.key(repository) else { continue }
+                    guard let key = RepositoryURL.key(repository) else { continue }
                     provides[key, default: []].append(type)
-                    if !known.contains(key), !nodes.contains(where: { NodeRegistry.key($0.url) == key }) {
+                    if !known.contains(key), !nodes.contains(where: { RepositoryURL.key($0.url) == key }) {
                         nodes.append(CustomNode(name: uniqueName(for: repository, taken: &names), url: repository, requirements: true))
                     }
                     options.progress("settled \(type): \(repository) registers it in its NODE_CLASS_MAPPINGS")
@@ -135,7 +139,7 @@ public struct Locker: Sendable {
                 }
             if !blocking.isEmpty {
                 guard options.allowUnresolved else {
-                    throw ManifestError("These node types cannot be pinned: \(blocking.joined(separator: "; ")); add their packages to a manifest given with the workflows, or pass --allow-unresolved.")
+                    throw .unresolvedNodeTypes(blocking)
                 }
                 warnings.nodeTypes = blocking
             }
@@ -155,12 +159,16 @@ public struct Locker: Sendable {
             }
             if !unplaceable.isEmpty {
                 guard options.allowUnresolved else {
-                    throw ManifestError("These models cannot be pinned: \(unplaceable.joined(separator: "; ")); list them with a URL in a manifest given with the workflows, or pass --allow-unresolved.")
+                    throw .unplaceableModels(unplaceable)
                 }
                 warnings.models = unplaceable
             }
         }
-        try SpecRules.validate(Spec(customNodes: nodes, models: models), name: "the combined inputs")
+        do {
+            try SpecRules.validate(Spec(customNodes: nodes, models: models), name: "the combined inputs")
+        } catch {
+            throw .spec(error)
+        }
 
         if let comfyui { lockedComfyUI = try await lockComfyUI(comfyui) }
         let resolvedNodes = try await resolveNodes(nodes, provides: provides)
@@ -189,12 +197,12 @@ public struct Locker: Sendable {
     func settleFromSources(unresolved: [String], ambiguous: [(type: String, candidates: [String])], installed: [(url: String, ref: GitRef)]) async -> [String: String] {
         var declared: [String: (url: String, classes: Set<String>)] = [:]
         func read(_ url: String, _ ref: GitRef) async {
-            guard let key = NodeRegistry.key(url), declared[key] == nil else { return }
+            guard let key = RepositoryURL.key(url), declared[key] == nil else { return }
             do {
                 let commit = try await options.git.resolve(url, ref: ref)
                 declared[key] = (url, try await options.git.declaredNodeClasses(url, commit: commit))
             } catch {
-                options.progress("could not read the node classes of \(Git.shown(url)): \(error.message)")
+                options.progress("could not read the node classes of \(ComponentSpec.Git.shown(url)): \(error)")
                 declared[key] = (url, [])
             }
         }
@@ -208,17 +216,18 @@ public struct Locker: Sendable {
         }
         for entry in ambiguous {
             for url in entry.candidates.prefix(20) { await read(url, .head) }
-            let owners = entry.candidates.filter { url in NodeRegistry.key(url).flatMap { declared[$0]?.classes.contains(entry.type) } ?? false }
+            let owners = entry.candidates.filter { url in RepositoryURL.key(url).flatMap { declared[$0]?.classes.contains(entry.type) } ?? false }
             if owners.count == 1 { settled[entry.type] = owners[0] }
         }
         return settled
     }
 
     /// Per workflow: its custom node types, models, and what stays unresolved.
-    func describe(_ workflows: [(Workflow, String)], analyzer: WorkflowAnalyzer) throws(ManifestError) -> [LockedWorkflow] {
+    func describe(_ workflows: [(Workflow, String)], analyzer: WorkflowAnalyzer) throws(LockError) -> [LockedWorkflow] {
         var result: [LockedWorkflow] = []
         for (workflow, sha256) in workflows {
-            let analysis = try analyzer.analyze([(workflow, sha256)])
+            let analysis: Analysis
+            do { analysis = try analyzer.analyze([(workflow, sha256)]) } catch { throw .workflow(error) }
             result.append(LockedWorkflow(
                 name: (workflow.name as NSString).lastPathComponent, sha256: sha256, format: workflow.format,
                 nodes: analysis.nodes.filter { !$0.builtin }.map(\.classType).sorted(),
@@ -231,7 +240,7 @@ public struct Locker: Sendable {
 
     /// A folder name for a repository that does not collide with another node's.
     func uniqueName(for repository: String, taken: inout Set<String>) -> String {
-        let base = String(NodeRegistry.repositoryName(repository).map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
+        let base = String(RepositoryURL.repositoryName(repository).map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
         var name = base.isEmpty || base.hasPrefix(".") || base.hasPrefix("-") ? "node_" + base : base
         if taken.contains(name.lowercased()) {
             let owner = repository.split(separator: "/").dropLast().last.map(String.init) ?? "x"
@@ -246,23 +255,28 @@ public struct Locker: Sendable {
         return String(name.prefix(100))
     }
 
-    func lockComfyUI(_ source: ComfyUISource) async throws(ManifestError) -> LockedRepository {
+    /// git's failures as the lock's error.
+    static func viaGit<R>(_ body: () async throws(GitError) -> R) async throws(LockError) -> R {
+        do { return try await body() } catch { throw .git(error) }
+    }
+
+    func lockComfyUI(_ source: ComfyUISource) async throws(LockError) -> LockedRepository {
         let git = options.git
-        _ = try git.checkURL(source.url)
+        _ = try await Self.viaGit { () async throws(GitError) in try git.checkURL(source.url) }
         let commit: String
         var tag = source.tag
         var branch = source.branch
         if let pinned = source.commit {
-            commit = try await git.resolve(source.url, ref: .commit(pinned))
+            commit = try await Self.viaGit { () async throws(GitError) in try await git.resolve(source.url, ref: .commit(pinned)) }
         } else if let name = source.tag {
-            commit = try await git.resolve(source.url, ref: .tag(name))
+            commit = try await Self.viaGit { () async throws(GitError) in try await git.resolve(source.url, ref: .tag(name)) }
         } else if let name = source.branch {
-            commit = try await git.resolve(source.url, ref: .branch(name))
+            commit = try await Self.viaGit { () async throws(GitError) in try await git.resolve(source.url, ref: .branch(name)) }
         } else if let ref = source.ref {
             // A tag, a branch, or a commit: in that order.
             var refs: [String: String] = [:]
-            if (try? Git.checkRefName(ref, kind: "ref")) != nil {
-                refs = try await git.listRemote(source.url, refs: ["refs/tags/\(ref)", "refs/tags/\(ref)^{}", "refs/heads/\(ref)"])
+            if (try? ComponentSpec.Git.checkRefName(ref, kind: "ref")) != nil {
+                refs = try await Self.viaGit { () async throws(GitError) in try await git.listRemote(source.url, refs: ["refs/tags/\(ref)", "refs/tags/\(ref)^{}", "refs/heads/\(ref)"]) }
             }
             if let tagged = refs["refs/tags/\(ref)^{}"] ?? refs["refs/tags/\(ref)"] {
                 commit = tagged
@@ -270,28 +284,28 @@ public struct Locker: Sendable {
             } else if let head = refs["refs/heads/\(ref)"] {
                 commit = head
                 branch = ref
-            } else if Git.isCommitPrefix(ref) {
-                commit = try await git.resolve(source.url, ref: .commit(ref))
+            } else if ComponentSpec.Git.isCommitPrefix(ref) {
+                commit = try await Self.viaGit { () async throws(GitError) in try await git.resolve(source.url, ref: .commit(ref)) }
             } else {
-                throw ManifestError("The ComfyUI repository \(Git.shown(source.url)) has no tag or branch \(ref).")
+                throw .comfyUIRefNotFound(url: source.url, ref: ref)
             }
         } else {
-            commit = try await git.resolve(source.url, ref: .head)
+            commit = try await Self.viaGit { () async throws(GitError) in try await git.resolve(source.url, ref: .head) }
         }
         options.progress("ComfyUI: \(commit.prefix(12))")
         return LockedRepository(url: source.url, commit: commit, tag: tag, branch: branch)
     }
 
-    func resolveNodes(_ nodes: [CustomNode], provides: [String: [String]]) async throws(ManifestError) -> [LockedNode] {
+    func resolveNodes(_ nodes: [CustomNode], provides: [String: [String]]) async throws(LockError) -> [LockedNode] {
         let git = options.git
         let progress = options.progress
-        let results = try await boundedMap(nodes, concurrency: options.concurrency) { node throws(ManifestError) -> LockedNode in
-            _ = try git.checkURL(node.url)
-            let commit = try await git.resolve(node.url, ref: node.ref)
+        let results = try await boundedMap(nodes, concurrency: options.concurrency) { node throws(LockError) -> LockedNode in
+            _ = try await Self.viaGit { () async throws(GitError) in try git.checkURL(node.url) }
+            let commit = try await Self.viaGit { () async throws(GitError) in try await git.resolve(node.url, ref: node.ref) }
             progress("node \(node.name): \(node.ref) → \(commit.prefix(12))")
-            let types = NodeRegistry.key(node.url).flatMap { provides[$0] }.map { Array(Set($0)).sorted() }
+            let types = RepositoryURL.key(node.url).flatMap { provides[$0] }.map { Array(Set($0)).sorted() }
             // Requirement lines that install from git are pinned like the node itself.
-            let gitPins = node.requirements == false ? [:] : try await git.gitRequirementPins(node.url, commit: commit)
+            let gitPins = node.requirements == false ? [:] : try await Self.viaGit { () async throws(GitError) in try await git.gitRequirementPins(node.url, commit: commit) }
             for (repository, pinned) in gitPins.sorted(by: { $0.key < $1.key }) { progress("node \(node.name): requirement \(repository) → \(pinned.prefix(12))") }
             return LockedNode(
                 name: node.name, url: node.url, commit: commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
@@ -301,16 +315,16 @@ public struct Locker: Sendable {
         return results
     }
 
-    func resolveModels(_ models: [ModelFile]) async throws(ManifestError) -> [LockedModel] {
+    func resolveModels(_ models: [ModelFile]) async throws(LockError) -> [LockedModel] {
         let options = self.options
-        return try await boundedMap(models, concurrency: options.concurrency) { model throws(ManifestError) -> LockedModel in
+        return try await boundedMap(models, concurrency: options.concurrency) { model throws(LockError) -> LockedModel in
             try await Self.resolveModel(model, options: options)
         }
     }
 
     /// Size and SHA-256 of one model: from the spec when it gives both, else from the origin's
     /// published hash (Hugging Face `X-Linked-Etag` / `X-Linked-Size`), else by downloading it once.
-    static func resolveModel(_ model: ModelFile, options: LockOptions) async throws(ManifestError) -> LockedModel {
+    static func resolveModel(_ model: ModelFile, options: LockOptions) async throws(LockError) -> LockedModel {
         if let sha256 = model.sha256?.lowercased(), let size = model.size {
             return LockedModel(url: model.url, directory: model.directory, filename: model.filename, sha256: sha256, size: size)
         }
@@ -321,7 +335,7 @@ public struct Locker: Sendable {
         do {
             metadata = try await Downloader().metadata(request)
         } catch {
-            throw ManifestError("The model \(model.path) cannot be pinned: \(error)")
+            throw .modelUnavailable(model: model.path, reason: "\(error)")
         }
         var url = model.url
         var sourceURL: String?
@@ -331,10 +345,10 @@ public struct Locker: Sendable {
         }
         if let published = metadata.publishedSHA256, let size = metadata.size {
             if let expected = model.sha256?.lowercased(), expected != published {
-                throw ManifestError("The model \(model.path) is published with SHA-256 \(published), not the \(expected) the spec expects.")
+                throw .publishedHashDiffers(model: model.path, published: published, expected: expected)
             }
             if let expected = model.size, expected != size {
-                throw ManifestError("The model \(model.path) is published with \(size) bytes, not the \(expected) the spec expects.")
+                throw .publishedSizeDiffers(model: model.path, published: size, expected: expected)
             }
             options.progress("model \(model.path): \(size) bytes, SHA-256 \(published.prefix(12)) (published by the origin)")
             return LockedModel(url: url, directory: model.directory, filename: model.filename, sha256: published, size: size, sourceURL: sourceURL)
@@ -345,7 +359,7 @@ public struct Locker: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         } catch {
-            throw ManifestError("The scratch folder \(scratch) cannot be created: \(error.localizedDescription).")
+            throw .scratchUnavailable(folder: scratch, reason: error.localizedDescription)
         }
         var download = DownloadRequest(url: url, destination: scratch + "/model")
         download.policy = options.policy
@@ -357,7 +371,7 @@ public struct Locker: Sendable {
         do {
             result = try await Downloader().download(download)
         } catch {
-            throw ManifestError("The model \(model.path) cannot be pinned: \(error)")
+            throw .modelUnavailable(model: model.path, reason: "\(error)")
         }
         options.progress("model \(model.path): \(result.bytes) bytes, SHA-256 \(result.sha256.prefix(12)) (downloaded)")
         return LockedModel(url: url, directory: model.directory, filename: model.filename, sha256: result.sha256, size: result.bytes, sourceURL: sourceURL)
@@ -369,7 +383,7 @@ public struct Locker: Sendable {
         guard var components = URLComponents(string: url) else { return nil }
         var parts = components.path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard let index = parts.firstIndex(of: "resolve"), index + 2 < parts.count else { return nil }
-        if Git.isFullCommit(parts[index + 1]) { return nil }
+        if ComponentSpec.Git.isFullCommit(parts[index + 1]) { return nil }
         parts[index + 1] = commit
         components.path = parts.joined(separator: "/")
         return components.string
@@ -379,8 +393,8 @@ public struct Locker: Sendable {
 /// Runs `body` on every element with at most `concurrency` at once, keeping the input order; the
 /// first error cancels the rest and is thrown.
 func boundedMap<T: Sendable, R: Sendable>(
-    _ items: [T], concurrency: Int, _ body: @escaping @Sendable (T) async throws(ManifestError) -> R
-) async throws(ManifestError) -> [R] {
+    _ items: [T], concurrency: Int, _ body: @escaping @Sendable (T) async throws(LockError) -> R
+) async throws(LockError) -> [R] {
     do {
         return try await withThrowingTaskGroup(of: (Int, R).self) { group in
             var results = [R?](repeating: nil, count: items.count)
@@ -399,9 +413,10 @@ func boundedMap<T: Sendable, R: Sendable>(
             }
             return results.compactMap { $0 }
         }
-    } catch let error as ManifestError {
+    } catch let error as LockError {
         throw error
     } catch {
-        throw ManifestError("\(error)")
+        // Only the body throws, and it throws LockError: anything else is the group's cancellation.
+        throw LockError.cancelled
     }
 }

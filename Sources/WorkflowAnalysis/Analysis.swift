@@ -1,3 +1,5 @@
+import ComponentSpec
+
 /// The result of analysing workflows (protocols/schemas/analysis.schema.json): the node types they
 /// use and what provides each, the model files they load, and what could not be resolved.
 public struct Analysis: Sendable, Equatable, Codable {

@@ -1,3 +1,6 @@
+import ComponentSpec
+import Planning
+import WorkflowAnalysis
 import Foundation
 import JobCore
 
@@ -38,7 +41,7 @@ public struct Exporter: Sendable {
         while let open = rest.range(of: "${") {
             literal += rest[..<open.lowerBound]
             let after = rest[open.upperBound...]
-            if let close = after.firstIndex(of: "}"), SpecRules.isEnvName(String(after[..<close])) {
+            if let close = after.firstIndex(of: "}"), EnvironmentTemplate.isIdentifier(String(after[..<close])) {
                 if !literal.isEmpty { parts.append(shellQuote(literal)) }
                 literal = ""
                 parts.append("\"${\(after[..<close])}\"")

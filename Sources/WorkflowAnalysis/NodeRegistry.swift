@@ -1,3 +1,4 @@
+import ComponentSpec
 import Foundation
 import JobCore
 
@@ -84,7 +85,7 @@ public struct NodeRegistry: Sendable {
                 for item in items {
                     guard let id = item["id"]?.string, !id.isEmpty else { continue }
                     for url in [item["reference"]?.string] + (item["files"]?.array ?? []).map(\.string) {
-                        if let url, let key = Self.key(url) { idsByKey[key] = id }
+                        if let url, let key = RepositoryURL.key(url) { idsByKey[key] = id }
                     }
                 }
             }
@@ -92,20 +93,20 @@ public struct NodeRegistry: Sendable {
         // In sorted order of URLs, so that where two entries collide (one id, two spellings of a
         // repository) the same one wins in every process and the prepared index equals a fresh parse.
         for (url, value) in entries.sorted(by: { $0.key < $1.key }) {
-            guard let key = Self.key(url) else { continue }
+            guard let key = RepositoryURL.key(url) else { continue }
             guard let pair = value.array, pair.count >= 1, let names = pair[0].array else {
                 throw .malformedEntry(source: source, repository: url)
             }
             let meta = pair.count > 1 ? pair[1].object ?? [:] : [:]
-            let repository = Self.displayURL(url)
+            let repository = RepositoryURL.displayURL(url)
             if Self.isCore(key) {
                 for name in names { if let name = name.string { self.coreTypes.insert(name) } }
                 continue
             }
-            let id = idsByKey[key] ?? Self.repositoryName(repository)
+            let id = idsByKey[key] ?? RepositoryURL.repositoryName(repository)
             packages[key] = NodePackage(package: id, repository: repository, title: meta["title_aux"]?.string)
             ids[id.lowercased()] = key
-            repositoryNames[Self.folded(Self.repositoryName(repository)), default: []].append(key)
+            repositoryNames[Self.folded(RepositoryURL.repositoryName(repository)), default: []].append(key)
             for name in names {
                 guard let name = name.string else { continue }
                 claims[name, default: []].append(key)
@@ -151,8 +152,8 @@ public struct NodeRegistry: Sendable {
         case 0: return .unresolved
         case 1: return .package(candidates[0], via: via)
         default:
-            let preferredKeys = Set(preferred.compactMap(Self.key))
-            let chosen = candidates.filter { Self.key($0.repository).map(preferredKeys.contains) ?? false }
+            let preferredKeys = Set(preferred.compactMap(RepositoryURL.key))
+            let chosen = candidates.filter { RepositoryURL.key($0.repository).map(preferredKeys.contains) ?? false }
             if chosen.count == 1 { return .package(chosen[0], via: "preferred") }
             return .ambiguous(candidates)
         }
@@ -161,8 +162,8 @@ public struct NodeRegistry: Sendable {
     /// The package a node's `aux_id` ("owner/repo") or `cnr_id` names, if any.
     func statedPackage(cnrID: String?, auxID: String?) -> NodePackage? {
         if let auxID, let repository = Self.repositoryURL(auxID: auxID) {
-            if let key = Self.key(repository), let known = packages[key] { return known }
-            return NodePackage(package: cnrID ?? Self.repositoryName(repository), repository: repository)
+            if let key = RepositoryURL.key(repository), let known = packages[key] { return known }
+            return NodePackage(package: cnrID ?? RepositoryURL.repositoryName(repository), repository: repository)
         }
         guard let cnrID, !cnrID.isEmpty else { return nil }
         if let key = ids[cnrID.lowercased()], let known = packages[key] { return known }
@@ -178,7 +179,7 @@ public struct NodeRegistry: Sendable {
 
     /// The package for a repository URL, from the registry when it lists it.
     public func package(forRepository url: String) -> NodePackage? {
-        guard let key = Self.key(url) else { return nil }
+        guard let key = RepositoryURL.key(url) else { return nil }
         return packages[key]
     }
 
@@ -189,33 +190,6 @@ public struct NodeRegistry: Sendable {
             !part.isEmpty && part.count <= 100 && !part.hasPrefix(".") && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
         }) else { return nil }
         return "https://github.com/\(auxID)"
-    }
-
-    /// A comparable form of a repository URL: no scheme, no `www.`, no `.git`, no trailing slash, lower case.
-    public static func key(_ url: String) -> String? {
-        var text = url.trimmingCharacters(in: .whitespaces).lowercased()
-        guard !text.isEmpty else { return nil }
-        for prefix in ["https://", "http://", "git://", "ssh://", "git@"] where text.hasPrefix(prefix) {
-            text.removeFirst(prefix.count)
-        }
-        if text.hasPrefix("www.") { text.removeFirst(4) }
-        text = text.replacingOccurrences(of: "github.com:", with: "github.com/")
-        while text.hasSuffix("/") { text.removeLast() }
-        if text.hasSuffix(".git") { text.removeLast(4) }
-        return text.isEmpty ? nil : text
-    }
-
-    static func displayURL(_ url: String) -> String {
-        var text = url.trimmingCharacters(in: .whitespaces)
-        while text.hasSuffix("/") { text.removeLast() }
-        if text.hasSuffix(".git") { text.removeLast(4) }
-        return text
-    }
-
-    /// The last path component of a repository URL, without `.git`.
-    public static func repositoryName(_ url: String) -> String {
-        let trimmed = displayURL(url)
-        return trimmed.split(separator: "/").last.map(String.init) ?? trimmed
     }
 
     static func isCore(_ key: String) -> Bool {

@@ -1,3 +1,4 @@
+import ComponentSpec
 import Downloader
 import Foundation
 

@@ -1,3 +1,4 @@
+import ComponentSpec
 import Downloader
 import Foundation
 import JobCore
@@ -91,7 +92,7 @@ public struct Verifier: Sendable {
             checks.append(await checkRepository(kind: "comfyui", name: "ComfyUI", path: comfyuiPath, commit: commit))
         }
         for node in target.nodes.sorted(by: { $0.name.lowercased() < $1.name.lowercased() }) {
-            guard SpecRules.isNodeName(node.name) else {
+            guard PayloadRules.isNodeName(node.name) else {
                 checks.append(VerificationCheck(kind: "node", name: node.name, status: "error", detail: "not a valid folder name"))
                 continue
             }
@@ -114,7 +115,7 @@ public struct Verifier: Sendable {
             return check
         }
         do {
-            guard let head = try await git.head(of: path) else {
+            guard let head = await git.head(of: path) else {
                 check.status = "not_a_checkout"
                 check.detail = "\(path) is not a git checkout"
                 return check
@@ -135,7 +136,7 @@ public struct Verifier: Sendable {
             check.detail = "at \(head.prefix(12))"
         } catch {
             check.status = "error"
-            check.detail = error.description
+            check.detail = error.sentence
         }
         return check
     }

@@ -1,14 +1,7 @@
+import ComponentSpec
 import Downloader
 import Foundation
 import JobCore
-
-/// The two ways ComfyUI saves a workflow.
-public enum WorkflowFormat: String, Sendable, Codable {
-    /// The editor's format: `nodes`, `links`, `definitions.subgraphs`, widget values by position.
-    case ui
-    /// The format `/prompt` executes: `{id: {class_type, inputs}}`.
-    case api
-}
 
 /// Whether a node runs: ComfyUI's `mode` 2 (muted, "never") and 4 (bypassed) do not.
 public enum NodeMode: String, Sendable, Codable, Comparable {
@@ -106,18 +99,19 @@ public struct Workflow: Sendable {
     var models: [ModelReference]
 
     /// Reads and parses a workflow file.
-    public static func load(path: String, limits: WorkflowLimits = WorkflowLimits()) throws(ManifestError) -> Workflow {
-        let data = try readInput(path: path, what: "workflow", limit: limits.json.maxBytes)
+    public static func load(path: String, limits: WorkflowLimits = WorkflowLimits()) throws(WorkflowError) -> Workflow {
+        let data: Data
+        do { data = try readInput(path: path, what: "workflow", limit: limits.json.maxBytes) } catch { throw .unreadable(error) }
         return try parse(data, name: path, limits: limits)
     }
 
     /// Parses a workflow in either format; `name` appears in error sentences.
-    public static func parse(_ data: Data, name: String, limits: WorkflowLimits = WorkflowLimits()) throws(ManifestError) -> Workflow {
+    public static func parse(_ data: Data, name: String, limits: WorkflowLimits = WorkflowLimits()) throws(WorkflowError) -> Workflow {
         let document: JSONValue
         do {
             document = try JSONValue.parse(data, limits: limits.json)
         } catch {
-            throw ManifestError("The workflow \(name) is not valid JSON: \(error).")
+            throw WorkflowError.notJSON(file: name, detail: "\(error)")
         }
         var workflow = try parse(document, name: name, limits: limits)
         var hasher = SHA256Hasher()
@@ -126,9 +120,9 @@ public struct Workflow: Sendable {
         return workflow
     }
 
-    static func parse(_ document: JSONValue, name: String, limits: WorkflowLimits, unwrapped: Int = 0) throws(ManifestError) -> Workflow {
+    static func parse(_ document: JSONValue, name: String, limits: WorkflowLimits, unwrapped: Int = 0) throws(WorkflowError) -> Workflow {
         guard let top = document.object else {
-            throw ManifestError("The workflow \(name) is not a ComfyUI workflow: it is \(document.kindDescription), not an object.")
+            throw WorkflowError.notAWorkflow(file: name, reason: "it is \(document.kindDescription), not an object")
         }
         if let nodes = top["nodes"], nodes.array != nil {
             return try UIFormat(name: name, limits: limits).parse(top)
@@ -142,12 +136,12 @@ public struct Workflow: Sendable {
             }
         }
         if let nodes = top["nodes"] {
-            throw ManifestError("The workflow \(name) is not a ComfyUI workflow: its nodes field is \(nodes.kindDescription), not an array.")
+            throw WorkflowError.notAWorkflow(file: name, reason: "its nodes field is \(nodes.kindDescription), not an array")
         }
         if top.values.contains(where: { $0["class_type"] != nil }) {
             return try APIFormat(name: name, limits: limits).parse(top)
         }
-        throw ManifestError("The workflow \(name) is not a ComfyUI workflow: it has neither a nodes array (UI format) nor nodes with a class_type (API format).")
+        throw WorkflowError.notAWorkflow(file: name, reason: "it has neither a nodes array (UI format) nor nodes with a class_type (API format)")
     }
 
     static func looksLikeWorkflow(_ value: JSONValue) -> Bool {
@@ -158,33 +152,6 @@ public struct Workflow: Sendable {
     }
 }
 
-/// Reads a file the user named, refusing what is too big, missing or not a regular file.
-func readInput(path: String, what: String, limit: Int) throws(ManifestError) -> Data {
-    try checkInput(path: path, what: what, limit: limit)
-    guard let handle = FileHandle(forReadingAtPath: path) else { throw ManifestError("The \(what) \(path) cannot be read.") }
-    defer { try? handle.close() }
-    let data: Data
-    do {
-        data = try handle.read(upToCount: limit + 1) ?? Data()
-    } catch {
-        throw ManifestError("The \(what) \(path) cannot be read: \(error.localizedDescription).")
-    }
-    guard data.count <= limit else { throw ManifestError("The \(what) \(path) is more than the limit of \(limit) bytes.") }
-    return data
-}
-
-/// Refuses, in one sentence, a path that is missing, not a regular file or larger than `limit`.
-func checkInput(path: String, what: String, limit: Int) throws(ManifestError) {
-    var info = stat()
-    guard stat(path, &info) == 0 else {
-        throw ManifestError("The \(what) \(path) cannot be read: \(String(cString: strerror(errno))).")
-    }
-    guard (info.st_mode & S_IFMT) == S_IFREG else { throw ManifestError("The \(what) \(path) is not a regular file.") }
-    guard Int(info.st_size) <= limit else {
-        throw ManifestError("The \(what) \(path) is \(info.st_size) bytes, more than the limit of \(limit).")
-    }
-}
-
 /// Reads `properties.models` (or a workflow's `models`) entries: `{name, url, directory, hash?, hash_type?}`.
 func modelReferences(_ value: JSONValue?) -> [ModelReference] {
     guard let items = value?.array else { return [] }
@@ -192,23 +159,11 @@ func modelReferences(_ value: JSONValue?) -> [ModelReference] {
         guard let name = item["name"]?.string, !name.isEmpty, name.utf8.count <= 1024 else { return nil }
         let hash = item["hash"]?.string?.lowercased()
         let hashType = item["hash_type"]?.string?.lowercased()
-        let sha256 = hash.flatMap { h in (hashType == nil || hashType == "sha256") && isSHA256(h) ? h : nil }
+        let sha256 = hash.flatMap { h in (hashType == nil || hashType == "sha256") && PayloadRules.isSHA256(h) ? h : nil }
         let directory = item["directory"]?.string.flatMap { $0.isEmpty ? nil : normalizedPath($0) }
         let url = item["url"]?.string.flatMap { $0.isEmpty ? nil : $0 }
         return ModelReference(filename: normalizedPath(name), directory: directory, url: url, sha256: sha256, source: "properties")
     }
-}
-
-func isSHA256(_ text: String) -> Bool {
-    text.utf8.count == 64 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) }
-}
-
-/// Windows separators become `/`; leading and trailing slashes go.
-func normalizedPath(_ text: String) -> String {
-    var path = text.replacingOccurrences(of: "\\", with: "/")
-    while path.hasPrefix("/") { path.removeFirst() }
-    while path.hasSuffix("/") { path.removeLast() }
-    return path
 }
 
 /// The UI (editor) format.
@@ -224,7 +179,7 @@ private final class UIFormat {
         self.limits = limits
     }
 
-    func parse(_ top: [String: JSONValue]) throws(ManifestError) -> Workflow {
+    func parse(_ top: [String: JSONValue]) throws(WorkflowError) -> Workflow {
         let root = try graph(top, label: "")
         var subgraphs: [String: WorkflowGraph] = [:]
         // Subgraph definitions: usually all in the root's definitions, possibly nested in a subgraph's own.
@@ -233,18 +188,18 @@ private final class UIFormat {
             guard let definitions = holder["definitions"] else { continue }
             guard let list = definitions["subgraphs"] else { continue }
             guard let items = list.array else {
-                throw ManifestError("The workflow \(name) is malformed: definitions.subgraphs is \(list.kindDescription), not an array.")
+                throw WorkflowError.malformed(file: name, problem: "definitions.subgraphs is \(list.kindDescription), not an array")
             }
             for (index, item) in items.enumerated() {
                 guard item.object != nil else {
-                    throw ManifestError("The workflow \(name) is malformed: subgraph definition \(index) is \(item.kindDescription), not an object.")
+                    throw WorkflowError.malformed(file: name, problem: "subgraph definition \(index) is \(item.kindDescription), not an object")
                 }
                 guard let id = item["id"]?.identifier, !id.isEmpty else {
-                    throw ManifestError("The workflow \(name) is malformed: subgraph definition \(index) has no id.")
+                    throw WorkflowError.malformed(file: name, problem: "subgraph definition \(index) has no id")
                 }
                 guard subgraphs[id] == nil else { continue }
                 guard subgraphs.count < limits.maxSubgraphs else {
-                    throw ManifestError("The workflow \(name) has more than \(limits.maxSubgraphs) subgraph definitions.")
+                    throw WorkflowError.tooManySubgraphs(file: name, limit: limits.maxSubgraphs)
                 }
                 guard let object = item.object else { continue }
                 subgraphs[id] = try graph(object, label: "subgraph \(id)", isSubgraph: true)
@@ -263,26 +218,26 @@ private final class UIFormat {
         return Workflow(name: name, format: .ui, sha256: nil, warnings: warnings, root: root, subgraphs: subgraphs, models: modelReferences(top["models"]))
     }
 
-    func graph(_ object: [String: JSONValue], label: String, isSubgraph: Bool = false, checkLinks: Bool = true) throws(ManifestError) -> WorkflowGraph {
+    func graph(_ object: [String: JSONValue], label: String, isSubgraph: Bool = false, checkLinks: Bool = true) throws(WorkflowError) -> WorkflowGraph {
         let place = label.isEmpty ? "" : " in \(label)"
         guard let items = object["nodes"]?.array else {
-            throw ManifestError("The workflow \(name) is malformed: \(label.isEmpty ? "it" : label) has no nodes array.")
+            throw WorkflowError.malformed(file: name, problem: "\(label.isEmpty ? "it" : label) has no nodes array")
         }
         guard items.count <= limits.maxNodesPerGraph else {
-            throw ManifestError("The workflow \(name) has \(items.count) nodes\(place), more than the limit of \(limits.maxNodesPerGraph).")
+            throw WorkflowError.tooMany(file: name, count: items.count, what: "nodes\(place)", limit: limits.maxNodesPerGraph)
         }
         var nodes: [WorkflowNode] = []
         nodes.reserveCapacity(items.count)
         var ids = Set<String>()
         for (index, item) in items.enumerated() {
             guard let fields = item.object else {
-                throw ManifestError("The workflow \(name) is malformed: node \(index)\(place) is \(item.kindDescription), not an object.")
+                throw WorkflowError.malformed(file: name, problem: "node \(index)\(place) is \(item.kindDescription), not an object")
             }
             let id = fields["id"]?.identifier ?? fields["index"]?.identifier ?? String(index)
             guard let type = fields["type"]?.string, !type.isEmpty else {
-                throw ManifestError("The workflow \(name) is malformed: node \(id)\(place) has no type.")
+                throw WorkflowError.malformed(file: name, problem: "node \(id)\(place) has no type")
             }
-            guard type.utf8.count <= 500 else { throw ManifestError("The workflow \(name) is malformed: node \(id)\(place) has a type longer than 500 bytes.") }
+            guard type.utf8.count <= 500 else { throw WorkflowError.malformed(file: name, problem: "node \(id)\(place) has a type longer than 500 bytes") }
             ids.insert(id)
             let properties = fields["properties"]?.object ?? [:]
             nodes.append(WorkflowNode(
@@ -298,14 +253,14 @@ private final class UIFormat {
 
     /// Widget values with names: from `widgets_values` as an object, or by position, aligned with the
     /// node's widget inputs (newer editors list every widget in `inputs` with `widget.name`).
-    func widgetValues(_ fields: [String: JSONValue], nodeID: String, place: String) throws(ManifestError) -> [(name: String?, value: JSONValue)] {
+    func widgetValues(_ fields: [String: JSONValue], nodeID: String, place: String) throws(WorkflowError) -> [(name: String?, value: JSONValue)] {
         guard let raw = fields["widgets_values"] else { return [] }
         if let named = raw.object {
             return named.sorted { $0.key < $1.key }.map { (name: $0.key, value: $0.value) }
         }
         guard let values = raw.array else { return [] }
         guard values.count <= limits.maxValuesPerNode else {
-            throw ManifestError("The workflow \(name) has \(values.count) widget values on node \(nodeID)\(place), more than the limit of \(limits.maxValuesPerNode).")
+            throw WorkflowError.tooMany(file: name, count: values.count, what: "widget values on node \(nodeID)\(place)", limit: limits.maxValuesPerNode)
         }
         // Names by position: the loader table knows the full widget order of the loaders it lists; else
         // the node's widget inputs (newer editors list every widget there, older ones only those turned
@@ -345,11 +300,11 @@ private final class UIFormat {
 
     /// Links as arrays `[id, origin, slot, target, slot, type]` or objects `{origin_id, target_id, …}`;
     /// both ends must be nodes of the same graph (or, in a subgraph, its input/output stubs -10 and -20).
-    func checkLinkEnds(_ value: JSONValue?, ids: Set<String>, place: String, isSubgraph: Bool) throws(ManifestError) {
+    func checkLinkEnds(_ value: JSONValue?, ids: Set<String>, place: String, isSubgraph: Bool) throws(WorkflowError) {
         guard let value else { return }
         guard let links = value.array else {
             if value.object != nil || value == .null { return }
-            throw ManifestError("The workflow \(name) is malformed: links\(place) is \(value.kindDescription), not an array.")
+            throw WorkflowError.malformed(file: name, problem: "links\(place) is \(value.kindDescription), not an array")
         }
         for link in links {
             let origin: String?
@@ -357,7 +312,7 @@ private final class UIFormat {
             let linkID: String?
             if let parts = link.array {
                 guard parts.count >= 4 else {
-                    throw ManifestError("The workflow \(name) is malformed: a link\(place) has \(parts.count) fields where at least 4 were expected.")
+                    throw WorkflowError.malformed(file: name, problem: "a link\(place) has \(parts.count) fields where at least 4 were expected")
                 }
                 linkID = parts[0].identifier
                 origin = parts[1].identifier
@@ -369,17 +324,17 @@ private final class UIFormat {
             } else if link == .null {
                 continue
             } else {
-                throw ManifestError("The workflow \(name) is malformed: a link\(place) is \(link.kindDescription).")
+                throw WorkflowError.malformed(file: name, problem: "a link\(place) is \(link.kindDescription)")
             }
             for (end, role) in [(origin, "from"), (target, "to")] {
                 guard let end else {
-                    throw ManifestError("The workflow \(name) is malformed: link \(linkID ?? "?")\(place) has no \(role == "from" ? "origin" : "target") node.")
+                    throw WorkflowError.malformed(file: name, problem: "link \(linkID ?? "?")\(place) has no \(role == "from" ? "origin" : "target") node")
                 }
                 if ids.contains(end) { continue }
                 if isSubgraph && (end == "-10" || end == "-20") { continue }
                 let problem = "link \(linkID ?? "?")\(place) goes \(role) node \(end), which does not exist"
-                if limits.strictLinks { throw ManifestError("The workflow \(name) is malformed: \(problem).") }
-                if warnings.count < 100 { warnings.append(ManifestError.clipped(problem)) }
+                if limits.strictLinks { throw WorkflowError.malformed(file: name, problem: problem) }
+                if warnings.count < 100 { warnings.append(clippedSentence(problem)) }
             }
         }
     }
@@ -390,32 +345,32 @@ private struct APIFormat {
     let name: String
     let limits: WorkflowLimits
 
-    func parse(_ top: [String: JSONValue]) throws(ManifestError) -> Workflow {
+    func parse(_ top: [String: JSONValue]) throws(WorkflowError) -> Workflow {
         guard top.count <= limits.maxNodesPerGraph else {
-            throw ManifestError("The workflow \(name) has \(top.count) nodes, more than the limit of \(limits.maxNodesPerGraph).")
+            throw WorkflowError.tooMany(file: name, count: top.count, what: "nodes", limit: limits.maxNodesPerGraph)
         }
         var nodes: [WorkflowNode] = []
         for (id, value) in top.sorted(by: { idOrder($0.key, $1.key) }) {
             guard let fields = value.object else {
-                throw ManifestError("The workflow \(name) is malformed: node \(id) is \(value.kindDescription), not an object with a class_type.")
+                throw WorkflowError.malformed(file: name, problem: "node \(id) is \(value.kindDescription), not an object with a class_type")
             }
             guard let type = fields["class_type"]?.string, !type.isEmpty else {
-                throw ManifestError("The workflow \(name) is malformed: node \(id) has no class_type.")
+                throw WorkflowError.malformed(file: name, problem: "node \(id) has no class_type")
             }
-            guard type.utf8.count <= 500 else { throw ManifestError("The workflow \(name) is malformed: node \(id) has a class_type longer than 500 bytes.") }
+            guard type.utf8.count <= 500 else { throw WorkflowError.malformed(file: name, problem: "node \(id) has a class_type longer than 500 bytes") }
             var values: [(name: String?, value: JSONValue)] = []
             if let inputs = fields["inputs"] {
                 guard let inputFields = inputs.object else {
-                    throw ManifestError("The workflow \(name) is malformed: the inputs of node \(id) are \(inputs.kindDescription), not an object.")
+                    throw WorkflowError.malformed(file: name, problem: "the inputs of node \(id) are \(inputs.kindDescription), not an object")
                 }
                 guard inputFields.count <= limits.maxValuesPerNode else {
-                    throw ManifestError("The workflow \(name) has \(inputFields.count) inputs on node \(id), more than the limit of \(limits.maxValuesPerNode).")
+                    throw WorkflowError.tooMany(file: name, count: inputFields.count, what: "inputs on node \(id)", limit: limits.maxValuesPerNode)
                 }
                 for (inputName, inputValue) in inputFields.sorted(by: { $0.key < $1.key }) {
                     // ComfyUI's rule: a two-element list [node id (string), output index (int)] is a link.
                     if let parts = inputValue.array, parts.count == 2, let source = parts[0].string, parts[1].int != nil {
                         guard top[source] != nil else {
-                            throw ManifestError("The workflow \(name) is malformed: input \(inputName) of node \(id) is linked to node \(source), which does not exist.")
+                            throw WorkflowError.malformed(file: name, problem: "input \(inputName) of node \(id) is linked to node \(source), which does not exist")
                         }
                         continue
                     }

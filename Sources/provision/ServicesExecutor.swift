@@ -79,7 +79,7 @@ struct ServicesExecutor: JobExecutor {
     }
 
     /// Wakes the supervisor at once when it is this worker process's parent (the usual case) and
-    /// says it takes the signal; otherwise it finds the request at its next look (≤ 5 s). Only the
+    /// says it takes the signal; otherwise it finds the request at its next look (`--services-look-interval`). Only the
     /// parent is ever signalled, so a stale or foreign record cannot reach another process.
     static func ringSupervisor(client: RedisClient, keys: ServiceKeys) async throws {
         guard let text = try await client.send(["HGET", keys.services, ServiceKeys.supervisorField]).string,

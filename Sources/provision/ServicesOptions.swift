@@ -34,8 +34,8 @@ struct ServicesOptions: ParsableArguments {
     @Option(help: "Seconds an instance may take to drain on SIGTERM before SIGKILL (default 10).")
     var serviceStopTimeout: Double = 10
 
-    @Option(help: "Seconds between an idle supervisor's looks for a services request when no services job woke it (default 5; a job in one of this process's workers wakes it at once).")
-    var servicesLookInterval: Double = 5
+    @Option(help: "Seconds between an idle supervisor's looks for a services request when no services job woke it (default 30; a job in one of this process's workers wakes it at once, so this is only a fallback).")
+    var servicesLookInterval: Double = 30
 
     func validate() throws {
         if let port = comfyuiBasePort, !(1...65535).contains(port) {

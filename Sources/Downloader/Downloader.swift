@@ -79,25 +79,36 @@ public struct Downloader: Sendable {
         let cancelled = CancelFlag()
         let result: Result<DownloadResult, DownloadError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let thread = Thread {
-                    // The session (its curl handles, connections and TLS state) is gone before the
-                    // caller hears back: a CLI that prints and exits must not race its teardown
-                    // against the libraries' exit-time destructors (a double free seen under load).
-                    let outcome = { () -> Result<DownloadResult, DownloadError> in
-                        let session = DownloadSession(request: request, cancelled: cancelled, progress: progress)
-                        return session.run()
-                    }()
-                    continuation.resume(returning: outcome)
+                let outcome = OutcomeBox()
+                guard let worker = JoinableThread(stackSize: 1 << 20, {
+                    outcome.value = DownloadSession(request: request, cancelled: cancelled, progress: progress).run()
+                }) else {
+                    continuation.resume(returning: .failure(.transport(url: URLPolicy.redact(request.url), reason: "no thread could be started for the download", attempts: 0)))
+                    return
                 }
-                thread.name = "provision-download"
-                thread.stackSize = 1 << 20
-                thread.start()
+                // The caller hears back only once the download's thread has ended completely (its
+                // libcurl and OpenSSL state freed): a CLI that prints and exits must not race that
+                // teardown against the libraries' exit-time destructors. The waiting thread touches
+                // neither library.
+                let waiter = JoinableThread(stackSize: 64 << 10) {
+                    worker.join()
+                    continuation.resume(returning: outcome.value ?? .failure(.transport(url: URLPolicy.redact(request.url), reason: "the download's thread ended without a result", attempts: 0)))
+                }
+                if waiter == nil {
+                    worker.join()
+                    continuation.resume(returning: outcome.value ?? .failure(.transport(url: URLPolicy.redact(request.url), reason: "the download's thread ended without a result", attempts: 0)))
+                }
             }
         } onCancel: {
             cancelled.set()
         }
         return try result.get()
     }
+}
+
+/// The download thread's result, read after the thread was joined.
+private final class OutcomeBox: @unchecked Sendable {
+    var value: Result<DownloadResult, DownloadError>?
 }
 
 /// Set from any thread to stop a download at its next step.

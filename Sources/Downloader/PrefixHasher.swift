@@ -8,7 +8,7 @@ final class HasherThread: @unchecked Sendable {
     private let table: ChunkTable
     private var hasher: SHA256Hasher
     private var offset: Int64
-    private let done = DispatchSemaphore(value: 0)
+    private var thread: JoinableThread?
 
     init(fd: Int32, table: ChunkTable, hasher: SHA256Hasher, offset: Int64) {
         self.fd = fd
@@ -18,8 +18,7 @@ final class HasherThread: @unchecked Sendable {
     }
 
     func start() {
-        let thread = Thread { [self] in
-            defer { done.signal() }
+        thread = JoinableThread(stackSize: 1 << 20) { [self] in
             let window = 8 << 20
             // A buffer for `pread`, used only where the file cannot be mapped.
             var buffer: UnsafeMutableRawBufferPointer?
@@ -55,11 +54,10 @@ final class HasherThread: @unchecked Sendable {
                 }
             }
         }
-        thread.name = "provision-sha256"
-        thread.start()
     }
 
-    func wait() { done.wait() }
+    /// Returns once the hashing thread has ended completely.
+    func wait() { thread?.join() }
 
     /// Hashes `count` bytes at `offset` straight from the page cache through a read-only mapping:
     /// a `pread` into a buffer would copy every byte once more. Nil when the file cannot be mapped.

@@ -105,7 +105,9 @@ class Machine:
         raise SystemExit("the machine did not settle")
 
     def job(self, plan_id, job, field):
-        return int(cli(self.redis_port, "HGET", f"provision:{{m1}}:job:{plan_id}:{job}", field))
+        # Queue protocol 3: a job's small fields are one JSON record, the field <job_id> of B:jobs.
+        assert cli(self.redis_port, "HGET", "provision:{m1}:jobs", "|plan_id") == plan_id
+        return int(json.loads(cli(self.redis_port, "HGET", "provision:{m1}:jobs", job))[field])
 
     def metrics(self):
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.health}/metrics", timeout=5).read().decode()

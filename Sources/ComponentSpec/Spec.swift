@@ -3,13 +3,13 @@ import JobCore
 
 /// Our manifest (protocols/schemas/manifest.schema.json). `config_nodes.json` of the system this
 /// replaces is a manifest with only `custom_nodes`, and reads the same way.
-public struct Spec: Sendable, Equatable, Codable {
-    public var comfyui: ComfyUISource?
-    public var customNodes: [CustomNode]
-    public var models: [ModelFile]
-    public var python: PythonRequirements?
+package struct Spec: Sendable, Equatable, Codable {
+    package var comfyui: ComfyUISource?
+    package var customNodes: [CustomNode]
+    package var models: [ModelFile]
+    package var python: PythonRequirements?
 
-    public init(comfyui: ComfyUISource? = nil, customNodes: [CustomNode] = [], models: [ModelFile] = [], python: PythonRequirements? = nil) {
+    package init(comfyui: ComfyUISource? = nil, customNodes: [CustomNode] = [], models: [ModelFile] = [], python: PythonRequirements? = nil) {
         self.comfyui = comfyui
         self.customNodes = customNodes
         self.models = models
@@ -20,7 +20,7 @@ public struct Spec: Sendable, Equatable, Codable {
         case comfyui, customNodes = "custom_nodes", models, python
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         comfyui = try container.decodeIfPresent(ComfyUISource.self, forKey: .comfyui)
         customNodes = try container.decodeIfPresent([CustomNode].self, forKey: .customNodes) ?? []
@@ -30,15 +30,15 @@ public struct Spec: Sendable, Equatable, Codable {
 }
 
 /// Where ComfyUI itself comes from: a repository and one of commit, tag, branch or `ref` (any of them).
-public struct ComfyUISource: Sendable, Equatable, Codable {
-    public var url: String
-    public var commit: String?
-    public var tag: String?
-    public var branch: String?
+package struct ComfyUISource: Sendable, Equatable, Codable {
+    package var url: String
+    package var commit: String?
+    package var tag: String?
+    package var branch: String?
     /// A commit, tag or branch: resolved in that order.
-    public var ref: String?
+    package var ref: String?
 
-    public init(url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, ref: String? = nil) {
+    package init(url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, ref: String? = nil) {
         self.url = url
         self.commit = commit
         self.tag = tag
@@ -48,20 +48,20 @@ public struct ComfyUISource: Sendable, Equatable, Codable {
 }
 
 /// One custom node, with `config_nodes.json`'s field names.
-public struct CustomNode: Sendable, Equatable, Codable {
-    public var name: String
-    public var url: String
-    public var commit: String?
-    public var tag: String?
-    public var branch: String?
-    public var recursive: Bool?
-    public var requirements: Bool?
-    public var env: [String: String]?
-    public var installOrder: Int?
+package struct CustomNode: Sendable, Equatable, Codable {
+    package var name: String
+    package var url: String
+    package var commit: String?
+    package var tag: String?
+    package var branch: String?
+    package var recursive: Bool?
+    package var requirements: Bool?
+    package var env: [String: String]?
+    package var installOrder: Int?
     /// The operator lets this node's requirement lines reach outside it (-e, index options, local paths).
-    public var allowOutside: Bool?
+    package var allowOutside: Bool?
 
-    public init(name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, allowOutside: Bool? = nil) {
+    package init(name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, allowOutside: Bool? = nil) {
         self.name = name
         self.url = url
         self.commit = commit
@@ -78,7 +78,7 @@ public struct CustomNode: Sendable, Equatable, Codable {
         case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", allowOutside = "allow_outside"
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         url = try container.decode(String.self, forKey: .url)
         name = try container.decodeIfPresent(String.self, forKey: .name) ?? RepositoryURL.repositoryName(url)
@@ -93,7 +93,7 @@ public struct CustomNode: Sendable, Equatable, Codable {
     }
 
     /// The ref the spec pins, or the default branch.
-    public var ref: GitRef {
+    package var ref: GitRef {
         if let commit { return .commit(commit) }
         if let tag { return .tag(tag) }
         if let branch { return .branch(branch) }
@@ -102,14 +102,14 @@ public struct CustomNode: Sendable, Equatable, Codable {
 }
 
 /// One model file to place under `models/<directory>/<filename>`.
-public struct ModelFile: Sendable, Equatable, Codable {
-    public var url: String
-    public var directory: String
-    public var filename: String
-    public var sha256: String?
-    public var size: Int64?
+package struct ModelFile: Sendable, Equatable, Codable {
+    package var url: String
+    package var directory: String
+    package var filename: String
+    package var sha256: String?
+    package var size: Int64?
 
-    public init(url: String, directory: String, filename: String, sha256: String? = nil, size: Int64? = nil) {
+    package init(url: String, directory: String, filename: String, sha256: String? = nil, size: Int64? = nil) {
         self.url = url
         self.directory = directory
         self.filename = filename
@@ -118,15 +118,15 @@ public struct ModelFile: Sendable, Equatable, Codable {
     }
 
     /// `directory/filename`, relative to the models folder.
-    public var path: String { directory + "/" + filename }
+    package var path: String { directory + "/" + filename }
 }
 
 /// Python packages the machine must have (exact pins such as `insightface==0.7.3` are verified).
-public struct PythonRequirements: Sendable, Equatable, Codable {
-    public var packages: [String]?
-    public var constraints: [String]?
+package struct PythonRequirements: Sendable, Equatable, Codable {
+    package var packages: [String]?
+    package var constraints: [String]?
 
-    public init(packages: [String]? = nil, constraints: [String]? = nil) {
+    package init(packages: [String]? = nil, constraints: [String]? = nil) {
         self.packages = packages
         self.constraints = constraints
     }

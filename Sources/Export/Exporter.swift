@@ -6,20 +6,20 @@ import JobCore
 
 /// Artifacts equivalent to a lockfile for places that do not run provision: a standalone install
 /// script, a Dockerfile, and the `dependencies.json` report of seed 004.
-public enum ExportFormat: String, Sendable, CaseIterable {
+package enum ExportFormat: String, Sendable, CaseIterable {
     case script
     case dockerfile
     case dependenciesJSON = "dependencies-json"
 }
 
-public struct Exporter: Sendable {
-    public var lock: Lockfile
+package struct Exporter: Sendable {
+    package var lock: Lockfile
 
-    public init(lock: Lockfile) {
+    package init(lock: Lockfile) {
         self.lock = lock.normalized()
     }
 
-    public func export(_ format: ExportFormat) -> String {
+    package func export(_ format: ExportFormat) -> String {
         switch format {
         case .script: return script()
         case .dockerfile: return dockerfile()

@@ -8,24 +8,24 @@ import JobCore
 /// one `node` job per custom node (parallel; nodes with an `install_order` one group after another)
 /// → `python-deps` → `install-scripts` → `verify`, with `download` jobs that depend on nothing and a `verify` job that
 /// depends on every other job. Payloads follow protocols/schemas/job-payloads/.
-public struct PlanBuilder: Sendable {
-    public var planID: String?
-    public var machineID: String?
+package struct PlanBuilder: Sendable {
+    package var planID: String?
+    package var machineID: String?
     /// Hash every model in the verify job.
-    public var deepVerify = false
-    public var source: String?
+    package var deepVerify = false
+    package var source: String?
     /// Append a last `services` job (steps 19-21, protocols/schemas/job-payloads/services.schema.json)
     /// that depends on every other job and succeeds once ComfyUI serves every installed node.
-    public var services: ServicesJob?
+    package var services: ServicesJob?
 
     /// What the `services` job asks for beyond the plan's nodes and workflows.
-    public struct ServicesJob: Sendable {
+    package struct ServicesJob: Sendable {
         /// Seconds ComfyUI may take to answer; nil leaves the default (300).
-        public var deadlineSeconds: Double?
-        public init(deadlineSeconds: Double? = nil) { self.deadlineSeconds = deadlineSeconds }
+        package var deadlineSeconds: Double?
+        package init(deadlineSeconds: Double? = nil) { self.deadlineSeconds = deadlineSeconds }
     }
 
-    public init(planID: String? = nil, machineID: String? = nil, deepVerify: Bool = false, source: String? = nil) {
+    package init(planID: String? = nil, machineID: String? = nil, deepVerify: Bool = false, source: String? = nil) {
         self.planID = planID
         self.machineID = machineID
         self.deepVerify = deepVerify
@@ -44,7 +44,7 @@ public struct PlanBuilder: Sendable {
 
     typealias ModelEntry = (path: String, payload: DownloadPayload)
 
-    public func plan(for lock: Lockfile) -> JSONValue {
+    package func plan(for lock: Lockfile) -> JSONValue {
         let lock = lock.normalized()
         let nodes = lock.customNodes.map { node in
             NodeEntry(
@@ -63,7 +63,7 @@ public struct PlanBuilder: Sendable {
         return build(comfyui: comfyui, comfyuiCommit: lock.comfyui?.commit, nodes: nodes, models: models, python: lock.python, fingerprint: digest.finalize(), classTypes: classTypes)
     }
 
-    public func plan(for spec: Spec) -> JSONValue {
+    package func plan(for spec: Spec) -> JSONValue {
         let nodes = spec.customNodes.sorted { $0.name.lowercased() < $1.name.lowercased() }.map { node in
             NodeEntry(
                 payload: NodePayload(
@@ -193,7 +193,7 @@ public struct PlanBuilder: Sendable {
     }
 
     /// The plan as JSON text: keys sorted, job order kept.
-    public static func encode(_ plan: JSONValue, pretty: Bool = true) -> String {
+    package static func encode(_ plan: JSONValue, pretty: Bool = true) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(plan)) ?? Data("{}".utf8)

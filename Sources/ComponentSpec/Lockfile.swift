@@ -77,19 +77,11 @@ package struct Lockfile: Sendable, Equatable, Codable {
     }
 
     package func validate(name: String) throws(SpecError) {
-        var names = Set<String>()
         if let comfyui, !Git.isFullCommit(comfyui.commit) {
             throw .notFullCommit(file: name, subject: "ComfyUI", commit: comfyui.commit)
         }
-        for node in customNodes {
-            guard PayloadRules.isNodeName(node.name) else { throw .invalidNodeName(file: name, document: .lockfile, name: node.name) }
-            guard names.insert(node.name.lowercased()).inserted else { throw .duplicateNode(file: name, document: .lockfile, node: node.name) }
-            guard Git.isFullCommit(node.commit) else {
-                throw .notFullCommit(file: name, subject: node.name, commit: node.commit)
-            }
-            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
-                throw .invalidEnvName(file: name, document: .lockfile, node: node.name, variable: key)
-            }
+        try SpecRules.checkNodes(customNodes, file: name, document: .lockfile) { node throws(SpecError) in
+            guard Git.isFullCommit(node.commit) else { throw .notFullCommit(file: name, subject: node.name, commit: node.commit) }
         }
         var paths = Set<String>()
         for model in models {
@@ -119,16 +111,10 @@ package struct LockedRepository: Sendable, Equatable, Codable {
 }
 
 /// A custom node pinned to a commit.
-package struct LockedNode: Sendable, Equatable, Codable {
-    package var name: String
-    package var url: String
+package struct LockedNode: Sendable, Equatable, Codable, NodeSourced {
+    /// Where it comes from; its tag or branch is what the spec asked for, kept for people reading the lock.
+    package var source: NodeSource
     package var commit: String
-    package var tag: String?
-    package var branch: String?
-    package var recursive: Bool?
-    package var requirements: Bool?
-    package var env: [String: String]?
-    package var installOrder: Int?
     /// The node types of the analysed workflows it provides.
     package var provides: [String]?
     /// The operator lets this node's requirement lines reach outside it.
@@ -138,23 +124,32 @@ package struct LockedNode: Sendable, Equatable, Codable {
     package var gitRequirements: [String: String]?
 
     package init(name: String, url: String, commit: String, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, provides: [String]? = nil, allowOutside: Bool? = nil, gitRequirements: [String: String]? = nil) {
-        self.name = name
-        self.url = url
+        let source = NodeSource(name: name, url: url, tag: tag, branch: branch, recursive: recursive, requirements: requirements, env: env, installOrder: installOrder)
+        self.init(source: source, commit: commit, provides: provides, allowOutside: allowOutside, gitRequirements: gitRequirements)
+    }
+
+    package init(source: NodeSource, commit: String, provides: [String]? = nil, allowOutside: Bool? = nil, gitRequirements: [String: String]? = nil) {
+        self.source = source
         self.commit = commit
-        self.tag = tag
-        self.branch = branch
-        self.recursive = recursive
-        self.requirements = requirements
-        self.env = env
-        self.installOrder = installOrder
         self.provides = provides
         self.allowOutside = allowOutside
         self.gitRequirements = gitRequirements
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", provides
-        case allowOutside = "allow_outside", gitRequirements = "git_requirements"
+        case commit, provides, allowOutside = "allow_outside", gitRequirements = "git_requirements"
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        (source, commit) = try NodeSource.decode(from: decoder) { try container.decode(String.self, forKey: .commit) }
+        provides = try container.decodeIfPresent([String].self, forKey: .provides)
+        allowOutside = try container.decodeIfPresent(Bool.self, forKey: .allowOutside)
+        gitRequirements = try container.decodeIfPresent([String: String].self, forKey: .gitRequirements)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        try source.encode(to: encoder, with: [CodingKeys.commit: commit, .provides: provides, .allowOutside: allowOutside, .gitRequirements: gitRequirements])
     }
 }
 

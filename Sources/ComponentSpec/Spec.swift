@@ -47,56 +47,40 @@ package struct ComfyUISource: Sendable, Equatable, Codable {
     }
 }
 
-/// One custom node, with `config_nodes.json`'s field names.
-package struct CustomNode: Sendable, Equatable, Codable {
-    package var name: String
-    package var url: String
+/// One custom node, with `config_nodes.json`'s field names; `name` defaults to the repository's.
+package struct CustomNode: Sendable, Equatable, Codable, NodeSourced {
+    package var source: NodeSource
     package var commit: String?
-    package var tag: String?
-    package var branch: String?
-    package var recursive: Bool?
-    package var requirements: Bool?
-    package var env: [String: String]?
-    package var installOrder: Int?
     /// The operator lets this node's requirement lines reach outside it (-e, index options, local paths).
     package var allowOutside: Bool?
 
     package init(name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, allowOutside: Bool? = nil) {
-        self.name = name
-        self.url = url
+        source = NodeSource(name: name, url: url, tag: tag, branch: branch, recursive: recursive, requirements: requirements, env: env, installOrder: installOrder)
         self.commit = commit
-        self.tag = tag
-        self.branch = branch
-        self.recursive = recursive
-        self.requirements = requirements
-        self.env = env
-        self.installOrder = installOrder
         self.allowOutside = allowOutside
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", allowOutside = "allow_outside"
+        case commit, allowOutside = "allow_outside"
     }
 
     package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        url = try container.decode(String.self, forKey: .url)
-        name = try container.decodeIfPresent(String.self, forKey: .name) ?? RepositoryURL.repositoryName(url)
-        commit = try container.decodeIfPresent(String.self, forKey: .commit)
-        tag = try container.decodeIfPresent(String.self, forKey: .tag)
-        branch = try container.decodeIfPresent(String.self, forKey: .branch)
-        recursive = try container.decodeIfPresent(Bool.self, forKey: .recursive)
-        requirements = try container.decodeIfPresent(Bool.self, forKey: .requirements)
-        env = try container.decodeIfPresent([String: String].self, forKey: .env)
-        installOrder = try container.decodeIfPresent(Int.self, forKey: .installOrder)
+        (source, commit) = try NodeSource.decode(from: decoder, nameFromURL: RepositoryURL.repositoryName) {
+            try container.decodeIfPresent(String.self, forKey: .commit)
+        }
         allowOutside = try container.decodeIfPresent(Bool.self, forKey: .allowOutside)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        try source.encode(to: encoder, with: [CodingKeys.commit: commit, .allowOutside: allowOutside])
     }
 
     /// The ref the spec pins, or the default branch.
     package var ref: GitRef {
         if let commit { return .commit(commit) }
-        if let tag { return .tag(tag) }
-        if let branch { return .branch(branch) }
+        if let tag = source.tag { return .tag(tag) }
+        if let branch = source.branch { return .branch(branch) }
         return .head
     }
 }
@@ -150,15 +134,24 @@ package enum SpecRules {
         }
     }
 
-    package static func validate(_ spec: Spec, name: String) throws(SpecError) {
+    /// The checks a spec and a lockfile make of every node alike: a plain folder name, listed once
+    /// (case aside), what the document pins (`pins`), then `env` keys that are identifiers.
+    package static func checkNodes<Node: NodeSourced>(
+        _ nodes: [Node], file: String, document: SpecError.Document, pins: (Node) throws(SpecError) -> Void
+    ) throws(SpecError) {
         var seen = Set<String>()
-        for node in spec.customNodes {
-            guard PayloadRules.isNodeName(node.name) else {
-                throw .invalidNodeName(file: name, document: .spec, name: node.name)
+        for node in nodes {
+            guard PayloadRules.isNodeName(node.name) else { throw .invalidNodeName(file: file, document: document, name: node.name) }
+            guard seen.insert(node.name.lowercased()).inserted else { throw .duplicateNode(file: file, document: document, node: node.name) }
+            try pins(node)
+            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
+                throw .invalidEnvName(file: file, document: document, node: node.name, variable: key)
             }
-            guard seen.insert(node.name.lowercased()).inserted else {
-                throw .duplicateNode(file: name, document: .spec, node: node.name)
-            }
+        }
+    }
+
+    package static func validate(_ spec: Spec, name: String) throws(SpecError) {
+        try checkNodes(spec.customNodes, file: name, document: .spec) { node throws(SpecError) in
             let pins = [node.commit, node.tag, node.branch].compactMap { $0 }
             guard pins.count <= 1 else { throw .conflictingPins(file: name, node: node.name) }
             if let commit = node.commit, !Git.isCommitPrefix(commit) {
@@ -166,9 +159,6 @@ package enum SpecRules {
             }
             if let tag = node.tag { try Git.checkRefName(tag, kind: "tag of \(node.name)") }
             if let branch = node.branch { try Git.checkRefName(branch, kind: "branch of \(node.name)") }
-            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
-                throw .invalidEnvName(file: name, document: .spec, node: node.name, variable: key)
-            }
             guard node.url.utf8.count <= 2048, !node.url.isEmpty else { throw .invalidNodeURL(file: name, node: node.name) }
         }
         var paths = Set<String>()

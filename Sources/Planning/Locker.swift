@@ -308,9 +308,7 @@ package struct Locker: Sendable {
             let gitPins = node.requirements == false ? [:] : try await Self.viaGit { () async throws(GitError) in try await git.gitRequirementPins(node.url, commit: commit) }
             for (repository, pinned) in gitPins.sorted(by: { $0.key < $1.key }) { progress("node \(node.name): requirement \(repository) → \(pinned.prefix(12))") }
             return LockedNode(
-                name: node.name, url: node.url, commit: commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
-                requirements: node.requirements, env: node.env, installOrder: node.installOrder, provides: types,
-                allowOutside: node.allowOutside, gitRequirements: gitPins.isEmpty ? nil : gitPins)
+                source: node.source, commit: commit, provides: types, allowOutside: node.allowOutside, gitRequirements: gitPins.isEmpty ? nil : gitPins)
         }
         return results
     }

@@ -34,24 +34,32 @@ package struct PlanBuilder: Sendable {
 
     struct NodeEntry {
         var payload: NodePayload
+        /// The commit the verify job checks: the pin when it is a full commit.
         var commit: String?
         var allowOutside = false
         var gitPins: [String: String] = [:]
         var name: String { payload.name }
         var installOrder: Int? { payload.installOrder }
         var requirements: Bool { payload.requirements ?? true }
+
+        /// The node job of `source` at `pin`; an empty `env` is left out of the payload.
+        init(_ source: NodeSource, pin: String?, allowOutside: Bool?, gitPins: [String: String]? = nil) {
+            var source = source
+            if source.env?.isEmpty == true { source.env = nil }
+            payload = NodePayload(source: source, commit: pin)
+            commit = pin.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil }
+            self.allowOutside = allowOutside ?? false
+            self.gitPins = gitPins ?? [:]
+        }
     }
 
     typealias ModelEntry = (path: String, payload: DownloadPayload)
 
     package func plan(for lock: Lockfile) -> JSONValue {
         let lock = lock.normalized()
+        // The commit is the pin: the tag or branch it came from stays in the lock for people.
         let nodes = lock.customNodes.map { node in
-            NodeEntry(
-                payload: NodePayload(
-                    name: node.name, url: node.url, commit: node.commit, recursive: node.recursive, requirements: node.requirements,
-                    env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
-                commit: node.commit, allowOutside: node.allowOutside ?? false, gitPins: node.gitRequirements ?? [:])
+            NodeEntry(node.source.withoutRefNames, pin: node.commit, allowOutside: node.allowOutside, gitPins: node.gitRequirements)
         }
         let comfyui = lock.comfyui.map { ComfyUIPayload(url: $0.url, commit: $0.commit) }
         let models = lock.models.map { model -> ModelEntry in
@@ -65,11 +73,7 @@ package struct PlanBuilder: Sendable {
 
     package func plan(for spec: Spec) -> JSONValue {
         let nodes = spec.customNodes.sorted { $0.name.lowercased() < $1.name.lowercased() }.map { node in
-            NodeEntry(
-                payload: NodePayload(
-                    name: node.name, url: node.url, commit: node.commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
-                    requirements: node.requirements, env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
-                commit: node.commit.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil }, allowOutside: node.allowOutside ?? false)
+            NodeEntry(node.source, pin: node.commit, allowOutside: node.allowOutside)
         }
         let comfyui = spec.comfyui.map { source -> ComfyUIPayload in
             var payload = ComfyUIPayload(url: source.url, commit: source.commit, tag: source.tag, branch: source.branch)
@@ -117,7 +121,7 @@ package struct PlanBuilder: Sendable {
             previousGroup = nodes.filter { $0.installOrder == order }.map { "node:" + $0.name }
         }
         var nodeIDs: [String] = []
-        let ordered = nodes.sorted { ($0.installOrder ?? Int.max, $0.name.lowercased()) < ($1.installOrder ?? Int.max, $1.name.lowercased()) }
+        let ordered = nodes.sorted { NodeSource.installsBefore($0.payload.source, $1.payload.source) }
         for node in ordered {
             let id = "node:" + node.name
             usedIDs.insert(id)
@@ -198,5 +202,16 @@ package struct PlanBuilder: Sendable {
         encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(plan)) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension NodeSource {
+    /// The source without its tag and branch, for a node whose commit is the pin (a locked node's
+    /// tag or branch only says what the spec asked for).
+    var withoutRefNames: NodeSource {
+        var source = self
+        source.tag = nil
+        source.branch = nil
+        return source
     }
 }

@@ -26,47 +26,49 @@ package struct ComfyUIPayload: JobPayload, Equatable {
 
 /// `node`: one custom node cloned at its pin into `custom_nodes/NAME`, with its `.env`. Field names
 /// follow `config_nodes.json`.
-package struct NodePayload: JobPayload, Equatable {
+package struct NodePayload: JobPayload, Equatable, NodeSourced {
     package static let kind = "node"
     package static let step = JobStep.customNodes
 
-    package var name: String
-    package var url: String
+    package var source: NodeSource
     package var commit: String?
-    package var tag: String?
-    package var branch: String?
-    package var recursive: Bool?
-    package var requirements: Bool?
-    package var env: [String: String]?
-    package var installOrder: Int?
     package var force: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", force
+        case commit, force
     }
 
     package init(
         name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil,
         requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, force: Bool? = nil
     ) {
-        self.name = name
-        self.url = url
+        let source = NodeSource(
+            name: name, url: url, tag: tag, branch: branch, recursive: recursive, requirements: requirements, env: env, installOrder: installOrder)
+        self.init(source: source, commit: commit, force: force)
+    }
+
+    package init(source: NodeSource, commit: String? = nil, force: Bool? = nil) {
+        self.source = source
         self.commit = commit
-        self.tag = tag
-        self.branch = branch
-        self.recursive = recursive
-        self.requirements = requirements
-        self.env = env
-        self.installOrder = installOrder
         self.force = force
     }
 
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        (source, commit) = try NodeSource.decode(from: decoder) { try container.decodeIfPresent(String.self, forKey: .commit) }
+        force = try container.decodeIfPresent(Bool.self, forKey: .force)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        try source.encode(to: encoder, with: [CodingKeys.commit: commit, .force: force])
+    }
+
     package func validate() throws(JobFailure) {
-        guard PayloadRules.isNodeName(name) else {
-            throw .invalidPayload("the node name '\(name.prefix(60))' must be a plain folder name (letters, digits, '.', '_', '-')")
+        guard PayloadRules.isNodeName(source.name) else {
+            throw .invalidPayload("the node name '\(source.name.prefix(60))' must be a plain folder name (letters, digits, '.', '_', '-')")
         }
-        try PayloadRules.checkPin(commit: commit, tag: tag, branch: branch, owner: "node \(name)")
-        try PayloadRules.checkEnvironmentKeys(env, owner: "node \(name)")
+        try PayloadRules.checkPin(commit: commit, tag: source.tag, branch: source.branch, owner: "node \(source.name)")
+        try PayloadRules.checkEnvironmentKeys(source.env, owner: "node \(source.name)")
     }
 }
 

@@ -3,43 +3,43 @@ import JobQueue
 
 /// What the fleet learns when a machine flips (protocols/schemas/machine-ready.schema.json): the
 /// message published on `<prefix>:fleet` and the `data` of its `<prefix>:fleet:events` entry.
-public struct FleetAnnouncement: Sendable, Equatable, Codable {
-    public enum Kind: String, Sendable, Codable {
+package struct FleetAnnouncement: Sendable, Equatable, Codable {
+    package enum Kind: String, Sendable, Codable {
         case machineReady = "machine_ready"
         case machineFailed = "machine_failed"
     }
 
     /// How long the plan took, from the server's timestamps.
-    public struct Durations: Sendable, Equatable, Codable {
+    package struct Durations: Sendable, Equatable, Codable {
         /// Enqueue to flip.
-        public var totalMs: Int
+        package var totalMs: Int
         /// Enqueue to the first claim.
-        public var queuedMs: Int?
+        package var queuedMs: Int?
         /// First claim to flip.
-        public var runningMs: Int?
+        package var runningMs: Int?
 
         enum CodingKeys: String, CodingKey {
             case totalMs = "total_ms", queuedMs = "queued_ms", runningMs = "running_ms"
         }
     }
 
-    public var type: Kind
+    package var type: Kind
     /// `<machine_id>:<generation>`: one entry per value in the fleet stream.
-    public var announceID: String
-    public var machineID: String
-    public var planID: String
-    public var generation: Int
-    public var state: String
-    public var enqueuedAt: Int?
-    public var startedAt: Int?
-    public var finishedAt: Int?
-    public var durations: Durations
-    public var counts: [String: Int]
+    package var announceID: String
+    package var machineID: String
+    package var planID: String
+    package var generation: Int
+    package var state: String
+    package var enqueuedAt: Int?
+    package var startedAt: Int?
+    package var finishedAt: Int?
+    package var durations: Durations
+    package var counts: [String: Int]
     /// Why jobs did not succeed (empty for machine_ready).
-    public var reasons: [FailureReason]
+    package var reasons: [FailureReason]
     /// Who announced, and whether it took over from an announcer that died.
-    public var announcedBy: String
-    public var tookOver: Bool
+    package var announcedBy: String
+    package var tookOver: Bool
 
     enum CodingKeys: String, CodingKey {
         case type, announceID = "announce_id", machineID = "machine_id", planID = "plan_id", generation, state
@@ -48,7 +48,7 @@ public struct FleetAnnouncement: Sendable, Equatable, Codable {
     }
 
     /// Builds the announcement from what `announce` returned (the status hash at the claim).
-    public init(machineID: String, generation: Int, status hash: [String: String], failures: [String], claimant: String, tookOver: Bool) {
+    package init(machineID: String, generation: Int, status hash: [String: String], failures: [String], claimant: String, tookOver: Bool) {
         let status = MachineStatus(machineID: machineID, hash: hash, reasons: failures)
         type = status.state == .ready ? .machineReady : .machineFailed
         announceID = "\(machineID):\(generation)"
@@ -71,7 +71,7 @@ public struct FleetAnnouncement: Sendable, Equatable, Codable {
     }
 
     /// The announcement as one JSON object, keys sorted.
-    public var json: String {
+    package var json: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"

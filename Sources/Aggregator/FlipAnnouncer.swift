@@ -11,29 +11,29 @@ import Telemetry
 /// announcement. Steps: claim (`queue.lua announce`), fleet entry and PUBLISH (`fleet.lua`, which
 /// skips a generation already in the stream), then `queue.lua announced`, which marks it done and
 /// appends `machine.ready.complete` (or the step-21 failure) to the machine's event stream.
-public final class FlipAnnouncer: WorkerObserver {
+package final class FlipAnnouncer: WorkerObserver {
     /// Timing of the announcement and its recovery.
-    public struct Configuration: Sendable {
+    package struct Configuration: Sendable {
         /// How long a process that did not flip leaves the flipper before announcing itself.
-        public var graceMilliseconds = 2_000
+        package var graceMilliseconds = 2_000
         /// How old a claim must be before another process takes it over (its announcer died).
-        public var takeoverMilliseconds = 10_000
+        package var takeoverMilliseconds = 10_000
         /// How often `watch` checks for a flip nobody announced (one HMGET: an idle machine's cost).
-        public var recheckInterval: Duration = .seconds(5)
+        package var recheckInterval: Duration = .seconds(5)
         /// The wait after a look found the flip announced: an idle machine (most of a fleet) asks
         /// Redis six times less often, and a plan enqueued meanwhile is seen at the next look.
-        public var settledRecheckInterval: Duration = .seconds(30)
+        package var settledRecheckInterval: Duration = .seconds(30)
         /// `MAXLEN ~` of the fleet stream.
-        public var fleetMaxLength = 100_000
+        package var fleetMaxLength = 100_000
         /// A pause before the machine's step-21 event, so that other workers' buffered events of the
         /// plan land in the stream before it.
-        public var settle: Duration = .milliseconds(60)
+        package var settle: Duration = .milliseconds(60)
 
-        public init() {}
+        package init() {}
     }
 
     /// What one attempt to announce did.
-    public enum Outcome: Sendable, Equatable {
+    package enum Outcome: Sendable, Equatable {
         /// Published (`duplicate` when the fleet stream already had it: a takeover after a late death).
         case announced(FleetAnnouncement, duplicate: Bool)
         case nothingToAnnounce, alreadyAnnounced, notYet, otherAnnouncer
@@ -41,7 +41,7 @@ public final class FlipAnnouncer: WorkerObserver {
         case lost
     }
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     private let queue: JobQueue
     private let publisher: EventPublisher?
     private let context: EventContext
@@ -51,7 +51,7 @@ public final class FlipAnnouncer: WorkerObserver {
 
     /// `redis` should be a connection of its own. `publisher` (when events are on) is flushed before
     /// the announcement and gives the step-21 event its machine attributes.
-    public init(
+    package init(
         redis: RedisClient, keys: MachineKeys, publisher: EventPublisher?, context: EventContext,
         redactor: Redactor = Redactor(environment: [:]), claimant: String, configuration: Configuration = Configuration(),
         logger: Logger
@@ -65,13 +65,13 @@ public final class FlipAnnouncer: WorkerObserver {
         self.logger = logger
     }
 
-    public func machineFlipped(_ flip: MachineFlip, job: ClaimedJob?) async {
+    package func machineFlipped(_ flip: MachineFlip, job: ClaimedJob?) async {
         _ = await announce(flipper: true)
     }
 
     /// Re-announces unannounced flips every `recheckInterval` (every `settledRecheckInterval` once
     /// the flip was announced) until the surrounding task is cancelled.
-    public func watch() async {
+    package func watch() async {
         var wait = configuration.recheckInterval
         while !Task.isCancelled {
             try? await Task.sleep(for: wait)
@@ -95,7 +95,7 @@ public final class FlipAnnouncer: WorkerObserver {
     }
 
     /// One attempt: claim, publish fleet-wide, mark announced with the machine's step-21 event.
-    public func announce(flipper: Bool) async -> Outcome {
+    package func announce(flipper: Bool) async -> Outcome {
         let claimant = "\(claimantPrefix)-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
         do {
             await publisher?.flush()

@@ -6,18 +6,18 @@ import RedisClient
 /// hash, failures, heartbeats, the server clock, running jobs and their progress. A machine is
 /// `stalled` when its plan is pending or running, it was enqueued more than `stallAfter` ago, and no
 /// worker has sent a heartbeat for `stallAfter`.
-public final class MachineMonitor: Sendable {
-    public let keys: MachineKeys
-    public let stallAfter: Duration
+package final class MachineMonitor: Sendable {
+    package let keys: MachineKeys
+    package let stallAfter: Duration
     private let redis: RedisClient
 
-    public init(redis: RedisClient, keys: MachineKeys, stallAfter: Duration = .seconds(30)) {
+    package init(redis: RedisClient, keys: MachineKeys, stallAfter: Duration = .seconds(30)) {
         self.redis = redis
         self.keys = keys
         self.stallAfter = stallAfter
     }
 
-    public func snapshot() async throws(JobQueueError) -> MachineSnapshot {
+    package func snapshot() async throws(JobQueueError) -> MachineSnapshot {
         let replies: [RedisReply]
         do {
             replies = try await redis.pipeline([
@@ -88,7 +88,7 @@ public final class MachineMonitor: Sendable {
     }
 
     /// The counters of `B:metrics`.
-    public func counters() async throws(JobQueueError) -> [String: Int64] {
+    package func counters() async throws(JobQueueError) -> [String: Int64] {
         do {
             let hash = try await redis.send("HGETALL", keys.metrics).hash ?? [:]
             return hash.compactMapValues { Int64($0) }

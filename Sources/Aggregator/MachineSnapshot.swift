@@ -4,26 +4,26 @@ import JobQueue
 /// A machine as people and the health server see it: the status hash, whether its workers are alive,
 /// and its running jobs with their progress. Encodes as the status JSON
 /// (protocols/schemas/status.schema.json): the status fields plus `stalled`, `workers` and `active_jobs`.
-public struct MachineSnapshot: Sendable, Equatable, Encodable {
+package struct MachineSnapshot: Sendable, Equatable, Encodable {
     /// What a machine is, for health: its state, or `stalled` when it should be working and no
     /// worker has sent a heartbeat for the stall time.
-    public enum Condition: String, Sendable, Codable {
+    package enum Condition: String, Sendable, Codable {
         case idle, pending, running, stalled, ready, failed, cancelled
     }
 
     /// One running job and its latest progress.
-    public struct ActiveJob: Sendable, Equatable, Codable {
-        public var job: String
-        public var kind: String
-        public var label: String?
-        public var attempt: Int?
-        public var worker: String?
-        public var startedAt: Int?
-        public var bytesDone: Int64?
-        public var bytesTotal: Int64?
-        public var bytesPerSecond: Double?
+    package struct ActiveJob: Sendable, Equatable, Codable {
+        package var job: String
+        package var kind: String
+        package var label: String?
+        package var attempt: Int?
+        package var worker: String?
+        package var startedAt: Int?
+        package var bytesDone: Int64?
+        package var bytesTotal: Int64?
+        package var bytesPerSecond: Double?
         /// When the progress was recorded (worker clock, ms).
-        public var progressAt: Int?
+        package var progressAt: Int?
 
         enum CodingKeys: String, CodingKey {
             case job, kind, label, attempt, worker, startedAt = "started_at", bytesDone = "bytes_done"
@@ -32,31 +32,31 @@ public struct MachineSnapshot: Sendable, Equatable, Encodable {
     }
 
     /// Liveness of the machine's workers, judged by their heartbeats.
-    public struct Workers: Sendable, Equatable, Codable {
+    package struct Workers: Sendable, Equatable, Codable {
         /// Workers registered (and not unregistered).
-        public var registered: Int
+        package var registered: Int
         /// Workers whose last heartbeat is younger than the stall time.
-        public var alive: Int
-        public var lastHeartbeatAt: Int?
+        package var alive: Int
+        package var lastHeartbeatAt: Int?
 
         enum CodingKeys: String, CodingKey {
             case registered, alive, lastHeartbeatAt = "last_heartbeat_at"
         }
     }
 
-    public var status: MachineStatus
+    package var status: MachineStatus
     /// The Redis server's clock when the snapshot was taken (ms).
-    public var serverTime: Int
-    public var condition: Condition
-    public var workers: Workers
-    public var activeJobs: [ActiveJob]
+    package var serverTime: Int
+    package var condition: Condition
+    package var workers: Workers
+    package var activeJobs: [ActiveJob]
     /// The stall time the condition was judged with.
-    public var stallAfterMilliseconds: Int
+    package var stallAfterMilliseconds: Int
 
-    public var stalled: Bool { condition == .stalled }
+    package var stalled: Bool { condition == .stalled }
 
     /// One sentence on why the machine is not ready (nil when it is).
-    public var reason: String? {
+    package var reason: String? {
         let done = "\(status.count("succeeded")) of \(status.count("total")) jobs succeeded"
         switch condition {
         case .ready: return nil
@@ -78,7 +78,7 @@ public struct MachineSnapshot: Sendable, Equatable, Encodable {
         case stalled, workers, activeJobs = "active_jobs"
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         try status.encode(to: encoder)
         var container = encoder.container(keyedBy: ExtraKeys.self)
         try container.encode(stalled, forKey: .stalled)
@@ -87,7 +87,7 @@ public struct MachineSnapshot: Sendable, Equatable, Encodable {
     }
 
     /// The snapshot as stable JSON (sorted keys), as `provision status --json` prints it.
-    public var json: String {
+    package var json: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"

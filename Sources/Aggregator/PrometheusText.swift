@@ -4,10 +4,10 @@ import Telemetry
 /// Renders a machine's metrics in the Prometheus text exposition format (version 0.0.4): gauges
 /// from the snapshot (state, jobs by state, workers, download rate) and counters and a histogram
 /// from `B:metrics` (bytes downloaded, attempts by outcome, job durations).
-public enum PrometheusText {
-    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+package enum PrometheusText {
+    package static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    public static func render(_ snapshot: MachineSnapshot, counters: [String: Int64]) -> String {
+    package static func render(_ snapshot: MachineSnapshot, counters: [String: Int64]) -> String {
         var out = Output(machine: snapshot.status.machineID)
         let status = snapshot.status
 

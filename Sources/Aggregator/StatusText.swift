@@ -3,9 +3,9 @@ import JobQueue
 
 /// The machine status as text for people: a summary (`provision status`), and a live view with a
 /// line and progress bar per running job, totals and an ETA (`provision status --wait` on a terminal).
-public enum StatusText {
+package enum StatusText {
     /// The summary: state, counts, retries, time taken, failures.
-    public static func summary(_ snapshot: MachineSnapshot) -> String {
+    package static func summary(_ snapshot: MachineSnapshot) -> String {
         let status = snapshot.status
         var lines = ["machine \(status.machineID): \(status.state.rawValue)"]
         if let plan = status.planID {
@@ -29,7 +29,7 @@ public enum StatusText {
     }
 
     /// The live view, each line at most `width` columns.
-    public static func live(_ snapshot: MachineSnapshot, width: Int = 100, maxJobs: Int = 30) -> [String] {
+    package static func live(_ snapshot: MachineSnapshot, width: Int = 100, maxJobs: Int = 30) -> [String] {
         let status = snapshot.status
         let width = max(40, width)
         var header = "machine \(status.machineID): \(snapshot.condition.rawValue)"
@@ -88,7 +88,7 @@ public enum StatusText {
     }
 
     /// `1.5 GiB`, `820 KiB`, `12 B`.
-    public static func bytes(_ value: Int64) -> String {
+    package static func bytes(_ value: Int64) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var amount = Double(max(0, value))
         var unit = 0
@@ -100,7 +100,7 @@ public enum StatusText {
     }
 
     /// `45s`, `3m05s`, `1h02m`.
-    public static func duration(_ seconds: Double) -> String {
+    package static func duration(_ seconds: Double) -> String {
         guard seconds.isFinite, seconds >= 0 else { return "?" }
         let s = Int(seconds.rounded())
         if s < 60 { return seconds < 10 ? String(format: "%.1fs", seconds) : "\(s)s" }

@@ -4,7 +4,7 @@ import JobCore
 /// The component lists the existing API serves at machine start-up (seed 002, step 16), read as
 /// one spec: `/custom-nodes/defaults` (nodes with `install_order`), `/workflows/dependencies` for
 /// `COMPONENTS` and `/collections/dependencies` for `COLLECTIONS` (shapes in protocols/discovery.md).
-public enum Discovery {
+package enum Discovery {
     struct Model: Decodable {
         var url: String
         var directory: String?
@@ -37,7 +37,7 @@ public enum Discovery {
     }
 
     /// True when a JSON object looks like a discovery response rather than a manifest.
-    public static func isResponse(_ top: [String: JSONValue]) -> Bool {
+    package static func isResponse(_ top: [String: JSONValue]) -> Bool {
         top["workflows"] != nil || top["collections"] != nil
     }
 
@@ -51,7 +51,7 @@ public enum Discovery {
     /// order given: defaults first. A node or model named twice with the same source counts once;
     /// with different sources or pins it is an error naming both documents. ComfyUI and the Python
     /// requirements come from every manifest, whatever else it lists.
-    public static func merge(_ documents: [(name: String, data: Data)]) throws(SpecError) -> Spec {
+    package static func merge(_ documents: [(name: String, data: Data)]) throws(SpecError) -> Spec {
         var merged = Spec()
         var nodeSource: [String: String] = [:]
         var modelSource: [String: String] = [:]

@@ -1,58 +1,58 @@
 import Foundation
 import GitClient
 
-public typealias GitRef = GitClient.GitRef
+package typealias GitRef = GitClient.GitRef
 
 /// The git of `lock` and `verify`: `GitClient.Git` (one source policy, one runner for the whole
 /// project); its errors are GitClient's `GitError` (kind, and a message with the URL's
 /// credentials removed).
-public struct Git: Sendable {
-    public var client: GitClient.Git
+package struct Git: Sendable {
+    package var client: GitClient.Git
 
-    public var allowLocal: Bool { client.policy.allowLocal }
-    public var timeout: Duration { client.timeout }
+    package var allowLocal: Bool { client.policy.allowLocal }
+    package var timeout: Duration { client.timeout }
 
-    public init(allowLocal: Bool = false, timeout: Duration = .seconds(60), mirrors: [(from: String, to: String)] = [], executable: String = "git") {
+    package init(allowLocal: Bool = false, timeout: Duration = .seconds(60), mirrors: [(from: String, to: String)] = [], executable: String = "git") {
         client = GitClient.Git(policy: GitSourcePolicy(rewrites: mirrors, allowLocal: allowLocal), timeout: timeout, executable: executable)
     }
 
     /// Checks a repository URL: https with a host and no credentials, or file:// when allowed.
-    public func checkURL(_ url: String) throws(GitError) -> String {
+    package func checkURL(_ url: String) throws(GitError) -> String {
         try client.policy.check(url)
     }
 
     /// Checks a tag or branch name: git's rules, and nothing an option parser could take for an option.
-    public static func checkRefName(_ name: String, kind: String) throws(SpecError) {
+    package static func checkRefName(_ name: String, kind: String) throws(SpecError) {
         do { try GitSourcePolicy.checkRefName(name, kind: kind) } catch { throw .invalidRef(error) }
     }
 
-    public static func isFullCommit(_ text: String) -> Bool { GitSourcePolicy.isFullCommit(text) }
+    package static func isFullCommit(_ text: String) -> Bool { GitSourcePolicy.isFullCommit(text) }
 
     package static func isCommitPrefix(_ text: String) -> Bool { GitSourcePolicy.isCommit(text) }
 
     /// `git ls-remote` of a repository: ref name → commit.
-    public func listRemote(_ url: String, refs: [String] = []) async throws(GitError) -> [String: String] {
+    package func listRemote(_ url: String, refs: [String] = []) async throws(GitError) -> [String: String] {
         try await client.listRemote(url, refs: refs)
     }
 
     /// Resolves a ref of a remote repository to a full commit id, checking that it exists.
-    public func resolve(_ url: String, ref: GitRef) async throws(GitError) -> String {
+    package func resolve(_ url: String, ref: GitRef) async throws(GitError) -> String {
         try await client.commit(url, ref: ref)
     }
 
     /// The commit checked out in a local repository, or nil when it is not one.
-    public func head(of directory: String) async -> String? {
+    package func head(of directory: String) async -> String? {
         await client.head(directory)
     }
 
     /// Tracked files that differ from the checked-out commit (`git status --porcelain`, untracked ignored).
-    public func localChanges(of directory: String) async throws(GitError) -> [String] {
+    package func localChanges(of directory: String) async throws(GitError) -> [String] {
         try await client.changedFiles(directory)
     }
 
     /// The commits of the git repositories a node's `requirements.txt` names at `commit`
     /// (`git+https://…[@ref]`), by pin key; each ref (or the default branch) resolved like a node's.
-    public func gitRequirementPins(_ url: String, commit: String) async throws(GitError) -> [String: String] {
+    package func gitRequirementPins(_ url: String, commit: String) async throws(GitError) -> [String: String] {
         let client = self.client
         let text = try await client.withScratch(url, commit: commit, blobs: true) { scratch throws(GitError) -> String? in
             let shown = try await client.run(["-C", scratch, "cat-file", "blob", "\(commit):requirements.txt"], outputLimit: 1 << 20)

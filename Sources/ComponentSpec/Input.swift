@@ -1,7 +1,7 @@
 import Foundation
 
 /// The two ways ComfyUI saves a workflow.
-public enum WorkflowFormat: String, Sendable, Codable {
+package enum WorkflowFormat: String, Sendable, Codable {
     /// The editor's format: `nodes`, `links`, `definitions.subgraphs`, widget values by position.
     case ui
     /// The format `/prompt` executes: `{id: {class_type, inputs}}`.

@@ -5,18 +5,18 @@ import JobCore
 /// Everything a machine needs, pinned: ComfyUI and every custom node at a commit, every model with
 /// its size and SHA-256 (protocols/schemas/lockfile.schema.json). Written deterministically: the same
 /// inputs give the same bytes.
-public struct Lockfile: Sendable, Equatable, Codable {
-    public static let currentVersion = 1
+package struct Lockfile: Sendable, Equatable, Codable {
+    package static let currentVersion = 1
 
-    public var lockVersion: Int
-    public var comfyui: LockedRepository?
-    public var customNodes: [LockedNode]
-    public var models: [LockedModel]
-    public var python: PythonRequirements?
+    package var lockVersion: Int
+    package var comfyui: LockedRepository?
+    package var customNodes: [LockedNode]
+    package var models: [LockedModel]
+    package var python: PythonRequirements?
     /// The workflows the lock was made from, and what each needs (for reports).
-    public var workflows: [LockedWorkflow]?
+    package var workflows: [LockedWorkflow]?
 
-    public init(comfyui: LockedRepository? = nil, customNodes: [LockedNode] = [], models: [LockedModel] = [], python: PythonRequirements? = nil, workflows: [LockedWorkflow]? = nil) {
+    package init(comfyui: LockedRepository? = nil, customNodes: [LockedNode] = [], models: [LockedModel] = [], python: PythonRequirements? = nil, workflows: [LockedWorkflow]? = nil) {
         self.lockVersion = Self.currentVersion
         self.comfyui = comfyui
         self.customNodes = customNodes
@@ -29,7 +29,7 @@ public struct Lockfile: Sendable, Equatable, Codable {
         case lockVersion = "lock_version", comfyui, customNodes = "custom_nodes", models, python, workflows
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         lockVersion = try container.decode(Int.self, forKey: .lockVersion)
         comfyui = try container.decodeIfPresent(LockedRepository.self, forKey: .comfyui)
@@ -40,7 +40,7 @@ public struct Lockfile: Sendable, Equatable, Codable {
     }
 
     /// Sorted lists, so that encoding is stable.
-    public func normalized() -> Lockfile {
+    package func normalized() -> Lockfile {
         var copy = self
         copy.customNodes.sort { $0.name.lowercased() == $1.name.lowercased() ? $0.name < $1.name : $0.name.lowercased() < $1.name.lowercased() }
         copy.models.sort { $0.path < $1.path }
@@ -54,7 +54,7 @@ public struct Lockfile: Sendable, Equatable, Codable {
     }
 
     /// The canonical bytes: sorted keys and lists, two-space indentation, a final newline.
-    public func encoded() -> Data {
+    package func encoded() -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         // Encoding plain structs of strings and numbers cannot fail.
@@ -62,12 +62,12 @@ public struct Lockfile: Sendable, Equatable, Codable {
         return data + Data("\n".utf8)
     }
 
-    public static func load(path: String) throws(SpecError) -> Lockfile {
+    package static func load(path: String) throws(SpecError) -> Lockfile {
         let data = try readInput(path: path, what: "lockfile", limit: 64 << 20)
         return try parse(data, name: path)
     }
 
-    public static func parse(_ data: Data, name: String) throws(SpecError) -> Lockfile {
+    package static func parse(_ data: Data, name: String) throws(SpecError) -> Lockfile {
         let lock = try decodeDocument(Lockfile.self, from: data, name: name, what: "lockfile")
         guard lock.lockVersion == currentVersion else {
             throw .unsupportedLockVersion(file: name, version: lock.lockVersion, supported: currentVersion)
@@ -77,19 +77,11 @@ public struct Lockfile: Sendable, Equatable, Codable {
     }
 
     package func validate(name: String) throws(SpecError) {
-        var names = Set<String>()
         if let comfyui, !Git.isFullCommit(comfyui.commit) {
             throw .notFullCommit(file: name, subject: "ComfyUI", commit: comfyui.commit)
         }
-        for node in customNodes {
-            guard PayloadRules.isNodeName(node.name) else { throw .invalidNodeName(file: name, document: .lockfile, name: node.name) }
-            guard names.insert(node.name.lowercased()).inserted else { throw .duplicateNode(file: name, document: .lockfile, node: node.name) }
-            guard Git.isFullCommit(node.commit) else {
-                throw .notFullCommit(file: name, subject: node.name, commit: node.commit)
-            }
-            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
-                throw .invalidEnvName(file: name, document: .lockfile, node: node.name, variable: key)
-            }
+        try SpecRules.checkNodes(customNodes, file: name, document: .lockfile) { node throws(SpecError) in
+            guard Git.isFullCommit(node.commit) else { throw .notFullCommit(file: name, subject: node.name, commit: node.commit) }
         }
         var paths = Set<String>()
         for model in models {
@@ -103,14 +95,14 @@ public struct Lockfile: Sendable, Equatable, Codable {
 }
 
 /// A repository pinned to a commit (ComfyUI itself).
-public struct LockedRepository: Sendable, Equatable, Codable {
-    public var url: String
-    public var commit: String
+package struct LockedRepository: Sendable, Equatable, Codable {
+    package var url: String
+    package var commit: String
     /// What the spec asked for (a tag or branch name), kept for people reading the lock.
-    public var tag: String?
-    public var branch: String?
+    package var tag: String?
+    package var branch: String?
 
-    public init(url: String, commit: String, tag: String? = nil, branch: String? = nil) {
+    package init(url: String, commit: String, tag: String? = nil, branch: String? = nil) {
         self.url = url
         self.commit = commit
         self.tag = tag
@@ -119,56 +111,59 @@ public struct LockedRepository: Sendable, Equatable, Codable {
 }
 
 /// A custom node pinned to a commit.
-public struct LockedNode: Sendable, Equatable, Codable {
-    public var name: String
-    public var url: String
-    public var commit: String
-    public var tag: String?
-    public var branch: String?
-    public var recursive: Bool?
-    public var requirements: Bool?
-    public var env: [String: String]?
-    public var installOrder: Int?
+package struct LockedNode: Sendable, Equatable, Codable, NodeSourced {
+    /// Where it comes from; its tag or branch is what the spec asked for, kept for people reading the lock.
+    package var source: NodeSource
+    package var commit: String
     /// The node types of the analysed workflows it provides.
-    public var provides: [String]?
+    package var provides: [String]?
     /// The operator lets this node's requirement lines reach outside it.
-    public var allowOutside: Bool?
+    package var allowOutside: Bool?
     /// Commits of the git repositories its requirements name (`git+https://…`), by URL (lower
     /// case, no `.git`): what the lock pinned their refs to.
-    public var gitRequirements: [String: String]?
+    package var gitRequirements: [String: String]?
 
-    public init(name: String, url: String, commit: String, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, provides: [String]? = nil, allowOutside: Bool? = nil, gitRequirements: [String: String]? = nil) {
-        self.name = name
-        self.url = url
+    package init(name: String, url: String, commit: String, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, provides: [String]? = nil, allowOutside: Bool? = nil, gitRequirements: [String: String]? = nil) {
+        let source = NodeSource(name: name, url: url, tag: tag, branch: branch, recursive: recursive, requirements: requirements, env: env, installOrder: installOrder)
+        self.init(source: source, commit: commit, provides: provides, allowOutside: allowOutside, gitRequirements: gitRequirements)
+    }
+
+    package init(source: NodeSource, commit: String, provides: [String]? = nil, allowOutside: Bool? = nil, gitRequirements: [String: String]? = nil) {
+        self.source = source
         self.commit = commit
-        self.tag = tag
-        self.branch = branch
-        self.recursive = recursive
-        self.requirements = requirements
-        self.env = env
-        self.installOrder = installOrder
         self.provides = provides
         self.allowOutside = allowOutside
         self.gitRequirements = gitRequirements
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", provides
-        case allowOutside = "allow_outside", gitRequirements = "git_requirements"
+        case commit, provides, allowOutside = "allow_outside", gitRequirements = "git_requirements"
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        (source, commit) = try NodeSource.decode(from: decoder) { try container.decode(String.self, forKey: .commit) }
+        provides = try container.decodeIfPresent([String].self, forKey: .provides)
+        allowOutside = try container.decodeIfPresent(Bool.self, forKey: .allowOutside)
+        gitRequirements = try container.decodeIfPresent([String: String].self, forKey: .gitRequirements)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        try source.encode(to: encoder, with: [CodingKeys.commit: commit, .provides: provides, .allowOutside: allowOutside, .gitRequirements: gitRequirements])
     }
 }
 
 /// A model file with the size and SHA-256 it must have.
-public struct LockedModel: Sendable, Equatable, Codable {
-    public var url: String
-    public var directory: String
-    public var filename: String
-    public var sha256: String
-    public var size: Int64
+package struct LockedModel: Sendable, Equatable, Codable {
+    package var url: String
+    package var directory: String
+    package var filename: String
+    package var sha256: String
+    package var size: Int64
     /// The URL the spec gave when the lock pinned it to a revision (Hugging Face `/resolve/main/` → `/resolve/<commit>/`).
-    public var sourceURL: String?
+    package var sourceURL: String?
 
-    public init(url: String, directory: String, filename: String, sha256: String, size: Int64, sourceURL: String? = nil) {
+    package init(url: String, directory: String, filename: String, sha256: String, size: Int64, sourceURL: String? = nil) {
         self.url = url
         self.directory = directory
         self.filename = filename
@@ -181,22 +176,22 @@ public struct LockedModel: Sendable, Equatable, Codable {
         case url, directory, filename, sha256, size, sourceURL = "source_url"
     }
 
-    public var path: String { directory + "/" + filename }
+    package var path: String { directory + "/" + filename }
 }
 
 /// What one analysed workflow needs.
-public struct LockedWorkflow: Sendable, Equatable, Codable {
-    public var name: String
-    public var sha256: String
-    public var format: WorkflowFormat
+package struct LockedWorkflow: Sendable, Equatable, Codable {
+    package var name: String
+    package var sha256: String
+    package var format: WorkflowFormat
     /// Custom node types (built-in types left out).
-    public var nodes: [String]
+    package var nodes: [String]
     /// `directory/filename` of every model.
-    public var models: [String]
-    public var unresolved: [String]?
-    public var ambiguous: [String]?
+    package var models: [String]
+    package var unresolved: [String]?
+    package var ambiguous: [String]?
 
-    public init(name: String, sha256: String, format: WorkflowFormat, nodes: [String], models: [String], unresolved: [String]? = nil, ambiguous: [String]? = nil) {
+    package init(name: String, sha256: String, format: WorkflowFormat, nodes: [String], models: [String], unresolved: [String]? = nil, ambiguous: [String]? = nil) {
         self.name = name
         self.sha256 = sha256
         self.format = format

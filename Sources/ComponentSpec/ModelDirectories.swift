@@ -1,21 +1,21 @@
 /// Which models folder a loader's input refers to: ComfyUI's folder names (folder_paths.py) for the
 /// core loaders and for the input names custom loaders share, with a fallback on words of the
 /// node's type.
-public enum ModelDirectories {
+package enum ModelDirectories {
     /// File name endings of model weights. A widget value with one of them is a model file.
-    public static let extensions: [String] = [
+    package static let extensions: [String] = [
         ".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".pkl", ".pt2", ".engine",
     ]
 
     /// Whether a widget or input value names a model file (not a URL, not a sentence).
-    public static func looksLikeModelFile(_ value: String) -> Bool {
+    package static func looksLikeModelFile(_ value: String) -> Bool {
         guard !value.isEmpty, value.utf8.count <= 1024, !value.contains("\n"), !value.contains("://") else { return false }
         let lower = value.lowercased()
         return extensions.contains { lower.hasSuffix($0) && lower.count > $0.count }
     }
 
     /// Core loaders: widget names in order (UI format stores values by position) and the folder of each.
-    public static let loaders: [String: [(name: String, directory: String?)]] = [
+    package static let loaders: [String: [(name: String, directory: String?)]] = [
         "CheckpointLoaderSimple": [("ckpt_name", "checkpoints")],
         "CheckpointLoader": [("config_name", "configs"), ("ckpt_name", "checkpoints")],
         "ImageOnlyCheckpointLoader": [("ckpt_name", "checkpoints")],
@@ -93,7 +93,7 @@ public enum ModelDirectories {
     ]
 
     /// Input names shared by many loaders (API format names, and names of widget inputs in the UI format).
-    public static let inputNames: [String: String] = [
+    package static let inputNames: [String: String] = [
         "ckpt_name": "checkpoints", "base_ckpt_name": "checkpoints", "refiner_ckpt_name": "checkpoints",
         "checkpoint": "checkpoints", "checkpoint_name": "checkpoints",
         "lora_name": "loras", "lora": "loras", "lora_file": "loras",
@@ -112,7 +112,7 @@ public enum ModelDirectories {
     ]
 
     /// The folder for a model file found in input `name` of a node of type `classType`, if it can be told.
-    public static func directory(classType: String, inputName: String?) -> String? {
+    package static func directory(classType: String, inputName: String?) -> String? {
         if let entries = loaders[classType] {
             if let inputName, let match = entries.first(where: { $0.name == inputName }) { return match.directory }
             let folders = Set(entries.compactMap(\.directory)).subtracting(["configs"])

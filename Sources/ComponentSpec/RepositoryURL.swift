@@ -1,9 +1,9 @@
 import Foundation
 
 /// Repository URLs compared and named the same way everywhere (registry, spec, lock).
-public enum RepositoryURL {
+package enum RepositoryURL {
     /// A comparable form of a repository URL: no scheme, no `www.`, no `.git`, no trailing slash, lower case.
-    public static func key(_ url: String) -> String? {
+    package static func key(_ url: String) -> String? {
         var text = url.trimmingCharacters(in: .whitespaces).lowercased()
         guard !text.isEmpty else { return nil }
         for prefix in ["https://", "http://", "git://", "ssh://", "git@"] where text.hasPrefix(prefix) {
@@ -17,7 +17,7 @@ public enum RepositoryURL {
     }
 
     /// A URL without surrounding spaces, trailing slashes or `.git`, for display.
-    public static func displayURL(_ url: String) -> String {
+    package static func displayURL(_ url: String) -> String {
         var text = url.trimmingCharacters(in: .whitespaces)
         while text.hasSuffix("/") { text.removeLast() }
         if text.hasSuffix(".git") { text.removeLast(4) }
@@ -25,7 +25,7 @@ public enum RepositoryURL {
     }
 
     /// The last path component of a repository URL, without `.git`.
-    public static func repositoryName(_ url: String) -> String {
+    package static func repositoryName(_ url: String) -> String {
         let trimmed = displayURL(url)
         return trimmed.split(separator: "/").last.map(String.init) ?? trimmed
     }

@@ -3,13 +3,13 @@ import JobCore
 
 /// Our manifest (protocols/schemas/manifest.schema.json). `config_nodes.json` of the system this
 /// replaces is a manifest with only `custom_nodes`, and reads the same way.
-public struct Spec: Sendable, Equatable, Codable {
-    public var comfyui: ComfyUISource?
-    public var customNodes: [CustomNode]
-    public var models: [ModelFile]
-    public var python: PythonRequirements?
+package struct Spec: Sendable, Equatable, Codable {
+    package var comfyui: ComfyUISource?
+    package var customNodes: [CustomNode]
+    package var models: [ModelFile]
+    package var python: PythonRequirements?
 
-    public init(comfyui: ComfyUISource? = nil, customNodes: [CustomNode] = [], models: [ModelFile] = [], python: PythonRequirements? = nil) {
+    package init(comfyui: ComfyUISource? = nil, customNodes: [CustomNode] = [], models: [ModelFile] = [], python: PythonRequirements? = nil) {
         self.comfyui = comfyui
         self.customNodes = customNodes
         self.models = models
@@ -20,7 +20,7 @@ public struct Spec: Sendable, Equatable, Codable {
         case comfyui, customNodes = "custom_nodes", models, python
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         comfyui = try container.decodeIfPresent(ComfyUISource.self, forKey: .comfyui)
         customNodes = try container.decodeIfPresent([CustomNode].self, forKey: .customNodes) ?? []
@@ -30,15 +30,15 @@ public struct Spec: Sendable, Equatable, Codable {
 }
 
 /// Where ComfyUI itself comes from: a repository and one of commit, tag, branch or `ref` (any of them).
-public struct ComfyUISource: Sendable, Equatable, Codable {
-    public var url: String
-    public var commit: String?
-    public var tag: String?
-    public var branch: String?
+package struct ComfyUISource: Sendable, Equatable, Codable {
+    package var url: String
+    package var commit: String?
+    package var tag: String?
+    package var branch: String?
     /// A commit, tag or branch: resolved in that order.
-    public var ref: String?
+    package var ref: String?
 
-    public init(url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, ref: String? = nil) {
+    package init(url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, ref: String? = nil) {
         self.url = url
         self.commit = commit
         self.tag = tag
@@ -47,69 +47,53 @@ public struct ComfyUISource: Sendable, Equatable, Codable {
     }
 }
 
-/// One custom node, with `config_nodes.json`'s field names.
-public struct CustomNode: Sendable, Equatable, Codable {
-    public var name: String
-    public var url: String
-    public var commit: String?
-    public var tag: String?
-    public var branch: String?
-    public var recursive: Bool?
-    public var requirements: Bool?
-    public var env: [String: String]?
-    public var installOrder: Int?
+/// One custom node, with `config_nodes.json`'s field names; `name` defaults to the repository's.
+package struct CustomNode: Sendable, Equatable, Codable, NodeSourced {
+    package var source: NodeSource
+    package var commit: String?
     /// The operator lets this node's requirement lines reach outside it (-e, index options, local paths).
-    public var allowOutside: Bool?
+    package var allowOutside: Bool?
 
-    public init(name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, allowOutside: Bool? = nil) {
-        self.name = name
-        self.url = url
+    package init(name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil, requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, allowOutside: Bool? = nil) {
+        source = NodeSource(name: name, url: url, tag: tag, branch: branch, recursive: recursive, requirements: requirements, env: env, installOrder: installOrder)
         self.commit = commit
-        self.tag = tag
-        self.branch = branch
-        self.recursive = recursive
-        self.requirements = requirements
-        self.env = env
-        self.installOrder = installOrder
         self.allowOutside = allowOutside
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", allowOutside = "allow_outside"
+        case commit, allowOutside = "allow_outside"
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        url = try container.decode(String.self, forKey: .url)
-        name = try container.decodeIfPresent(String.self, forKey: .name) ?? RepositoryURL.repositoryName(url)
-        commit = try container.decodeIfPresent(String.self, forKey: .commit)
-        tag = try container.decodeIfPresent(String.self, forKey: .tag)
-        branch = try container.decodeIfPresent(String.self, forKey: .branch)
-        recursive = try container.decodeIfPresent(Bool.self, forKey: .recursive)
-        requirements = try container.decodeIfPresent(Bool.self, forKey: .requirements)
-        env = try container.decodeIfPresent([String: String].self, forKey: .env)
-        installOrder = try container.decodeIfPresent(Int.self, forKey: .installOrder)
+        (source, commit) = try NodeSource.decode(from: decoder, nameFromURL: RepositoryURL.repositoryName) {
+            try container.decodeIfPresent(String.self, forKey: .commit)
+        }
         allowOutside = try container.decodeIfPresent(Bool.self, forKey: .allowOutside)
     }
 
+    package func encode(to encoder: any Encoder) throws {
+        try source.encode(to: encoder, with: [CodingKeys.commit: commit, .allowOutside: allowOutside])
+    }
+
     /// The ref the spec pins, or the default branch.
-    public var ref: GitRef {
+    package var ref: GitRef {
         if let commit { return .commit(commit) }
-        if let tag { return .tag(tag) }
-        if let branch { return .branch(branch) }
+        if let tag = source.tag { return .tag(tag) }
+        if let branch = source.branch { return .branch(branch) }
         return .head
     }
 }
 
 /// One model file to place under `models/<directory>/<filename>`.
-public struct ModelFile: Sendable, Equatable, Codable {
-    public var url: String
-    public var directory: String
-    public var filename: String
-    public var sha256: String?
-    public var size: Int64?
+package struct ModelFile: Sendable, Equatable, Codable {
+    package var url: String
+    package var directory: String
+    package var filename: String
+    package var sha256: String?
+    package var size: Int64?
 
-    public init(url: String, directory: String, filename: String, sha256: String? = nil, size: Int64? = nil) {
+    package init(url: String, directory: String, filename: String, sha256: String? = nil, size: Int64? = nil) {
         self.url = url
         self.directory = directory
         self.filename = filename
@@ -118,15 +102,15 @@ public struct ModelFile: Sendable, Equatable, Codable {
     }
 
     /// `directory/filename`, relative to the models folder.
-    public var path: String { directory + "/" + filename }
+    package var path: String { directory + "/" + filename }
 }
 
 /// Python packages the machine must have (exact pins such as `insightface==0.7.3` are verified).
-public struct PythonRequirements: Sendable, Equatable, Codable {
-    public var packages: [String]?
-    public var constraints: [String]?
+package struct PythonRequirements: Sendable, Equatable, Codable {
+    package var packages: [String]?
+    package var constraints: [String]?
 
-    public init(packages: [String]? = nil, constraints: [String]? = nil) {
+    package init(packages: [String]? = nil, constraints: [String]? = nil) {
         self.packages = packages
         self.constraints = constraints
     }
@@ -150,15 +134,24 @@ package enum SpecRules {
         }
     }
 
-    package static func validate(_ spec: Spec, name: String) throws(SpecError) {
+    /// The checks a spec and a lockfile make of every node alike: a plain folder name, listed once
+    /// (case aside), what the document pins (`pins`), then `env` keys that are identifiers.
+    package static func checkNodes<Node: NodeSourced>(
+        _ nodes: [Node], file: String, document: SpecError.Document, pins: (Node) throws(SpecError) -> Void
+    ) throws(SpecError) {
         var seen = Set<String>()
-        for node in spec.customNodes {
-            guard PayloadRules.isNodeName(node.name) else {
-                throw .invalidNodeName(file: name, document: .spec, name: node.name)
+        for node in nodes {
+            guard PayloadRules.isNodeName(node.name) else { throw .invalidNodeName(file: file, document: document, name: node.name) }
+            guard seen.insert(node.name.lowercased()).inserted else { throw .duplicateNode(file: file, document: document, node: node.name) }
+            try pins(node)
+            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
+                throw .invalidEnvName(file: file, document: document, node: node.name, variable: key)
             }
-            guard seen.insert(node.name.lowercased()).inserted else {
-                throw .duplicateNode(file: name, document: .spec, node: node.name)
-            }
+        }
+    }
+
+    package static func validate(_ spec: Spec, name: String) throws(SpecError) {
+        try checkNodes(spec.customNodes, file: name, document: .spec) { node throws(SpecError) in
             let pins = [node.commit, node.tag, node.branch].compactMap { $0 }
             guard pins.count <= 1 else { throw .conflictingPins(file: name, node: node.name) }
             if let commit = node.commit, !Git.isCommitPrefix(commit) {
@@ -166,9 +159,6 @@ package enum SpecRules {
             }
             if let tag = node.tag { try Git.checkRefName(tag, kind: "tag of \(node.name)") }
             if let branch = node.branch { try Git.checkRefName(branch, kind: "branch of \(node.name)") }
-            for key in (node.env ?? [:]).keys where !EnvironmentTemplate.isIdentifier(key) {
-                throw .invalidEnvName(file: name, document: .spec, node: node.name, variable: key)
-            }
             guard node.url.utf8.count <= 2048, !node.url.isEmpty else { throw .invalidNodeURL(file: name, node: node.name) }
         }
         var paths = Set<String>()

@@ -2,14 +2,14 @@ import GitClient
 
 /// Why a spec, lockfile or discovery response cannot be used: the file, and the node, model or
 /// field at fault, as one sentence (`description`).
-public enum SpecError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum SpecError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Which kind of document a check ran on; the sentences differ a little between them.
-    public enum Document: String, Sendable, Equatable {
+    package enum Document: String, Sendable, Equatable {
         case spec, lockfile
     }
 
     /// Why a model path was refused.
-    public enum PathProblem: Sendable, Equatable {
+    package enum PathProblem: Sendable, Equatable {
         /// Empty, absolute or longer than 1024 bytes.
         case length
         /// An empty, `.` or `..` component, or a `.partial` ending.
@@ -55,7 +55,7 @@ public enum SpecError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A tag or branch name git would refuse.
     case invalidRef(GitError)
 
-    public var description: String {
+    package var description: String {
         // Messages quote what an input said (names, URLs); clipped so a 1 MiB name stays a sentence.
         clippedSentence(sentence)
     }

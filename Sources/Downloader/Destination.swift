@@ -1,10 +1,10 @@
 import Foundation
 
 /// Resolves a job's destination inside a root folder, refusing anything that could escape it.
-public enum Destination {
+package enum Destination {
     /// `relative` must be a plain relative path: no `..`, no absolute path, no empty or hidden-control
     /// components; its parent folders are created, and checked after symlinks are resolved.
-    public static func resolve(_ relative: String, under root: String) throws(DownloadError) -> String {
+    package static func resolve(_ relative: String, under root: String) throws(DownloadError) -> String {
         guard !relative.isEmpty, relative.utf8.count <= 1024 else {
             throw .invalidDestination(relative, reason: "it must be 1-1024 bytes")
         }

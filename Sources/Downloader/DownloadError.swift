@@ -1,7 +1,7 @@
 import Foundation
 
 /// Why a download failed, in one sentence that names the URL without its secrets.
-public enum DownloadError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum DownloadError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidURL(String, reason: String)
     case invalidDestination(String, reason: String)
     case http(url: String, status: Int, attempts: Int)
@@ -16,7 +16,7 @@ public enum DownloadError: Error, Sendable, Equatable, CustomStringConvertible {
     case io(path: String, operation: String, reason: String)
     case cancelled
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .invalidURL(let url, let reason):
             return "The URL \(url) cannot be downloaded: \(reason)."
@@ -57,7 +57,7 @@ public enum DownloadError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Whether running the job again may succeed.
-    public var isRetryable: Bool {
+    package var isRetryable: Bool {
         switch self {
         case .http(_, let status, _): return status == 408 || status == 429 || status >= 500
         case .transport, .stalled, .remoteChanged, .hashMismatch, .sizeMismatch, .io, .cancelled: return true
@@ -66,7 +66,7 @@ public enum DownloadError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// A short machine-readable cause for job failures and events.
-    public var type: String {
+    package var type: String {
         switch self {
         case .invalidURL: return "invalid_url"
         case .invalidDestination: return "invalid_destination"

@@ -7,17 +7,17 @@ import JobCore
 /// `{"url", "path"}` or `{"url", "directory", "filename"}`, optional `sha256`, `size`,
 /// `connections`, `headers` (values may name worker environment variables the operator exposed as
 /// `${VAR}`, so that no secret is stored in Redis).
-public struct DownloadExecutor: JobExecutor {
-    public var modelsRoot: String
-    public var policy: URLPolicy
-    public var defaultConnections: Int
-    public var chunkSize: Int64?
+package struct DownloadExecutor: JobExecutor {
+    package var modelsRoot: String
+    package var policy: URLPolicy
+    package var defaultConnections: Int
+    package var chunkSize: Int64?
     /// The worker's environment: `HF_TOKEN` and `CIVITAI_TOKEN` are sent to their own hosts only.
-    public var environment: [String: String]
+    package var environment: [String: String]
     /// What `${VAR}` in a plan's headers may expand to: the names the operator exposed.
-    public var templateValues: [String: String]
+    package var templateValues: [String: String]
 
-    public init(modelsRoot: String, policy: URLPolicy = URLPolicy(), defaultConnections: Int = 8, environmentPolicy: EnvironmentPolicy = EnvironmentPolicy()) {
+    package init(modelsRoot: String, policy: URLPolicy = URLPolicy(), defaultConnections: Int = 8, environmentPolicy: EnvironmentPolicy = EnvironmentPolicy()) {
         self.modelsRoot = modelsRoot
         self.policy = policy
         self.defaultConnections = defaultConnections
@@ -25,7 +25,7 @@ public struct DownloadExecutor: JobExecutor {
         self.templateValues = environmentPolicy.templateValues
     }
 
-    public func validate(_ payload: DownloadPayload) throws(JobFailure) {
+    package func validate(_ payload: DownloadPayload) throws(JobFailure) {
         do {
             _ = try policy.checkWithoutResolving(payload.url)
         } catch {
@@ -33,7 +33,7 @@ public struct DownloadExecutor: JobExecutor {
         }
     }
 
-    public func run(_ attempt: JobAttempt<DownloadPayload>, context: JobContext) async throws -> String {
+    package func run(_ attempt: JobAttempt<DownloadPayload>, context: JobContext) async throws -> String {
         let payload = attempt.payload
         guard let relative = payload.relativePath else { throw JobFailure.invalidPayload("a download needs path, or directory and filename") }
         let destination: String

@@ -2,78 +2,78 @@ import Foundation
 import Synchronization
 
 /// One file to fetch and where to put it.
-public struct DownloadRequest: Sendable {
-    public var url: String
+package struct DownloadRequest: Sendable {
+    package var url: String
     /// The final path (already confined by the caller; see `Destination`).
-    public var destination: String
-    public var expectedSHA256: String?
-    public var expectedSize: Int64?
+    package var destination: String
+    package var expectedSHA256: String?
+    package var expectedSize: Int64?
     /// Parallel connections for one file.
-    public var connections = 8
+    package var connections = 8
     /// Chunk size; nil picks one from the file size (16-64 MiB).
-    public var chunkSize: Int64?
+    package var chunkSize: Int64?
     /// Extra request headers (sent only to the URL's own host, never after a redirect to another).
-    public var headers: [(name: String, value: String)] = []
-    public var policy = URLPolicy()
+    package var headers: [(name: String, value: String)] = []
+    package var policy = URLPolicy()
     /// Where tokens (HF_TOKEN, CIVITAI_TOKEN) are read from.
-    public var environment: [String: String] = ProcessInfo.processInfo.environment
+    package var environment: [String: String] = ProcessInfo.processInfo.environment
     /// A request that receives nothing for this long is abandoned and retried.
-    public var stallSeconds = 30
-    public var connectTimeoutSeconds = 30
+    package var stallSeconds = 30
+    package var connectTimeoutSeconds = 30
     /// Attempts per chunk (connection reset, timeout, 5xx, 429) before the download fails.
-    public var maxAttemptsPerChunk = 6
+    package var maxAttemptsPerChunk = 6
     /// How often an expired signed URL (401/403/410 from a redirect target) may be replaced by
     /// probing the original URL again, per download.
-    public var maxURLRefreshes = 8
+    package var maxURLRefreshes = 8
     /// Backoff before the n-th retry of a chunk: base × 2^(n-1), capped, with jitter.
-    public var retryBaseSeconds = 0.5
-    public var retryMaxSeconds = 30.0
-    public var userAgent = "provision/0.1"
+    package var retryBaseSeconds = 0.5
+    package var retryMaxSeconds = 30.0
+    package var userAgent = "provision/0.1"
     /// A PEM file of the certificates to trust instead of the system's (`CURLOPT_CAINFO`): a private
     /// mirror or a test origin with its own certificate. Verification stays on.
-    public var caFile: String?
+    package var caFile: String?
 
-    public init(url: String, destination: String) {
+    package init(url: String, destination: String) {
         self.url = url
         self.destination = destination
     }
 }
 
 /// What a finished download did.
-public struct DownloadResult: Sendable, Equatable {
-    public var path: String
-    public var bytes: Int64
-    public var sha256: String
+package struct DownloadResult: Sendable, Equatable {
+    package var path: String
+    package var bytes: Int64
+    package var sha256: String
     /// The file was already in place with the expected hash: nothing was fetched.
-    public var skipped: Bool
+    package var skipped: Bool
     /// Bytes found already downloaded in a partial file and not fetched again.
-    public var resumedBytes: Int64
+    package var resumedBytes: Int64
     /// Bytes received over the network.
-    public var fetchedBytes: Int64
-    public var seconds: Double
+    package var fetchedBytes: Int64
+    package var seconds: Double
     /// Ranged chunks, or one stream for a server without Range support.
-    public var ranged: Bool
+    package var ranged: Bool
     /// Times the download started over because the remote file changed.
-    public var restarts: Int
+    package var restarts: Int
 }
 
 /// Progress of one download, reported about four times a second.
-public struct DownloadProgress: Sendable, Equatable {
-    public var bytesDone: Int64
-    public var bytesTotal: Int64?
-    public var bytesPerSecond: Double
-    public var activeConnections: Int
+package struct DownloadProgress: Sendable, Equatable {
+    package var bytesDone: Int64
+    package var bytesTotal: Int64?
+    package var bytesPerSecond: Double
+    package var activeConnections: Int
     /// Another download of the same destination (in this or another process) holds it: this one
     /// waits for it to end, then finds the file in place or picks up where it stopped.
-    public var waitingForAnotherDownload = false
+    package var waitingForAnotherDownload = false
 }
 
 /// Fetches files over HTTP(S) with parallel Range requests on libcurl, resumably and verified.
-public struct Downloader: Sendable {
-    public init() {}
+package struct Downloader: Sendable {
+    package init() {}
 
     /// Downloads `request` on a thread of its own (libcurl's multi loop blocks), honouring task cancellation.
-    public func download(
+    package func download(
         _ request: DownloadRequest, progress: @escaping @Sendable (DownloadProgress) -> Void = { _ in }
     ) async throws(DownloadError) -> DownloadResult {
         let cancelled = CancelFlag()

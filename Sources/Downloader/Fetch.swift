@@ -4,13 +4,13 @@ import Foundation
 
 /// A small GET into memory (API responses, not model files): same URL policy, no redirects to
 /// other origins with credentials, a size limit.
-public struct SmallFetch: Sendable {
-    public var policy: URLPolicy
-    public var headers: [(name: String, value: String)]
-    public var limit: Int
-    public var timeoutSeconds = 60
+package struct SmallFetch: Sendable {
+    package var policy: URLPolicy
+    package var headers: [(name: String, value: String)]
+    package var limit: Int
+    package var timeoutSeconds = 60
 
-    public init(policy: URLPolicy = URLPolicy(), headers: [(name: String, value: String)] = [], limit: Int = 64 << 20) {
+    package init(policy: URLPolicy = URLPolicy(), headers: [(name: String, value: String)] = [], limit: Int = 64 << 20) {
         self.policy = policy
         self.headers = headers
         self.limit = limit
@@ -32,7 +32,7 @@ public struct SmallFetch: Sendable {
     }
 
     /// GETs `url` and returns the body of a 2xx answer.
-    public func get(_ url: String) async throws(DownloadError) -> Data {
+    package func get(_ url: String) async throws(DownloadError) -> Data {
         let shown = URLPolicy.redact(url)
         let result: Result<Data, DownloadError> = await withCheckedContinuation { [policy, headers, limit, timeoutSeconds] continuation in
             // The policy resolves the host: a blocking call, kept off the cooperative pool.

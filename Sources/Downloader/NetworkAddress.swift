@@ -6,18 +6,18 @@ import Foundation
 
 /// An IPv4 or IPv6 address as a connection sees it, and whether it lies in a range a download must
 /// not reach (loopback, private, link-local, cloud metadata, multicast, …).
-public struct NetworkAddress: Sendable, Hashable, CustomStringConvertible {
+package struct NetworkAddress: Sendable, Hashable, CustomStringConvertible {
     /// 4 bytes for IPv4, 16 for IPv6, in network order.
-    public let bytes: [UInt8]
+    package let bytes: [UInt8]
 
-    public init?(bytes: [UInt8]) {
+    package init?(bytes: [UInt8]) {
         guard bytes.count == 4 || bytes.count == 16 else { return nil }
         self.bytes = bytes
     }
 
     /// Parses a numeric address in its canonical spellings only (`inet_pton`: dotted quad, IPv6 text);
     /// host names and the legacy IPv4 spellings (`127.1`, `0x7f000001`) are not addresses here.
-    public init?(numeric text: String) {
+    package init?(numeric text: String) {
         let trimmed = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
         var v4 = in_addr()
         if inet_pton(AF_INET, trimmed, &v4) == 1 {
@@ -33,7 +33,7 @@ public struct NetworkAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The address and port of a `sockaddr_in` / `sockaddr_in6`; nil for other families.
-    public static func from(_ address: UnsafePointer<sockaddr>, length: Int) -> (address: NetworkAddress, port: Int)? {
+    package static func from(_ address: UnsafePointer<sockaddr>, length: Int) -> (address: NetworkAddress, port: Int)? {
         switch Int32(address.pointee.sa_family) {
         case AF_INET where length >= MemoryLayout<sockaddr_in>.size:
             return address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
@@ -55,7 +55,7 @@ public struct NetworkAddress: Sendable, Hashable, CustomStringConvertible {
     /// Every address `host` resolves to, as the system resolver (and so libcurl) reads it: this
     /// includes the legacy IPv4 spellings `2130706433`, `0x7f000001`, `127.1`, `0177.0.0.1`, `0`.
     /// Empty when the name does not resolve.
-    public static func resolve(_ host: String) -> [NetworkAddress] {
+    package static func resolve(_ host: String) -> [NetworkAddress] {
         let name = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
@@ -76,11 +76,11 @@ public struct NetworkAddress: Sendable, Hashable, CustomStringConvertible {
         return found
     }
 
-    public var isIPv4: Bool { bytes.count == 4 }
+    package var isIPv4: Bool { bytes.count == 4 }
 
     /// The IPv4 address an IPv6 address carries and is routed to: mapped `::ffff:a.b.c.d`, the old
     /// compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and 6to4 `2002:aabb:ccdd::`.
-    public var embeddedIPv4: NetworkAddress? {
+    package var embeddedIPv4: NetworkAddress? {
         guard bytes.count == 16 else { return nil }
         let b = bytes
         if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xff && b[11] == 0xff { return NetworkAddress(bytes: Array(b[12..<16])) }
@@ -96,7 +96,7 @@ public struct NetworkAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// The name of the non-public range the address lies in ("loopback", "private", …), nil for a
     /// public address.
-    public var restrictedRange: String? {
+    package var restrictedRange: String? {
         if let inner = embeddedIPv4 { return inner.restrictedRange }
         return isIPv4 ? Self.restrictedIPv4(bytes) : Self.restrictedIPv6(bytes)
     }
@@ -138,7 +138,7 @@ public struct NetworkAddress: Sendable, Hashable, CustomStringConvertible {
         return nil
     }
 
-    public var description: String {
+    package var description: String {
         var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
         var raw = bytes
         let family = isIPv4 ? AF_INET : AF_INET6

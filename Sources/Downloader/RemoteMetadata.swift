@@ -5,15 +5,15 @@ import Foundation
 /// What an origin says about a file without sending it: its size, and the SHA-256 it publishes when it
 /// publishes one (Hugging Face answers a `/resolve/` URL of an LFS file with `X-Linked-Etag: "<sha256>"`,
 /// `X-Linked-Size` and `X-Repo-Commit` on the redirect, before any byte of the file).
-public struct RemoteMetadata: Sendable, Equatable {
+package struct RemoteMetadata: Sendable, Equatable {
     /// The URL asked for.
-    public var url: String
+    package var url: String
     /// Size from `X-Linked-Size`, else from the final response's `Content-Range` / `Content-Length`.
-    public var size: Int64?
+    package var size: Int64?
     /// SHA-256 (lowercase hex) from `X-Linked-Etag`, when it is one.
-    public var publishedSHA256: String?
+    package var publishedSHA256: String?
     /// The repository commit the URL resolved to (`X-Repo-Commit`), when the origin says.
-    public var repositoryCommit: String?
+    package var repositoryCommit: String?
 }
 
 /// The body of a metadata request is never wanted.
@@ -24,7 +24,7 @@ extension Downloader {
     /// (credentials only to the URL's own origin) and stopping at the first response that publishes a
     /// SHA-256 and size, so nothing of the file is transferred. Transient failures are retried like a
     /// download's probe.
-    public func metadata(_ request: DownloadRequest) async throws(DownloadError) -> RemoteMetadata {
+    package func metadata(_ request: DownloadRequest) async throws(DownloadError) -> RemoteMetadata {
         let cancelled = CancelFlag()
         let result: Result<RemoteMetadata, DownloadError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in

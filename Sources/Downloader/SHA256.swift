@@ -2,16 +2,16 @@ import CSHA256
 import Foundation
 
 /// Incremental SHA-256 (libcrypto, with the CPU's SHA extensions) whose state can be saved and restored.
-public struct SHA256Hasher: Sendable {
+package struct SHA256Hasher: Sendable {
     private var context = provision_sha256_ctx()
 
-    public init() {
+    package init() {
         precondition(provision_sha256_context_fits() == 1, "libcrypto's SHA256_CTX does not fit the shim's buffer")
         provision_sha256_init(&context)
     }
 
     /// Restores a state saved by `savedState`; nil when the bytes are not one (another format, damaged).
-    public init?(savedState: Data) {
+    package init?(savedState: Data) {
         self.init()
         let restored = savedState.withUnsafeBytes { bytes -> Int32 in
             guard let base = bytes.bindMemory(to: UInt8.self).baseAddress else { return 0 }
@@ -22,31 +22,31 @@ public struct SHA256Hasher: Sendable {
 
     /// The state in the project's own format (version 1: chaining values, byte count, the bytes
     /// waiting for a full block; see CSHA256.h), never libcrypto's in-memory struct.
-    public var savedState: Data {
+    package var savedState: Data {
         var out = [UInt8](repeating: 0, count: Int(PROVISION_SHA256_STATE_MAX))
         var copy = context
         let length = provision_sha256_export(&copy, &out)
         return Data(out.prefix(length))
     }
 
-    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+    package mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
         provision_sha256_update(&context, base, bytes.count)
     }
 
-    public mutating func update(_ data: Data) {
+    package mutating func update(_ data: Data) {
         data.withUnsafeBytes { update($0) }
     }
 
     /// The digest as lowercase hex; the hasher must not be used afterwards.
-    public mutating func finalize() -> String {
+    package mutating func finalize() -> String {
         var digest = [UInt8](repeating: 0, count: 32)
         provision_sha256_final(&context, &digest)
         return digest.map { String(format: "%02x", $0) }.joined()
     }
 
     /// Hashes a whole file (for files already in place).
-    public static func hashFile(at path: String, bufferSize: Int = 4 << 20) throws -> String {
+    package static func hashFile(at path: String, bufferSize: Int = 4 << 20) throws -> String {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         defer { close(fd) }

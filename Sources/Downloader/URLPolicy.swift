@@ -7,21 +7,21 @@ import Foundation
 /// clear error before any connection), and `ConnectionGuard` asks `permits` again about the
 /// address of every socket libcurl opens, redirects included, so a name that resolves differently
 /// a moment later (DNS rebinding) cannot slip through.
-public struct URLPolicy: Sendable {
+package struct URLPolicy: Sendable {
     /// An address and port connections may go to although the address is local (a test origin, a
     /// mirror on the machine), e.g. `127.0.0.1:8080` or `[::1]:8080`.
-    public struct AllowedOrigin: Sendable, Hashable, CustomStringConvertible {
-        public var address: NetworkAddress
-        public var port: Int
+    package struct AllowedOrigin: Sendable, Hashable, CustomStringConvertible {
+        package var address: NetworkAddress
+        package var port: Int
 
-        public init(address: NetworkAddress, port: Int) {
+        package init(address: NetworkAddress, port: Int) {
             self.address = address
             self.port = port
         }
 
         /// Parses `ADDRESS:PORT` (`[IPv6]:PORT`); the address must be numeric, so what is allowed
         /// does not depend on DNS.
-        public init?(_ text: String) {
+        package init?(_ text: String) {
             guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port),
                 let address = NetworkAddress(numeric: String(text[..<colon])),
                 address.isIPv4 || text.hasPrefix("[")
@@ -29,32 +29,32 @@ public struct URLPolicy: Sendable {
             self.init(address: address, port: port)
         }
 
-        public var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
+        package var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
     }
 
     /// Loopback and private origins are refused unless this is set (tests, demos).
-    public var allowLoopback: Bool
+    package var allowLoopback: Bool
     /// Local addresses allowed one by one (with their port), when `allowLoopback` is off.
-    public var allowedOrigins: Set<AllowedOrigin>
+    package var allowedOrigins: Set<AllowedOrigin>
     /// Host suffix → environment variable holding a bearer token for it.
-    public var tokenHosts: [(suffix: String, variable: String)] = [
+    package var tokenHosts: [(suffix: String, variable: String)] = [
         ("huggingface.co", "HF_TOKEN"), ("civitai.com", "CIVITAI_TOKEN"),
     ]
 
-    public init(allowLoopback: Bool = false, allowedOrigins: Set<AllowedOrigin> = []) {
+    package init(allowLoopback: Bool = false, allowedOrigins: Set<AllowedOrigin> = []) {
         self.allowLoopback = allowLoopback
         self.allowedOrigins = allowedOrigins
     }
 
     /// Parses and checks a URL: http/https only, a host, no userinfo smuggling, and every address the
     /// host resolves to public (or allowed). Resolves the host: call it off the cooperative pool.
-    public func check(_ text: String) throws(DownloadError) -> URL {
+    package func check(_ text: String) throws(DownloadError) -> URL {
         try check(text, resolving: true)
     }
 
     /// `check` without asking the resolver: numeric hosts and `localhost` names are judged, other
     /// names wait for the connection (a payload's validation, which must not block on DNS).
-    public func checkWithoutResolving(_ text: String) throws(DownloadError) -> URL {
+    package func checkWithoutResolving(_ text: String) throws(DownloadError) -> URL {
         try check(text, resolving: false)
     }
 
@@ -87,7 +87,7 @@ public struct URLPolicy: Sendable {
     }
 
     /// Why a connection to `address`:`port` is not allowed, or nil when it is.
-    public func refusal(address: NetworkAddress, port: Int) -> String? {
+    package func refusal(address: NetworkAddress, port: Int) -> String? {
         if allowLoopback { return nil }
         guard let range = address.restrictedRange else { return nil }
         if allowedOrigins.contains(AllowedOrigin(address: address, port: port)) { return nil }
@@ -96,7 +96,7 @@ public struct URLPolicy: Sendable {
     }
 
     /// The URL as it may be shown: no userinfo, no query (signed URLs carry secrets there), no fragment.
-    public static func redact(_ text: String) -> String {
+    package static func redact(_ text: String) -> String {
         guard var components = URLComponents(string: text) else {
             return String(text.prefix { $0 != "?" && $0 != "#" }.prefix(200))
         }
@@ -109,7 +109,7 @@ public struct URLPolicy: Sendable {
     }
 
     /// The `Authorization` header for a host from the environment (HF_TOKEN, CIVITAI_TOKEN), if any.
-    public func authorization(for host: String, environment: [String: String]) -> String? {
+    package func authorization(for host: String, environment: [String: String]) -> String? {
         let host = host.lowercased()
         for (suffix, variable) in tokenHosts where host == suffix || host.hasSuffix("." + suffix) {
             if let token = environment[variable], !token.isEmpty { return "Bearer \(token)" }

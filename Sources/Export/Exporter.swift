@@ -6,20 +6,20 @@ import JobCore
 
 /// Artifacts equivalent to a lockfile for places that do not run provision: a standalone install
 /// script, a Dockerfile, and the `dependencies.json` report of seed 004.
-public enum ExportFormat: String, Sendable, CaseIterable {
+package enum ExportFormat: String, Sendable, CaseIterable {
     case script
     case dockerfile
     case dependenciesJSON = "dependencies-json"
 }
 
-public struct Exporter: Sendable {
-    public var lock: Lockfile
+package struct Exporter: Sendable {
+    package var lock: Lockfile
 
-    public init(lock: Lockfile) {
+    package init(lock: Lockfile) {
         self.lock = lock.normalized()
     }
 
-    public func export(_ format: ExportFormat) -> String {
+    package func export(_ format: ExportFormat) -> String {
         switch format {
         case .script: return script()
         case .dockerfile: return dockerfile()
@@ -120,7 +120,7 @@ public struct Exporter: Sendable {
             "if [ -f \"$COMFY/requirements.txt\" ]; then \"$PYTHON\" -m pip install -q -r \"$COMFY/requirements.txt\"; fi",
             "",
         ]
-        for node in lock.customNodes.sorted(by: { ($0.installOrder ?? Int.max, $0.name.lowercased()) < ($1.installOrder ?? Int.max, $1.name.lowercased()) }) {
+        for node in lock.customNodes.sorted(by: { NodeSource.installsBefore($0.source, $1.source) }) {
             let dir = "\"$COMFY/custom_nodes/\(node.name)\""
             lines.append("checkout \(Self.shellQuote(node.url)) \(dir) \(Self.shellQuote(node.commit)) \(node.recursive == true ? 1 : 0)")
             if let env = node.env, !env.isEmpty {
@@ -189,7 +189,7 @@ public struct Exporter: Sendable {
         } else {
             lines.append("# The lock does not pin ComfyUI: the base image must provide /workspace/ComfyUI.")
         }
-        for node in lock.customNodes.sorted(by: { ($0.installOrder ?? Int.max, $0.name.lowercased()) < ($1.installOrder ?? Int.max, $1.name.lowercased()) }) {
+        for node in lock.customNodes.sorted(by: { NodeSource.installsBefore($0.source, $1.source) }) {
             let dir = "/workspace/ComfyUI/custom_nodes/\(node.name)"
             lines.append(clone(node.url, dir, node.commit, recursive: node.recursive == true))
             if node.requirements ?? true {

@@ -2,25 +2,25 @@ import Foundation
 import ProcessControl
 
 /// A bare git repository made on disk (the demo's sources, a test's), with its commits in order.
-public struct GitFixture: Sendable {
-    public let path: String
-    public var url: String { "file://" + path }
-    public let commits: [String]
+package struct GitFixture: Sendable {
+    package let path: String
+    package var url: String { "file://" + path }
+    package let commits: [String]
 }
 
 /// Who commits in fixture repositories: a fixed identity, so that nothing depends on the user's
 /// git configuration.
-public struct FixtureIdentity: Sendable {
-    public var name: String
-    public var email: String
+package struct FixtureIdentity: Sendable {
+    package var name: String
+    package var email: String
 
-    public static let tests = FixtureIdentity(name: "provision tests", email: "tests@provision.invalid")
-    public static let demo = FixtureIdentity(name: "provision demo", email: "demo@provision.invalid")
+    package static let tests = FixtureIdentity(name: "provision tests", email: "tests@provision.invalid")
+    package static let demo = FixtureIdentity(name: "provision demo", email: "demo@provision.invalid")
 }
 
 /// Runs git for fixtures with a fixed identity, no system configuration and local submodules allowed.
 @discardableResult
-public func fixtureGit(_ arguments: [String], in directory: String? = nil, identity: FixtureIdentity = .tests) async throws -> String {
+package func fixtureGit(_ arguments: [String], in directory: String? = nil, identity: FixtureIdentity = .tests) async throws -> String {
     var environment = ProcessInfo.processInfo.environment
     environment["GIT_AUTHOR_NAME"] = identity.name
     environment["GIT_AUTHOR_EMAIL"] = identity.email
@@ -37,7 +37,7 @@ public func fixtureGit(_ arguments: [String], in directory: String? = nil, ident
 /// Creates `<folder>/<name>.git`: one commit per entry of `commits` (files to write), annotated
 /// tags and branches at commit indexes, `main` at `mainAt` (default: the last commit), optional
 /// submodules.
-public func makeGitRepo(
+package func makeGitRepo(
     in folder: URL, name: String, commits: [[String: String]], tags: [String: Int] = [:], branches: [String: Int] = [:],
     mainAt: Int? = nil, submodules: [String: GitFixture] = [:], identity: FixtureIdentity = .tests
 ) async throws -> GitFixture {

@@ -5,21 +5,21 @@ import RedisServerProcess
 /// An HTTP origin on 127.0.0.1 serving the files of a folder: nginx (Range, a per-connection rate
 /// cap like a CDN's: the demo's) or a script that picks its own port (the tests' `origin.py`, with
 /// injected faults). One start-up, file generator and stop for both.
-public final class LoopbackOrigin: Sendable {
+package final class LoopbackOrigin: Sendable {
     /// The served folder.
-    public let root: URL
-    public let port: Int
+    package let root: URL
+    package let port: Int
     private let process: ChildProcess
 
     private init(_ process: ChildProcess, serving root: URL, on port: Int) {
         (self.process, self.root, self.port) = (process, root, port)
     }
 
-    public var base: String { "http://127.0.0.1:\(port)" }
+    package var base: String { "http://127.0.0.1:\(port)" }
 
     /// nginx serving `root` at `/`, each connection capped at `rateMiB` MiB/s; its configuration,
     /// pid file, temporary folders and logs under `prefix`.
-    public static func nginx(root: URL, prefix: URL, rateMiB: Int) async throws -> LoopbackOrigin {
+    package static func nginx(root: URL, prefix: URL, rateMiB: Int) async throws -> LoopbackOrigin {
         let nginx: String
         do { nginx = try ChildProcess.locate("nginx") } catch {
             throw FixtureError.origin("The loopback origin needs nginx (Debian: apt-get install -y nginx-light; scripts/setup does it).")
@@ -60,7 +60,7 @@ public final class LoopbackOrigin: Sendable {
     }
 
     /// `PYTHON SCRIPT --root ROOT --port-file FILE`: the script binds a free port and writes it to FILE.
-    public static func script(python: String, script: String, root: URL) async throws -> LoopbackOrigin {
+    package static func script(python: String, script: String, root: URL) async throws -> LoopbackOrigin {
         let portFile = root.appendingPathComponent(".port").path
         let log = NSTemporaryDirectory() + "provision-origin-\(UUID().uuidString).log"
         let child = try ChildProcess(python, [script, "--root", root.path, "--port-file", portFile], outputPath: log)
@@ -87,11 +87,11 @@ public final class LoopbackOrigin: Sendable {
     }
 
     /// Writes `size` pseudo-random bytes (seeded) to `name` in the served folder.
-    public func addFile(_ name: String, size: Int64, seed: UInt64, piece: (Data) -> Void = { _ in }) throws {
+    package func addFile(_ name: String, size: Int64, seed: UInt64, piece: (Data) -> Void = { _ in }) throws {
         try PseudoRandomBytes.write(root.appendingPathComponent(name).path, size: size, seed: seed, piece: piece)
     }
 
-    public func stop() { _ = process.stop(grace: .seconds(5)) }
+    package func stop() { _ = process.stop(grace: .seconds(5)) }
 
     private static func accepts(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

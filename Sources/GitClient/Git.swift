@@ -5,14 +5,14 @@ import ProcessControl
 /// applied before any contact, URLs and refs after `--`, only https (and file:// when allowed) as
 /// transports, no prompts, no hooks, no system configuration, an environment without secrets, and
 /// a deadline on every call. The worker's clones and the lock's look-ups both go through it.
-public struct Git: Sendable {
-    public var policy: GitSourcePolicy
-    public var timeout: Duration
-    public var executable: String
+package struct Git: Sendable {
+    package var policy: GitSourcePolicy
+    package var timeout: Duration
+    package var executable: String
     /// What git's environment is made from: only the names in `GitEnvironment.inherited` are kept.
-    public var baseEnvironment: [String: String]
+    package var baseEnvironment: [String: String]
 
-    public init(
+    package init(
         policy: GitSourcePolicy = GitSourcePolicy(), timeout: Duration = .seconds(600), executable: String = "git",
         baseEnvironment: [String: String] = ProcessInfo.processInfo.environment
     ) {
@@ -23,7 +23,7 @@ public struct Git: Sendable {
     }
 
     /// Names git may inherit: finding programs, home, temporary files, proxies and certificates.
-    public static let inherited = [
+    package static let inherited = [
         "PATH", "HOME", "TMPDIR", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",
         "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO",
     ]
@@ -48,7 +48,7 @@ public struct Git: Sendable {
 
     /// Runs `git ARGS` (in `directory`, trusted as a safe directory) and returns how it ended; throws
     /// only when git cannot be started.
-    public func run(_ arguments: [String], in directory: String? = nil, timeout: Duration? = nil, outputLimit: Int = ChildProcess.outputLimit) async throws(GitError) -> ChildProcess.Output {
+    package func run(_ arguments: [String], in directory: String? = nil, timeout: Duration? = nil, outputLimit: Int = ChildProcess.outputLimit) async throws(GitError) -> ChildProcess.Output {
         let location = directory.map { ["-c", "safe.directory=\($0)", "-C", $0] } ?? []
         do {
             return try await ChildProcess.run(
@@ -60,7 +60,7 @@ public struct Git: Sendable {
 
     /// `run`, with a failure or timeout turned into an error that quotes git's last line.
     @discardableResult
-    public func checked(_ arguments: [String], in directory: String? = nil, what: String, timeout: Duration? = nil) async throws(GitError) -> String {
+    package func checked(_ arguments: [String], in directory: String? = nil, what: String, timeout: Duration? = nil) async throws(GitError) -> String {
         let output = try await run(arguments, in: directory, timeout: timeout)
         if output.timedOut { throw GitError(.timedOut, "\(what) took longer than \(timeout ?? self.timeout)") }
         if output.cancelled { throw GitError(.cancelled, "\(what) was stopped because its job was cancelled") }
@@ -77,7 +77,7 @@ public struct Git: Sendable {
     }
 
     /// `git ls-remote` of a repository (the policy applied): ref name → commit.
-    public func listRemote(_ url: String, refs: [String] = []) async throws(GitError) -> [String: String] {
+    package func listRemote(_ url: String, refs: [String] = []) async throws(GitError) -> [String: String] {
         let target = try policy.resolve(url)
         let text = try await checked(["ls-remote", "--", target] + refs, what: "listing the refs of \(GitSourcePolicy.shown(url))")
         var map: [String: String] = [:]
@@ -91,7 +91,7 @@ public struct Git: Sendable {
 
     /// The full commit a ref names on the remote; annotated tags are peeled, full commits are fetched
     /// once to prove they exist, abbreviated ones must be the tip of a branch or tag.
-    public func commit(_ url: String, ref: GitRef) async throws(GitError) -> String {
+    package func commit(_ url: String, ref: GitRef) async throws(GitError) -> String {
         let shown = GitSourcePolicy.shown(url)
         switch ref {
         case .head:
@@ -124,12 +124,12 @@ public struct Git: Sendable {
     }
 
     /// Fetches exactly one commit (no blobs) into a throw-away bare repository: proof that it exists.
-    public func checkCommitExists(_ url: String, commit: String) async throws(GitError) {
+    package func checkCommitExists(_ url: String, commit: String) async throws(GitError) {
         try await withScratch(url, commit: commit, blobs: false) { _ in }
     }
 
     /// Runs `body` with a throw-away bare repository holding `commit` of `url` (one shallow fetch).
-    public func withScratch<T: Sendable>(_ url: String, commit: String, blobs: Bool, _ body: (String) async throws(GitError) -> T) async throws(GitError) -> T {
+    package func withScratch<T: Sendable>(_ url: String, commit: String, blobs: Bool, _ body: (String) async throws(GitError) -> T) async throws(GitError) -> T {
         let target = try policy.resolve(url)
         let shown = GitSourcePolicy.shown(url)
         let scratch = NSTemporaryDirectory() + "provision-git-\(UUID().uuidString)"
@@ -148,14 +148,14 @@ public struct Git: Sendable {
     }
 
     /// The commit checked out in a local repository, or nil when it is not one.
-    public func head(_ directory: String) async -> String? {
+    package func head(_ directory: String) async -> String? {
         guard let output = try? await run(["rev-parse", "--verify", "-q", "HEAD"], in: directory, timeout: .seconds(30)), output.succeeded else { return nil }
         let text = output.output.trimmingCharacters(in: .whitespacesAndNewlines)
         return GitSourcePolicy.isFullCommit(text) ? text : nil
     }
 
     /// Tracked files that differ from the checked-out commit (untracked files such as `.env` do not count).
-    public func changedFiles(_ directory: String) async throws(GitError) -> [String] {
+    package func changedFiles(_ directory: String) async throws(GitError) -> [String] {
         let text = try await checked(
             ["status", "--porcelain", "--untracked-files=no", "--ignore-submodules=none"], in: directory, what: "git status in \(directory)", timeout: .seconds(60))
         return text.split(whereSeparator: \.isNewline).map { line in String(line.count > 3 ? line.dropFirst(3) : line[...]) }

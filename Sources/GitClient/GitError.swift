@@ -1,8 +1,8 @@
 /// Why git could not do what was asked: a refused source, a ref that does not exist, a failed or
 /// timed-out command, or no git at all. `message` is a clause without a final period, so callers
 /// can make it their own sentence.
-public struct GitError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: Sendable, Equatable {
+package struct GitError: Error, Sendable, Equatable, CustomStringConvertible {
+    package enum Kind: Sendable, Equatable {
         /// The URL or ref is not allowed (policy), before anything ran.
         case refused
         /// The repository answered: the ref or commit is not there.
@@ -16,19 +16,19 @@ public struct GitError: Error, Sendable, Equatable, CustomStringConvertible {
         case missing
     }
 
-    public var kind: Kind
-    public var message: String
+    package var kind: Kind
+    package var message: String
 
-    public init(_ kind: Kind, _ message: String) {
+    package init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
     }
 
     /// Whether trying again later may help.
-    public var isRetryable: Bool { kind == .failed || kind == .timedOut }
+    package var isRetryable: Bool { kind == .failed || kind == .timedOut }
 
-    public var description: String { message }
+    package var description: String { message }
 
     /// The message as a sentence: capitalised, with a final period.
-    public var sentence: String { (message.prefix(1).uppercased() + message.dropFirst()) + (message.hasSuffix(".") ? "" : ".") }
+    package var sentence: String { (message.prefix(1).uppercased() + message.dropFirst()) + (message.hasSuffix(".") ? "" : ".") }
 }

@@ -1,20 +1,20 @@
 /// A pip requirement line that installs from git (`git+https://host/o/r.git[@ref][#egg=name]`, or
 /// `name @ git+https://…`), taken apart so its URL can go through the source policy and its ref
 /// can be pinned: the same reading for the lock that pins it and the worker that installs it.
-public struct GitRequirement: Sendable, Equatable {
+package struct GitRequirement: Sendable, Equatable {
     /// `name` of `name @ git+…`, if written.
-    public var name: String?
+    package var name: String?
     /// The repository URL as written (after `git+`, without ref and fragment).
-    public var url: String
+    package var url: String
     /// The ref after `@`, if any.
-    public var ref: String?
+    package var ref: String?
     /// `#egg=…&subdirectory=…`, as written (with the `#`), or empty.
-    public var fragment: String
+    package var fragment: String
     /// `; python_version…` environment markers, as written (with the `;`), or empty.
-    public var marker: String
+    package var marker: String
 
     /// Nil when the line does not install from git.
-    public init?(_ line: String) {
+    package init?(_ line: String) {
         var spec = Substring(line)
         if let at = line.range(of: " @ ") {
             name = String(line[..<at.lowerBound]).trimmingCharacters(in: .whitespaces)
@@ -44,13 +44,13 @@ public struct GitRequirement: Sendable, Equatable {
     }
 
     /// The `egg=` name in the fragment, if any.
-    public var egg: String? {
+    package var egg: String? {
         guard let range = fragment.range(of: #"egg=[A-Za-z0-9._-]+"#, options: .regularExpression) else { return nil }
         return String(fragment[range].dropFirst(4))
     }
 
     /// The project's name: written, from `egg=`, else the repository's.
-    public var projectName: String {
+    package var projectName: String {
         if let name { return name }
         if let egg { return egg }
         var last = url.split(separator: "/").last.map(String.init) ?? url
@@ -59,9 +59,9 @@ public struct GitRequirement: Sendable, Equatable {
     }
 
     /// A comparable form of the URL for pins: lower case, no `.git`, no trailing `/`.
-    public var pinKey: String { Self.pinKey(url) }
+    package var pinKey: String { Self.pinKey(url) }
 
-    public static func pinKey(_ url: String) -> String {
+    package static func pinKey(_ url: String) -> String {
         var text = url.lowercased()
         while text.hasSuffix("/") { text.removeLast() }
         if text.hasSuffix(".git") { text.removeLast(4) }
@@ -69,7 +69,7 @@ public struct GitRequirement: Sendable, Equatable {
     }
 
     /// The line again, with another URL and ref.
-    public func line(url: String, ref: String?) -> String {
+    package func line(url: String, ref: String?) -> String {
         // A marker after a URL needs the space before its `;` (PEP 508).
         (name.map { "\($0) @ " } ?? "") + "git+" + url + (ref.map { "@" + $0 } ?? "") + fragment + (marker.isEmpty ? "" : " " + marker)
     }

@@ -1,14 +1,14 @@
 import Foundation
 
 /// Which git ref a spec names.
-public enum GitRef: Sendable, Equatable, CustomStringConvertible {
+package enum GitRef: Sendable, Equatable, CustomStringConvertible {
     case commit(String)
     case tag(String)
     case branch(String)
     /// The remote's default branch.
     case head
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .commit(let id): return "commit \(id)"
         case .tag(let name): return "tag \(name)"
@@ -22,30 +22,30 @@ public enum GitRef: Sendable, Equatable, CustomStringConvertible {
 /// uv's `git+https` requirements: operator rewrites (like git's `insteadOf`, e.g. a local mirror),
 /// https with a host and no credentials (a credential helper keeps those out of output, events and
 /// Redis), `file://` only when local sources are allowed, and ref names that cannot become options.
-public struct GitSourcePolicy: Sendable {
+package struct GitSourcePolicy: Sendable {
     /// Prefix rewrites applied before anything contacts a repository; the first match wins.
-    public var rewrites: [(from: String, to: String)]
+    package var rewrites: [(from: String, to: String)]
     /// Allow `file://` and absolute paths (local mirrors, tests).
-    public var allowLocal: Bool
+    package var allowLocal: Bool
 
-    public init(rewrites: [(from: String, to: String)] = [], allowLocal: Bool = false) {
+    package init(rewrites: [(from: String, to: String)] = [], allowLocal: Bool = false) {
         self.rewrites = rewrites
         self.allowLocal = allowLocal
     }
 
     /// The URL after the first matching rewrite.
-    public func rewritten(_ url: String) -> String {
+    package func rewritten(_ url: String) -> String {
         for rule in rewrites where url.hasPrefix(rule.from) { return rule.to + url.dropFirst(rule.from.count) }
         return url
     }
 
     /// The URL git will contact: the given one checked, rewritten, and the result checked again.
-    public func resolve(_ url: String) throws(GitError) -> String {
+    package func resolve(_ url: String) throws(GitError) -> String {
         try check(rewritten(try check(url)))
     }
 
     /// Checks one URL against the policy; returns it unchanged.
-    public func check(_ url: String) throws(GitError) -> String {
+    package func check(_ url: String) throws(GitError) -> String {
         guard !url.isEmpty, url.utf8.count <= 2048 else { throw GitError(.refused, "the repository URL '\(url.prefix(100))' is empty or longer than 2048 bytes") }
         guard !url.hasPrefix("-"), !url.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7F }) else {
             throw GitError(.refused, "the repository URL '\(Self.shown(url))' contains spaces, control characters or a leading '-'")
@@ -75,13 +75,13 @@ public struct GitSourcePolicy: Sendable {
     }
 
     /// Checks a tag or branch name: git's rules, and nothing an option parser could take for an option.
-    public static func checkRefName(_ name: String, kind: String) throws(GitError) {
+    package static func checkRefName(_ name: String, kind: String) throws(GitError) {
         guard isSafeRef(name) else { throw GitError(.refused, "the \(kind) '\(name.prefix(100))' is not a valid git ref name") }
     }
 
     /// Tags and branches: letters, digits and `._/+-`, starting with a letter, digit or `_`; no
     /// `..`, `//`, trailing `/`, `.` or `.lock`.
-    public static func isSafeRef(_ name: String) -> Bool {
+    package static func isSafeRef(_ name: String) -> Bool {
         let allowed = name.utf8.allSatisfy { byte in
             (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122) || "._/+-".utf8.contains(byte)
         }
@@ -90,22 +90,22 @@ public struct GitSourcePolicy: Sendable {
     }
 
     /// Text with any `scheme://user:password@` credentials masked, for text that is not one clean URL.
-    public static func withoutCredentials(_ text: String) -> String {
+    package static func withoutCredentials(_ text: String) -> String {
         text.replacingOccurrences(of: #"://[^/@\s]*@"#, with: "://***@", options: .regularExpression)
     }
 
     /// 40 lower-case hexadecimal digits.
-    public static func isFullCommit(_ text: String) -> Bool {
+    package static func isFullCommit(_ text: String) -> Bool {
         text.utf8.count == 40 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
     }
 
     /// 7 to 40 hexadecimal digits, either case.
-    public static func isCommit(_ text: String) -> Bool {
+    package static func isCommit(_ text: String) -> Bool {
         (7...40).contains(text.utf8.count) && text.lowercased().utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
     }
 
     /// A URL as it may appear in messages: no credentials, no query.
-    public static func shown(_ url: String) -> String {
+    package static func shown(_ url: String) -> String {
         guard var components = URLComponents(string: url), components.scheme != nil else { return String(withoutCredentials(url).prefix(200)) }
         if components.user != nil || components.password != nil {
             components.user = nil

@@ -11,40 +11,40 @@ import Telemetry
 /// the machine is ready and 503 with a JSON reason otherwise; `/status` is the status JSON with
 /// running jobs and their progress; `/metrics` is the Prometheus text format. Every answer is read
 /// from Redis at request time; nothing is cached.
-public final class HealthServer: Sendable {
+package final class HealthServer: Sendable {
     /// Where to listen.
-    public struct Configuration: Sendable {
+    package struct Configuration: Sendable {
         /// Loopback by default: binding elsewhere is the operator's decision.
-        public var host = "127.0.0.1"
-        public var port = 9090
+        package var host = "127.0.0.1"
+        package var port = 9090
 
-        public init(host: String = "127.0.0.1", port: Int = 9090) {
+        package init(host: String = "127.0.0.1", port: Int = 9090) {
             self.host = host
             self.port = port
         }
     }
 
     /// What this process knows beyond Redis: the ComfyUI instances it supervises.
-    public struct Services: Sendable {
+    package struct Services: Sendable {
         /// Why not every instance serves, or nil when they all do (or none is asked for).
-        public var problem: @Sendable () -> String?
+        package var problem: @Sendable () -> String?
         /// Prometheus lines of the instances.
-        public var metrics: @Sendable () -> String
+        package var metrics: @Sendable () -> String
 
-        public init(problem: @escaping @Sendable () -> String?, metrics: @escaping @Sendable () -> String) {
+        package init(problem: @escaping @Sendable () -> String?, metrics: @escaping @Sendable () -> String) {
             self.problem = problem
             self.metrics = metrics
         }
     }
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     private let monitor: MachineMonitor
     private let logger: Logger
     private let services: Services?
     /// The server's own group when started with `start()` (tests, tools), not in a caller's group.
     private let running = Mutex<(group: ServiceGroup, task: Task<Void, Never>)?>(nil)
 
-    public init(monitor: MachineMonitor, configuration: Configuration = Configuration(), logger: Logger, services: Services? = nil) {
+    package init(monitor: MachineMonitor, configuration: Configuration = Configuration(), logger: Logger, services: Services? = nil) {
         self.monitor = monitor
         self.configuration = configuration
         self.logger = logger
@@ -54,7 +54,7 @@ public final class HealthServer: Sendable {
     /// The server as a `Service` for the caller's `ServiceGroup`: it serves until the group's
     /// graceful shutdown. `listening` is told the bound port once connections are accepted, or the
     /// reason it could not bind (then `run()` throws it too).
-    public func service(listening: @escaping @Sendable (Result<Int, HealthServerError>) -> Void) -> some Service {
+    package func service(listening: @escaping @Sendable (Result<Int, HealthServerError>) -> Void) -> some Service {
         Listener(server: self, listening: listening)
     }
 
@@ -85,7 +85,7 @@ public final class HealthServer: Sendable {
 
     /// Starts listening in a group of its own; returns the bound port once connections are
     /// accepted. Throws `HealthServerError.cannotListen` when the address cannot be bound.
-    public func start() async throws(HealthServerError) -> Int {
+    package func start() async throws(HealthServerError) -> Int {
         let (outcomes, report) = AsyncStream.makeStream(of: Result<Int, HealthServerError>.self)
         let group = ServiceGroup(
             configuration: .init(
@@ -102,7 +102,7 @@ public final class HealthServer: Sendable {
 
     /// Stops a server started with `start()` (gracefully: requests in flight are answered) and
     /// returns once it is down.
-    public func stop() async {
+    package func stop() async {
         guard let (group, task) = running.withLock({ state -> (ServiceGroup, Task<Void, Never>)? in
             defer { state = nil }
             return state
@@ -169,7 +169,7 @@ public final class HealthServer: Sendable {
     }
 
     /// The step-12 event: `machine.health_server.start`, or a `machine.step.failure` when binding failed.
-    public static func startEvent(host: String, port: Int, failure: HealthServerError? = nil) -> StepEvent {
+    package static func startEvent(host: String, port: Int, failure: HealthServerError? = nil) -> StepEvent {
         let step = Step.healthServer
         var attributes: [(key: String, value: EventValue)] = [("host", .string(host)), ("port", .int(Int64(port)))]
         if let failure {
@@ -185,11 +185,11 @@ public final class HealthServer: Sendable {
 }
 
 /// Why the health server is not serving.
-public enum HealthServerError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum HealthServerError: Error, Sendable, Equatable, CustomStringConvertible {
     case cannotListen(address: String, reason: String)
     case stopped
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .cannotListen(let address, let reason):
             return "The health server cannot listen on \(address) (\(reason)); choose another --health-port, or 0 to run without it."

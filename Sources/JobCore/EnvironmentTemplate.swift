@@ -2,8 +2,8 @@ import Foundation
 
 /// Expands `${VAR}` from the worker's environment in job payload values, so secrets live on the
 /// machine and never in Redis. A missing variable fails naming the variable, never a value.
-public enum EnvironmentTemplate {
-    public static func expand(_ template: String, environment: [String: String], field: String) throws(JobFailure) -> String {
+package enum EnvironmentTemplate {
+    package static func expand(_ template: String, environment: [String: String], field: String) throws(JobFailure) -> String {
         var value = ""
         var rest = Substring(template)
         while let open = rest.range(of: "${") {
@@ -23,7 +23,7 @@ public enum EnvironmentTemplate {
     }
 
     /// `[A-Za-z_][A-Za-z0-9_]*`
-    public static func isIdentifier(_ name: String) -> Bool {
+    package static func isIdentifier(_ name: String) -> Bool {
         guard let first = name.first, first.isASCII, first.isLetter || first == "_", name.count <= 128 else { return false }
         return name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
     }
@@ -33,14 +33,14 @@ public enum EnvironmentTemplate {
 /// machine's operator exposed (`--expose-env NAME`, `PROVISION_EXPOSE_ENV=A,B`), never the queue's
 /// own credentials; child processes (git, uv, `install.py`) get a working environment without the
 /// worker's secrets unless exposed.
-public struct EnvironmentPolicy: Sendable {
+package struct EnvironmentPolicy: Sendable {
     /// The worker's whole environment.
-    public var environment: [String: String]
+    package var environment: [String: String]
     /// Names the operator allows plans to use.
-    public var exposed: Set<String>
+    package var exposed: Set<String>
 
     /// Names no plan can reach, exposed or not: the credentials of the queue itself.
-    public static let neverExposed: Set<String> = ["PROVISION_REDIS_URL", "REDIS_URL", "PROVISION_REDIS_PASSWORD", "REDISCLI_AUTH"]
+    package static let neverExposed: Set<String> = ["PROVISION_REDIS_URL", "REDIS_URL", "PROVISION_REDIS_PASSWORD", "REDISCLI_AUTH"]
 
     /// Names every child process gets: what finding programs, locales, proxies, certificates, caches
     /// and the GPU need. Prefixes end in `_`.
@@ -52,19 +52,19 @@ public struct EnvironmentPolicy: Sendable {
     ]
     static let childPrefixes = ["LC_", "XDG_", "UV_", "PIP_", "CUDA_", "NVIDIA_", "GPU_MODE", "MOCK_GPU"]
 
-    public init(environment: [String: String] = ProcessInfo.processInfo.environment, exposed: Set<String>? = nil) {
+    package init(environment: [String: String] = ProcessInfo.processInfo.environment, exposed: Set<String>? = nil) {
         self.environment = environment
         let given = exposed ?? Set((environment["PROVISION_EXPOSE_ENV"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         self.exposed = given.filter { !$0.isEmpty && !Self.neverExposed.contains($0) }
     }
 
     /// The values `${VAR}` may expand to.
-    public var templateValues: [String: String] {
+    package var templateValues: [String: String] {
         environment.filter { exposed.contains($0.key) }
     }
 
     /// The environment of a child process: the working set and the exposed names, nothing else.
-    public var childEnvironment: [String: String] {
+    package var childEnvironment: [String: String] {
         environment.filter { key, _ in
             guard !Self.neverExposed.contains(key) else { return false }
             return exposed.contains(key) || Self.childNames.contains(key) || Self.childPrefixes.contains { key.hasPrefix($0) }

@@ -3,7 +3,7 @@ import Foundation
 /// A parsed JSON document, for everything that comes from elsewhere (plans, manifests, lockfiles,
 /// workflows, the node registry): one strict RFC 8259 reader, with bounded size and depth, duplicate
 /// keys, hexadecimal and octal-looking numbers refused, and errors that name the field and position.
-public indirect enum JSONValue: Sendable, Equatable {
+package indirect enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
     case number(Double)
@@ -11,44 +11,44 @@ public indirect enum JSONValue: Sendable, Equatable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    public subscript(key: String) -> JSONValue? {
+    package subscript(key: String) -> JSONValue? {
         if case .object(let fields) = self { return fields[key] }
         return nil
     }
 
-    public var object: [String: JSONValue]? {
+    package var object: [String: JSONValue]? {
         if case .object(let fields) = self { return fields }
         return nil
     }
 
-    public var array: [JSONValue]? {
+    package var array: [JSONValue]? {
         if case .array(let items) = self { return items }
         return nil
     }
 
-    public var string: String? {
+    package var string: String? {
         if case .string(let text) = self { return text }
         return nil
     }
 
-    public var number: Double? {
+    package var number: Double? {
         if case .number(let value) = self { return value }
         return nil
     }
 
-    public var bool: Bool? {
+    package var bool: Bool? {
         if case .bool(let value) = self { return value }
         return nil
     }
 
     /// An integral number that fits in Int (node ids, modes, sizes).
-    public var int: Int? {
+    package var int: Int? {
         guard case .number(let value) = self, value.rounded() == value, abs(value) < 9.007_199_254_740_992e15 else { return nil }
         return Int(value)
     }
 
     /// A node id as ComfyUI writes it: a number (UI format) or a string (API format, `"12"` or `"5:3"`).
-    public var identifier: String? {
+    package var identifier: String? {
         switch self {
         case .string(let text): return text
         case .number: return int.map(String.init)
@@ -57,7 +57,7 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
 
     /// The kind of value, for error sentences ("an array", "a string", …).
-    public var kindDescription: String {
+    package var kindDescription: String {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"
@@ -70,19 +70,19 @@ public indirect enum JSONValue: Sendable, Equatable {
 }
 
 /// How much input a parse accepts.
-public struct JSONLimits: Sendable {
+package struct JSONLimits: Sendable {
     /// Largest document, in bytes.
-    public var maxBytes: Int
+    package var maxBytes: Int
     /// Deepest nesting of arrays and objects.
-    public var maxDepth: Int
+    package var maxDepth: Int
 
     /// Accept `NaN`, `Infinity` and lone surrogate escapes (as U+FFFD), which Python's json.dumps and
     /// browsers write into ComfyUI workflows; every other input is refused for them.
-    public var workflowQuirks: Bool
+    package var workflowQuirks: Bool
     /// Skip a UTF-8 byte order mark, as editors on Windows write one.
-    public var byteOrderMark: Bool
+    package var byteOrderMark: Bool
 
-    public init(maxBytes: Int = 64 << 20, maxDepth: Int = 128, workflowQuirks: Bool = false, byteOrderMark: Bool = true) {
+    package init(maxBytes: Int = 64 << 20, maxDepth: Int = 128, workflowQuirks: Bool = false, byteOrderMark: Bool = true) {
         self.maxBytes = maxBytes
         self.maxDepth = maxDepth
         self.workflowQuirks = workflowQuirks
@@ -91,17 +91,17 @@ public struct JSONLimits: Sendable {
 }
 
 /// Why a document is not usable JSON, in one sentence.
-public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var reason: String
-    public var line: Int
-    public var column: Int
+package struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertible {
+    package var reason: String
+    package var line: Int
+    package var column: Int
 
-    public var description: String { "\(reason) at line \(line), column \(column)" }
+    package var description: String { "\(reason) at line \(line), column \(column)" }
 }
 
 extension JSONValue {
     /// Parses `data` as one JSON value (RFC 8259), refusing more than `limits` allow.
-    public static func parse(_ data: Data, limits: JSONLimits = JSONLimits()) throws(JSONParseError) -> JSONValue {
+    package static func parse(_ data: Data, limits: JSONLimits = JSONLimits()) throws(JSONParseError) -> JSONValue {
         guard data.count <= limits.maxBytes else {
             throw JSONParseError(reason: "it is \(data.count) bytes, more than the limit of \(limits.maxBytes)", line: 1, column: 1)
         }
@@ -110,7 +110,7 @@ extension JSONValue {
         return try parser.parseDocument()
     }
 
-    public static func parse(_ text: String, limits: JSONLimits = JSONLimits()) throws(JSONParseError) -> JSONValue {
+    package static func parse(_ text: String, limits: JSONLimits = JSONLimits()) throws(JSONParseError) -> JSONValue {
         try parse(Data(text.utf8), limits: limits)
     }
 }
@@ -429,7 +429,7 @@ private struct JSONParser {
 }
 
 extension JSONValue: Encodable {
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
         case .null: try container.encodeNil()

@@ -2,16 +2,16 @@ import Foundation
 
 /// One attempt at a job as an executor sees it: the job's id and plan, which attempt this is, and
 /// its payload decoded once. No lease, no token, nothing of the queue.
-public struct JobAttempt<Payload: JobPayload>: Sendable {
-    public let id: String
+package struct JobAttempt<Payload: JobPayload>: Sendable {
+    package let id: String
     /// The plan the job belongs to and the plan's generation on the machine (a re-enqueued plan is a new one).
-    public let plan: String
-    public let generation: Int
-    public let attempt: Int
-    public let maxAttempts: Int
-    public let payload: Payload
+    package let plan: String
+    package let generation: Int
+    package let attempt: Int
+    package let maxAttempts: Int
+    package let payload: Payload
 
-    public init(id: String, plan: String = "", generation: Int = 1, attempt: Int = 1, maxAttempts: Int = 1, payload: Payload) {
+    package init(id: String, plan: String = "", generation: Int = 1, attempt: Int = 1, maxAttempts: Int = 1, payload: Payload) {
         self.id = id
         self.plan = plan
         self.generation = generation
@@ -23,7 +23,7 @@ public struct JobAttempt<Payload: JobPayload>: Sendable {
 
 /// Runs one kind of job: the kind is its payload type's. Executors are idempotent: a job may be
 /// delivered again after a crash.
-public protocol JobExecutor: Sendable {
+package protocol JobExecutor: Sendable {
     associatedtype Payload: JobPayload
     /// What this worker refuses beyond the payload's own rules (sources, paths): a permanent failure.
     func validate(_ payload: Payload) throws(JobFailure)
@@ -33,27 +33,27 @@ public protocol JobExecutor: Sendable {
 }
 
 extension JobExecutor {
-    public var kind: String { Payload.kind }
-    public func validate(_ payload: Payload) throws(JobFailure) {}
+    package var kind: String { Payload.kind }
+    package func validate(_ payload: Payload) throws(JobFailure) {}
 }
 
 /// A job ready to run: its payload decoded and checked.
-public struct PreparedJob: Sendable {
-    public let kind: String
+package struct PreparedJob: Sendable {
+    package let kind: String
     let body: @Sendable (JobContext) async throws -> String
 
     /// Runs the attempt.
-    public func run(context: JobContext) async throws -> String { try await body(context) }
+    package func run(context: JobContext) async throws -> String { try await body(context) }
 }
 
 /// An executor of any kind, for a registry: decodes a payload's JSON text once, checks it (the
 /// payload's rules, then the executor's), and hands the typed attempt to the executor.
-public struct AnyJobExecutor: Sendable {
-    public let kind: String
-    public let step: JobStep
+package struct AnyJobExecutor: Sendable {
+    package let kind: String
+    package let step: JobStep
     private let make: @Sendable (_ job: JobAttempt<NoopPayload>, _ payload: String) throws(JobFailure) -> PreparedJob
 
-    public init<E: JobExecutor>(_ executor: E) {
+    package init<E: JobExecutor>(_ executor: E) {
         kind = E.Payload.kind
         step = E.Payload.step
         make = { about, text throws(JobFailure) in
@@ -67,30 +67,30 @@ public struct AnyJobExecutor: Sendable {
     }
 
     /// Decodes and checks a payload without running anything.
-    public func validate(payload: String) throws(JobFailure) {
+    package func validate(payload: String) throws(JobFailure) {
         _ = try make(JobAttempt(id: "validate", payload: NoopPayload()), payload)
     }
 
     /// Decodes and checks a payload; an unusable one is a permanent failure.
-    public func prepare(id: String, plan: String = "", generation: Int = 1, attempt: Int = 1, maxAttempts: Int = 1, payload: String) throws(JobFailure) -> PreparedJob {
+    package func prepare(id: String, plan: String = "", generation: Int = 1, attempt: Int = 1, maxAttempts: Int = 1, payload: String) throws(JobFailure) -> PreparedJob {
         try make(JobAttempt(id: id, plan: plan, generation: generation, attempt: attempt, maxAttempts: maxAttempts, payload: NoopPayload()), payload)
     }
 }
 
 /// The executors a worker offers, by kind.
-public struct ExecutorRegistry: Sendable {
+package struct ExecutorRegistry: Sendable {
     private var executors: [String: AnyJobExecutor] = [:]
 
-    public init(_ executors: [AnyJobExecutor] = []) {
+    package init(_ executors: [AnyJobExecutor] = []) {
         for executor in executors { self.executors[executor.kind] = executor }
     }
 
-    public mutating func register<E: JobExecutor>(_ executor: E) {
+    package mutating func register<E: JobExecutor>(_ executor: E) {
         executors[E.Payload.kind] = AnyJobExecutor(executor)
     }
 
-    public subscript(kind: String) -> AnyJobExecutor? { executors[kind] }
+    package subscript(kind: String) -> AnyJobExecutor? { executors[kind] }
 
     /// The kinds this worker can run, reported when it registers.
-    public var kinds: [String] { executors.keys.sorted() }
+    package var kinds: [String] { executors.keys.sorted() }
 }

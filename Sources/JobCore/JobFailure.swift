@@ -1,18 +1,18 @@
 /// A failed attempt, classified: `type` is a short machine-readable cause, `message` one sentence.
-public struct JobFailure: Error, Sendable, Equatable, CustomStringConvertible {
-    public var type: String
-    public var message: String
-    public var retryable: Bool
+package struct JobFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    package var type: String
+    package var message: String
+    package var retryable: Bool
 
-    public init(type: String, message: String, retryable: Bool) {
+    package init(type: String, message: String, retryable: Bool) {
         self.type = type
         self.message = message
         self.retryable = retryable
     }
 
-    public static func invalidPayload(_ message: String) -> JobFailure {
+    package static func invalidPayload(_ message: String) -> JobFailure {
         JobFailure(type: "invalid_payload", message: message, retryable: false)
     }
 
-    public var description: String { message }
+    package var description: String { message }
 }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// The step of the startup flow (seed 002) a job kind reports under.
-public enum JobStep: Int, Sendable {
+package enum JobStep: Int, Sendable {
     /// Step 17: ComfyUI, custom nodes, their Python requirements and scripts.
     case customNodes = 17
     /// Step 18: model files and the final check.
@@ -14,7 +14,7 @@ public enum JobStep: Int, Sendable {
 /// by the planner and decoded once by the worker. The JSON Schemas in
 /// `protocols/schemas/job-payloads/KIND.schema.json` publish the same contract (a test holds the two
 /// together).
-public protocol JobPayload: Codable, Sendable {
+package protocol JobPayload: Codable, Sendable {
     static var kind: String { get }
     static var step: JobStep { get }
     /// The rules a schema cannot say (ref names, paths, sizes): a broken payload fails for good.
@@ -22,10 +22,10 @@ public protocol JobPayload: Codable, Sendable {
 }
 
 extension JobPayload {
-    public func validate() throws(JobFailure) {}
+    package func validate() throws(JobFailure) {}
 
     /// Decodes a payload from its JSON text, naming the field that is wrong.
-    public static func decode(_ text: String) throws(JobFailure) -> Self {
+    package static func decode(_ text: String) throws(JobFailure) -> Self {
         guard text.utf8.count <= 1 << 20 else { throw .invalidPayload("a \(kind) payload is larger than 1 MiB") }
         do {
             return try JSONDecoder().decode(Self.self, from: Data(text.utf8))
@@ -37,7 +37,7 @@ extension JobPayload {
     }
 
     /// The payload as JSON text, keys sorted.
-    public func encoded() -> String {
+    package func encoded() -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return String(decoding: (try? encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
@@ -45,22 +45,22 @@ extension JobPayload {
 }
 
 /// The kinds this project defines, for whoever needs a kind's step without its executor (telemetry).
-public enum JobKinds {
-    public static let all: [any JobPayload.Type] = [
+package enum JobKinds {
+    package static let all: [any JobPayload.Type] = [
         NoopPayload.self, SleepPayload.self, DownloadPayload.self, ComfyUIPayload.self, NodePayload.self,
         PythonDepsPayload.self, InstallScriptsPayload.self, VerifyPayload.self, ServicesPayload.self,
     ]
 
     /// The step a kind reports under; nil for a kind this project does not define.
-    public static func step(of kind: String) -> JobStep? {
+    package static func step(of kind: String) -> JobStep? {
         all.first { $0.kind == kind }?.step
     }
 }
 
 /// Helpers for payload decoding.
-public enum PayloadDecoding {
+package enum PayloadDecoding {
     /// A field path and what is wrong with it, for one sentence.
-    public static func describe(_ error: DecodingError) -> String {
+    package static func describe(_ error: DecodingError) -> String {
         func path(_ keys: [any CodingKey]) -> String {
             keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
         }
@@ -75,7 +75,7 @@ public enum PayloadDecoding {
 
 extension KeyedDecodingContainer {
     /// A list that Redis's cjson may have stored as `{}` when it was empty.
-    public func decodeListIfPresent<T: Decodable>(_ type: [T].Type, forKey key: Key) throws -> [T]? {
+    package func decodeListIfPresent<T: Decodable>(_ type: [T].Type, forKey key: Key) throws -> [T]? {
         guard contains(key) else { return nil }
         if let list = try? decode([T].self, forKey: key) { return list }
         if let object = try? decode([String: Int].self, forKey: key), object.isEmpty { return [] }

@@ -3,18 +3,18 @@ import JobCore
 
 /// The `comfyui` job kind: ComfyUI cloned at its pin into `<workspace>/ComfyUI`, the Python
 /// environment created or reused, and ComfyUI's requirements installed with an installed torch kept.
-public struct ComfyUIExecutor: JobExecutor {
-    public var configuration: NodeInstallerConfiguration
+package struct ComfyUIExecutor: JobExecutor {
+    package var configuration: NodeInstallerConfiguration
 
-    public init(configuration: NodeInstallerConfiguration) {
+    package init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
-    public func validate(_ payload: ComfyUIPayload) throws(JobFailure) {
+    package func validate(_ payload: ComfyUIPayload) throws(JobFailure) {
         _ = try configuration.sources.resolveSource(payload.url)
     }
 
-    public func run(_ attempt: JobAttempt<ComfyUIPayload>, context: JobContext) async throws -> String {
+    package func run(_ attempt: JobAttempt<ComfyUIPayload>, context: JobContext) async throws -> String {
         let payload = attempt.payload
         let pin = try RefPin(commit: payload.commit, tag: payload.tag, branch: payload.branch, owner: "comfyui")
         let url = try configuration.sources.resolveSource(payload.url)

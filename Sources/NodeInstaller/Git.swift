@@ -3,7 +3,7 @@ import GitClient
 import JobCore
 
 /// Where custom nodes, ComfyUI and `git+https` requirements may come from: the project's one policy.
-public typealias GitSourcePolicy = GitClient.GitSourcePolicy
+package typealias GitSourcePolicy = GitClient.GitSourcePolicy
 
 extension GitSourcePolicy {
     /// The URL git will use for a job's source; a refused one fails the job for good.

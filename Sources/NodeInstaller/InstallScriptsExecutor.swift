@@ -5,17 +5,17 @@ import JobCore
 /// The `install-scripts` job kind: every node's `install.py`, run after the plan's combined
 /// requirements are installed (scripts import what the requirements bring: Impact-Pack's needs
 /// `git`), one at a time in install order, each with its output kept as a bounded tail.
-public struct InstallScriptsExecutor: JobExecutor {
-    public var configuration: NodeInstallerConfiguration
+package struct InstallScriptsExecutor: JobExecutor {
+    package var configuration: NodeInstallerConfiguration
 
-    public init(configuration: NodeInstallerConfiguration) {
+    package init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
     /// Lines of a script's output kept in the job's result.
     static let tailLines = 20
 
-    public func run(_ attempt: JobAttempt<InstallScriptsPayload>, context: JobContext) async throws -> String {
+    package func run(_ attempt: JobAttempt<InstallScriptsPayload>, context: JobContext) async throws -> String {
         let payload = attempt.payload
         let workspace = configuration.workspace
         let environment = PythonEnvironment(configuration: configuration)

@@ -5,18 +5,18 @@ import JobCore
 /// The `node` job kind: one custom node cloned at its pin into `custom_nodes/NAME`, via a staging
 /// folder and one rename, with its `.env`. Requirements are installed later, all nodes together, by
 /// `python-deps`; `install.py` after them, by `install-scripts`.
-public struct NodeExecutor: JobExecutor {
-    public var configuration: NodeInstallerConfiguration
+package struct NodeExecutor: JobExecutor {
+    package var configuration: NodeInstallerConfiguration
 
-    public init(configuration: NodeInstallerConfiguration) {
+    package init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
-    public func validate(_ payload: NodePayload) throws(JobFailure) {
+    package func validate(_ payload: NodePayload) throws(JobFailure) {
         _ = try configuration.sources.resolveSource(payload.url)
     }
 
-    public func run(_ attempt: JobAttempt<NodePayload>, context: JobContext) async throws -> String {
+    package func run(_ attempt: JobAttempt<NodePayload>, context: JobContext) async throws -> String {
         let payload = attempt.payload
         let pin = try RefPin(commit: payload.commit, tag: payload.tag, branch: payload.branch, owner: "node \(payload.name)")
         let url = try configuration.sources.resolveSource(payload.url)

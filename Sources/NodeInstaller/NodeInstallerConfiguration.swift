@@ -4,30 +4,30 @@ import JobCore
 
 /// What the node, ComfyUI and Python executors share: the workspace, where sources may come from,
 /// and the tools they run.
-public struct NodeInstallerConfiguration: Sendable {
-    public var workspace: Workspace
-    public var sources: GitSourcePolicy
+package struct NodeInstallerConfiguration: Sendable {
+    package var workspace: Workspace
+    package var sources: GitSourcePolicy
     /// Git operations at once on this machine (across worker processes).
-    public var gitSlots = 5
+    package var gitSlots = 5
     /// Replace checkouts at another commit or with local changes (else such a job fails).
-    public var force = false
-    public var installScriptTimeout: Duration = .seconds(600)
-    public var gitTimeout: Duration = .seconds(900)
+    package var force = false
+    package var installScriptTimeout: Duration = .seconds(600)
+    package var gitTimeout: Duration = .seconds(900)
     /// The Python that creates the environment (`python3 -m venv`).
-    public var systemPython = "python3"
+    package var systemPython = "python3"
     /// Whether this machine has GPUs: decides between CPU and GPU builds of the same module
     /// (onnxruntime / onnxruntime-gpu).
-    public var gpu = false
+    package var gpu = false
     /// The git executable (a path, or a name looked up in PATH).
-    public var gitExecutable = "git"
+    package var gitExecutable = "git"
     /// uv (from PyPI) resolves and installs requirements.
-    public var uv = "uv"
+    package var uv = "uv"
     /// Package sources for uv: a wheelhouse (`--find-links`) and whether to skip the index, for
     /// offline machines and tests.
-    public var findLinks: [String] = []
-    public var noIndex = false
+    package var findLinks: [String] = []
+    package var noIndex = false
     /// The worker's environment and what of it plans may reach.
-    public var environmentPolicy = EnvironmentPolicy()
+    package var environmentPolicy = EnvironmentPolicy()
 
     /// What git, uv and `install.py` run with: no queue credentials, no tokens unless exposed.
     var childEnvironment: [String: String] { environmentPolicy.childEnvironment }
@@ -52,7 +52,7 @@ public struct NodeInstallerConfiguration: Sendable {
     /// What `${VAR}` in a node's `env` may expand to.
     var exposedEnvironment: [String: String] { environmentPolicy.templateValues }
 
-    public init(workspace: Workspace, sources: GitSourcePolicy = GitSourcePolicy()) {
+    package init(workspace: Workspace, sources: GitSourcePolicy = GitSourcePolicy()) {
         self.workspace = workspace
         self.sources = sources
     }

@@ -4,14 +4,14 @@ import JobCore
 /// The `python-deps` job kind: every node's requirements resolved together (`uv pip compile`, with
 /// ComfyUI's requirements and the installed torch as constraints), conflicts reported by node, then
 /// one install.
-public struct PythonDepsExecutor: JobExecutor {
-    public var configuration: NodeInstallerConfiguration
+package struct PythonDepsExecutor: JobExecutor {
+    package var configuration: NodeInstallerConfiguration
 
-    public init(configuration: NodeInstallerConfiguration) {
+    package init(configuration: NodeInstallerConfiguration) {
         self.configuration = configuration
     }
 
-    public func run(_ attempt: JobAttempt<PythonDepsPayload>, context: JobContext) async throws -> String {
+    package func run(_ attempt: JobAttempt<PythonDepsPayload>, context: JobContext) async throws -> String {
         let payload = attempt.payload
         let workspace = configuration.workspace
         let nodes = payload.nodes ?? installedNodes()

@@ -3,29 +3,29 @@ import JobCore
 
 /// The folders of a ComfyUI machine: `<root>/ComfyUI`, its `custom_nodes` and `models`, the
 /// Python environment `<root>/venv`, and provision's own locks and staging area.
-public struct Workspace: Sendable {
-    public let root: String
+package struct Workspace: Sendable {
+    package let root: String
 
-    public init(root: String) {
+    package init(root: String) {
         self.root = root
     }
 
-    public var comfyUI: String { root + "/ComfyUI" }
-    public var customNodes: String { comfyUI + "/custom_nodes" }
-    public var models: String { comfyUI + "/models" }
-    public var venv: String { root + "/venv" }
-    public var python: String { venv + "/bin/python" }
+    package var comfyUI: String { root + "/ComfyUI" }
+    package var customNodes: String { comfyUI + "/custom_nodes" }
+    package var models: String { comfyUI + "/models" }
+    package var venv: String { root + "/venv" }
+    package var python: String { venv + "/bin/python" }
     /// Clones are made here and moved into place only when complete. Never inside `custom_nodes`:
     /// ComfyUI imports every folder there, dot-folders too, and reports `IMPORT FAILED` for it.
-    public var staging: String { root + "/.provision/staging" }
+    package var staging: String { root + "/.provision/staging" }
     /// Where older versions staged clones; removed when found empty.
     var legacyStaging: String { customNodes + "/.staging" }
-    public var locks: String { root + "/.provision/locks" }
+    package var locks: String { root + "/.provision/locks" }
 
-    public func node(_ name: String) -> String { customNodes + "/" + name }
+    package func node(_ name: String) -> String { customNodes + "/" + name }
 
     /// Node names are folder names: no paths, no hidden or option-like names.
-    public static func isSafeNodeName(_ name: String) -> Bool { PayloadRules.isNodeName(name) }
+    package static func isSafeNodeName(_ name: String) -> Bool { PayloadRules.isNodeName(name) }
 
     /// The staging folder for clones headed to `custom_nodes`: `staging` when it is on the same
     /// filesystem (so the final rename is atomic), else a folder beside `custom_nodes` in ComfyUI.

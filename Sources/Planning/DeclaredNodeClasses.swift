@@ -7,7 +7,7 @@ extension ComponentSpec.Git {
     /// The node types a repository registers at a commit, read statically (`NodeClassScanner`) from
     /// its Python files that mention NODE_CLASS_MAPPINGS; one shallow fetch into a throw-away bare
     /// repository, nothing checked out, nothing run.
-    public func declaredNodeClasses(_ url: String, commit: String) async throws(LockError) -> Set<String> {
+    package func declaredNodeClasses(_ url: String, commit: String) async throws(LockError) -> Set<String> {
         guard Self.isFullCommit(commit) else { throw .nodeClassesNeedFullCommit(url: url, commit: commit) }
         let client = self.client
         do {

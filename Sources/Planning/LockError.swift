@@ -4,7 +4,7 @@ import WorkflowAnalysis
 
 /// Why `lock` could not pin its inputs: the repository (URL without credentials), ref, commit or
 /// model at fault, as one sentence (`description`).
-public enum LockError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum LockError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Two inputs name different ComfyUI repositories.
     case comfyUINamedTwice(first: String, second: String)
     /// Two lockfiles pin ComfyUI differently.
@@ -26,7 +26,7 @@ public enum LockError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The lock's task was cancelled before every node and model was pinned.
     case cancelled
 
-    public var description: String {
+    package var description: String {
         // Messages quote what inputs said (types, refs); clipped so a 1 MiB name stays a sentence.
         clippedSentence(sentence)
     }

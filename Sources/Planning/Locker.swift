@@ -5,33 +5,33 @@ import Foundation
 import GitClient
 
 /// How `lock` reaches the network and what it tolerates.
-public struct LockOptions: Sendable {
-    public var git = ComponentSpec.Git()
+package struct LockOptions: Sendable {
+    package var git = ComponentSpec.Git()
     /// Which model URLs may be fetched (loopback only in tests).
-    public var policy = URLPolicy()
+    package var policy = URLPolicy()
     /// Where a model without a published hash is downloaded once to be hashed.
-    public var scratchDirectory = NSTemporaryDirectory()
+    package var scratchDirectory = NSTemporaryDirectory()
     /// Write the lock even when some node types or models cannot be pinned (they are listed, not installed).
-    public var allowUnresolved = false
+    package var allowUnresolved = false
     /// Pin packages and models used only by muted or bypassed nodes too.
-    public var includeInactive = true
+    package var includeInactive = true
     /// ComfyUI-Manager's model list (file name → URL, folder) for workflow models without a URL.
-    public var modelList: [String: (url: String, directory: String)] = [:]
+    package var modelList: [String: (url: String, directory: String)] = [:]
     /// Repositories and models resolved at once.
-    public var concurrency = 4
-    public var environment: [String: String] = ProcessInfo.processInfo.environment
+    package var concurrency = 4
+    package var environment: [String: String] = ProcessInfo.processInfo.environment
     /// Receives one line per step.
-    public var progress: @Sendable (String) -> Void = { _ in }
+    package var progress: @Sendable (String) -> Void = { _ in }
 
-    public init() {}
+    package init() {}
 }
 
 /// What `lock` could not pin, when allowed to go on.
-public struct LockWarnings: Sendable, Equatable {
-    public var nodeTypes: [String] = []
-    public var models: [String] = []
+package struct LockWarnings: Sendable, Equatable {
+    package var nodeTypes: [String] = []
+    package var models: [String] = []
 
-    public init(nodeTypes: [String] = [], models: [String] = []) {
+    package init(nodeTypes: [String] = [], models: [String] = []) {
         self.nodeTypes = nodeTypes
         self.models = models
     }
@@ -39,16 +39,16 @@ public struct LockWarnings: Sendable, Equatable {
 
 /// Turns specs and workflows into a lockfile: every repository ref resolved to a commit (`git
 /// ls-remote`), every model to URL, size and SHA-256 (published by the origin, or by downloading once).
-public struct Locker: Sendable {
-    public var options: LockOptions
-    public var analyzer: WorkflowAnalyzer
+package struct Locker: Sendable {
+    package var options: LockOptions
+    package var analyzer: WorkflowAnalyzer
 
-    public init(options: LockOptions, analyzer: WorkflowAnalyzer) {
+    package init(options: LockOptions, analyzer: WorkflowAnalyzer) {
         self.options = options
         self.analyzer = analyzer
     }
 
-    public func lock(_ documents: [SpecDocument]) async throws(LockError) -> (lock: Lockfile, warnings: LockWarnings) {
+    package func lock(_ documents: [SpecDocument]) async throws(LockError) -> (lock: Lockfile, warnings: LockWarnings) {
         var warnings = LockWarnings()
         var comfyui: ComfyUISource?
         var lockedComfyUI: LockedRepository?
@@ -308,9 +308,7 @@ public struct Locker: Sendable {
             let gitPins = node.requirements == false ? [:] : try await Self.viaGit { () async throws(GitError) in try await git.gitRequirementPins(node.url, commit: commit) }
             for (repository, pinned) in gitPins.sorted(by: { $0.key < $1.key }) { progress("node \(node.name): requirement \(repository) → \(pinned.prefix(12))") }
             return LockedNode(
-                name: node.name, url: node.url, commit: commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
-                requirements: node.requirements, env: node.env, installOrder: node.installOrder, provides: types,
-                allowOutside: node.allowOutside, gitRequirements: gitPins.isEmpty ? nil : gitPins)
+                source: node.source, commit: commit, provides: types, allowOutside: node.allowOutside, gitRequirements: gitPins.isEmpty ? nil : gitPins)
         }
         return results
     }

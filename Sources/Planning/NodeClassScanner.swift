@@ -5,9 +5,9 @@ import Foundation
 /// into one with `.update({…})` / `|= {…}`), and `NODE_CLASS_MAPPINGS["Name"] = …` assignments.
 /// Mappings built by code (loops, imports from other packages) are not seen: a type found this way
 /// is certain, a type not found is merely unknown.
-public enum NodeClassScanner {
+package enum NodeClassScanner {
     /// Class names registered in one Python file.
-    public static func classNames(inPython source: String) -> Set<String> {
+    package static func classNames(inPython source: String) -> Set<String> {
         let text = Array(source.utf8)
         var names = Set<String>()
         let marker = Array("NODE_CLASS_MAPPINGS".utf8)

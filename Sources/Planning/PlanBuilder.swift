@@ -8,24 +8,24 @@ import JobCore
 /// one `node` job per custom node (parallel; nodes with an `install_order` one group after another)
 /// → `python-deps` → `install-scripts` → `verify`, with `download` jobs that depend on nothing and a `verify` job that
 /// depends on every other job. Payloads follow protocols/schemas/job-payloads/.
-public struct PlanBuilder: Sendable {
-    public var planID: String?
-    public var machineID: String?
+package struct PlanBuilder: Sendable {
+    package var planID: String?
+    package var machineID: String?
     /// Hash every model in the verify job.
-    public var deepVerify = false
-    public var source: String?
+    package var deepVerify = false
+    package var source: String?
     /// Append a last `services` job (steps 19-21, protocols/schemas/job-payloads/services.schema.json)
     /// that depends on every other job and succeeds once ComfyUI serves every installed node.
-    public var services: ServicesJob?
+    package var services: ServicesJob?
 
     /// What the `services` job asks for beyond the plan's nodes and workflows.
-    public struct ServicesJob: Sendable {
+    package struct ServicesJob: Sendable {
         /// Seconds ComfyUI may take to answer; nil leaves the default (300).
-        public var deadlineSeconds: Double?
-        public init(deadlineSeconds: Double? = nil) { self.deadlineSeconds = deadlineSeconds }
+        package var deadlineSeconds: Double?
+        package init(deadlineSeconds: Double? = nil) { self.deadlineSeconds = deadlineSeconds }
     }
 
-    public init(planID: String? = nil, machineID: String? = nil, deepVerify: Bool = false, source: String? = nil) {
+    package init(planID: String? = nil, machineID: String? = nil, deepVerify: Bool = false, source: String? = nil) {
         self.planID = planID
         self.machineID = machineID
         self.deepVerify = deepVerify
@@ -34,24 +34,32 @@ public struct PlanBuilder: Sendable {
 
     struct NodeEntry {
         var payload: NodePayload
+        /// The commit the verify job checks: the pin when it is a full commit.
         var commit: String?
         var allowOutside = false
         var gitPins: [String: String] = [:]
         var name: String { payload.name }
         var installOrder: Int? { payload.installOrder }
         var requirements: Bool { payload.requirements ?? true }
+
+        /// The node job of `source` at `pin`; an empty `env` is left out of the payload.
+        init(_ source: NodeSource, pin: String?, allowOutside: Bool?, gitPins: [String: String]? = nil) {
+            var source = source
+            if source.env?.isEmpty == true { source.env = nil }
+            payload = NodePayload(source: source, commit: pin)
+            commit = pin.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil }
+            self.allowOutside = allowOutside ?? false
+            self.gitPins = gitPins ?? [:]
+        }
     }
 
     typealias ModelEntry = (path: String, payload: DownloadPayload)
 
-    public func plan(for lock: Lockfile) -> JSONValue {
+    package func plan(for lock: Lockfile) -> JSONValue {
         let lock = lock.normalized()
+        // The commit is the pin: the tag or branch it came from stays in the lock for people.
         let nodes = lock.customNodes.map { node in
-            NodeEntry(
-                payload: NodePayload(
-                    name: node.name, url: node.url, commit: node.commit, recursive: node.recursive, requirements: node.requirements,
-                    env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
-                commit: node.commit, allowOutside: node.allowOutside ?? false, gitPins: node.gitRequirements ?? [:])
+            NodeEntry(node.source.withoutRefNames, pin: node.commit, allowOutside: node.allowOutside, gitPins: node.gitRequirements)
         }
         let comfyui = lock.comfyui.map { ComfyUIPayload(url: $0.url, commit: $0.commit) }
         let models = lock.models.map { model -> ModelEntry in
@@ -63,13 +71,9 @@ public struct PlanBuilder: Sendable {
         return build(comfyui: comfyui, comfyuiCommit: lock.comfyui?.commit, nodes: nodes, models: models, python: lock.python, fingerprint: digest.finalize(), classTypes: classTypes)
     }
 
-    public func plan(for spec: Spec) -> JSONValue {
+    package func plan(for spec: Spec) -> JSONValue {
         let nodes = spec.customNodes.sorted { $0.name.lowercased() < $1.name.lowercased() }.map { node in
-            NodeEntry(
-                payload: NodePayload(
-                    name: node.name, url: node.url, commit: node.commit, tag: node.tag, branch: node.branch, recursive: node.recursive,
-                    requirements: node.requirements, env: node.env?.isEmpty == false ? node.env : nil, installOrder: node.installOrder),
-                commit: node.commit.flatMap { Git.isFullCommit($0.lowercased()) ? $0.lowercased() : nil }, allowOutside: node.allowOutside ?? false)
+            NodeEntry(node.source, pin: node.commit, allowOutside: node.allowOutside)
         }
         let comfyui = spec.comfyui.map { source -> ComfyUIPayload in
             var payload = ComfyUIPayload(url: source.url, commit: source.commit, tag: source.tag, branch: source.branch)
@@ -117,7 +121,7 @@ public struct PlanBuilder: Sendable {
             previousGroup = nodes.filter { $0.installOrder == order }.map { "node:" + $0.name }
         }
         var nodeIDs: [String] = []
-        let ordered = nodes.sorted { ($0.installOrder ?? Int.max, $0.name.lowercased()) < ($1.installOrder ?? Int.max, $1.name.lowercased()) }
+        let ordered = nodes.sorted { NodeSource.installsBefore($0.payload.source, $1.payload.source) }
         for node in ordered {
             let id = "node:" + node.name
             usedIDs.insert(id)
@@ -193,10 +197,21 @@ public struct PlanBuilder: Sendable {
     }
 
     /// The plan as JSON text: keys sorted, job order kept.
-    public static func encode(_ plan: JSONValue, pretty: Bool = true) -> String {
+    package static func encode(_ plan: JSONValue, pretty: Bool = true) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(plan)) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension NodeSource {
+    /// The source without its tag and branch, for a node whose commit is the pin (a locked node's
+    /// tag or branch only says what the spec asked for).
+    var withoutRefNames: NodeSource {
+        var source = self
+        source.tag = nil
+        source.branch = nil
+        return source
     }
 }

@@ -5,10 +5,10 @@ import JobCore
 
 /// The one way inputs become a plan: `provision plan`, `enqueue --spec` and `up --spec` all call it,
 /// so the same documents give the same jobs wherever they are planned.
-public enum Planner {
+package enum Planner {
     /// A lockfile alone plans its exact pins; manifests, `config_nodes.json` and discovery
     /// responses are merged in the order given (defaults first). Workflows must be locked first.
-    public static func plan(_ documents: [(name: String, data: Data)], builder: PlanBuilder) throws(PlanError) -> JSONValue {
+    package static func plan(_ documents: [(name: String, data: Data)], builder: PlanBuilder) throws(PlanError) -> JSONValue {
         guard !documents.isEmpty else { throw .nothingToPlan }
         var lockfiles: [Lockfile] = []
         for (name, data) in documents {
@@ -38,7 +38,7 @@ public enum Planner {
 }
 
 /// Why inputs cannot be planned, as one sentence naming the file.
-public enum PlanError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum PlanError: Error, Sendable, Equatable, CustomStringConvertible {
     case nothingToPlan
     case notJSON(file: String, detail: String)
     /// JSON that is not an object; `found` says what it is instead.
@@ -48,7 +48,7 @@ public enum PlanError: Error, Sendable, Equatable, CustomStringConvertible {
     case lockfileNotAlone(files: [String])
     case spec(SpecError)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .nothingToPlan: "Nothing to plan: name a manifest, lockfile or config_nodes.json."
         case .notJSON(let file, let detail): clippedSentence("The spec \(file) is not valid JSON: \(detail).")

@@ -3,14 +3,14 @@ import Foundation
 
 /// Runs closures one at a time, in order, on an OS thread of its own at a lower CPU priority: for
 /// background work (telemetry) that must yield the CPU to the jobs when both want it.
-public final class BackgroundThread: @unchecked Sendable {
+package final class BackgroundThread: @unchecked Sendable {
     // `condition` guards `work` and `stopped`.
     private let condition = NSCondition()
     private var work: [@Sendable () -> Void] = []
     private var stopped = false
 
     /// `nice` is added to the thread's priority (0-19; best effort: a refused change leaves it as is).
-    public init(name: String, nice: Int32) {
+    package init(name: String, nice: Int32) {
         let thread = Thread { [self] in
             _ = provision_set_thread_nice(nice)
             while let next = take() { next() }
@@ -21,7 +21,7 @@ public final class BackgroundThread: @unchecked Sendable {
 
     /// Queues `body` behind what is already queued; after `stop`, runs it at once on the caller's
     /// thread (a late caller still gets its work done, and whoever awaits it is not left hanging).
-    public func run(_ body: @escaping @Sendable () -> Void) {
+    package func run(_ body: @escaping @Sendable () -> Void) {
         condition.lock()
         if stopped {
             condition.unlock()
@@ -34,7 +34,7 @@ public final class BackgroundThread: @unchecked Sendable {
     }
 
     /// Lets the thread end once the queued work is done.
-    public func stop() {
+    package func stop() {
         condition.lock()
         stopped = true
         condition.signal()

@@ -8,13 +8,13 @@ import Synchronization
 
 /// A child process started with `posix_spawn` and reaped with `waitpid` on its own pid, so its
 /// exit is seen at once whatever else the process does with signals or run loops.
-public final class ChildProcess: Sendable {
+package final class ChildProcess: Sendable {
     /// How a child ended.
-    public enum Termination: Sendable, Equatable, CustomStringConvertible {
+    package enum Termination: Sendable, Equatable, CustomStringConvertible {
         case exited(Int32)
         case signalled(Int32)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .exited(let status): return "exit status \(status)"
             case .signalled(let signal): return "signal \(signal)"
@@ -22,8 +22,8 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    public let pid: pid_t
-    public let executable: String
+    package let pid: pid_t
+    package let executable: String
     private let termination = Mutex<Termination?>(nil)
     /// Fires when the child exits: a thread of its own blocks in `waitid` for it, so waiting costs
     /// no polling.
@@ -34,7 +34,7 @@ public final class ChildProcess: Sendable {
     /// child leads a process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group)
     /// reaches only this process, which stops the child in its own order, and `signalGroup` reaches
     /// whatever the child started.
-    public init(
+    package init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
         workingDirectory: String? = nil, newProcessGroup: Bool = false
     ) throws(ChildProcessError) {
@@ -83,7 +83,7 @@ public final class ChildProcess: Sendable {
     }
 
     /// The termination, once the child has ended (reaps it).
-    public func poll() -> Termination? {
+    package func poll() -> Termination? {
         termination.withLock { known in
             if let known { return known }
             var status: Int32 = 0
@@ -99,27 +99,27 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    public var isRunning: Bool { poll() == nil }
+    package var isRunning: Bool { poll() == nil }
 
-    public func signal(_ number: Int32) {
+    package func signal(_ number: Int32) {
         if isRunning { kill(pid, number) }
     }
 
     /// Signals the child's process group (started with `newProcessGroup`): the child and what it started.
-    public func signalGroup(_ number: Int32) {
+    package func signalGroup(_ number: Int32) {
         if kill(-pid, number) != 0 { signal(number) }
     }
 
     /// Waits for the child to end; nil when `timeout` passes first, or, when `cancellable`, when the
     /// task is cancelled. Stopping a child must wait even in a cancelled task, so that is not the default.
-    public func wait(timeout: Duration = .seconds(3600), cancellable: Bool = false) async -> Termination? {
+    package func wait(timeout: Duration = .seconds(3600), cancellable: Bool = false) async -> Termination? {
         if let done = poll() { return done }
         await exit.wait(timeout: timeout, cancellable: cancellable)
         return poll()
     }
 
     /// The blocking twin of `wait`, for `deinit` and other synchronous places.
-    public func waitBlocking(timeout: Duration) -> Termination? {
+    package func waitBlocking(timeout: Duration) -> Termination? {
         if let done = poll() { return done }
         _ = exit.group.wait(timeout: .now() + .nanoseconds(Int(ExitSignal.nanoseconds(timeout))))
         return poll()
@@ -127,7 +127,7 @@ public final class ChildProcess: Sendable {
 
     /// SIGTERM, then SIGKILL if it has not ended within `grace`; waits for the end.
     @discardableResult
-    public func stop(grace: Duration = .seconds(10)) -> Termination? {
+    package func stop(grace: Duration = .seconds(10)) -> Termination? {
         signal(SIGTERM)
         if let done = waitBlocking(timeout: grace) { return done }
         signal(SIGKILL)
@@ -135,37 +135,37 @@ public final class ChildProcess: Sendable {
     }
 
     /// What `run` returns: how the command ended and what it printed (stdout and stderr, made printable).
-    public struct Output: Sendable {
+    package struct Output: Sendable {
         /// How it ended; nil when it was stopped, for running past its deadline or because the
         /// task that ran it was cancelled (`cancelled` says which).
-        public var termination: Termination?
-        public var output: String
+        package var termination: Termination?
+        package var output: String
         /// True when it was stopped because the task running it was cancelled, not at its deadline.
-        public var cancelled: Bool
+        package var cancelled: Bool
 
-        public init(termination: Termination?, output: String, cancelled: Bool = false) {
+        package init(termination: Termination?, output: String, cancelled: Bool = false) {
             self.termination = termination
             self.output = output
             self.cancelled = cancelled
         }
 
         /// True when the command exited 0 within its time.
-        public var succeeded: Bool { termination == .exited(0) }
+        package var succeeded: Bool { termination == .exited(0) }
         /// The exit status; nil when it was stopped or died of a signal.
-        public var status: Int32? {
+        package var status: Int32? {
             if case .exited(let code)? = termination { return code }
             return nil
         }
         /// True when it was stopped for running past its deadline.
-        public var timedOut: Bool { termination == nil && !cancelled }
+        package var timedOut: Bool { termination == nil && !cancelled }
         /// How it ended, in words for an error sentence: its termination, or why it was stopped.
-        public func ending(deadline: Duration) -> String {
+        package func ending(deadline: Duration) -> String {
             if let termination { return "\(termination)" }
             return cancelled ? "it was stopped because its job was cancelled" : "it ran longer than \(deadline)"
         }
 
         /// The last meaningful line of the output, for error sentences.
-        public var lastLine: String {
+        package var lastLine: String {
             let lines = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             return String((lines.last ?? "").prefix(300))
         }
@@ -174,7 +174,7 @@ public final class ChildProcess: Sendable {
     /// Runs a command to completion and collects its output: arguments as a list (never a shell),
     /// stdin from /dev/null, output in a private file (mode 0600), the last `outputLimit` bytes kept;
     /// past `timeout` it gets SIGTERM, then SIGKILL after `grace`.
-    public static func run(
+    package static func run(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
         workingDirectory: String? = nil, timeout: Duration = .seconds(600), grace: Duration = .seconds(2), outputLimit: Int = ChildProcess.outputLimit
     ) async throws(ChildProcessError) -> Output {
@@ -201,7 +201,7 @@ public final class ChildProcess: Sendable {
     }
 
     /// The most of a command's output `run` keeps: its last bytes, where errors are.
-    public static let outputLimit = 256 << 10
+    package static let outputLimit = 256 << 10
 
     /// The last `limit` bytes of a file as text that is safe in messages, status and events.
     static func printable(tailOf path: String, limit: Int) -> String {
@@ -214,7 +214,7 @@ public final class ChildProcess: Sendable {
 
     /// Output as text for people: invalid UTF-8 replaced, terminal escape sequences removed,
     /// carriage returns (progress bars) made line breaks, NUL and other control bytes dropped.
-    public static func printable(_ data: Data) -> String {
+    package static func printable(_ data: Data) -> String {
         let text = String(decoding: data, as: UTF8.self)
         var result = String.UnicodeScalarView()
         var escape = false
@@ -236,7 +236,7 @@ public final class ChildProcess: Sendable {
     }
 
     /// Finds `program` in PATH (and the sbin folders, where Debian puts some servers).
-    public static func locate(_ program: String) throws(ChildProcessError) -> String {
+    package static func locate(_ program: String) throws(ChildProcessError) -> String {
         let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":")
         for directory in paths.map(String.init) + ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
             let candidate = directory + "/" + program
@@ -253,11 +253,11 @@ public final class ChildProcess: Sendable {
 }
 
 /// Why a child process could not be started.
-public enum ChildProcessError: Error, Sendable, CustomStringConvertible {
+package enum ChildProcessError: Error, Sendable, CustomStringConvertible {
     case notFound(String)
     case spawnFailed(String, String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .notFound(let program): return "\(program) was not found in PATH."
         case .spawnFailed(let path, let reason): return "\(path) could not be started: \(reason)."

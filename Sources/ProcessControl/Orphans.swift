@@ -10,20 +10,20 @@ import Foundation
 /// them (install.py twice at once). The supervisor gives each worker process a mark in its
 /// environment, every `ChildProcess` passes it on, and after a worker's death the supervisor kills
 /// every process of this user that still carries that worker's mark.
-public enum Orphans {
+package enum Orphans {
     /// The environment variable holding the mark of the worker process that owns a command.
-    public static let markName = "PROVISION_OWNER_MARK"
+    package static let markName = "PROVISION_OWNER_MARK"
 
     /// This process's own mark, when a supervisor gave it one.
-    public static let ownMark: String? = ProcessInfo.processInfo.environment[markName].flatMap { $0.isEmpty ? nil : $0 }
+    package static let ownMark: String? = ProcessInfo.processInfo.environment[markName].flatMap { $0.isEmpty ? nil : $0 }
 
     /// A new mark for a worker process about to start.
-    public static func newMark() -> String { UUID().uuidString }
+    package static func newMark() -> String { UUID().uuidString }
 
     /// Kills (SIGKILL) every process whose environment carries `mark`, repeating while new ones
     /// appear (a dying parent may have forked); returns their pids.
     @discardableResult
-    public static func kill(marked mark: String) -> [pid_t] {
+    package static func kill(marked mark: String) -> [pid_t] {
         var killed: [pid_t] = []
         for _ in 0..<5 {
             let found = pids(marked: mark)
@@ -38,7 +38,7 @@ public enum Orphans {
     }
 
     /// Live processes (not zombies) whose initial environment holds `markName=mark`.
-    public static func pids(marked mark: String) -> [pid_t] {
+    package static func pids(marked mark: String) -> [pid_t] {
         let needle = Array("\(markName)=\(mark)".utf8)
         let me = getpid()
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }

@@ -7,23 +7,23 @@ import Synchronization
 /// (and the offline readers of its state), and the real server the tests run against. Not part of
 /// the Redis client: launching a server is its own concern. Its config file (mode 0600) holds the password, so
 /// no secret appears on a command line.
-public final class LocalRedisServer: Sendable {
-    public enum Listen: Sendable, Equatable {
+package final class LocalRedisServer: Sendable {
+    package enum Listen: Sendable, Equatable {
         /// TCP on 127.0.0.1 only.
         case loopback(port: Int)
         /// A unix socket only (no TCP port at all).
         case socket(path: String)
     }
 
-    public let directory: URL
-    public let listen: Listen
-    public let password: String?
-    public let appendOnly: Bool
+    package let directory: URL
+    package let listen: Listen
+    package let password: String?
+    package let appendOnly: Bool
     /// More lines for redis.conf (tests: `enable-debug-command local`).
-    public let extraConfiguration: [String]
+    package let extraConfiguration: [String]
     private let process = Mutex<ChildProcess?>(nil)
 
-    public init(directory: URL, listen: Listen, appendOnly: Bool = true, password: String? = nil, extraConfiguration: [String] = []) {
+    package init(directory: URL, listen: Listen, appendOnly: Bool = true, password: String? = nil, extraConfiguration: [String] = []) {
         self.directory = directory
         self.listen = listen
         self.appendOnly = appendOnly
@@ -32,7 +32,7 @@ public final class LocalRedisServer: Sendable {
     }
 
     /// A URL clients can use, with the password when there is one.
-    public var url: String {
+    package var url: String {
         let auth = password.map { ":\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")@" } ?? ""
         switch listen {
         case .loopback(let port): return "redis://\(auth)127.0.0.1:\(port)/0"
@@ -41,12 +41,12 @@ public final class LocalRedisServer: Sendable {
         }
     }
 
-    public var configuration: RedisConfiguration {
+    package var configuration: RedisConfiguration {
         get throws(RedisError) { try RedisConfiguration(url: url) }
     }
 
     /// Starts the server and waits until it answers PING (at most `timeout`).
-    public func start(timeout: Duration = .seconds(20)) async throws {
+    package func start(timeout: Duration = .seconds(20)) async throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let config = directory.appendingPathComponent("redis.conf")
         var lines = [
@@ -93,7 +93,7 @@ public final class LocalRedisServer: Sendable {
     }
 
     /// Stops the server: SIGTERM lets it finish writing the append-only file, SIGKILL is a crash.
-    public func stop(signal: Int32 = SIGTERM) {
+    package func stop(signal: Int32 = SIGTERM) {
         guard let server = process.withLock({ p -> ChildProcess? in defer { p = nil }; return p }) else { return }
         if signal == SIGKILL {
             server.signal(SIGKILL)
@@ -103,12 +103,12 @@ public final class LocalRedisServer: Sendable {
         }
     }
 
-    public var pid: Int32? { process.withLock { $0?.pid } }
+    package var pid: Int32? { process.withLock { $0?.pid } }
 
     deinit { stop() }
 
     /// A free TCP port on 127.0.0.1, as the kernel hands one out.
-    public static func freeLoopbackPort() throws -> Int {
+    package static func freeLoopbackPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LocalRedisError.noPort }
         defer { close(fd) }
@@ -135,13 +135,13 @@ public final class LocalRedisServer: Sendable {
 }
 
 /// Why a private redis-server could not be started.
-public enum LocalRedisError: Error, CustomStringConvertible {
+package enum LocalRedisError: Error, CustomStringConvertible {
     case notStarted(String)
     case exited(log: String)
     case timeout
     case noPort
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .notStarted(let reason):
             return "redis-server could not be started: \(reason)"

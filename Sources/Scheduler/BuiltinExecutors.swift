@@ -2,25 +2,25 @@ import Foundation
 @_exported import JobCore
 
 /// `noop`: does nothing and succeeds; measures the queue itself.
-public struct NoopExecutor: JobExecutor {
-    public init() {}
+package struct NoopExecutor: JobExecutor {
+    package init() {}
 
-    public func run(_ attempt: JobAttempt<NoopPayload>, context: JobContext) async throws -> String { "{}" }
+    package func run(_ attempt: JobAttempt<NoopPayload>, context: JobContext) async throws -> String { "{}" }
 }
 
 /// `sleep`: waits `ms` milliseconds, optionally failing its first attempts on purpose, optionally
 /// reporting progress as if it downloaded `progress_bytes` bytes. Used by tests and benchmarks to
 /// hold a slot, and to rehearse retries, failures and download progress.
-public struct SleepExecutor: JobExecutor {
-    public init() {}
+package struct SleepExecutor: JobExecutor {
+    package init() {}
 
-    public func validate(_ payload: SleepPayload) throws(JobFailure) {
+    package func validate(_ payload: SleepPayload) throws(JobFailure) {
         if let failure = payload.fail, failure.message.count > 1000 {
             throw .invalidPayload("a sleep job's failure message is longer than 1000 characters")
         }
     }
 
-    public func run(_ attempt: JobAttempt<SleepPayload>, context: JobContext) async throws -> String {
+    package func run(_ attempt: JobAttempt<SleepPayload>, context: JobContext) async throws -> String {
         let payload = attempt.payload
         if let total = payload.progressBytes {
             // A stand-in for a download: progress reported far more often than an observer may publish it.
@@ -46,7 +46,7 @@ public struct SleepExecutor: JobExecutor {
 
 extension ExecutorRegistry {
     /// The executors every worker has.
-    public static var builtin: ExecutorRegistry {
+    package static var builtin: ExecutorRegistry {
         var registry = ExecutorRegistry()
         registry.register(NoopExecutor())
         registry.register(SleepExecutor())

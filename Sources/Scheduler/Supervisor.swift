@@ -6,18 +6,18 @@ import ServiceLifecycle
 /// Keeps `processes` copies of a worker command running: restarts one that dies (with backoff),
 /// and when its `ServiceGroup` shuts down gracefully passes SIGTERM on and waits for every child to
 /// drain.
-public final class Supervisor: Service {
-    public struct Configuration: Sendable {
-        public var executable: String
-        public var arguments: [String]
-        public var environment: [String: String]
-        public var processes: Int
+package final class Supervisor: Service {
+    package struct Configuration: Sendable {
+        package var executable: String
+        package var arguments: [String]
+        package var environment: [String: String]
+        package var processes: Int
         /// How long children may drain after SIGTERM before they are killed.
-        public var stopTimeout: Duration = .seconds(60)
+        package var stopTimeout: Duration = .seconds(60)
         /// Where the children's output goes (nil: inherit nothing, /dev/null).
-        public var outputPath: String?
+        package var outputPath: String?
 
-        public init(executable: String, arguments: [String], environment: [String: String], processes: Int) {
+        package init(executable: String, arguments: [String], environment: [String: String], processes: Int) {
             self.executable = executable
             self.arguments = arguments
             self.environment = environment
@@ -28,7 +28,7 @@ public final class Supervisor: Service {
     private let configuration: Configuration
     private let logger: Logger
 
-    public init(configuration: Configuration, logger: Logger) {
+    package init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
     }
@@ -44,7 +44,7 @@ public final class Supervisor: Service {
 
     /// Runs the children until the group's graceful shutdown (or a cancellation); returns once all
     /// have exited.
-    public func run() async {
+    package func run() async {
         let clock = ContinuousClock()
         var slots = Array(repeating: Slot(), count: configuration.processes)
         for index in slots.indices { slots[index].restartAt = clock.now }

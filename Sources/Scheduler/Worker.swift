@@ -6,31 +6,31 @@ import ServiceLifecycle
 import Synchronization
 
 /// How one worker process behaves.
-public struct WorkerConfiguration: Sendable {
-    public var workerID: String
+package struct WorkerConfiguration: Sendable {
+    package var workerID: String
     /// Jobs run at once in this process.
-    public var concurrency: Int
+    package var concurrency: Int
     /// On shutdown, how long running jobs may take to finish before their leases are released.
-    public var drainTimeout: Duration = .seconds(30)
+    package var drainTimeout: Duration = .seconds(30)
     /// The longest single `BLPOP` on the wake list of an idle worker; it claims again only on a
     /// marker or when the last claim said upkeep (a retry, a lease deadline) is due.
-    public var idleWaitSeconds = 5
+    package var idleWaitSeconds = 5
     /// Heartbeat pace when no job is running (the worker's own liveness): with two processes an idle
     /// machine makes one script call every 7.5 s, and stays well within the 30 s stall judgement.
-    public var idleHeartbeat: Duration = .seconds(15)
+    package var idleHeartbeat: Duration = .seconds(15)
     /// Applied to every error message and result before it is sent to Redis (secrets out).
-    public var redact: @Sendable (String) -> String = { $0 }
+    package var redact: @Sendable (String) -> String = { $0 }
     /// Whether the others sharing the worker's connection (its event publisher) have nothing to
     /// send, so that an idle `BLPOP` would not hold them back.
-    public var connectionIsQuiet: @Sendable () -> Bool = { true }
+    package var connectionIsQuiet: @Sendable () -> Bool = { true }
 
-    public init(workerID: String, concurrency: Int) {
+    package init(workerID: String, concurrency: Int) {
         self.workerID = workerID
         self.concurrency = max(1, concurrency)
     }
 
     /// `host-pid-random`, unique across restarts and machines.
-    public static func makeWorkerID() -> String {
+    package static func makeWorkerID() -> String {
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
         let random = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         return "\(host)-\(getpid())-\(random)"
@@ -39,8 +39,8 @@ public struct WorkerConfiguration: Sendable {
 
 /// One worker process: claims the machine's jobs into at most `concurrency` slots, keeps their
 /// leases alive, reports each outcome, and drains when its `ServiceGroup` shuts down gracefully.
-public final class Worker: Service {
-    public let configuration: WorkerConfiguration
+package final class Worker: Service {
+    package let configuration: WorkerConfiguration
     private let queue: JobQueue
     private let ownsClient: Bool
     private let registry: ExecutorRegistry
@@ -59,7 +59,7 @@ public final class Worker: Service {
     /// The process's one connection for claims, heartbeats, completions and the idle wait: a fleet
     /// of thousands of machines must fit Redis' `maxclients`. The wait blocks it only while no job
     /// runs, so it never delays a heartbeat that holds a lease.
-    public convenience init(
+    package convenience init(
         redis: RedisConfiguration, machine: String, prefix: String = "provision", registry: ExecutorRegistry,
         configuration: WorkerConfiguration, logger: Logger, observers: [any WorkerObserver] = []
     ) throws(JobQueueError) {
@@ -71,7 +71,7 @@ public final class Worker: Service {
 
     /// A worker on a connection the caller shares with the process's events and announcer (made
     /// with `connection(_:_:)`, whose command timeout covers the idle wait).
-    public convenience init(
+    package convenience init(
         client: RedisClient, machine: String, prefix: String = "provision", registry: ExecutorRegistry,
         configuration: WorkerConfiguration, logger: Logger, observers: [any WorkerObserver] = []
     ) throws(JobQueueError) {
@@ -94,18 +94,18 @@ public final class Worker: Service {
     }
 
     /// `redis` with a command timeout that outlasts the idle `BLPOP`.
-    public static func connection(_ redis: RedisConfiguration, _ configuration: WorkerConfiguration) -> RedisConfiguration {
+    package static func connection(_ redis: RedisConfiguration, _ configuration: WorkerConfiguration) -> RedisConfiguration {
         var blocking = redis
         blocking.commandTimeout = max(redis.commandTimeout, .seconds(configuration.idleWaitSeconds + 5))
         return blocking
     }
 
     /// The most jobs that ran at once in this process.
-    public var peakConcurrency: Int { get async { await active.peak } }
+    package var peakConcurrency: Int { get async { await active.peak } }
 
     /// Runs until the surrounding `ServiceGroup` shuts down gracefully, then drains and returns. A
     /// cancelled task stops it too, without the Redis calls of a drain (they are cancelled).
-    public func run() async throws {
+    package func run() async throws {
         let stop = StopLatch()
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {

@@ -3,7 +3,7 @@ import JobQueue
 /// Hears what a worker does, for step events, metrics and the fleet announcement. The job-path calls
 /// (`jobStarted`, `jobProgress`, `jobSucceeded`, `jobFailed`) run on the hot path: they must only
 /// record and return (no network round trip).
-public protocol WorkerObserver: Sendable {
+package protocol WorkerObserver: Sendable {
     /// The worker registered with the queue (startup step 20).
     func workerRegistered(workerID: String, concurrency: Int, kinds: [String]) async
     /// An attempt of a job starts.
@@ -23,11 +23,11 @@ public protocol WorkerObserver: Sendable {
 }
 
 extension WorkerObserver {
-    public func workerRegistered(workerID: String, concurrency: Int, kinds: [String]) async {}
-    public func jobStarted(_ job: ClaimedJob, workerID: String) {}
-    public func jobProgress(_ job: ClaimedJob, _ progress: JobProgress) {}
-    public func jobSucceeded(_ job: ClaimedJob, outcome: CompletionOutcome, duration: Duration, sinceEnd: Duration) {}
-    public func jobFailed(_ job: ClaimedJob, failure: JobFailure, outcome: FailureOutcome, duration: Duration, sinceEnd: Duration) {}
-    public func machineFlipped(_ flip: MachineFlip, job: ClaimedJob?) async {}
-    public func workerStopping(workerID: String) async {}
+    package func workerRegistered(workerID: String, concurrency: Int, kinds: [String]) async {}
+    package func jobStarted(_ job: ClaimedJob, workerID: String) {}
+    package func jobProgress(_ job: ClaimedJob, _ progress: JobProgress) {}
+    package func jobSucceeded(_ job: ClaimedJob, outcome: CompletionOutcome, duration: Duration, sinceEnd: Duration) {}
+    package func jobFailed(_ job: ClaimedJob, failure: JobFailure, outcome: FailureOutcome, duration: Duration, sinceEnd: Duration) {}
+    package func machineFlipped(_ flip: MachineFlip, job: ClaimedJob?) async {}
+    package func workerStopping(workerID: String) async {}
 }

@@ -1,21 +1,21 @@
 import Foundation
 
 /// A custom node that ComfyUI could not import, read from its log.
-public struct NodeImportFailure: Sendable, Equatable, Codable {
+package struct NodeImportFailure: Sendable, Equatable, Codable {
     /// The folder name under custom_nodes/ (the node as the plan names it).
-    public var node: String
+    package var node: String
     /// The path ComfyUI printed.
-    public var path: String
+    package var path: String
     /// The traceback's last line (`ValueError: boom`), else the error ComfyUI printed.
-    public var error: String
+    package var error: String
 }
 
 /// What ComfyUI's own log lines say (ComfyUI 0.8: `Cannot import PATH module for custom nodes:
 /// ERROR` after the traceback, and `0.0 seconds (IMPORT FAILED): PATH` under "Import times for
 /// custom nodes:").
-public enum ComfyUILog {
+package enum ComfyUILog {
     /// Every import failure in `text`, one per node, in the order they appear.
-    public static func importFailures(in text: String) -> [NodeImportFailure] {
+    package static func importFailures(in text: String) -> [NodeImportFailure] {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map {
             String($0).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
         }
@@ -48,7 +48,7 @@ public enum ComfyUILog {
     }
 
     /// Whether the server has said it listens (`To see the GUI go to: …`), so a probe is worth it.
-    public static func saysListening(_ text: String) -> Bool {
+    package static func saysListening(_ text: String) -> Bool {
         text.contains("To see the GUI go to:")
     }
 }
@@ -56,25 +56,25 @@ public enum ComfyUILog {
 /// An instance's output file, kept under a size cap by copying it to `NAME.1` (older ones shift to
 /// `.2` … `.keep`) and truncating it in place: the child writes with O_APPEND, so it goes on at the
 /// start of the emptied file without reopening anything.
-public struct RotatingLog: Sendable {
-    public let path: String
-    public var maxBytes: Int64
-    public var keep: Int
+package struct RotatingLog: Sendable {
+    package let path: String
+    package var maxBytes: Int64
+    package var keep: Int
 
-    public init(path: String, maxBytes: Int64 = 10 << 20, keep: Int = 3) {
+    package init(path: String, maxBytes: Int64 = 10 << 20, keep: Int = 3) {
         self.path = path
         self.maxBytes = max(4096, maxBytes)
         self.keep = max(1, keep)
     }
 
-    public var size: Int64 {
+    package var size: Int64 {
         var info = stat()
         return stat(path, &info) == 0 ? Int64(info.st_size) : 0
     }
 
     /// Rotates when the file has passed its cap; returns whether it did.
     @discardableResult
-    public func rotateIfNeeded() -> Bool {
+    package func rotateIfNeeded() -> Bool {
         guard size > maxBytes else { return false }
         let manager = FileManager.default
         try? manager.removeItem(atPath: "\(path).\(keep)")
@@ -89,7 +89,7 @@ public struct RotatingLog: Sendable {
     }
 
     /// The file's text from `offset` (bytes) to its end, at most `limit` bytes.
-    public func read(from offset: Int64 = 0, limit: Int = 4 << 20) -> String {
+    package func read(from offset: Int64 = 0, limit: Int = 4 << 20) -> String {
         guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
         defer { try? handle.close() }
         let start = max(0, min(offset, size))

@@ -2,14 +2,14 @@ import Foundation
 import ProcessControl
 
 /// One GPU as `nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader` reports it.
-public struct GPU: Sendable, Equatable, Codable {
-    public var index: Int
-    public var uuid: String
-    public var name: String
+package struct GPU: Sendable, Equatable, Codable {
+    package var index: Int
+    package var uuid: String
+    package var name: String
     /// As printed (`81559 MiB`), or `mock`.
-    public var memoryTotal: String
+    package var memoryTotal: String
 
-    public init(index: Int, uuid: String, name: String, memoryTotal: String) {
+    package init(index: Int, uuid: String, name: String, memoryTotal: String) {
         self.index = index
         self.uuid = uuid
         self.name = name
@@ -22,25 +22,25 @@ public struct GPU: Sendable, Equatable, Codable {
 }
 
 /// What startup step 9 found: real GPUs, mock GPUs (`GPU_MODE=mock`, `MOCK_GPU_NUM=N`), or none.
-public struct Hardware: Sendable, Equatable {
+package struct Hardware: Sendable, Equatable {
     /// `actual`, `mock` or `cpu`: the `gpu_mode` of events.
-    public enum Mode: String, Sendable, Codable {
+    package enum Mode: String, Sendable, Codable {
         case actual, mock, cpu
     }
 
-    public var mode: Mode
-    public var gpus: [GPU]
+    package var mode: Mode
+    package var gpus: [GPU]
     /// Why detection ended where it did, for the step event (`nvidia-smi not found`, …).
-    public var note: String?
+    package var note: String?
 
-    public init(mode: Mode, gpus: [GPU], note: String? = nil) {
+    package init(mode: Mode, gpus: [GPU], note: String? = nil) {
         self.mode = mode
         self.gpus = gpus
         self.note = note
     }
 
     /// Parses nvidia-smi's CSV lines; lines that do not have four fields are skipped.
-    public static func parseNvidiaSMI(_ text: String) -> [GPU] {
+    package static func parseNvidiaSMI(_ text: String) -> [GPU] {
         text.split(whereSeparator: \.isNewline).compactMap { line in
             let fields = line.split(separator: ",", omittingEmptySubsequences: false).map {
                 $0.trimmingCharacters(in: .whitespaces)
@@ -52,7 +52,7 @@ public struct Hardware: Sendable, Equatable {
 
     /// Step 9: `GPU_MODE=mock` with `MOCK_GPU_NUM` (default 1) wins; else nvidia-smi (a missing
     /// binary or a failing one means no GPU); no GPU means one CPU instance.
-    public static func detect(
+    package static func detect(
         environment: [String: String] = ProcessInfo.processInfo.environment, nvidiaSMI: String = "nvidia-smi"
     ) async -> Hardware {
         if environment["GPU_MODE"]?.lowercased() == "mock" {

@@ -1,23 +1,23 @@
 import Foundation
 
 /// One ComfyUI process to run: what the seed's PM2 ecosystem file held per `comfyui-gpu{i}` app.
-public struct ComfyUIInstance: Sendable, Equatable, Codable {
+package struct ComfyUIInstance: Sendable, Equatable, Codable {
     /// `comfyui-gpu{i}` (`comfyui-cpu` without a GPU).
-    public var name: String
+    package var name: String
     /// The instance's number, also its worker id's (`comfyui-{index}`).
-    public var index: Int
+    package var index: Int
     /// The GPU it is bound to; nil for the CPU instance.
-    public var gpu: Int?
-    public var host: String
-    public var port: Int
-    public var executable: String
-    public var arguments: [String]
-    public var workingDirectory: String
+    package var gpu: Int?
+    package var host: String
+    package var port: Int
+    package var executable: String
+    package var arguments: [String]
+    package var workingDirectory: String
     /// Set on top of the supervisor's own environment (`CUDA_VISIBLE_DEVICES`).
-    public var environment: [String: String]
+    package var environment: [String: String]
 
     /// The worker the seed registered for this instance (`comfyui-0`).
-    public var workerID: String { "comfyui-\(index)" }
+    package var workerID: String { "comfyui-\(index)" }
 
     enum CodingKeys: String, CodingKey {
         case name, index, gpu, host, port, executable, arguments, workingDirectory = "cwd", environment = "env"
@@ -25,25 +25,25 @@ public struct ComfyUIInstance: Sendable, Equatable, Codable {
 }
 
 /// Turns the hardware and `WORKERS` into the instance list (steps 10 and 13).
-public struct InstancePlanner: Sendable {
+package struct InstancePlanner: Sendable {
     /// The workspace's ComfyUI folder (main.py, custom_nodes/).
-    public var comfyUIDirectory: String
+    package var comfyUIDirectory: String
     /// The workspace venv's python.
-    public var python: String
+    package var python: String
     /// main.py, relative to `comfyUIDirectory` or absolute (tests point it at the stand-in).
-    public var mainScript = "main.py"
-    public var host = "127.0.0.1"
-    public var basePort = 8188
+    package var mainScript = "main.py"
+    package var host = "127.0.0.1"
+    package var basePort = 8188
     /// `COMFYUI_ARGS`, split on spaces.
-    public var extraArguments: [String] = []
+    package var extraArguments: [String] = []
 
-    public init(comfyUIDirectory: String, python: String) {
+    package init(comfyUIDirectory: String, python: String) {
         self.comfyUIDirectory = comfyUIDirectory
         self.python = python
     }
 
     /// One instance per GPU and per `comfyui` count of `WORKERS`; one `--cpu` instance without GPUs.
-    public func instances(hardware: Hardware, workers: WorkersSpec) throws(ServicesError) -> [ComfyUIInstance] {
+    package func instances(hardware: Hardware, workers: WorkersSpec) throws(ServicesError) -> [ComfyUIInstance] {
         let perGPU = workers.comfyUIPerGPU
         guard perGPU > 0 else { return [] }
         var result: [ComfyUIInstance] = []
@@ -78,7 +78,7 @@ public struct InstancePlanner: Sendable {
     }
 
     /// The instance list as the seed's ecosystem file showed it, for `provision services --dry-run`.
-    public static func describe(_ instances: [ComfyUIInstance], hardware: Hardware) -> String {
+    package static func describe(_ instances: [ComfyUIInstance], hardware: Hardware) -> String {
         var lines = ["hardware: \(hardware.mode.rawValue), \(hardware.gpus.count) GPU(s)" + (hardware.note.map { " (\($0))" } ?? "")]
         for instance in instances {
             lines.append("\(instance.name):")

@@ -4,7 +4,7 @@ import ServiceLifecycle
 import Synchronization
 
 /// Where an instance stands.
-public enum InstanceState: String, Sendable, Codable {
+package enum InstanceState: String, Sendable, Codable {
     /// Started; not answering yet (or not proven ready).
     case starting
     /// Proven ready (step 19); the worker connection (step 20) is being opened.
@@ -20,20 +20,20 @@ public enum InstanceState: String, Sendable, Codable {
 }
 
 /// One instance's state as the supervisor sees it: what `provision services`, Redis and `/metrics` show.
-public struct InstanceStatus: Sendable, Equatable, Codable {
-    public var instance: ComfyUIInstance
-    public var state: InstanceState = .starting
-    public var pid: Int32?
-    public var restarts = 0
+package struct InstanceStatus: Sendable, Equatable, Codable {
+    package var instance: ComfyUIInstance
+    package var state: InstanceState = .starting
+    package var pid: Int32?
+    package var restarts = 0
     /// How the last process ended (`exit status 3`, `signal 9`), and why (`crashed`, `stopped answering`).
-    public var lastExit: String?
-    public var failure: InstanceFailure?
+    package var lastExit: String?
+    package var failure: InstanceFailure?
     /// Unix milliseconds.
-    public var startedAt: Int64?
-    public var servingSince: Int64?
+    package var startedAt: Int64?
+    package var servingSince: Int64?
     /// Unix milliseconds of the last liveness answer.
-    public var lastAnswer: Int64?
-    public var log: String
+    package var lastAnswer: Int64?
+    package var log: String
 
     enum CodingKeys: String, CodingKey {
         case instance, state, pid, restarts, lastExit = "last_exit", failure, startedAt = "started_at"
@@ -42,7 +42,7 @@ public struct InstanceStatus: Sendable, Equatable, Codable {
 }
 
 /// What happened to an instance, for events, Redis and the fleet.
-public enum InstanceEvent: Sendable, Equatable {
+package enum InstanceEvent: Sendable, Equatable {
     /// The process was spawned (step 13).
     case started
     /// Step 19 passed: /system_stats answered and /object_info had everything; with the time since start.
@@ -60,31 +60,31 @@ public enum InstanceEvent: Sendable, Equatable {
 }
 
 /// Receives every change of an instance (the Redis registry and the step events in provision).
-public protocol InstanceObserver: Sendable {
+package protocol InstanceObserver: Sendable {
     func instance(_ event: InstanceEvent, status: InstanceStatus) async
 }
 
 /// How instances are run, probed and stopped.
-public struct SupervisionPolicy: Sendable {
+package struct SupervisionPolicy: Sendable {
     /// Folder of the instances' log files (`NAME.log`, rotated `NAME.log.1` …).
-    public var logDirectory: String
-    public var logMaxBytes: Int64 = 10 << 20
-    public var logKeep = 3
+    package var logDirectory: String
+    package var logMaxBytes: Int64 = 10 << 20
+    package var logKeep = 3
     /// SIGTERM, then SIGKILL after this long.
-    public var stopTimeout: Duration = .seconds(10)
+    package var stopTimeout: Duration = .seconds(10)
     /// Between liveness probes of a serving instance.
-    public var livenessInterval: Duration = .seconds(5)
+    package var livenessInterval: Duration = .seconds(5)
     /// One liveness probe's time; two misses in a row mean it hangs.
-    public var livenessTimeout: Duration = .seconds(3)
+    package var livenessTimeout: Duration = .seconds(3)
     /// Restart backoff: doubles from `backoffBase` up to `backoffMax`.
-    public var backoffBase: Duration = .milliseconds(500)
-    public var backoffMax: Duration = .seconds(30)
+    package var backoffBase: Duration = .milliseconds(500)
+    package var backoffMax: Duration = .seconds(30)
     /// Crashes before it ever served that make it `failed`.
-    public var maxCrashesBeforeReady = 5
+    package var maxCrashesBeforeReady = 5
     /// Environment of the instances (the supervisor's, by default), before the instance's own.
-    public var environment: [String: String] = ProcessInfo.processInfo.environment
+    package var environment: [String: String] = ProcessInfo.processInfo.environment
 
-    public init(logDirectory: String) {
+    package init(logDirectory: String) {
         self.logDirectory = logDirectory
     }
 }
@@ -92,9 +92,9 @@ public struct SupervisionPolicy: Sendable {
 /// Runs one ComfyUI instance as a `Service`: starts it, proves it ready, connects to it, restarts
 /// it with backoff when it crashes or hangs, and stops it (SIGTERM, then SIGKILL) on graceful
 /// shutdown or cancellation, so no process outlives the supervisor's run.
-public final class InstanceSupervisor: Service, Sendable {
-    public let instance: ComfyUIInstance
-    public let readiness: Readiness
+package final class InstanceSupervisor: Service, Sendable {
+    package let instance: ComfyUIInstance
+    package let readiness: Readiness
     private let policy: SupervisionPolicy
     private let observer: any InstanceObserver
     private let state: Mutex<InstanceStatus>
@@ -102,7 +102,7 @@ public final class InstanceSupervisor: Service, Sendable {
     /// Requests sent to the instance (probes and liveness checks), for the probe-traffic figure.
     private let requests = Atomic<Int>(0)
 
-    public init(instance: ComfyUIInstance, readiness: Readiness, policy: SupervisionPolicy, observer: any InstanceObserver) {
+    package init(instance: ComfyUIInstance, readiness: Readiness, policy: SupervisionPolicy, observer: any InstanceObserver) {
         self.instance = instance
         self.readiness = readiness
         self.policy = policy
@@ -112,8 +112,8 @@ public final class InstanceSupervisor: Service, Sendable {
         state = Mutex(InstanceStatus(instance: instance, log: path))
     }
 
-    public var status: InstanceStatus { state.withLock { $0 } }
-    public var requestCount: Int { requests.load(ordering: .relaxed) }
+    package var status: InstanceStatus { state.withLock { $0 } }
+    package var requestCount: Int { requests.load(ordering: .relaxed) }
 
     /// The address probes use: the instance's own, or loopback when it listens on every address.
     var probeHost: String { instance.host == "0.0.0.0" ? "127.0.0.1" : instance.host }
@@ -126,7 +126,7 @@ public final class InstanceSupervisor: Service, Sendable {
         await observer.instance(event, status: snapshot)
     }
 
-    public func run() async throws {
+    package func run() async throws {
         try? FileManager.default.createDirectory(atPath: policy.logDirectory, withIntermediateDirectories: true)
         await cancelWhenGracefulShutdown { await self.supervise() }
     }

@@ -7,22 +7,22 @@ import Foundation
 /// A small HTTP/1.1 and WebSocket client for probing ComfyUI on this machine: numeric IPv4
 /// addresses only, non-blocking sockets polled between short sleeps, so a probe of a hung server
 /// holds no thread while it waits and always ends at its timeout.
-public enum LoopbackHTTP {
+package enum LoopbackHTTP {
     /// An answer: status code and body.
-    public struct Response: Sendable {
-        public var status: Int
-        public var body: [UInt8]
-        public var text: String { String(decoding: body, as: UTF8.self) }
+    package struct Response: Sendable {
+        package var status: Int
+        package var body: [UInt8]
+        package var text: String { String(decoding: body, as: UTF8.self) }
     }
 
     /// Why a request got no answer.
-    public enum Failure: Error, Sendable, Equatable, CustomStringConvertible {
+    package enum Failure: Error, Sendable, Equatable, CustomStringConvertible {
         case refused(String)
         case timedOut
         case closed
         case malformed(String)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .refused(let reason): return "connection refused (\(reason))"
             case .timedOut: return "no answer in time"
@@ -33,7 +33,7 @@ public enum LoopbackHTTP {
     }
 
     /// `GET path`; the body is read to its Content-Length or to the end (at most `limit` bytes).
-    public static func get(
+    package static func get(
         host: String, port: Int, path: String, timeout: Duration, limit: Int = 64 << 20
     ) async throws(Failure) -> Response {
         let deadline = ContinuousClock.now + timeout
@@ -72,7 +72,7 @@ public enum LoopbackHTTP {
     }
 
     /// Opens `path` as a WebSocket (RFC 6455 handshake) and returns the first text message.
-    public static func firstWebSocketMessage(host: String, port: Int, path: String, timeout: Duration) async throws(Failure) -> String {
+    package static func firstWebSocketMessage(host: String, port: Int, path: String, timeout: Duration) async throws(Failure) -> String {
         let deadline = ContinuousClock.now + timeout
         let socket = try await Socket.connect(host: host, port: port, deadline: deadline)
         defer { socket.close() }
@@ -130,14 +130,14 @@ public enum LoopbackHTTP {
 
     /// Whether something accepts connections on `host:port` right now (a bind test would miss a
     /// server on 0.0.0.0; a connect sees it).
-    public static func isListening(host: String, port: Int) async -> Bool {
+    package static func isListening(host: String, port: Int) async -> Bool {
         guard let socket = try? await Socket.connect(host: host, port: port, deadline: .now + .milliseconds(500)) else { return false }
         socket.close()
         return true
     }
 
     /// Whether this process could bind `host:port` (SO_REUSEADDR, as servers do).
-    public static func canBind(host: String, port: Int) -> Bool {
+    package static func canBind(host: String, port: Int) -> Bool {
         let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }

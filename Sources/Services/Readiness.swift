@@ -3,15 +3,15 @@ import Foundation
 /// What must hold before an instance counts as ready (startup step 19): the custom node folders
 /// the plan installed each show up as a `python_module` in `/object_info`, none of them failed to
 /// import, and every node type the plan's workflows use is there.
-public struct Readiness: Sendable, Equatable, Codable {
+package struct Readiness: Sendable, Equatable, Codable {
     /// Folder names under custom_nodes/; nil when the plan did not say (then any import failure counts).
-    public var nodes: [String]?
+    package var nodes: [String]?
     /// `class_type`s of the analysed workflows.
-    public var classTypes: [String]
+    package var classTypes: [String]
     /// How long an instance may take to answer before "never answered" becomes a failure.
-    public var deadlineSeconds: Double
+    package var deadlineSeconds: Double
 
-    public init(nodes: [String]? = nil, classTypes: [String] = [], deadlineSeconds: Double = 300) {
+    package init(nodes: [String]? = nil, classTypes: [String] = [], deadlineSeconds: Double = 300) {
         self.nodes = nodes
         self.classTypes = classTypes
         self.deadlineSeconds = deadlineSeconds
@@ -22,7 +22,7 @@ public struct Readiness: Sendable, Equatable, Codable {
     }
 
     /// Judges one answer of `/object_info` with the log printed so far; nil when ready.
-    public func judge(objectInfo: [String: String], log: String) -> InstanceFailure? {
+    package func judge(objectInfo: [String: String], log: String) -> InstanceFailure? {
         let failures = ComfyUILog.importFailures(in: log).filter { failure in
             nodes.map { $0.contains { Self.sameNode($0, failure.node) } } ?? true
         }
@@ -62,26 +62,26 @@ public struct Readiness: Sendable, Equatable, Codable {
 }
 
 /// Why an instance is not serving, as one sentence and its parts for events.
-public struct InstanceFailure: Sendable, Equatable, Codable, Error, CustomStringConvertible {
+package struct InstanceFailure: Sendable, Equatable, Codable, Error, CustomStringConvertible {
     /// `custom_node_import_failed`, `custom_node_not_loaded`, `node_type_missing`, `no_answer`,
     /// `port_in_use`, `crash_loop`, `spawn_failed`.
-    public var type: String
-    public var node: String?
-    public var error: String?
-    public var message: String
+    package var type: String
+    package var node: String?
+    package var error: String?
+    package var message: String
 
-    public init(type: String, node: String? = nil, error: String? = nil, message: String) {
+    package init(type: String, node: String? = nil, error: String? = nil, message: String) {
         self.type = type
         self.node = node
         self.error = error
         self.message = message
     }
 
-    public var description: String { message }
+    package var description: String { message }
 }
 
 /// Parses `/object_info` into class name → `python_module`.
-public func parseObjectInfo(_ body: [UInt8]) -> [String: String]? {
+package func parseObjectInfo(_ body: [UInt8]) -> [String: String]? {
     guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { return nil }
     var result: [String: String] = [:]
     for (name, value) in object {

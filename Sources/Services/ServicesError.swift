@@ -1,11 +1,11 @@
 /// Why the services could not be planned or started, as one sentence for the user.
-public enum ServicesError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum ServicesError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidWorkers(String)
     case portInUse(instance: String, host: String, port: Int)
     case cannotStart(instance: String, reason: String)
     case invalidBasePort(Int)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .invalidWorkers(let text):
             return "WORKERS '\(text)' is not a list of name:count pairs such as comfyui:1."

@@ -2,9 +2,9 @@ import Foundation
 
 /// The stand-in ComfyUI (Tests/fixtures/fake_comfyui.py, embedded at build time): what `provision
 /// demo` runs as ComfyUI's main.py so the demo stays offline and fast.
-public enum StandInComfyUI {
+package enum StandInComfyUI {
     /// The script's text.
-    public static var source: String {
+    package static var source: String {
         EmbeddedScripts.base64["fake_comfyui"].flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 }

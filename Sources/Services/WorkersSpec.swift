@@ -1,18 +1,18 @@
 /// The seed's `WORKERS` value (`comfyui:1`, `comfyui:2,other:1`): which connectors run and how
 /// many instances of each per GPU.
-public struct WorkersSpec: Sendable, Equatable {
-    public var entries: [(name: String, perGPU: Int)]
+package struct WorkersSpec: Sendable, Equatable {
+    package var entries: [(name: String, perGPU: Int)]
 
-    public init(entries: [(name: String, perGPU: Int)]) {
+    package init(entries: [(name: String, perGPU: Int)]) {
         self.entries = entries
     }
 
-    public static func == (a: WorkersSpec, b: WorkersSpec) -> Bool {
+    package static func == (a: WorkersSpec, b: WorkersSpec) -> Bool {
         a.entries.map(\.name) == b.entries.map(\.name) && a.entries.map(\.perGPU) == b.entries.map(\.perGPU)
     }
 
     /// Parses `name:count` pairs separated by commas; a name without a count means 1.
-    public init(parsing text: String) throws(ServicesError) {
+    package init(parsing text: String) throws(ServicesError) {
         var entries: [(String, Int)] = []
         for part in text.split(separator: ",") {
             let pieces = part.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
@@ -28,7 +28,7 @@ public struct WorkersSpec: Sendable, Equatable {
     }
 
     /// ComfyUI instances per GPU (0 when `WORKERS` names no `comfyui`).
-    public var comfyUIPerGPU: Int {
+    package var comfyUIPerGPU: Int {
         entries.filter { $0.name == "comfyui" }.map(\.perGPU).reduce(0, +)
     }
 }

@@ -1,16 +1,16 @@
 import Foundation
 
 /// The attributes every event of one machine carries: its id, GPU mode and workers (seed 002).
-public struct EventContext: Sendable, Equatable {
-    public var machineID: String
+package struct EventContext: Sendable, Equatable {
+    package var machineID: String
     /// `GPU_MODE`: `auto` (default) or `mock`, or whatever the operator set.
-    public var gpuMode: String
+    package var gpuMode: String
     /// `MOCK_GPU_NUM` in mock mode; in auto mode the GPUs the NVIDIA driver lists, when it is loaded.
-    public var gpuCount: Int?
+    package var gpuCount: Int?
     /// `WORKERS` (e.g. `comfyui:2`), else the shape of the worker pool (`processes=2,concurrency=4`).
-    public var workersConfig: String
+    package var workersConfig: String
 
-    public init(machineID: String, gpuMode: String = "auto", gpuCount: Int? = nil, workersConfig: String) {
+    package init(machineID: String, gpuMode: String = "auto", gpuCount: Int? = nil, workersConfig: String) {
         self.machineID = machineID
         self.gpuMode = gpuMode
         self.gpuCount = gpuCount
@@ -19,7 +19,7 @@ public struct EventContext: Sendable, Equatable {
 
     /// Reads `GPU_MODE`, `MOCK_GPU_NUM`, `WORKERS` (and `PROVISION_WORKERS_CONFIG`, which the
     /// supervisor passes to its children) from `environment`.
-    public static func fromEnvironment(
+    package static func fromEnvironment(
         machineID: String, environment: [String: String] = ProcessInfo.processInfo.environment,
         defaultWorkersConfig: String
     ) -> EventContext {

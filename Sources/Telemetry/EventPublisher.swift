@@ -11,21 +11,21 @@ import Synchronization
 /// flush on a thread of its own at a lower CPU priority, so the job path neither encodes nor waits
 /// for Redis, and telemetry yields the CPU to the jobs. Entries of one process keep their order in
 /// the stream.
-public final class EventPublisher: Sendable {
+package final class EventPublisher: Sendable {
     /// How a publisher batches and caps.
-    public struct Configuration: Sendable {
+    package struct Configuration: Sendable {
         /// `MAXLEN ~` of the machine's event stream.
-        public var maxLength = 10_000
+        package var maxLength = 10_000
         /// Events older than this are trimmed (`XTRIM MINID ~`), and a stream (and `B:metrics`) with
         /// no write for this long expires: an idle or abandoned machine's telemetry does not stay.
-        public var maxAge: Duration = .seconds(7 * 24 * 3600)
+        package var maxAge: Duration = .seconds(7 * 24 * 3600)
         /// How often buffered records are written.
-        public var flushInterval: Duration = .milliseconds(25)
+        package var flushInterval: Duration = .milliseconds(25)
         /// Events kept while Redis is unreachable; older ones are dropped (and counted) beyond it.
-        public var maxBuffered = 100_000
+        package var maxBuffered = 100_000
         /// How long a job's progress record lives without an update (a crashed worker's is not removed).
-        public var progressTTLSeconds = 86_400
-        public init() {}
+        package var progressTTLSeconds = 86_400
+        package init() {}
     }
 
     /// An event as the job path records it: a few fields and a closure that writes the rest. It is
@@ -92,7 +92,7 @@ public final class EventPublisher: Sendable {
     }
 
     /// A `B:metrics` field, numbered once so that counting on the job path is an array update.
-    public struct Counter: Sendable, Hashable {
+    package struct Counter: Sendable, Hashable {
         fileprivate let index: Int
         /// Registered first by every publisher.
         fileprivate static let eventsDropped = Counter(index: 0)
@@ -106,10 +106,10 @@ public final class EventPublisher: Sendable {
         var counterIndex: [String: Int] = [:]
     }
 
-    public let keys: MachineKeys
-    public let context: EventContext
-    public let redactor: Redactor
-    public let configuration: Configuration
+    package let keys: MachineKeys
+    package let context: EventContext
+    package let redactor: Redactor
+    package let configuration: Configuration
     private let redis: RedisClient
     private let state = Mutex(State())
     private let writer = FlushWriter()
@@ -122,7 +122,7 @@ public final class EventPublisher: Sendable {
     /// per flush: a `MAXLEN` on every `XADD` costs Redis more and sends more bytes).
     private let xaddPrefix: [UInt8]
 
-    public init(
+    package init(
         redis: RedisClient, keys: MachineKeys, context: EventContext, redactor: Redactor,
         configuration: Configuration = Configuration()
     ) {
@@ -147,7 +147,7 @@ public final class EventPublisher: Sendable {
     }
 
     /// Records an event (encoded, redacted and written at the next flush; same JSON as `StepEvent.json`).
-    public func emit(_ event: StepEvent) {
+    package func emit(_ event: StepEvent) {
         emit(
             name: event.name, step: event.step, timestamp: event.timestamp, traceID: event.traceID, spanID: event.spanID,
             parentSpanID: event.parentSpanID, durationMilliseconds: event.durationMilliseconds
@@ -158,7 +158,7 @@ public final class EventPublisher: Sendable {
 
     /// Records an event whose further attributes `attributes` writes straight into the JSON at the
     /// next flush: the job path's way, a lock and an append.
-    public func emit(
+    package func emit(
         name: String, step: Step, timestamp: Int64 = StepEvent.now(), traceID: String?, spanID: String,
         parentSpanID: String?, durationMilliseconds: Double? = nil, attributes: @escaping @Sendable (inout JSONObjectWriter) -> Void
     ) {
@@ -192,18 +192,18 @@ public final class EventPublisher: Sendable {
     }
 
     /// Records the latest progress of a running job (JSON object text); only the newest per flush is written.
-    public func setProgress(job: String, json: String) {
+    package func setProgress(job: String, json: String) {
         let scrubbed = redactor.scrub(json)
         state.withLock { $0.pending.progress[job] = .some(scrubbed) }
     }
 
     /// Removes a job's progress record (the attempt ended).
-    public func clearProgress(job: String) {
+    package func clearProgress(job: String) {
         state.withLock { $0.pending.progress[job] = .some(nil) }
     }
 
     /// The counter for a `B:metrics` field (the same one for the same name).
-    public func counter(_ field: String) -> Counter {
+    package func counter(_ field: String) -> Counter {
         state.withLock { state in
             if let index = state.counterIndex[field] { return Counter(index: index) }
             let index = state.counterNames.count
@@ -214,19 +214,19 @@ public final class EventPublisher: Sendable {
     }
 
     /// Adds to a counter of `B:metrics` (coalesced per flush).
-    public func count(_ field: String, by amount: Int64 = 1) {
+    package func count(_ field: String, by amount: Int64 = 1) {
         guard amount != 0 else { return }
         count(counter(field), by: amount)
     }
 
     /// Adds to a counter of `B:metrics` (coalesced per flush).
-    public func count(_ counter: Counter, by amount: Int64 = 1) {
+    package func count(_ counter: Counter, by amount: Int64 = 1) {
         guard amount != 0 else { return }
         state.withLock { $0.pending.add(amount, to: counter) }
     }
 
     /// Adds to several counters at once.
-    public func count(_ a: (Counter, Int64), _ b: (Counter, Int64), _ c: (Counter, Int64), _ d: (Counter, Int64)) {
+    package func count(_ a: (Counter, Int64), _ b: (Counter, Int64), _ c: (Counter, Int64), _ d: (Counter, Int64)) {
         state.withLock { state in
             state.pending.add(a.1, to: a.0)
             state.pending.add(b.1, to: b.0)
@@ -236,20 +236,20 @@ public final class EventPublisher: Sendable {
     }
 
     /// Records still waiting to be written.
-    public var bufferedEvents: Int { state.withLock { $0.pending.eventCount } }
+    package var bufferedEvents: Int { state.withLock { $0.pending.eventCount } }
 
     /// Nothing buffered and nothing being written: a worker sharing this publisher's connection may
     /// block it (an idle `BLPOP`) without holding events back.
-    public var isQuiet: Bool { state.withLock { $0.pending.isEmpty && !$0.writing } }
+    package var isQuiet: Bool { state.withLock { $0.pending.isEmpty && !$0.writing } }
 
     /// Writes everything recorded so far; returns once Redis has it (or the write failed and the
     /// events were put back for the next flush).
-    public func flush() async {
+    package func flush() async {
         await writer.serialized { [self] in await write() }
     }
 
     /// Flushes every `flushInterval` until the surrounding task is cancelled, then flushes once more.
-    public func run() async {
+    package func run() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.flushInterval)
             await flush()
@@ -328,7 +328,7 @@ public final class EventPublisher: Sendable {
     }
 
     /// Closes the publisher's connection and ends its thread (after a final `flush`).
-    public func close() {
+    package func close() {
         redis.close()
         background.stop()
     }

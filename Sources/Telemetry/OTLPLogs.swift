@@ -4,14 +4,14 @@ import Foundation
 /// collector's OTLP/HTTP receiver accepts at `/v1/logs`): one log record per event, the event name
 /// as body and `event_name`, every other field as an attribute, and the plan/job ids hashed into
 /// W3C-sized trace and span ids (the readable ids stay as `provision.trace_id` / `provision.span_id`).
-public enum OTLPLogs {
+package enum OTLPLogs {
     /// Attributes that become fields of the log record rather than attributes.
     private static let lifted: Set<String> = ["event", "timestamp", "trace_id", "span_id"]
     /// Attributes of the resource (the machine) rather than of each record.
     private static let resourceFields = ["machine_id", "gpu_mode", "gpu_count", "workers_config"]
 
     /// One request holding `events` (each a decoded event object), grouped by machine.
-    public static func request(events: [[String: EventValue]], serviceVersion: String? = nil) -> String {
+    package static func request(events: [[String: EventValue]], serviceVersion: String? = nil) -> String {
         var byMachine: [(key: String, records: [[String: Any]], resource: [[String: Any]])] = []
         var index: [String: Int] = [:]
         for event in events {
@@ -87,12 +87,12 @@ public enum OTLPLogs {
     }
 
     /// A 16-byte trace id (32 hex digits) derived from a plan id.
-    public static func traceID(_ plan: String) -> String {
+    package static func traceID(_ plan: String) -> String {
         hex(fnv1a(plan, seed: 0xcbf2_9ce4_8422_2325)) + hex(fnv1a(plan, seed: 0x6c62_272e_07bb_0142))
     }
 
     /// An 8-byte span id (16 hex digits) derived from a plan id and a span name.
-    public static func spanID(trace: String, span: String) -> String {
+    package static func spanID(trace: String, span: String) -> String {
         hex(fnv1a(trace + "\u{0}" + span, seed: 0xcbf2_9ce4_8422_2325))
     }
 

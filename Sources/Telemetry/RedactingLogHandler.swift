@@ -7,17 +7,17 @@ import Logging
 /// rest, and setting it stays a dictionary insert (swift-log's StreamLogHandler re-renders its
 /// whole metadata on every change, which a worker doing it per job pays for thousands of times a
 /// second).
-public struct RedactingLogHandler<Wrapped: LogHandler>: LogHandler {
-    public var wrapped: Wrapped
-    public let redactor: Redactor
-    public var metadata: Logger.Metadata = [:]
+package struct RedactingLogHandler<Wrapped: LogHandler>: LogHandler {
+    package var wrapped: Wrapped
+    package let redactor: Redactor
+    package var metadata: Logger.Metadata = [:]
 
-    public init(wrapping handler: Wrapped, redactor: Redactor) {
+    package init(wrapping handler: Wrapped, redactor: Redactor) {
         self.wrapped = handler
         self.redactor = redactor
     }
 
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         var event = event
         event.message = Logger.Message(stringLiteral: redactor.scrub(event.message.description))
         var merged = metadata
@@ -36,17 +36,17 @@ public struct RedactingLogHandler<Wrapped: LogHandler>: LogHandler {
         }
     }
 
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public var logLevel: Logger.Level {
+    package var logLevel: Logger.Level {
         get { wrapped.logLevel }
         set { wrapped.logLevel = newValue }
     }
 
-    public var metadataProvider: Logger.MetadataProvider? {
+    package var metadataProvider: Logger.MetadataProvider? {
         get { wrapped.metadataProvider }
         set { wrapped.metadataProvider = newValue }
     }

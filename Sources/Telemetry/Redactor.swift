@@ -2,20 +2,20 @@ import Foundation
 
 /// Keeps secrets out of events, logs and Redis: replaces the values of secret-looking environment
 /// variables, the user info of URLs, and secret-looking URL query parameters with `[REDACTED]`.
-public struct Redactor: Sendable {
-    public static let mask = "[REDACTED]"
+package struct Redactor: Sendable {
+    package static let mask = "[REDACTED]"
     /// Values shorter than this are not treated as secrets (they would mask ordinary text).
-    public static let minimumSecretLength = 6
+    package static let minimumSecretLength = 6
 
     /// The literal strings to mask, longest first, with their percent- and JSON-escaped forms.
-    public let secrets: [String]
+    package let secrets: [String]
     private let needles: [[UInt8]]
     /// Per needle, the index of the byte the scan looks for first (`anchor(_:)`).
     private let anchors: [Int]
 
     /// Collects secrets from `environment`: values of variables whose names look secret
     /// (`looksSecret`), and passwords inside URL values (`redis://:pw@host`, `?password=pw`).
-    public init(environment: [String: String] = ProcessInfo.processInfo.environment, extraSecrets: [String] = []) {
+    package init(environment: [String: String] = ProcessInfo.processInfo.environment, extraSecrets: [String] = []) {
         var found = Set<String>()
         for (name, value) in environment {
             if Self.looksSecret(name: name) { found.insert(value) }
@@ -45,23 +45,23 @@ public struct Redactor: Sendable {
     private static let jsonPunctuation = Array(#"":,{}[]"#.utf8)
 
     /// Words that make an environment variable's value a secret (matched in the upper-cased name).
-    public static let secretNameParts = [
+    package static let secretNameParts = [
         "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "KEY", "CREDENTIAL", "AUTH", "COOKIE", "SESSION",
         "SIGNATURE", "PRIVATE",
     ]
 
     /// Words that make a URL query parameter's value a secret (matched in the lower-cased name).
-    public static let secretQueryParts = [
+    package static let secretQueryParts = [
         "token", "key", "sig", "secret", "password", "passwd", "auth", "credential", "session", "signature",
     ]
 
-    public static func looksSecret(name: String) -> Bool {
+    package static func looksSecret(name: String) -> Bool {
         let upper = name.uppercased()
         return secretNameParts.contains { upper.contains($0) }
     }
 
     /// `text` with every secret masked. Cheap when there is nothing to mask (a byte search per secret).
-    public func scrub(_ text: String) -> String {
+    package func scrub(_ text: String) -> String {
         // The common case, nothing to mask, reads the string in place without copying it.
         let clean = text.utf8.withContiguousStorageIfAvailable { isClean(UnsafeRawBufferPointer($0)) }
         if clean == true { return text }
@@ -71,7 +71,7 @@ public struct Redactor: Sendable {
     }
 
     /// `bytes` (UTF-8 text) with every secret masked; the same array when there is nothing to mask.
-    public func scrub(bytes: [UInt8]) -> [UInt8] {
+    package func scrub(bytes: [UInt8]) -> [UInt8] {
         if bytes.withUnsafeBytes({ isClean($0) }) { return bytes }
         return masked(bytes)
     }

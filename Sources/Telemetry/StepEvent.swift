@@ -1,13 +1,13 @@
 import Foundation
 
 /// A value of an event attribute: the JSON scalar types.
-public enum EventValue: Sendable, Equatable, Codable {
+package enum EventValue: Sendable, Equatable, Codable {
     case string(String)
     case int(Int64)
     case double(Double)
     case bool(Bool)
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let bool = try? container.decode(Bool.self) {
             self = .bool(bool)
@@ -20,7 +20,7 @@ public enum EventValue: Sendable, Equatable, Codable {
         }
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
         case .string(let s): try container.encode(s)
@@ -30,12 +30,12 @@ public enum EventValue: Sendable, Equatable, Codable {
         }
     }
 
-    public var string: String? {
+    package var string: String? {
         if case .string(let s) = self { return s }
         return nil
     }
 
-    public var int: Int64? {
+    package var int: Int64? {
         switch self {
         case .int(let i): return i
         case .double(let d) where d == d.rounded() && abs(d) < 9e18: return Int64(d)
@@ -43,7 +43,7 @@ public enum EventValue: Sendable, Equatable, Codable {
         }
     }
 
-    public var double: Double? {
+    package var double: Double? {
         switch self {
         case .int(let i): return Double(i)
         case .double(let d): return d
@@ -54,7 +54,7 @@ public enum EventValue: Sendable, Equatable, Codable {
 
 extension StepEvent {
     /// Decodes one stored event (a flat JSON object); `null` attributes are left out.
-    public static func decode(_ json: String) -> [String: EventValue]? {
+    package static func decode(_ json: String) -> [String: EventValue]? {
         guard let object = try? JSONDecoder().decode([String: EventValue?].self, from: Data(json.utf8)) else { return nil }
         return object.compactMapValues { $0 }
     }
@@ -62,22 +62,22 @@ extension StepEvent {
 
 /// One step event (protocols/events.md): a name, its step, trace and span ids, and attributes.
 /// The machine-wide attributes (machine id, GPU mode, workers) are added when it is encoded.
-public struct StepEvent: Sendable {
-    public var name: String
-    public var step: Step
+package struct StepEvent: Sendable {
+    package var name: String
+    package var step: Step
     /// Nanoseconds since the Unix epoch, from this host's clock.
-    public var timestamp: Int64
+    package var timestamp: Int64
     /// The plan id; nil for events outside any plan (a worker connecting before a plan exists).
-    public var traceID: String?
+    package var traceID: String?
     /// The job id for job events, else a `step/N…` id.
-    public var spanID: String
-    public var parentSpanID: String?
+    package var spanID: String
+    package var parentSpanID: String?
     /// Set on events that end something (`.complete`, failures).
-    public var durationMilliseconds: Double?
+    package var durationMilliseconds: Double?
     /// Further attributes, in the order they are written.
-    public var attributes: [(key: String, value: EventValue)]
+    package var attributes: [(key: String, value: EventValue)]
 
-    public init(
+    package init(
         name: String, step: Step, timestamp: Int64 = StepEvent.now(), traceID: String?, spanID: String,
         parentSpanID: String?, durationMilliseconds: Double? = nil, attributes: [(key: String, value: EventValue)] = []
     ) {
@@ -92,20 +92,20 @@ public struct StepEvent: Sendable {
     }
 
     /// Nanoseconds since the Unix epoch.
-    public static func now() -> Int64 {
+    package static func now() -> Int64 {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
     }
 
     /// The event as one flat JSON object (protocols/schemas/event.schema.json).
-    public func json(context: EventContext) -> String {
+    package func json(context: EventContext) -> String {
         json(fixed: Self.fixedFields(step: step, context: context))
     }
 
     /// The fields that only depend on the step and the machine (`machine_id` … `workers_config`),
     /// encoded once: a publisher caches them per step.
-    public static func fixedFields(step: Step, context: EventContext) -> String {
+    package static func fixedFields(step: Step, context: EventContext) -> String {
         var out = JSONObjectWriter(capacity: 256)
         out.add("machine_id", context.machineID)
         out.add("step_number", Int64(step.number))
@@ -119,7 +119,7 @@ public struct StepEvent: Sendable {
     }
 
     /// The event as JSON, with its fixed fields already encoded by `fixedFields`.
-    public func json(fixed: String) -> String {
+    package func json(fixed: String) -> String {
         var out = JSONObjectWriter(capacity: 512)
         out.add("event", name)
         out.add("timestamp", timestamp)
@@ -134,39 +134,39 @@ public struct StepEvent: Sendable {
 }
 
 /// An object key encoded once (`"name":`), for the keys every job event writes.
-public struct JSONKey: Sendable {
+package struct JSONKey: Sendable {
     let encoded: [UInt8]
 
     /// `name` must not need escaping (plain ASCII names).
-    public init(_ name: String) {
+    package init(_ name: String) {
         encoded = Array("\"\(name)\":".utf8)
     }
 
     static let null: [UInt8] = Array("null".utf8)
 
-    public static let event = JSONKey("event")
-    public static let timestamp = JSONKey("timestamp")
-    public static let traceID = JSONKey("trace_id")
-    public static let spanID = JSONKey("span_id")
-    public static let parentSpanID = JSONKey("parent_span_id")
-    public static let durationMilliseconds = JSONKey("duration_ms")
-    public static let jobID = JSONKey("job_id")
-    public static let jobKind = JSONKey("job_kind")
-    public static let component = JSONKey("component")
-    public static let attempt = JSONKey("attempt")
-    public static let maxAttempts = JSONKey("max_attempts")
-    public static let generation = JSONKey("generation")
-    public static let workerID = JSONKey("worker_id")
+    package static let event = JSONKey("event")
+    package static let timestamp = JSONKey("timestamp")
+    package static let traceID = JSONKey("trace_id")
+    package static let spanID = JSONKey("span_id")
+    package static let parentSpanID = JSONKey("parent_span_id")
+    package static let durationMilliseconds = JSONKey("duration_ms")
+    package static let jobID = JSONKey("job_id")
+    package static let jobKind = JSONKey("job_kind")
+    package static let component = JSONKey("component")
+    package static let attempt = JSONKey("attempt")
+    package static let maxAttempts = JSONKey("max_attempts")
+    package static let generation = JSONKey("generation")
+    package static let workerID = JSONKey("worker_id")
 }
 
 /// Writes one JSON object by hand, into bytes: the hot path encodes thousands of events a second,
 /// and this is an order of magnitude cheaper than JSONSerialization or String appends. Keys are
 /// written as given (callers use plain ASCII names); string values are escaped.
-public struct JSONObjectWriter: Sendable {
+package struct JSONObjectWriter: Sendable {
     private var bytes: [UInt8]
     private var empty = true
 
-    public init(capacity: Int = 256) {
+    package init(capacity: Int = 256) {
         bytes = []
         bytes.reserveCapacity(capacity)
         bytes.append(UInt8(ascii: "{"))
@@ -178,17 +178,17 @@ public struct JSONObjectWriter: Sendable {
         bytes.append(contentsOf: key.encoded)
     }
 
-    public mutating func add(_ key: JSONKey, _ value: String?) {
+    package mutating func add(_ key: JSONKey, _ value: String?) {
         self.key(key)
         appendString(value)
     }
 
-    public mutating func add(_ key: JSONKey, _ value: Int64) {
+    package mutating func add(_ key: JSONKey, _ value: Int64) {
         self.key(key)
         JSONObjectWriter.digits(value, into: &bytes)
     }
 
-    public mutating func add(_ key: JSONKey, _ value: Double) {
+    package mutating func add(_ key: JSONKey, _ value: Double) {
         self.key(key)
         JSONObjectWriter.number(value, into: &bytes)
     }
@@ -217,27 +217,27 @@ public struct JSONObjectWriter: Sendable {
         text.withUTF8 { bytes.append(contentsOf: $0) }
     }
 
-    public mutating func add(_ name: String, _ value: String?) {
+    package mutating func add(_ name: String, _ value: String?) {
         key(name)
         appendString(value)
     }
 
-    public mutating func add(_ name: String, _ value: Int64) {
+    package mutating func add(_ name: String, _ value: Int64) {
         key(name)
         JSONObjectWriter.digits(value, into: &bytes)
     }
 
-    public mutating func add(_ name: String, _ value: Double) {
+    package mutating func add(_ name: String, _ value: Double) {
         key(name)
         JSONObjectWriter.number(value, into: &bytes)
     }
 
-    public mutating func add(_ name: String, _ value: Bool) {
+    package mutating func add(_ name: String, _ value: Bool) {
         key(name)
         appendUTF8(value ? "true" : "false")
     }
 
-    public mutating func add(_ name: String, _ value: EventValue) {
+    package mutating func add(_ name: String, _ value: EventValue) {
         switch value {
         case .string(let s): add(name, s)
         case .int(let i): add(name, i)
@@ -247,7 +247,7 @@ public struct JSONObjectWriter: Sendable {
     }
 
     /// Adds `"key":value` pairs that are already encoded, comma-separated.
-    public mutating func appendFields(_ fields: String) {
+    package mutating func appendFields(_ fields: String) {
         guard !fields.isEmpty else { return }
         if !empty { bytes.append(UInt8(ascii: ",")) }
         empty = false
@@ -255,24 +255,24 @@ public struct JSONObjectWriter: Sendable {
     }
 
     /// Adds JSON text that is already encoded (an array or object).
-    public mutating func addRaw(_ name: String, _ json: String) {
+    package mutating func addRaw(_ name: String, _ json: String) {
         key(name)
         appendUTF8(json)
     }
 
-    public mutating func finish() -> String {
+    package mutating func finish() -> String {
         String(decoding: finishBytes(), as: UTF8.self)
     }
 
     /// The object's UTF-8 bytes (the event path hands them to Redis without making a String).
-    public mutating func finishBytes() -> [UInt8] {
+    package mutating func finishBytes() -> [UInt8] {
         bytes.append(UInt8(ascii: "}"))
         return bytes
     }
 
     /// A finite JSON number: integers without a fraction, others with up to 3 decimals; NaN and
     /// infinities (which JSON cannot hold) become 0.
-    public static func number(_ value: Double) -> String {
+    package static func number(_ value: Double) -> String {
         var out: [UInt8] = []
         number(value, into: &out)
         return String(decoding: out, as: UTF8.self)
@@ -326,7 +326,7 @@ public struct JSONObjectWriter: Sendable {
     }
 
     /// Appends `value` with JSON string escaping (quotes, backslashes and control characters).
-    public static func escape(_ value: String, into out: inout [UInt8]) {
+    package static func escape(_ value: String, into out: inout [UInt8]) {
         var value = value
         value.withUTF8 { source in
             var clean = true
@@ -355,7 +355,7 @@ public struct JSONObjectWriter: Sendable {
     }
 
     /// Appends `value` with JSON string escaping to text.
-    public static func escape(_ value: String, into out: inout String) {
+    package static func escape(_ value: String, into out: inout String) {
         var bytes: [UInt8] = []
         escape(value, into: &bytes)
         out.append(String(decoding: bytes, as: UTF8.self))

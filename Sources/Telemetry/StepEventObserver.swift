@@ -6,9 +6,9 @@ import Synchronization
 /// Turns what a worker does into step events, progress records and metric counts
 /// (protocols/events.md), recorded in an `EventPublisher`. Download progress is published at most
 /// once per `progressInterval` per job, however often the executor reports it.
-public final class StepEventObserver: WorkerObserver {
-    public let publisher: EventPublisher
-    public let progressInterval: Duration
+package final class StepEventObserver: WorkerObserver {
+    package let publisher: EventPublisher
+    package let progressInterval: Duration
 
     private struct ProgressState: Sendable {
         var published: ContinuousClock.Instant?
@@ -44,12 +44,12 @@ public final class StepEventObserver: WorkerObserver {
 
     private let kindFields = Mutex<[String: KindFields]>([:])
 
-    public init(publisher: EventPublisher, progressInterval: Duration = .seconds(1)) {
+    package init(publisher: EventPublisher, progressInterval: Duration = .seconds(1)) {
         self.publisher = publisher
         self.progressInterval = progressInterval
     }
 
-    public func workerRegistered(workerID: String, concurrency: Int, kinds: [String]) async {
+    package func workerRegistered(workerID: String, concurrency: Int, kinds: [String]) async {
         let step = Step.workerConnection
         publisher.emit(
             StepEvent(
@@ -61,12 +61,12 @@ public final class StepEventObserver: WorkerObserver {
         await publisher.flush()
     }
 
-    public func jobStarted(_ job: ClaimedJob, workerID: String) {
+    package func jobStarted(_ job: ClaimedJob, workerID: String) {
         let step = Step.forJob(kind: job.kind, id: job.id)
         emitJob(job, step: step, name: step.startEvent) { out in out.add(.workerID, workerID) }
     }
 
-    public func jobProgress(_ job: ClaimedJob, _ report: JobProgress) {
+    package func jobProgress(_ job: ClaimedJob, _ report: JobProgress) {
         let now = clock.now
         let due = progress.withLock { states -> (bytes: Int64, rate: Double?)? in
             var state = states[job.lease] ?? ProgressState(latest: report)
@@ -105,7 +105,7 @@ public final class StepEventObserver: WorkerObserver {
         publisher.setProgress(job: job.id, json: record.finish())
     }
 
-    public func jobSucceeded(_ job: ClaimedJob, outcome: CompletionOutcome, duration: Duration, sinceEnd: Duration) {
+    package func jobSucceeded(_ job: ClaimedJob, outcome: CompletionOutcome, duration: Duration, sinceEnd: Duration) {
         let state = endProgress(job, counting: outcome == .ok)
         guard outcome == .ok else { return }
         let step = Step.forJob(kind: job.kind, id: job.id)
@@ -115,7 +115,7 @@ public final class StepEventObserver: WorkerObserver {
         recordDuration(job, duration, outcome: "succeeded")
     }
 
-    public func jobFailed(_ job: ClaimedJob, failure: JobFailure, outcome: FailureOutcome, duration: Duration, sinceEnd: Duration) {
+    package func jobFailed(_ job: ClaimedJob, failure: JobFailure, outcome: FailureOutcome, duration: Duration, sinceEnd: Duration) {
         _ = endProgress(job, counting: false)
         let delay: Int?
         switch outcome {
@@ -135,11 +135,11 @@ public final class StepEventObserver: WorkerObserver {
         recordDuration(job, duration, outcome: willRetry ? "retried" : "dead")
     }
 
-    public func machineFlipped(_ flip: MachineFlip, job: ClaimedJob?) async {
+    package func machineFlipped(_ flip: MachineFlip, job: ClaimedJob?) async {
         await publisher.flush()
     }
 
-    public func workerStopping(workerID: String) async {
+    package func workerStopping(workerID: String) async {
         await publisher.flush()
     }
 

@@ -4,12 +4,12 @@ import FoundationNetworking
 #endif
 
 /// The Python of the test venv (`PROVISION_PYTHON`, set by scripts/test), else `python3`.
-public func testPython() -> String {
+package func testPython() -> String {
     ProcessInfo.processInfo.environment["PROVISION_PYTHON"] ?? "python3"
 }
 
 /// Runs a Python program given as text with `arguments`; returns its exit status and output.
-public func runPython(_ program: String, _ arguments: [String] = [], environment: [String: String] = [:], timeout: Duration = .seconds(120)) async throws -> (status: Int32, output: String) {
+package func runPython(_ program: String, _ arguments: [String] = [], environment: [String: String] = [:], timeout: Duration = .seconds(120)) async throws -> (status: Int32, output: String) {
     let directory = try makeTemporaryDirectory("py")
     defer { try? FileManager.default.removeItem(at: directory) }
     let file = directory.appendingPathComponent("program.py")
@@ -19,19 +19,19 @@ public func runPython(_ program: String, _ arguments: [String] = [], environment
 
 /// Parses OTLP/JSON logs requests with the OpenTelemetry protobuf classes (Tests/fixtures/otlp_check.py);
 /// exit status 0 and "records N" when every line is a valid request.
-public func checkOTLPLogs(_ text: String) async throws -> (status: Int32, output: String) {
+package func checkOTLPLogs(_ text: String) async throws -> (status: Int32, output: String) {
     try await run(testPython(), [packageRoot().appendingPathComponent("Tests/fixtures/otlp_check.py").path, text])
 }
 
 /// Starts a Python program given as text in the background (its file stays until the process ends).
-public func startPython(_ program: String, _ arguments: [String] = [], environment: [String: String] = [:]) throws -> TestProcess {
+package func startPython(_ program: String, _ arguments: [String] = [], environment: [String: String] = [:]) throws -> TestProcess {
     let file = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("provision-test-\(UUID().uuidString).py")
     try program.write(to: file, atomically: true, encoding: .utf8)
     return try TestProcess(testPython(), [file.path] + arguments, environment: environment)
 }
 
 /// One HTTP GET on loopback: status code, body and content type.
-public func httpGet(_ url: String, timeout: TimeInterval = 10) async throws -> (status: Int, body: String, contentType: String?) {
+package func httpGet(_ url: String, timeout: TimeInterval = 10) async throws -> (status: Int, body: String, contentType: String?) {
     guard let target = URL(string: url) else { throw URLError(.badURL) }
     var request = URLRequest(url: target)
     request.timeoutInterval = timeout
@@ -42,7 +42,7 @@ public func httpGet(_ url: String, timeout: TimeInterval = 10) async throws -> (
 
 /// A Python program that validates JSON documents (one per line of a file) against a schema of
 /// protocols/schemas; prints "ok N" or the problems, exit 1 on any.
-public let validateWithSchemaProgram = #"""
+package let validateWithSchemaProgram = #"""
 import json, sys
 from jsonschema import Draft202012Validator
 schema = json.load(open(sys.argv[1]))
@@ -60,7 +60,7 @@ sys.exit(1 if problems or count == 0 else 0)
 """#
 
 /// Validates JSON lines against `protocols/schemas/<schema>`; returns (passed, report).
-public func validateJSONLines(_ lines: [String], schema: String) async throws -> (Bool, String) {
+package func validateJSONLines(_ lines: [String], schema: String) async throws -> (Bool, String) {
     let directory = try makeTemporaryDirectory("schema")
     defer { try? FileManager.default.removeItem(at: directory) }
     let file = directory.appendingPathComponent("lines.jsonl")
@@ -72,7 +72,7 @@ public func validateJSONLines(_ lines: [String], schema: String) async throws ->
 
 /// A Python subscriber: prints "subscribed", then each message on `channel` (one per line) until it
 /// has `count` of them or `seconds` pass.
-public let subscriberProgram = #"""
+package let subscriberProgram = #"""
 import sys, time, redis
 url, channel, count, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 pubsub = redis.Redis.from_url(url).pubsub()

@@ -6,12 +6,12 @@ import Synchronization
 
 /// A Redis Cluster of masters (no replicas) on free loopback ports, data in a temporary folder, for
 /// one test: `redis-server --cluster-enabled yes` per node, then `redis-cli --cluster create`.
-public final class TestCluster: Sendable {
-    public let ports: [Int]
-    public let directory: URL
+package final class TestCluster: Sendable {
+    package let ports: [Int]
+    package let directory: URL
     private let servers = Mutex<[ChildProcess]>([])
 
-    public init(masters: Int = 3) async throws {
+    package init(masters: Int = 3) async throws {
         directory = try makeTemporaryDirectory("cluster")
         var chosen: [Int] = []
         // The cluster bus listens on port + 10000: keep both in range and apart.
@@ -45,10 +45,10 @@ public final class TestCluster: Sendable {
     }
 
     /// `redis+cluster://` with every node as a seed.
-    public var url: String { "redis+cluster://" + ports.map { "127.0.0.1:\($0)" }.joined(separator: ",") }
+    package var url: String { "redis+cluster://" + ports.map { "127.0.0.1:\($0)" }.joined(separator: ",") }
 
     /// A plain (single-node) client of one node, for administration.
-    public func node(_ port: Int) -> RedisClient {
+    package func node(_ port: Int) -> RedisClient {
         RedisClient(
             configuration: RedisConfiguration(
                 endpoint: .tcp(host: "127.0.0.1", port: port), connectTimeout: .seconds(2), commandTimeout: .seconds(10),
@@ -57,7 +57,7 @@ public final class TestCluster: Sendable {
     }
 
     /// The port of the node that serves `slot`, as node `ports[0]` sees it.
-    public func owner(of slot: Int) async throws -> Int {
+    package func owner(of slot: Int) async throws -> Int {
         let client = node(ports[0])
         defer { client.close() }
         for range in try await client.send("CLUSTER", "SLOTS").array ?? [] {
@@ -70,7 +70,7 @@ public final class TestCluster: Sendable {
     }
 
     /// Starts moving `slot` from `source` to `target`: `IMPORTING` on the target, `MIGRATING` on the source.
-    public func beginMigration(slot: Int, from source: Int, to target: Int) async throws {
+    package func beginMigration(slot: Int, from source: Int, to target: Int) async throws {
         let sourceID = try await id(of: source)
         let targetID = try await id(of: target)
         try await admin(target, ["CLUSTER", "SETSLOT", String(slot), "IMPORTING", sourceID])
@@ -80,7 +80,7 @@ public final class TestCluster: Sendable {
     /// Moves the slot's keys with `MIGRATE … KEYS` in batches until none is left on the source;
     /// returns how many keys moved.
     @discardableResult
-    public func moveKeys(slot: Int, from source: Int, to target: Int) async throws -> Int {
+    package func moveKeys(slot: Int, from source: Int, to target: Int) async throws -> Int {
         let client = node(source)
         defer { client.close() }
         var moved = 0
@@ -93,7 +93,7 @@ public final class TestCluster: Sendable {
     }
 
     /// Ends the migration: the slot belongs to `target` on every node (target and source first).
-    public func finishMigration(slot: Int, from source: Int, to target: Int) async throws {
+    package func finishMigration(slot: Int, from source: Int, to target: Int) async throws {
         let targetID = try await id(of: target)
         for port in [target, source] + ports.filter({ $0 != target && $0 != source }) {
             try await admin(port, ["CLUSTER", "SETSLOT", String(slot), "NODE", targetID])
@@ -101,7 +101,7 @@ public final class TestCluster: Sendable {
         try await waitUntilSettled()
     }
 
-    public func stop() {
+    package func stop() {
         let all = servers.withLock { list -> [ChildProcess] in defer { list = [] }; return list }
         for server in all { _ = server.stop(grace: .seconds(10)) }
         try? FileManager.default.removeItem(at: directory)
@@ -148,7 +148,7 @@ public final class TestCluster: Sendable {
 }
 
 /// A test cluster could not be set up.
-public struct ClusterSetupError: Error, CustomStringConvertible {
-    public let what: String
-    public var description: String { "The test cluster could not be set up: \(what)." }
+package struct ClusterSetupError: Error, CustomStringConvertible {
+    package let what: String
+    package var description: String { "The test cluster could not be set up: \(what)." }
 }

@@ -4,14 +4,14 @@ import RedisServerProcess
 
 /// A real redis-server with its data in a temporary folder, for one test: on a unix socket in that
 /// folder, or on a loopback TCP port for a test that needs TCP (`unixSocket: false`).
-public final class TestRedis: Sendable {
-    public let server: LocalRedisServer
-    public let port: Int
-    public let directory: URL
+package final class TestRedis: Sendable {
+    package let server: LocalRedisServer
+    package let port: Int
+    package let directory: URL
 
     /// With `unixSocket` the server listens on `DIRECTORY/redis.sock` only (`port` is 0); without,
     /// on a port that was free a moment before (another process may take it in between).
-    public init(appendOnly: Bool = false, password: String? = nil, unixSocket: Bool = true, extraConfiguration: [String] = []) async throws {
+    package init(appendOnly: Bool = false, password: String? = nil, unixSocket: Bool = true, extraConfiguration: [String] = []) async throws {
         directory = try makeTemporaryDirectory("redis")
         port = unixSocket ? 0 : try LocalRedisServer.freeLoopbackPort()
         let listen: LocalRedisServer.Listen = unixSocket ? .socket(path: directory.appendingPathComponent("redis.sock").path) : .loopback(port: port)
@@ -19,10 +19,10 @@ public final class TestRedis: Sendable {
         try await server.start()
     }
 
-    public var url: String { server.url }
+    package var url: String { server.url }
 
     /// A client with short timeouts, so a broken test fails fast rather than hanging.
-    public func client(label: String = "test", reconnectWindow: Duration = .seconds(5)) throws -> RedisClient {
+    package func client(label: String = "test", reconnectWindow: Duration = .seconds(5)) throws -> RedisClient {
         var configuration = try server.configuration
         configuration.commandTimeout = .seconds(5)
         configuration.reconnectWindow = reconnectWindow
@@ -30,13 +30,13 @@ public final class TestRedis: Sendable {
     }
 
     /// Restarts the server on the same port and data (SIGTERM, or SIGKILL for a crash).
-    public func restart(signal: Int32 = SIGTERM, downtime: Duration = .zero) async throws {
+    package func restart(signal: Int32 = SIGTERM, downtime: Duration = .zero) async throws {
         server.stop(signal: signal)
         if downtime > .zero { try await Task.sleep(for: downtime) }
         try await server.start()
     }
 
-    public func stop() {
+    package func stop() {
         server.stop()
         try? FileManager.default.removeItem(at: directory)
     }
@@ -45,10 +45,10 @@ public final class TestRedis: Sendable {
 }
 
 /// A free TCP port on 127.0.0.1 (for a test that needs TCP; others listen on unix sockets).
-public func freeLoopbackPort() throws -> Int { try LocalRedisServer.freeLoopbackPort() }
+package func freeLoopbackPort() throws -> Int { try LocalRedisServer.freeLoopbackPort() }
 
 /// A fresh folder under the system's temporary directory.
-public func makeTemporaryDirectory(_ name: String) throws -> URL {
+package func makeTemporaryDirectory(_ name: String) throws -> URL {
     let url = URL(fileURLWithPath: NSTemporaryDirectory())
         .appendingPathComponent("provision-tests-\(name)-\(UUID().uuidString.prefix(8))")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
@@ -56,7 +56,7 @@ public func makeTemporaryDirectory(_ name: String) throws -> URL {
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-public func eventually(
+package func eventually(
     timeout: Duration = .seconds(30), every interval: Duration = .milliseconds(50),
     _ condition: () async throws -> Bool
 ) async rethrows -> Bool {

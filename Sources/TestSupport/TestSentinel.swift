@@ -7,15 +7,15 @@ import Synchronization
 /// A master, one replica and one Sentinel (quorum 1, a master is down after 2 s) on loopback, data in
 /// a temporary folder, for one test. The Sentinel is `redis-server --sentinel` (Debian's
 /// redis-sentinel is the same program).
-public final class TestSentinel: Sendable {
-    public let masterPort: Int
-    public let replicaPort: Int
-    public let sentinelPort: Int
-    public let directory: URL
-    public static let masterName = "provision-test"
+package final class TestSentinel: Sendable {
+    package let masterPort: Int
+    package let replicaPort: Int
+    package let sentinelPort: Int
+    package let directory: URL
+    package static let masterName = "provision-test"
     private let processes = Mutex<[Int: ChildProcess]>([:])
 
-    public init() async throws {
+    package init() async throws {
         directory = try makeTemporaryDirectory("sentinel")
         var ports: [Int] = []
         while ports.count < 3 {
@@ -56,10 +56,10 @@ public final class TestSentinel: Sendable {
     }
 
     /// The URL a client uses: the Sentinel, and the master's name.
-    public var url: String { "redis+sentinel://127.0.0.1:\(sentinelPort)/\(Self.masterName)" }
+    package var url: String { "redis+sentinel://127.0.0.1:\(sentinelPort)/\(Self.masterName)" }
 
     /// A plain client of one server (master, replica or the Sentinel itself).
-    public func node(_ port: Int) -> RedisClient {
+    package func node(_ port: Int) -> RedisClient {
         RedisClient(
             configuration: RedisConfiguration(
                 endpoint: .tcp(host: "127.0.0.1", port: port), connectTimeout: .seconds(2), commandTimeout: .seconds(5),
@@ -68,13 +68,13 @@ public final class TestSentinel: Sendable {
     }
 
     /// Kills a server with `signal` (SIGKILL: a crash, writes not yet replicated are lost).
-    public func kill(_ port: Int, signal: Int32 = SIGKILL) {
+    package func kill(_ port: Int, signal: Int32 = SIGKILL) {
         guard let process = processes.withLock({ $0.removeValue(forKey: port) }) else { return }
         process.signal(signal)
         _ = process.waitBlocking(timeout: .seconds(10))
     }
 
-    public func stop() {
+    package func stop() {
         let all = processes.withLock { list -> [ChildProcess] in defer { list = [:] }; return Array(list.values) }
         for process in all { _ = process.stop(grace: .seconds(10)) }
         try? FileManager.default.removeItem(at: directory)

@@ -4,26 +4,26 @@ import Foundation
 import JobCore
 
 /// What a machine must have: the parts of a lockfile (or a verify job) that can be checked on disk.
-public struct VerificationTarget: Sendable, Equatable {
+package struct VerificationTarget: Sendable, Equatable {
     /// A node at its commit: the verify job's own entry type, so the job and `provision verify` share it.
-    public typealias Node = VerifyPayload.Node
+    package typealias Node = VerifyPayload.Node
     /// A model file, relative to the models folder (`directory/filename`), with what it must measure.
-    public typealias Model = VerifyPayload.Model
+    package typealias Model = VerifyPayload.Model
 
-    public var comfyuiCommit: String?
-    public var nodes: [Node]
-    public var models: [Model]
+    package var comfyuiCommit: String?
+    package var nodes: [Node]
+    package var models: [Model]
     /// Requirement lines (`insightface==0.7.3`) that the workspace's Python must satisfy.
-    public var pythonPackages: [String]
+    package var pythonPackages: [String]
 
-    public init(comfyuiCommit: String? = nil, nodes: [Node] = [], models: [Model] = [], pythonPackages: [String] = []) {
+    package init(comfyuiCommit: String? = nil, nodes: [Node] = [], models: [Model] = [], pythonPackages: [String] = []) {
         self.comfyuiCommit = comfyuiCommit
         self.nodes = nodes
         self.models = models
         self.pythonPackages = pythonPackages
     }
 
-    public init(lock: Lockfile) {
+    package init(lock: Lockfile) {
         self.init(
             comfyuiCommit: lock.comfyui?.commit, nodes: lock.customNodes.map { Node(name: $0.name, commit: $0.commit) },
             models: lock.models.map { Model(path: $0.path, size: $0.size, sha256: $0.sha256) }, pythonPackages: lock.python?.packages ?? [])
@@ -31,21 +31,21 @@ public struct VerificationTarget: Sendable, Equatable {
 }
 
 /// One finding of `verify`.
-public struct VerificationCheck: Sendable, Equatable, Codable {
+package struct VerificationCheck: Sendable, Equatable, Codable {
     /// `comfyui`, `node`, `model` or `python`.
-    public var kind: String
-    public var name: String
+    package var kind: String
+    package var name: String
     /// `ok`, `missing`, `wrong_commit`, `modified`, `not_a_checkout`, `wrong_size`, `wrong_hash`, `not_a_file`,
     /// `unsatisfied`, `conflict`, `error`.
-    public var status: String
-    public var expected: String?
-    public var actual: String?
-    public var detail: String?
+    package var status: String
+    package var expected: String?
+    package var actual: String?
+    package var detail: String?
 
-    public var ok: Bool { status == "ok" }
+    package var ok: Bool { status == "ok" }
 
     /// One line of the text report.
-    public var line: String {
+    package var line: String {
         let label = ok ? "ok" : status.uppercased()
         var text = label.padding(toLength: 13, withPad: " ", startingAt: 0) + "\(kind) \(name)"
         if let detail { text += ": \(detail)" }
@@ -53,29 +53,29 @@ public struct VerificationCheck: Sendable, Equatable, Codable {
     }
 }
 
-public struct VerificationReport: Sendable, Equatable, Codable {
-    public var ok: Bool
-    public var workspace: String
-    public var deep: Bool
-    public var checks: [VerificationCheck]
-    public var failed: Int
+package struct VerificationReport: Sendable, Equatable, Codable {
+    package var ok: Bool
+    package var workspace: String
+    package var deep: Bool
+    package var checks: [VerificationCheck]
+    package var failed: Int
 
     /// Mismatches in one sentence each, for a failed job.
-    public var problems: [String] { checks.filter { !$0.ok }.map { "\($0.kind) \($0.name): \($0.detail ?? $0.status)" } }
+    package var problems: [String] { checks.filter { !$0.ok }.map { "\($0.kind) \($0.name): \($0.detail ?? $0.status)" } }
 }
 
 /// Checks a workspace (`<workspace>/ComfyUI`, `custom_nodes/<name>`, `models/<directory>/<file>`)
 /// against what it must contain.
-public struct Verifier: Sendable {
-    public var workspace: String
-    public var deep: Bool
-    public var git: Git
+package struct Verifier: Sendable {
+    package var workspace: String
+    package var deep: Bool
+    package var git: Git
     /// The Python whose packages are checked; default `<workspace>/venv/bin/python` when it exists.
-    public var python: String?
+    package var python: String?
     /// Where model files are (a worker's `--models-root`); default `<workspace>/ComfyUI/models`.
-    public var modelsFolder: String?
+    package var modelsFolder: String?
 
-    public init(workspace: String, deep: Bool = false, git: Git = Git(), python: String? = nil, modelsRoot: String? = nil) {
+    package init(workspace: String, deep: Bool = false, git: Git = Git(), python: String? = nil, modelsRoot: String? = nil) {
         self.workspace = workspace
         self.deep = deep
         self.git = git
@@ -86,7 +86,7 @@ public struct Verifier: Sendable {
     var comfyuiPath: String { (workspace as NSString).appendingPathComponent("ComfyUI") }
     var modelsRoot: String { modelsFolder ?? comfyuiPath + "/models" }
 
-    public func verify(_ target: VerificationTarget) async -> VerificationReport {
+    package func verify(_ target: VerificationTarget) async -> VerificationReport {
         var checks: [VerificationCheck] = []
         if let commit = target.comfyuiCommit {
             checks.append(await checkRepository(kind: "comfyui", name: "ComfyUI", path: comfyuiPath, commit: commit))

@@ -4,20 +4,20 @@ import JobCore
 
 /// The `verify` job kind: checks the workspace against what the plan installed, at the end of a plan
 /// (protocols/schemas/job-payloads/verify.schema.json). Fails, not retried, naming every mismatch.
-public struct VerifyExecutor: JobExecutor {
+package struct VerifyExecutor: JobExecutor {
     /// The folder that holds `ComfyUI/` (and `venv/`).
-    public var workspace: String
-    public var python: String?
+    package var workspace: String
+    package var python: String?
     /// Where the plan's downloads went (the worker's `--models-root`); default `<workspace>/ComfyUI/models`.
-    public var modelsRoot: String?
+    package var modelsRoot: String?
 
-    public init(workspace: String, python: String? = nil, modelsRoot: String? = nil) {
+    package init(workspace: String, python: String? = nil, modelsRoot: String? = nil) {
         self.workspace = workspace
         self.python = python
         self.modelsRoot = modelsRoot
     }
 
-    public func run(_ attempt: JobAttempt<VerifyPayload>, context: JobContext) async throws -> String {
+    package func run(_ attempt: JobAttempt<VerifyPayload>, context: JobContext) async throws -> String {
         let (target, deep) = Self.target(attempt.payload)
         let report = await Verifier(workspace: workspace, deep: deep, python: python, modelsRoot: modelsRoot).verify(target)
         if !report.ok {

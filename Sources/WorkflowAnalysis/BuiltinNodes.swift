@@ -3,22 +3,22 @@ import ComponentSpec
 /// Node types that ship with ComfyUI itself (nodes.py, comfy_extras/, the frontend), so a workflow
 /// that uses them needs no custom node. The registry's entry for the ComfyUI repository adds the
 /// types of newer releases (API nodes and the like) when it is loaded.
-public enum BuiltinNodes {
+package enum BuiltinNodes {
     /// The package name used for core node types (ComfyUI's own `cnr_id`).
-    public static let package = "comfy-core"
-    public static let repository = "https://github.com/comfyanonymous/ComfyUI"
+    package static let package = "comfy-core"
+    package static let repository = "https://github.com/comfyanonymous/ComfyUI"
 
     /// Types that exist only in the frontend: they never reach the server and need nothing installed.
-    public static let frontendOnly: Set<String> = [
+    package static let frontendOnly: Set<String> = [
         "Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Comfy.Note", "Comfy.MarkdownNote",
         "GroupNode", "workflow/input", "workflow/output",
     ]
 
-    public static func contains(_ type: String) -> Bool {
+    package static func contains(_ type: String) -> Bool {
         types.contains(type) || frontendOnly.contains(type)
     }
 
-    public static let types: Set<String> = [
+    package static let types: Set<String> = [
         // nodes.py
         "KSampler", "KSamplerAdvanced", "CheckpointLoaderSimple", "CheckpointLoader", "DiffusersLoader",
         "unCLIPCheckpointLoader", "CLIPTextEncode", "CLIPSetLastLayer", "VAEDecode", "VAEEncode", "VAEEncodeForInpaint",

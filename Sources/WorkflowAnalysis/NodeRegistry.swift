@@ -3,25 +3,25 @@ import Foundation
 import JobCore
 
 /// A custom node package: a git repository that provides node types.
-public struct NodePackage: Sendable, Hashable, Codable, Comparable {
+package struct NodePackage: Sendable, Hashable, Codable, Comparable {
     /// ComfyUI-Manager's id for it when known (its registry id), else the repository's name.
-    public var package: String
-    public var repository: String
-    public var title: String?
+    package var package: String
+    package var repository: String
+    package var title: String?
 
-    public init(package: String, repository: String, title: String? = nil) {
+    package init(package: String, repository: String, title: String? = nil) {
         self.package = package
         self.repository = repository
         self.title = title
     }
 
-    public static func < (a: NodePackage, b: NodePackage) -> Bool {
+    package static func < (a: NodePackage, b: NodePackage) -> Bool {
         (a.repository.lowercased(), a.package) < (b.repository.lowercased(), b.package)
     }
 }
 
 /// How a node type was mapped to what provides it.
-public enum NodeResolution: Sendable, Equatable {
+package enum NodeResolution: Sendable, Equatable {
     /// ComfyUI itself.
     case builtin
     /// One package, and how it was found: `registry` (exact name), `preemption`, `pattern`, `properties`
@@ -36,7 +36,7 @@ public enum NodeResolution: Sendable, Equatable {
 /// ComfyUI-Manager's map of custom node types to repositories (`extension-node-map.json`,
 /// `{repo_url: [[class names], {title_aux, nodename_pattern?, preemptions?}]}`), with its
 /// `custom-node-list.json` for package ids when available.
-public struct NodeRegistry: Sendable {
+package struct NodeRegistry: Sendable {
     /// Normalised repository key → package.
     var packages: [String: NodePackage] = [:]
     /// Node type → keys of the repositories that list it.
@@ -53,19 +53,19 @@ public struct NodeRegistry: Sendable {
     /// Types the map attributes to ComfyUI itself.
     var coreTypes: Set<String> = []
     /// Where the map came from, for reports.
-    public var source: String
-    public var version: String?
+    package var source: String
+    package var version: String?
 
-    public var repositoryCount: Int { packages.count }
-    public var typeCount: Int { claims.count }
+    package var repositoryCount: Int { packages.count }
+    package var typeCount: Int { claims.count }
 
     /// An empty registry: only built-in types resolve.
-    public init(source: String = "none") {
+    package init(source: String = "none") {
         self.source = source
     }
 
     /// Parses the map (and optionally the node list), refusing files of the wrong shape with one sentence.
-    public init(extensionMap: Data, nodeList: Data? = nil, coreTypes: [String] = [], source: String, version: String? = nil) throws(RegistryError) {
+    package init(extensionMap: Data, nodeList: Data? = nil, coreTypes: [String] = [], source: String, version: String? = nil) throws(RegistryError) {
         self.source = source
         self.version = version
         self.coreTypes = Set(coreTypes)
@@ -125,14 +125,14 @@ public struct NodeRegistry: Sendable {
     }
 
     /// Whether ComfyUI itself provides `type` (our table, or the map's entry for the ComfyUI repository).
-    public func isBuiltin(_ type: String) -> Bool {
+    package func isBuiltin(_ type: String) -> Bool {
         BuiltinNodes.contains(type) || coreTypes.contains(type)
     }
 
     /// Maps a node type to what provides it. `cnrID`/`auxID` are the node's own properties (the
     /// workflow's statement of which pack it came from); `preferred` are repository URLs the user's
     /// spec already installs, used only to choose among candidates.
-    public func resolve(_ type: String, cnrID: String? = nil, auxID: String? = nil, preferred: Set<String> = []) -> NodeResolution {
+    package func resolve(_ type: String, cnrID: String? = nil, auxID: String? = nil, preferred: Set<String> = []) -> NodeResolution {
         if isBuiltin(type) || cnrID == BuiltinNodes.package { return .builtin }
         // The node says where it came from.
         if let stated = statedPackage(cnrID: cnrID, auxID: auxID) { return .package(stated, via: "properties") }
@@ -178,7 +178,7 @@ public struct NodeRegistry: Sendable {
     }
 
     /// The package for a repository URL, from the registry when it lists it.
-    public func package(forRepository url: String) -> NodePackage? {
+    package func package(forRepository url: String) -> NodePackage? {
         guard let key = RepositoryURL.key(url) else { return nil }
         return packages[key]
     }

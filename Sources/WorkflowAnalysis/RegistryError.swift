@@ -5,7 +5,7 @@ import JobCore
 
 /// Why the node registry cannot be read, parsed or fetched, naming the file, entry or command (URLs
 /// with credentials masked), as one sentence.
-public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The registry file is missing, not a regular file, too large or unreadable (why).
     case unreadable(path: String, reason: String)
     /// The file is not JSON; where the reader stopped.
@@ -25,7 +25,7 @@ public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A program the fetch needs (Python) could not be started.
     case commandFailed(reason: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .unreadable(let path, let reason): return "The node registry \(path) \(reason)."
         case .notJSON(let source, let problem): return "The node registry \(source) is not valid JSON: \(problem)."

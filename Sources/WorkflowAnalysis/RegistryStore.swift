@@ -4,7 +4,7 @@ import Foundation
 import JobCore
 
 /// How a registry load used its prepared index (RegistryIndex).
-public enum RegistryIndexUse: Sendable, Equatable {
+package enum RegistryIndexUse: Sendable, Equatable {
     /// The index was current and was read instead of the JSON.
     case read
     /// The JSON was parsed and the index written again, because of the reason given (none, stale, damaged).
@@ -18,20 +18,20 @@ public enum RegistryIndexUse: Sendable, Equatable {
 /// Where the node registry comes from: a file the user names, else ComfyUI-Manager's files taken from
 /// the `comfyui-manager` wheel on PyPI (`pip download --no-deps`) and cached under
 /// `~/.cache/provision/comfyui-manager/`.
-public struct RegistryStore: Sendable {
-    public var cacheDirectory: String
+package struct RegistryStore: Sendable {
+    package var cacheDirectory: String
     /// The Python that runs pip and reads the wheel.
-    public var python: String
-    public var timeout: Duration
+    package var python: String
+    package var timeout: Duration
 
     /// The files kept from the comfyui-manager wheel.
-    public static let files = ["extension-node-map.json", "custom-node-list.json", "model-list.json"]
+    package static let files = ["extension-node-map.json", "custom-node-list.json", "model-list.json"]
     /// Node types of ComfyUI itself, one per line: the folders of the `comfyui-embedded-docs` wheel
     /// (ComfyUI's own node documentation, a requirement of ComfyUI), which knows newer core types
     /// (API nodes and the like) than our table and the map's ComfyUI entry.
-    public static let coreTypesFile = "core-node-types.txt"
+    package static let coreTypesFile = "core-node-types.txt"
 
-    public init(cacheDirectory: String? = nil, python: String? = nil, timeout: Duration = .seconds(300)) {
+    package init(cacheDirectory: String? = nil, python: String? = nil, timeout: Duration = .seconds(300)) {
         let env = ProcessInfo.processInfo.environment
         if let cacheDirectory {
             self.cacheDirectory = cacheDirectory
@@ -47,12 +47,12 @@ public struct RegistryStore: Sendable {
 
     /// The registry from `override` (an extension-node-map.json; a custom-node-list.json beside it is
     /// used for package ids), else the cache, fetching the wheel when the cache is empty or `refresh`.
-    public func load(override: String? = nil, refresh: Bool = false) async throws(RegistryError) -> NodeRegistry {
+    package func load(override: String? = nil, refresh: Bool = false) async throws(RegistryError) -> NodeRegistry {
         try await loadReporting(override: override, refresh: refresh).registry
     }
 
     /// `load`, saying how the prepared index was used; `useIndex` false parses the JSON and leaves the index alone.
-    public func loadReporting(override: String? = nil, refresh: Bool = false, useIndex: Bool = true) async throws(RegistryError)
+    package func loadReporting(override: String? = nil, refresh: Bool = false, useIndex: Bool = true) async throws(RegistryError)
         -> (registry: NodeRegistry, index: RegistryIndexUse)
     {
         if let override {
@@ -77,7 +77,7 @@ public struct RegistryStore: Sendable {
 
     /// Where the prepared index of the registry file `map` lives: beside the cached registry, or for a
     /// file the user names, under the cache's `indexes/` by a hash of its absolute path.
-    public func indexPath(forRegistry map: String) -> String {
+    package func indexPath(forRegistry map: String) -> String {
         if map == cacheDirectory + "/extension-node-map.json" { return cacheDirectory + "/registry.index" }
         let absolute = map.hasPrefix("/") ? map : FileManager.default.currentDirectoryPath + "/" + map
         var hasher = SHA256Hasher()
@@ -139,7 +139,7 @@ public struct RegistryStore: Sendable {
 
     /// ComfyUI-Manager's `model-list.json` (file name → URL and folder, for models without a URL): beside
     /// the registry file given as `override`, else in the cache; empty when there is none.
-    public func modelList(override: String? = nil) -> [String: (url: String, directory: String)] {
+    package func modelList(override: String? = nil) -> [String: (url: String, directory: String)] {
         let folder = override.map { ($0 as NSString).deletingLastPathComponent } ?? cacheDirectory
         guard let data = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent("model-list.json")),
             let document = try? JSONValue.parse(data, limits: JSONLimits(maxBytes: 64 << 20, maxDepth: 16)),
@@ -165,7 +165,7 @@ public struct RegistryStore: Sendable {
     }
 
     /// Downloads the newest `comfyui-manager` wheel with pip and extracts the registry files into the cache.
-    public func fetch() async throws(RegistryError) {
+    package func fetch() async throws(RegistryError) {
         let scratch = NSTemporaryDirectory() + "provision-wheel-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         do {

@@ -4,7 +4,7 @@ import Foundation
 import JobCore
 
 /// An input given to `lock`, `plan` or `export`, told apart by its content.
-public enum SpecDocument: Sendable {
+package enum SpecDocument: Sendable {
     case lockfile(Lockfile)
     case spec(Spec)
     case workflow(Workflow, sha256: String)
@@ -28,7 +28,7 @@ public enum SpecDocument: Sendable {
 
     /// Reads a file and decides what it is: a lockfile (`lock_version`), a workflow (UI or API
     /// format), else a manifest or `config_nodes.json`.
-    public static func load(path: String, workflowLimits: WorkflowLimits = WorkflowLimits()) throws(DocumentError) -> SpecDocument {
+    package static func load(path: String, workflowLimits: WorkflowLimits = WorkflowLimits()) throws(DocumentError) -> SpecDocument {
         let data: Data
         do { data = try readInput(path: path, what: "input", limit: workflowLimits.json.maxBytes) } catch { throw .spec(error) }
         let document: JSONValue
@@ -62,14 +62,14 @@ public enum SpecDocument: Sendable {
 }
 
 /// Why an input of `lock`, `plan` or `analyze --prefer` cannot be used, as one sentence.
-public enum DocumentError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum DocumentError: Error, Sendable, Equatable, CustomStringConvertible {
     case notJSON(file: String, detail: String)
     /// JSON that is not an object; `found` says what it is instead.
     case notADocument(file: String, found: String)
     case spec(SpecError)
     case workflow(WorkflowError)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .notJSON(let file, let detail): clippedSentence("The file \(file) is not valid JSON: \(detail).")
         case .notADocument(let file, let found): "The file \(file) is \(found), not a manifest, lockfile or workflow object."

@@ -4,7 +4,7 @@ import Foundation
 import JobCore
 
 /// Whether a node runs: ComfyUI's `mode` 2 (muted, "never") and 4 (bypassed) do not.
-public enum NodeMode: String, Sendable, Codable, Comparable {
+package enum NodeMode: String, Sendable, Codable, Comparable {
     case active, bypassed, muted
 
     init(code: Int?) {
@@ -18,26 +18,26 @@ public enum NodeMode: String, Sendable, Codable, Comparable {
     /// The mode of a node inside a subgraph instance whose own mode is `outer`.
     func inside(_ outer: NodeMode) -> NodeMode { max(self, outer) }
 
-    public static func < (a: NodeMode, b: NodeMode) -> Bool {
+    package static func < (a: NodeMode, b: NodeMode) -> Bool {
         let order: [NodeMode] = [.active, .bypassed, .muted]
         return (order.firstIndex(of: a) ?? 0) < (order.firstIndex(of: b) ?? 0)
     }
 }
 
 /// A model file a workflow refers to.
-public struct ModelReference: Sendable, Equatable, Hashable {
+package struct ModelReference: Sendable, Equatable, Hashable {
     /// As ComfyUI lists it, sub-folders included (`SDXL/model.safetensors`), with `/` separators.
-    public var filename: String
+    package var filename: String
     /// The models sub-folder (`checkpoints`, `loras`, …), nil when it cannot be told.
-    public var directory: String?
-    public var url: String?
-    public var sha256: String?
+    package var directory: String?
+    package var url: String?
+    package var sha256: String?
     /// Where it was found: `properties` (the node's or workflow's `models` list) or `input` (a loader's value).
-    public var source: String
+    package var source: String
     /// The input or widget that named it.
-    public var inputName: String?
+    package var inputName: String?
 
-    public init(filename: String, directory: String?, url: String? = nil, sha256: String? = nil, source: String, inputName: String? = nil) {
+    package init(filename: String, directory: String?, url: String? = nil, sha256: String? = nil, source: String, inputName: String? = nil) {
         self.filename = filename
         self.directory = directory
         self.url = url
@@ -67,31 +67,31 @@ struct WorkflowGraph: Sendable {
 }
 
 /// Bounds on what a workflow may contain, so a hostile file costs little.
-public struct WorkflowLimits: Sendable {
-    public var json = JSONLimits(maxBytes: 64 << 20, maxDepth: 128, workflowQuirks: true)
+package struct WorkflowLimits: Sendable {
+    package var json = JSONLimits(maxBytes: 64 << 20, maxDepth: 128, workflowQuirks: true)
     /// Nodes in one graph level.
-    public var maxNodesPerGraph = 100_000
+    package var maxNodesPerGraph = 100_000
     /// Subgraph definitions in one workflow.
-    public var maxSubgraphs = 10_000
+    package var maxSubgraphs = 10_000
     /// Subgraph instances nested inside each other.
-    public var maxNesting = 32
+    package var maxNesting = 32
     /// Widget values of one node.
-    public var maxValuesPerNode = 10_000
+    package var maxValuesPerNode = 10_000
     /// A UI-format link to a node that does not exist is an error (by default a warning: the editor
     /// loads such files, and official templates contain them). API-format links are always checked.
-    public var strictLinks = false
+    package var strictLinks = false
 
-    public init() {}
+    package init() {}
 }
 
 /// A parsed ComfyUI workflow.
-public struct Workflow: Sendable {
-    public var name: String
-    public var format: WorkflowFormat
+package struct Workflow: Sendable {
+    package var name: String
+    package var format: WorkflowFormat
     /// SHA-256 of the file, when parsed from bytes.
-    public var sha256: String?
+    package var sha256: String?
     /// Problems that do not stop the analysis (UI-format links to nodes that are not there).
-    public var warnings: [String]
+    package var warnings: [String]
     var root: WorkflowGraph
     /// Subgraph definitions by id (UI format); a node whose type is one of these ids is an instance.
     var subgraphs: [String: WorkflowGraph]
@@ -99,14 +99,14 @@ public struct Workflow: Sendable {
     var models: [ModelReference]
 
     /// Reads and parses a workflow file.
-    public static func load(path: String, limits: WorkflowLimits = WorkflowLimits()) throws(WorkflowError) -> Workflow {
+    package static func load(path: String, limits: WorkflowLimits = WorkflowLimits()) throws(WorkflowError) -> Workflow {
         let data: Data
         do { data = try readInput(path: path, what: "workflow", limit: limits.json.maxBytes) } catch { throw .unreadable(error) }
         return try parse(data, name: path, limits: limits)
     }
 
     /// Parses a workflow in either format; `name` appears in error sentences.
-    public static func parse(_ data: Data, name: String, limits: WorkflowLimits = WorkflowLimits()) throws(WorkflowError) -> Workflow {
+    package static func parse(_ data: Data, name: String, limits: WorkflowLimits = WorkflowLimits()) throws(WorkflowError) -> Workflow {
         let document: JSONValue
         do {
             document = try JSONValue.parse(data, limits: limits.json)

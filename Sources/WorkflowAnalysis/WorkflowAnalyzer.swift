@@ -2,13 +2,13 @@ import ComponentSpec
 
 /// Finds what workflows need: node types (subgraphs expanded, muted and bypassed nodes marked) mapped
 /// to packages through the registry, and model files from `models` lists and loader inputs.
-public struct WorkflowAnalyzer: Sendable {
-    public var registry: NodeRegistry
+package struct WorkflowAnalyzer: Sendable {
+    package var registry: NodeRegistry
     /// Repository URLs the user's spec installs: used to choose among candidates of an ambiguous type.
-    public var preferred: Set<String>
-    public var limits: WorkflowLimits
+    package var preferred: Set<String>
+    package var limits: WorkflowLimits
 
-    public init(registry: NodeRegistry, preferred: Set<String> = [], limits: WorkflowLimits = WorkflowLimits()) {
+    package init(registry: NodeRegistry, preferred: Set<String> = [], limits: WorkflowLimits = WorkflowLimits()) {
         self.registry = registry
         self.preferred = preferred
         self.limits = limits
@@ -121,7 +121,7 @@ public struct WorkflowAnalyzer: Sendable {
     }
 
     /// Analyses workflows together; `sha256` of each file is recorded when given.
-    public func analyze(_ inputs: [(workflow: Workflow, sha256: String?)]) throws(WorkflowError) -> Analysis {
+    package func analyze(_ inputs: [(workflow: Workflow, sha256: String?)]) throws(WorkflowError) -> Analysis {
         var workflows: [AnalyzedWorkflow] = []
         var typeTotals: [String: Occurrences] = [:]
         var typeWorkflows: [String: Set<String>] = [:]

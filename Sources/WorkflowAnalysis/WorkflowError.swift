@@ -1,7 +1,7 @@
 import ComponentSpec
 
 /// Why a workflow cannot be read or analysed: the file, and the node, link or field at fault.
-public enum WorkflowError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum WorkflowError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The file could not be read (missing, not a regular file, over the size limit).
     case unreadable(SpecError)
     /// The file is not JSON.
@@ -19,7 +19,7 @@ public enum WorkflowError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A subgraph that contains an instance of itself.
     case recursiveSubgraph(file: String, subgraph: String)
 
-    public var description: String {
+    package var description: String {
         // Messages quote what the workflow said (ids, types); clipped so a 1 MiB id stays a sentence.
         clippedSentence(sentence)
     }

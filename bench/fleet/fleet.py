@@ -511,20 +511,22 @@ def main():
     p.add_argument("--jobs", type=int, default=100)
     p.add_argument("--idle-seconds", type=float, default=30)
     p.add_argument("--out", required=True)
-    p = sub.add_parser("busy")
-    p.add_argument("--trace", required=True)
-    p.add_argument("--machines", type=int, default=1000)
+
+    def replay(name, procs):
+        # busy and idle replay a recording (--trace) on simulated machines.
+        p = sub.add_parser(name)
+        p.add_argument("--trace", required=True)
+        p.add_argument("--machines", type=int, default=1000)
+        p.add_argument("--procs", type=int, default=procs)
+        p.add_argument("--out", required=True)
+        return p
+
+    p = replay("busy", procs=2)
     p.add_argument("--jobs", type=int, default=100)
     p.add_argument("--cluster", type=int, default=0, help="masters of a local Redis Cluster (0: one server)")
-    p.add_argument("--procs", type=int, default=2)
     p.add_argument("--timeout", type=float, default=600)
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("idle")
-    p.add_argument("--trace", required=True)
-    p.add_argument("--machines", type=int, default=1000)
+    p = replay("idle", procs=1)
     p.add_argument("--seconds", type=float, default=60)
-    p.add_argument("--procs", type=int, default=1)
-    p.add_argument("--out", required=True)
     p = sub.add_parser("report")
     p.add_argument("--dir", required=True)
     p.add_argument("--out", required=True)

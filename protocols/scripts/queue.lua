@@ -158,6 +158,25 @@ local function flip_if_done(now)
   return ""
 end
 
+-- Every job still waiting on `id`, transitively (breadth first), moves to state `to`; settle(dep,
+-- record, cause) fills in why before the record is saved. The one walk over a job's dependents.
+local function settle_waiting_dependents(id, to, settle)
+  local queue, head = { id }, 1
+  while queue[head] do
+    local cause = queue[head]
+    head = head + 1
+    for _, dep in ipairs(dependents_of(cause)) do
+      local r = load(dep)
+      if r and r.state == "waiting" then
+        move(r, "waiting", to)
+        settle(dep, r, cause)
+        save(dep, r)
+        queue[#queue + 1] = dep
+      end
+    end
+  end
+end
+
 -- A retry that would run in a plan that has already failed is cancelled instead, and so is every
 -- job waiting on it, transitively (else they would wait forever and the machine never settle).
 local function cancel_retry(id, record, from, now)
@@ -166,20 +185,9 @@ local function cancel_retry(id, record, from, now)
   record.error_type, record.error, record.finished_at = "cancelled", message, now
   record.retry_at, record.owner, record.lease_until = nil, nil, nil
   save(id, record)
-  local queue, head = { id }, 1
-  while queue[head] do
-    local cause = queue[head]
-    head = head + 1
-    for _, dep in ipairs(dependents_of(cause)) do
-      local r = load(dep)
-      if r and r.state == "waiting" then
-        move(r, "waiting", "cancelled")
-        r.error_type, r.error, r.finished_at = "cancelled", "dependency " .. cause .. " was cancelled: " .. message, now
-        save(dep, r)
-        queue[#queue + 1] = dep
-      end
-    end
-  end
+  settle_waiting_dependents(id, "cancelled", function(_, r, cause)
+    r.error_type, r.error, r.finished_at = "cancelled", "dependency " .. cause .. " was cancelled: " .. message, now
+  end)
 end
 
 local function flip_failed(now)
@@ -198,22 +206,11 @@ end
 
 -- A dead job fails every job that waits on it, transitively, with dependency_failed.
 local function fail_dependents(id, now)
-  local queue, head = { id }, 1
-  while queue[head] do
-    local cause = queue[head]
-    head = head + 1
-    for _, dep in ipairs(dependents_of(cause)) do
-      local r = load(dep)
-      if r and r.state == "waiting" then
-        move(r, "waiting", "failed")
-        local message = "dependency " .. cause .. " failed"
-        r.error_type, r.error, r.finished_at = "dependency_failed", message, now
-        save(dep, r)
-        add_reason({ job = dep, kind = r.kind, error_type = "dependency_failed", error = message, attempts = 0 })
-        queue[#queue + 1] = dep
-      end
-    end
-  end
+  settle_waiting_dependents(id, "failed", function(dep, r, cause)
+    local message = "dependency " .. cause .. " failed"
+    r.error_type, r.error, r.finished_at = "dependency_failed", message, now
+    add_reason({ job = dep, kind = r.kind, error_type = "dependency_failed", error = message, attempts = 0 })
+  end)
 end
 
 local function make_dead(id, record, from, error_type, message, now)

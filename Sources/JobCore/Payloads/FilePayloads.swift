@@ -1,19 +1,19 @@
 /// `download`: one model file into the models folder (`path`, or `directory` and `filename`).
-public struct DownloadPayload: JobPayload, Equatable {
-    public static let kind = "download"
-    public static let step = JobStep.models
+package struct DownloadPayload: JobPayload, Equatable {
+    package static let kind = "download"
+    package static let step = JobStep.models
 
-    public var url: String
-    public var path: String?
-    public var directory: String?
-    public var filename: String?
-    public var sha256: String?
-    public var size: Int64?
-    public var connections: Int?
+    package var url: String
+    package var path: String?
+    package var directory: String?
+    package var filename: String?
+    package var sha256: String?
+    package var size: Int64?
+    package var connections: Int?
     /// Header values may name variables the worker's operator exposed, as `${VAR}`.
-    public var headers: [String: String]?
+    package var headers: [String: String]?
 
-    public init(
+    package init(
         url: String, path: String? = nil, directory: String? = nil, filename: String? = nil, sha256: String? = nil, size: Int64? = nil,
         connections: Int? = nil, headers: [String: String]? = nil
     ) {
@@ -28,13 +28,13 @@ public struct DownloadPayload: JobPayload, Equatable {
     }
 
     /// `path`, or `directory/filename`.
-    public var relativePath: String? {
+    package var relativePath: String? {
         if let path { return path }
         guard let directory, let filename else { return nil }
         return directory + "/" + filename
     }
 
-    public func validate() throws(JobFailure) {
+    package func validate() throws(JobFailure) {
         if let sha256, !PayloadRules.isSHA256(sha256) { throw .invalidPayload("sha256 must be 64 hexadecimal digits") }
         if let size, size < 0 { throw .invalidPayload("size must not be negative") }
         if let connections, !(1...64).contains(connections) { throw .invalidPayload("connections must be between 1 and 64") }
@@ -49,49 +49,49 @@ public struct DownloadPayload: JobPayload, Equatable {
 
 /// `verify`: the machine checked against what the plan installed. Empty lists may be stored as
 /// `{}` by Redis's cjson, and read as empty.
-public struct VerifyPayload: JobPayload, Equatable {
-    public static let kind = "verify"
-    public static let step = JobStep.models
+package struct VerifyPayload: JobPayload, Equatable {
+    package static let kind = "verify"
+    package static let step = JobStep.models
 
-    public struct Node: Codable, Sendable, Equatable {
-        public var name: String
-        public var commit: String
+    package struct Node: Codable, Sendable, Equatable {
+        package var name: String
+        package var commit: String
 
-        public init(name: String, commit: String) {
+        package init(name: String, commit: String) {
             self.name = name
             self.commit = commit
         }
     }
 
-    public struct Model: Codable, Sendable, Equatable {
-        public var path: String
-        public var size: Int64?
-        public var sha256: String?
+    package struct Model: Codable, Sendable, Equatable {
+        package var path: String
+        package var size: Int64?
+        package var sha256: String?
 
-        public init(path: String, size: Int64? = nil, sha256: String? = nil) {
+        package init(path: String, size: Int64? = nil, sha256: String? = nil) {
             self.path = path
             self.size = size
             self.sha256 = sha256
         }
     }
 
-    public struct Checkout: Codable, Sendable, Equatable {
-        public var commit: String
+    package struct Checkout: Codable, Sendable, Equatable {
+        package var commit: String
 
-        public init(commit: String) { self.commit = commit }
+        package init(commit: String) { self.commit = commit }
     }
 
-    public var nodes: [Node]?
-    public var models: [Model]?
-    public var deep: Bool?
-    public var comfyui: Checkout?
-    public var pythonPackages: [String]?
+    package var nodes: [Node]?
+    package var models: [Model]?
+    package var deep: Bool?
+    package var comfyui: Checkout?
+    package var pythonPackages: [String]?
 
     enum CodingKeys: String, CodingKey {
         case nodes, models, deep, comfyui, pythonPackages = "python_packages"
     }
 
-    public init(nodes: [Node]? = nil, models: [Model]? = nil, deep: Bool? = nil, comfyui: Checkout? = nil, pythonPackages: [String]? = nil) {
+    package init(nodes: [Node]? = nil, models: [Model]? = nil, deep: Bool? = nil, comfyui: Checkout? = nil, pythonPackages: [String]? = nil) {
         self.nodes = nodes
         self.models = models
         self.deep = deep
@@ -99,7 +99,7 @@ public struct VerifyPayload: JobPayload, Equatable {
         self.pythonPackages = pythonPackages
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         nodes = try container.decodeListIfPresent([Node].self, forKey: .nodes)
         models = try container.decodeListIfPresent([Model].self, forKey: .models)
@@ -108,7 +108,7 @@ public struct VerifyPayload: JobPayload, Equatable {
         pythonPackages = try container.decodeListIfPresent([String].self, forKey: .pythonPackages)
     }
 
-    public func validate() throws(JobFailure) {
+    package func validate() throws(JobFailure) {
         for node in nodes ?? [] {
             guard PayloadRules.isNodeName(node.name) else { throw .invalidPayload("each node needs a name that is a valid folder name") }
             guard PayloadRules.isFullCommit(node.commit) else { throw .invalidPayload("node \(node.name) needs a 40-digit lowercase commit") }
@@ -124,14 +124,14 @@ public struct VerifyPayload: JobPayload, Equatable {
 }
 
 /// `noop`: does nothing and succeeds; measures the queue itself. Its payload is empty.
-public struct NoopPayload: JobPayload, Equatable {
-    public static let kind = "noop"
-    public static let step = JobStep.customNodes
+package struct NoopPayload: JobPayload, Equatable {
+    package static let kind = "noop"
+    package static let step = JobStep.customNodes
 
-    public init() {}
+    package init() {}
 
-    public init(from decoder: any Decoder) throws {}
-    public func encode(to encoder: any Encoder) throws {
+    package init(from decoder: any Decoder) throws {}
+    package func encode(to encoder: any Encoder) throws {
         _ = encoder.container(keyedBy: EmptyKeys.self)
     }
 
@@ -140,45 +140,45 @@ public struct NoopPayload: JobPayload, Equatable {
 
 /// `sleep`: waits, optionally failing its first attempts or reporting progress like a download
 /// (tests and benchmarks).
-public struct SleepPayload: JobPayload, Equatable {
-    public static let kind = "sleep"
-    public static let step = JobStep.customNodes
+package struct SleepPayload: JobPayload, Equatable {
+    package static let kind = "sleep"
+    package static let step = JobStep.customNodes
 
-    public struct Failure: Codable, Sendable, Equatable {
-        public var message: String
+    package struct Failure: Codable, Sendable, Equatable {
+        package var message: String
         /// Attempts up to and including this one fail; absent: every attempt fails.
-        public var untilAttempt: Int?
-        public var retryable: Bool?
+        package var untilAttempt: Int?
+        package var retryable: Bool?
 
         enum CodingKeys: String, CodingKey {
             case message, untilAttempt = "until_attempt", retryable
         }
 
-        public init(message: String, untilAttempt: Int? = nil, retryable: Bool? = nil) {
+        package init(message: String, untilAttempt: Int? = nil, retryable: Bool? = nil) {
             self.message = message
             self.untilAttempt = untilAttempt
             self.retryable = retryable
         }
     }
 
-    public var ms: Int
-    public var fail: Failure?
+    package var ms: Int
+    package var fail: Failure?
     /// Reports progress every `progressEveryMs` as if this many bytes arrived evenly over `ms`.
-    public var progressBytes: Int64?
-    public var progressEveryMs: Int?
+    package var progressBytes: Int64?
+    package var progressEveryMs: Int?
 
     enum CodingKeys: String, CodingKey {
         case ms, fail, progressBytes = "progress_bytes", progressEveryMs = "progress_every_ms"
     }
 
-    public init(ms: Int, fail: Failure? = nil, progressBytes: Int64? = nil, progressEveryMs: Int? = nil) {
+    package init(ms: Int, fail: Failure? = nil, progressBytes: Int64? = nil, progressEveryMs: Int? = nil) {
         self.ms = ms
         self.fail = fail
         self.progressBytes = progressBytes
         self.progressEveryMs = progressEveryMs
     }
 
-    public func validate() throws(JobFailure) {
+    package func validate() throws(JobFailure) {
         guard (0...86_400_000).contains(ms) else { throw .invalidPayload("ms must be between 0 and 86400000") }
         if let every = progressEveryMs, !(1...60_000).contains(every) { throw .invalidPayload("progress_every_ms must be between 1 and 60000") }
         if let bytes = progressBytes, bytes < 0 { throw .invalidPayload("progress_bytes must not be negative") }

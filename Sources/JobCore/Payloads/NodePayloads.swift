@@ -1,16 +1,16 @@
 /// `comfyui`: ComfyUI cloned at its pin into `<workspace>/ComfyUI`, its requirements installed.
-public struct ComfyUIPayload: JobPayload, Equatable {
-    public static let kind = "comfyui"
-    public static let step = JobStep.customNodes
+package struct ComfyUIPayload: JobPayload, Equatable {
+    package static let kind = "comfyui"
+    package static let step = JobStep.customNodes
 
-    public var url: String
-    public var commit: String?
-    public var tag: String?
-    public var branch: String?
-    public var requirements: Bool?
-    public var force: Bool?
+    package var url: String
+    package var commit: String?
+    package var tag: String?
+    package var branch: String?
+    package var requirements: Bool?
+    package var force: Bool?
 
-    public init(url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, requirements: Bool? = nil, force: Bool? = nil) {
+    package init(url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, requirements: Bool? = nil, force: Bool? = nil) {
         self.url = url
         self.commit = commit
         self.tag = tag
@@ -19,79 +19,81 @@ public struct ComfyUIPayload: JobPayload, Equatable {
         self.force = force
     }
 
-    public func validate() throws(JobFailure) {
+    package func validate() throws(JobFailure) {
         try PayloadRules.checkPin(commit: commit, tag: tag, branch: branch, owner: "comfyui")
     }
 }
 
 /// `node`: one custom node cloned at its pin into `custom_nodes/NAME`, with its `.env`. Field names
 /// follow `config_nodes.json`.
-public struct NodePayload: JobPayload, Equatable {
-    public static let kind = "node"
-    public static let step = JobStep.customNodes
+package struct NodePayload: JobPayload, Equatable, NodeSourced {
+    package static let kind = "node"
+    package static let step = JobStep.customNodes
 
-    public var name: String
-    public var url: String
-    public var commit: String?
-    public var tag: String?
-    public var branch: String?
-    public var recursive: Bool?
-    public var requirements: Bool?
-    public var env: [String: String]?
-    public var installOrder: Int?
-    public var force: Bool?
+    package var source: NodeSource
+    package var commit: String?
+    package var force: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case name, url, commit, tag, branch, recursive, requirements, env, installOrder = "install_order", force
+        case commit, force
     }
 
-    public init(
+    package init(
         name: String, url: String, commit: String? = nil, tag: String? = nil, branch: String? = nil, recursive: Bool? = nil,
         requirements: Bool? = nil, env: [String: String]? = nil, installOrder: Int? = nil, force: Bool? = nil
     ) {
-        self.name = name
-        self.url = url
+        let source = NodeSource(
+            name: name, url: url, tag: tag, branch: branch, recursive: recursive, requirements: requirements, env: env, installOrder: installOrder)
+        self.init(source: source, commit: commit, force: force)
+    }
+
+    package init(source: NodeSource, commit: String? = nil, force: Bool? = nil) {
+        self.source = source
         self.commit = commit
-        self.tag = tag
-        self.branch = branch
-        self.recursive = recursive
-        self.requirements = requirements
-        self.env = env
-        self.installOrder = installOrder
         self.force = force
     }
 
-    public func validate() throws(JobFailure) {
-        guard PayloadRules.isNodeName(name) else {
-            throw .invalidPayload("the node name '\(name.prefix(60))' must be a plain folder name (letters, digits, '.', '_', '-')")
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        (source, commit) = try NodeSource.decode(from: decoder) { try container.decodeIfPresent(String.self, forKey: .commit) }
+        force = try container.decodeIfPresent(Bool.self, forKey: .force)
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        try source.encode(to: encoder, with: [CodingKeys.commit: commit, .force: force])
+    }
+
+    package func validate() throws(JobFailure) {
+        guard PayloadRules.isNodeName(source.name) else {
+            throw .invalidPayload("the node name '\(source.name.prefix(60))' must be a plain folder name (letters, digits, '.', '_', '-')")
         }
-        try PayloadRules.checkPin(commit: commit, tag: tag, branch: branch, owner: "node \(name)")
-        try PayloadRules.checkEnvironmentKeys(env, owner: "node \(name)")
+        try PayloadRules.checkPin(commit: commit, tag: source.tag, branch: source.branch, owner: "node \(source.name)")
+        try PayloadRules.checkEnvironmentKeys(source.env, owner: "node \(source.name)")
     }
 }
 
 /// `python-deps`: every node's requirements resolved together, then installed once.
-public struct PythonDepsPayload: JobPayload, Equatable {
-    public static let kind = "python-deps"
-    public static let step = JobStep.customNodes
+package struct PythonDepsPayload: JobPayload, Equatable {
+    package static let kind = "python-deps"
+    package static let step = JobStep.customNodes
 
     /// Node folders whose requirements to include (default: every installed node with a requirements.txt).
-    public var nodes: [String]?
+    package var nodes: [String]?
     /// Allow requirement lines that reach outside the node (-e, index options, local paths).
-    public var allowOutside: Bool?
+    package var allowOutside: Bool?
     /// Extra constraint lines (pins).
-    public var constraints: [String]?
+    package var constraints: [String]?
     /// Nodes whose requirement lines may reach outside (the manifest's per-node `allow_outside`).
-    public var allowOutsideNodes: [String]?
+    package var allowOutsideNodes: [String]?
     /// Commits of the git repositories requirement lines name (`git+https://…`), by URL (lower
     /// case, no `.git`): the lock's pins, used in place of the lines' refs.
-    public var gitPins: [String: String]?
+    package var gitPins: [String: String]?
 
     enum CodingKeys: String, CodingKey {
         case nodes, allowOutside = "allow_outside", constraints, allowOutsideNodes = "allow_outside_nodes", gitPins = "git_pins"
     }
 
-    public init(nodes: [String]? = nil, allowOutside: Bool? = nil, constraints: [String]? = nil, allowOutsideNodes: [String]? = nil, gitPins: [String: String]? = nil) {
+    package init(nodes: [String]? = nil, allowOutside: Bool? = nil, constraints: [String]? = nil, allowOutsideNodes: [String]? = nil, gitPins: [String: String]? = nil) {
         self.nodes = nodes
         self.allowOutside = allowOutside
         self.constraints = constraints
@@ -99,7 +101,7 @@ public struct PythonDepsPayload: JobPayload, Equatable {
         self.gitPins = gitPins
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         nodes = try container.decodeListIfPresent([String].self, forKey: .nodes)
         allowOutside = try container.decodeIfPresent(Bool.self, forKey: .allowOutside)
@@ -108,7 +110,7 @@ public struct PythonDepsPayload: JobPayload, Equatable {
         gitPins = try container.decodeIfPresent([String: String].self, forKey: .gitPins)
     }
 
-    public func validate() throws(JobFailure) {
+    package func validate() throws(JobFailure) {
         for name in nodes ?? [] where !PayloadRules.isNodeName(name) {
             throw .invalidPayload("python-deps names the node '\(name.prefix(60))', which is not a plain folder name")
         }
@@ -125,33 +127,33 @@ public struct PythonDepsPayload: JobPayload, Equatable {
 }
 
 /// `install-scripts`: each listed node's `install.py`, after the plan's requirements, in the order given.
-public struct InstallScriptsPayload: JobPayload, Equatable {
-    public static let kind = "install-scripts"
-    public static let step = JobStep.customNodes
+package struct InstallScriptsPayload: JobPayload, Equatable {
+    package static let kind = "install-scripts"
+    package static let step = JobStep.customNodes
 
     /// One node whose script to run, with its environment.
-    public struct Node: Codable, Sendable, Equatable {
-        public var name: String
-        public var env: [String: String]?
+    package struct Node: Codable, Sendable, Equatable {
+        package var name: String
+        package var env: [String: String]?
 
-        public init(name: String, env: [String: String]? = nil) {
+        package init(name: String, env: [String: String]? = nil) {
             self.name = name
             self.env = env
         }
     }
 
-    public var nodes: [Node]
+    package var nodes: [Node]
 
-    public init(nodes: [Node]) {
+    package init(nodes: [Node]) {
         self.nodes = nodes
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         nodes = try container.decodeListIfPresent([Node].self, forKey: .nodes) ?? []
     }
 
-    public func validate() throws(JobFailure) {
+    package func validate() throws(JobFailure) {
         for node in nodes {
             guard PayloadRules.isNodeName(node.name) else {
                 throw .invalidPayload("install-scripts names the node '\(node.name.prefix(60))', which is not a plain folder name")

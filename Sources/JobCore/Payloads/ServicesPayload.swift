@@ -1,34 +1,34 @@
 /// `services` (steps 19-21): the plan's last job; it succeeds once every ComfyUI instance of the
 /// machine serves every node the plan installed and every class type its workflows use.
-public struct ServicesPayload: JobPayload, Equatable {
-    public static let kind = "services"
-    public static let step = JobStep.comfyUIServer
+package struct ServicesPayload: JobPayload, Equatable {
+    package static let kind = "services"
+    package static let step = JobStep.comfyUIServer
 
     /// Folders under `ComfyUI/custom_nodes` that must show up as `custom_nodes.NAME` in `/object_info`.
-    public var nodes: [String]?
+    package var nodes: [String]?
     /// Node types the plan's analysed workflows use; each must be a key of `/object_info`.
-    public var classTypes: [String]?
+    package var classTypes: [String]?
     /// Seconds each instance may take to prove ready (default 300).
-    public var deadlineSeconds: Double?
+    package var deadlineSeconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case nodes, classTypes = "class_types", deadlineSeconds = "deadline_s"
     }
 
-    public init(nodes: [String]? = nil, classTypes: [String]? = nil, deadlineSeconds: Double? = nil) {
+    package init(nodes: [String]? = nil, classTypes: [String]? = nil, deadlineSeconds: Double? = nil) {
         self.nodes = nodes
         self.classTypes = classTypes
         self.deadlineSeconds = deadlineSeconds
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         nodes = try container.decodeListIfPresent([String].self, forKey: .nodes)
         classTypes = try container.decodeListIfPresent([String].self, forKey: .classTypes)
         deadlineSeconds = try container.decodeIfPresent(Double.self, forKey: .deadlineSeconds)
     }
 
-    public func validate() throws(JobFailure) {
+    package func validate() throws(JobFailure) {
         for name in nodes ?? [] where name.isEmpty || name.utf8.count > 200 {
             throw .invalidPayload("a services job names a node folder that is empty or longer than 200 bytes")
         }

@@ -1,7 +1,7 @@
 import Foundation
 
-/// How a file is cut into chunks: a function of its size and chunk size alone, so a saved resume
-/// state can be checked against it.
+/// How a file is cut into chunks: a function of its size, chunk size and taper alone, so a saved
+/// resume state can be checked against it.
 enum ChunkPlan {
     /// 8-64 MiB chunks, about eight per connection: the last chunks finish close together, so the
     /// hasher has little left to do after the last byte, and no connection idles long at the end.
@@ -10,18 +10,30 @@ enum ChunkPlan {
         return min(64 << 20, max(8 << 20, target))
     }
 
+    /// What the chunks near the end are cut to: 1/`taper` of what is left. A chunk started with
+    /// 1/N of the rest on one of N connections ends just as the whole rest does, so every chunk
+    /// started in the last stretch ended together at the very end, and the hasher, which can only
+    /// follow the contiguous prefix, found all of them unhashed then: at N=16 (the old fixed 16) a
+    /// 2 GiB download waited 0.15-0.2 s for its hash after the last byte. With 1/(3N) the late
+    /// chunks end in file order, a third of the rest apart. Measured side by side (2 GiB, 40 MiB/s
+    /// per connection, N=16): 3.44 s with 16, 3.29 s with 32, 3.25-3.28 s with 48 (ideal 3.2 s).
+    static func taper(connections: Int) -> Int64 {
+        Int64(min(192, max(16, 3 * connections)))
+    }
+
     /// Where each chunk starts: `chunkSize` chunks, then, over the last part of the file, chunks of
-    /// a sixteenth of what is left (guided self-scheduling), down to 2 MiB. The last chunks are
+    /// 1/`taper` of what is left (guided self-scheduling), down to 2 MiB. The last chunks are
     /// short, so connections run out of work within a few tens of milliseconds of each other
     /// instead of idling for up to one whole chunk while the last long one finishes.
-    static func starts(size: Int64, chunkSize: Int64) -> [Int64] {
+    static func starts(size: Int64, chunkSize: Int64, taper: Int64) -> [Int64] {
         let chunkSize = max(1, chunkSize)
+        let taper = max(1, taper)
         let smallest = min(chunkSize, 2 << 20)
         var starts: [Int64] = []
         var offset: Int64 = 0
         while offset < size {
             starts.append(offset)
-            offset += min(chunkSize, max(smallest, (size - offset) / 16))
+            offset += min(chunkSize, max(smallest, (size - offset) / taper))
         }
         return starts
     }

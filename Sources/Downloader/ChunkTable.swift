@@ -7,6 +7,7 @@ import Foundation
 final class ChunkTable: @unchecked Sendable {
     let size: Int64
     let chunkSize: Int64
+    let taper: Int64
     /// Where each chunk starts (`ChunkPlan.starts`).
     let starts: [Int64]
     private(set) var written: [Int64]
@@ -19,10 +20,11 @@ final class ChunkTable: @unchecked Sendable {
     /// hashable prefix, so only they wake the hasher.
     private var firstOpen = 0
 
-    init(size: Int64, chunkSize: Int64, written: [Int64]? = nil) {
+    init(size: Int64, chunkSize: Int64, taper: Int64, written: [Int64]? = nil) {
         self.size = size
         self.chunkSize = max(1, chunkSize)
-        self.starts = ChunkPlan.starts(size: size, chunkSize: self.chunkSize)
+        self.taper = max(1, taper)
+        self.starts = ChunkPlan.starts(size: size, chunkSize: self.chunkSize, taper: self.taper)
         self.written = (written?.count == starts.count ? written : nil) ?? Array(repeating: 0, count: starts.count)
         while firstOpen < self.written.count && self.written[firstOpen] >= length(of: firstOpen) { firstOpen += 1 }
     }

@@ -13,12 +13,15 @@ struct ResumeState: Codable, Equatable {
     var size: Int64
     var validator: String?
     var chunkSize: Int64
+    /// `ChunkPlan.taper` of the download that saved it; absent in states saved before it depended
+    /// on the number of connections, whose chunks were cut with 16.
+    var taper: Int64?
     var written: [Int64]
     var hashedOffset: Int64
     var hashState: String
 
     enum CodingKeys: String, CodingKey {
-        case version, url, size, validator, chunkSize = "chunk_size", written, hashedOffset = "hashed_offset", hashState = "hash_state"
+        case version, url, size, validator, chunkSize = "chunk_size", taper, written, hashedOffset = "hashed_offset", hashState = "hash_state"
     }
 
     static func load(_ path: String) -> ResumeState? {
@@ -32,13 +35,17 @@ struct ResumeState: Codable, Equatable {
     /// saved numbers are consistent with the chunk plan.
     func matches(_ remote: RemoteFile, size remoteSize: Int64) -> Bool {
         guard size == remoteSize, validator == remote.validator, validator != nil, chunkSize > 0 else { return false }
-        let starts = ChunkPlan.starts(size: size, chunkSize: chunkSize)
+        guard chunkTaper > 0 else { return false }
+        let starts = ChunkPlan.starts(size: size, chunkSize: chunkSize, taper: chunkTaper)
         guard written.count == starts.count else { return false }
         for (index, bytes) in written.enumerated() {
             if bytes < 0 || bytes > ChunkPlan.length(of: index, starts: starts, size: size) { return false }
         }
         return hashedOffset >= 0 && hashedOffset <= size
     }
+
+    /// The taper the saved chunks were cut with.
+    var chunkTaper: Int64 { taper ?? 16 }
 
     var hasher: SHA256Hasher? {
         // The state must have hashed exactly the prefix the file says (bytes 33-40: the count).

@@ -13,7 +13,7 @@ struct ChunkSchedulerTests {
     @Test func thePlanCoversTheFileOnceAndTapersToTwoMiB() {
         for size: Int64 in [0, 1, 2 * Self.mib - 1, 100 * Self.mib + 7, 2048 * Self.mib] {
             let chunk = ChunkPlan.chunkSize(for: size, connections: 8)
-            let starts = ChunkPlan.starts(size: size, chunkSize: chunk)
+            let starts = ChunkPlan.starts(size: size, chunkSize: chunk, taper: ChunkPlan.taper(connections: 8))
             let lengths = starts.indices.map { ChunkPlan.length(of: $0, starts: starts, size: size) }
             #expect(lengths.reduce(0, +) == size)
             #expect(lengths.allSatisfy { $0 > 0 && $0 <= chunk })
@@ -24,6 +24,21 @@ struct ChunkSchedulerTests {
         #expect(ChunkPlan.chunkSize(for: 2048 * Self.mib, connections: 16) == 16 * Self.mib)
         #expect(ChunkPlan.chunkSize(for: 10 * Self.mib, connections: 8) == 8 * Self.mib)
         #expect(ChunkPlan.chunkSize(for: 1 << 40, connections: 1) == 64 * Self.mib)
+    }
+
+    @Test func theTaperFollowsTheConnectionsAndOldStatesReadAsSixteen() throws {
+        #expect(ChunkPlan.taper(connections: 1) == 16)
+        #expect(ChunkPlan.taper(connections: 8) == 24)
+        #expect(ChunkPlan.taper(connections: 16) == 48)
+        #expect(ChunkPlan.taper(connections: 64) == 192)
+        let size = 2048 * Self.mib
+        let n16 = ChunkPlan.starts(size: size, chunkSize: 16 * Self.mib, taper: 48)
+        let old = ChunkPlan.starts(size: size, chunkSize: 16 * Self.mib, taper: 16)
+        #expect(n16.count > old.count, "a finer taper cuts more, smaller chunks near the end")
+        // A state saved before the taper was stored: its chunks were cut with 16.
+        let json = #"{"version":3,"url":"https://h/f","size":100,"validator":"\"e\"","chunk_size":10,"written":[],"hashed_offset":0,"hash_state":""}"#
+        let state = try JSONDecoder().decode(ResumeState.self, from: Data(json.utf8))
+        #expect(state.taper == nil && state.chunkTaper == 16)
     }
 
     @Test func freeConnectionsTakeTheLowestChunksAndCompleteOnesAreSkipped() {
@@ -113,7 +128,7 @@ struct ChunkSchedulerTests {
     }
 
     @Test func theHasherIsWokenByWritesThatMoveThePrefixAndByAStop() async throws {
-        let table = ChunkTable(size: 30, chunkSize: 10)
+        let table = ChunkTable(size: 30, chunkSize: 10, taper: 16)
         // Chunk 1 first: the prefix does not move, a waiter stays asleep.
         table.add(10, to: 1)
         let waiter = Task.detached { table.waitForPrefix(beyond: 0) }
@@ -125,7 +140,7 @@ struct ChunkSchedulerTests {
         table.stop()
         #expect(await stopped.value == nil)
         // A resumed table knows its prefix at once.
-        let resumed = ChunkTable(size: 30, chunkSize: 10, written: [10, 10, 3])
+        let resumed = ChunkTable(size: 30, chunkSize: 10, taper: 16, written: [10, 10, 3])
         #expect(resumed.waitForPrefix(beyond: 0) == 23)
     }
 }

@@ -107,6 +107,32 @@ struct ResumeTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)
     }
 
+    /// The chunks' cut depends on the number of connections (`ChunkPlan.taper`), and the state
+    /// saves it: a download killed at 8 connections and resumed at 4 keeps what it had.
+    @Test func aResumeWithFewerConnectionsKeepsTheSavedChunks() async throws {
+        let origin = try await TestOrigin()
+        defer { origin.stop() }
+        let data = try origin.addFile("f.bin", size: Self.size)
+        let folder = try makeTemporaryDirectory("resume-fewer")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("model.safetensors").path
+        func arguments(_ url: String, connections: Int) -> [String] {
+            ["download", url, "--output", output, "--allow-loopback", "--chunk-size", String(Self.chunk), "--connections", String(connections), "--json"]
+        }
+
+        try await killMidway(try TestProcess.provision(arguments(origin.url("f.bin", "throttle=250000"), connections: 8)), output: output)
+        let saved = try #require(FileManager.default.contents(atPath: output + ".partial.state"))
+        let state = try #require(try JSONSerialization.jsonObject(with: saved) as? [String: Any])
+        #expect(state["taper"] as? Int == 24)
+
+        let second = try await run(provisionExecutable(), arguments(origin.url("f.bin"), connections: 4) + ["--sha256", sha256(data)])
+        #expect(second.status == 0, "\(second.output)")
+        let result = try downloadResult(second.output)
+        #expect((result["resumed_bytes"] as? Int ?? 0) > 0, "\(second.output)")
+        #expect(result["restarts"] as? Int == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)
+    }
+
     @Test func aFileChangedOnTheServerBetweenRunsIsDetected() async throws {
         let origin = try await TestOrigin()
         defer { origin.stop() }

@@ -152,9 +152,14 @@ def main():
     parser.add_argument("--cpu-seconds", type=float, default=30)
     parser.add_argument("--compare", nargs="+", metavar="BINARY",
                         help="only the supervisor CPU, of these binaries in turn, --rounds times each")
+    parser.add_argument("--hold", action="store_true",
+                        help="start the section-3 machine with --cpu-instances serving, print the supervisor's pid and "
+                             "keep it up until Ctrl-C (for perf, strace, /proc)")
     args = parser.parse_args()
     if args.compare:
         return compare(args)
+    if args.hold:
+        return hold(args)
     print(f"provision: {BIN}; stand-in ComfyUI on {sys.executable}")
 
     # 1. install jobs done -> machine_ready, N instances started fresh each round (a new plan restarts them).
@@ -227,6 +232,22 @@ def supervisor_cpu(args, binary, verbose=False):
                       f"services, health server, announcer) {used:.2f}% of a core (target <= 1%), {used_runs:.0f} wake-ups/s; "
                       f"its worker process (idle) {used_w:.2f}%")
             return idle, idle_runs, used, used_runs
+        finally:
+            machine.stop()
+
+
+def hold(args):
+    with tempfile.TemporaryDirectory(prefix="bench-services-") as tmp:
+        machine = Machine(tmp, args.cpu_instances)
+        try:
+            machine.enqueue("cpu")
+            assert machine.wait() == "ready"
+            print(f"{args.cpu_instances} instances serving; provision worker (the supervisor) is pid {machine.worker.pid}; "
+                  f"Ctrl-C stops it", flush=True)
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
         finally:
             machine.stop()
 

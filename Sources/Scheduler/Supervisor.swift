@@ -90,7 +90,8 @@ package final class Supervisor: Service {
                     }
                 }
             }
-            try? await Task.sleep(for: .milliseconds(100))
+            let restarts = slots.compactMap(\.restartAt).map { $0 - clock.now }
+            await Self.waitForChange(children: slots.compactMap(\.child), timeout: max(.milliseconds(1), restarts.min() ?? .seconds(60)))
         }
 
         let children = slots.compactMap(\.child)
@@ -110,5 +111,18 @@ package final class Supervisor: Service {
         }
         // A worker killed at the deadline leaves its commands running: they go too.
         for mark in marks { Orphans.kill(marked: mark) }
+    }
+
+    /// Returns when a child exits, after `timeout` (a restart is due), or when the group shuts down
+    /// or the task is cancelled: an idle supervisor sleeps instead of looking ten times a second.
+    private static func waitForChange(children: [ChildProcess], timeout: Duration) async {
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                for child in children { group.addTask { _ = await child.wait(timeout: timeout, cancellable: true) } }
+                if children.isEmpty { group.addTask { try? await Task.sleep(for: timeout) } }
+                await group.next()
+                group.cancelAll()
+            }
+        }
     }
 }

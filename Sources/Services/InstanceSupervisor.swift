@@ -441,7 +441,8 @@ package final class InstanceSupervisor: Service, Sendable {
         return false
     }
 
-    /// A serving instance: checks the process often (cheap) and /system_stats every liveness interval.
+    /// A serving instance: its end is seen as it happens, /system_stats is asked every liveness
+    /// interval and the log's size once a second.
     private func watch(_ child: ChildProcess) async -> ServeOutcome {
         let clock = ContinuousClock()
         var nextCheck = clock.now + policy.livenessInterval
@@ -466,8 +467,9 @@ package final class InstanceSupervisor: Service, Sendable {
                 }
                 nextCheck = clock.now + policy.livenessInterval
             }
-            // 4 wake-ups a second per instance: a crash is seen within 250 ms at a small cost (8 instances).
-            try? await Task.sleep(for: .milliseconds(250))
+            // Asleep until the next probe or log check (one wake-up a second), unless the process
+            // ends first: its waitid thread wakes this at once, so a crash is seen without polling.
+            _ = await child.wait(timeout: max(.milliseconds(1), min(nextCheck, nextRotate) - clock.now), cancellable: true)
         }
         return .cancelled
     }

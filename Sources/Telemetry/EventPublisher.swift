@@ -102,6 +102,9 @@ package final class EventPublisher: Sendable {
         var pending = Pending()
         /// A batch is on its way to Redis.
         var writing = false
+        /// `run` waiting for the first record after a quiet spell (an idle process has nothing to
+        /// flush, so it sleeps instead of looking 40 times a second).
+        var flusher: CheckedContinuation<Void, Never>?
         var counterNames: [String] = []
         var counterIndex: [String: Int] = [:]
     }
@@ -165,9 +168,9 @@ package final class EventPublisher: Sendable {
         let record = Record(
             name: name, step: step, timestamp: timestamp, traceID: traceID, spanID: spanID, parentSpanID: parentSpanID,
             duration: durationMilliseconds, attributes: attributes)
-        state.withLock { state in
-            state.pending.records.append(record)
-            state.pending.trim(to: configuration.maxBuffered)
+        changePending { pending in
+            pending.records.append(record)
+            pending.trim(to: configuration.maxBuffered)
         }
     }
 
@@ -194,12 +197,12 @@ package final class EventPublisher: Sendable {
     /// Records the latest progress of a running job (JSON object text); only the newest per flush is written.
     package func setProgress(job: String, json: String) {
         let scrubbed = redactor.scrub(json)
-        state.withLock { $0.pending.progress[job] = .some(scrubbed) }
+        changePending { $0.progress[job] = .some(scrubbed) }
     }
 
     /// Removes a job's progress record (the attempt ended).
     package func clearProgress(job: String) {
-        state.withLock { $0.pending.progress[job] = .some(nil) }
+        changePending { $0.progress[job] = .some(nil) }
     }
 
     /// The counter for a `B:metrics` field (the same one for the same name).
@@ -222,16 +225,16 @@ package final class EventPublisher: Sendable {
     /// Adds to a counter of `B:metrics` (coalesced per flush).
     package func count(_ counter: Counter, by amount: Int64 = 1) {
         guard amount != 0 else { return }
-        state.withLock { $0.pending.add(amount, to: counter) }
+        changePending { $0.add(amount, to: counter) }
     }
 
     /// Adds to several counters at once.
     package func count(_ a: (Counter, Int64), _ b: (Counter, Int64), _ c: (Counter, Int64), _ d: (Counter, Int64)) {
-        state.withLock { state in
-            state.pending.add(a.1, to: a.0)
-            state.pending.add(b.1, to: b.0)
-            state.pending.add(c.1, to: c.0)
-            state.pending.add(d.1, to: d.0)
+        changePending { pending in
+            pending.add(a.1, to: a.0)
+            pending.add(b.1, to: b.0)
+            pending.add(c.1, to: c.0)
+            pending.add(d.1, to: d.0)
         }
     }
 
@@ -248,13 +251,42 @@ package final class EventPublisher: Sendable {
         await writer.serialized { [self] in await write() }
     }
 
-    /// Flushes every `flushInterval` until the surrounding task is cancelled, then flushes once more.
+    /// Flushes `flushInterval` after the first record of each batch until the surrounding task is
+    /// cancelled, then flushes once more. With nothing recorded it waits without waking.
     package func run() async {
         while !Task.isCancelled {
+            await waitForRecords()
+            if Task.isCancelled { break }
             try? await Task.sleep(for: configuration.flushInterval)
             await flush()
         }
         await flush()
+    }
+
+    /// A change to what waits for the next flush, waking `run` if it waits for one.
+    private func changePending(_ change: (inout Pending) -> Void) {
+        let flusher = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            change(&state.pending)
+            return state.flusher.take()
+        }
+        flusher?.resume()
+    }
+
+    /// Returns once something waits for a flush (at once if something does), or when the task is
+    /// cancelled.
+    private func waitForRecords() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    if !state.pending.isEmpty || Task.isCancelled { return true }
+                    state.flusher = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.flusher.take() }?.resume()
+        }
     }
 
     private func write() async {

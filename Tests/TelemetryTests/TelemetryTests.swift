@@ -256,6 +256,28 @@ struct TelemetryTests {
         publisher.close()
     }
 
+    /// `run` sleeps while nothing is recorded (an idle supervisor's publisher must not look 40 times
+    /// a second): each record wakes it, and a cancellation ends it while it waits.
+    @Test(.timeLimit(.minutes(1))) func aWaitingPublisherIsWokenByEachRecordAndEndsWhenCancelled() async throws {
+        let redis = try await TestRedis()
+        let (publisher, keys) = try publisher(on: redis) { _ in }
+        let client = try redis.client()
+        let flusher = Task { await publisher.run() }
+        for round in 1...3 {
+            // No flush from here: only the waiting `run` can write these.
+            publisher.emit(StepEvent(name: Step.customNodes.event + ".start", step: .customNodes, traceID: "p", spanID: "quiet\(round)", parentSpanID: "step/17"))
+            publisher.count("quiet_total")
+            while try await client.send("HGET", keys.metrics, "quiet_total").int != Int64(round) { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        publisher.setProgress(job: "j", json: #"{"bytes_done":1}"#)
+        while try await client.send("HEXISTS", keys.progress, "j").int != 1 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(spanIDs(try await client.send("XRANGE", keys.events, "-", "+").array ?? []) == ["quiet1", "quiet2", "quiet3"])
+        flusher.cancel()
+        await flusher.value
+        #expect(publisher.bufferedEvents == 0)
+        publisher.close()
+    }
+
     @Test func backgroundThreadRunsWorkInOrderAtALowerPriority() async {
         let thread = BackgroundThread(name: "test-background", nice: 10)
         let seen = Mutex<[Int]>([])

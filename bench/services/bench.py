@@ -67,8 +67,9 @@ def plan(plan_id, nodes, deadline=60):
 class Machine:
     """redis-server + provision worker for machine m1 with N mock GPUs."""
 
-    def __init__(self, tmp, instances, env=None, liveness=5):
+    def __init__(self, tmp, instances, env=None, liveness=5, binary=BIN):
         self.tmp = tmp
+        self.binary = binary
         self.redis_port = free_port()
         self.redis = subprocess.Popen(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp],
                                       stdout=subprocess.DEVNULL)
@@ -85,7 +86,7 @@ class Machine:
                         MOCK_GPU_NUM=str(instances), WORKERS="comfyui:1", **(env or {}))
         self.log = open(Path(tmp) / "worker.log", "w")
         self.worker = subprocess.Popen(
-            [BIN, "worker", "--processes", "1", "--health-port", str(self.health), "--workspace", str(self.ws),
+            [binary, "worker", "--processes", "1", "--health-port", str(self.health), "--workspace", str(self.ws),
              "--comfyui-python", sys.executable, "--comfyui-base-port", str(self.base), "--liveness-interval", str(liveness),
              "--services-log-dir", str(Path(tmp) / "logs")],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -93,7 +94,7 @@ class Machine:
     def enqueue(self, plan_id, nodes=4, deadline=60):
         path = Path(self.tmp) / f"{plan_id}.json"
         path.write_text(plan(plan_id, nodes, deadline))
-        subprocess.run([BIN, "enqueue", "--plan", str(path)], env=self.env, check=True, capture_output=True)
+        subprocess.run([self.binary, "enqueue", "--plan", str(path)], env=self.env, check=True, capture_output=True)
 
     def wait(self, timeout=120):
         end = time.time() + timeout
@@ -117,6 +118,18 @@ class Machine:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICKS
 
+    @staticmethod
+    def runs(pid):
+        """Times the process's threads were scheduled in (schedstat's third field): its wake-ups,
+        which depend on the code, not on the machine's load as its CPU time does."""
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[2])
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # a thread that ended meanwhile
+        return total
+
     def stop(self):
         self.worker.terminate()
         self.worker.wait(60)
@@ -137,7 +150,16 @@ def main():
     parser.add_argument("--slow-start", type=float, default=5)
     parser.add_argument("--cpu-instances", type=int, default=8)
     parser.add_argument("--cpu-seconds", type=float, default=30)
+    parser.add_argument("--compare", nargs="+", metavar="BINARY",
+                        help="only the supervisor CPU, of these binaries in turn, --rounds times each")
+    parser.add_argument("--hold", action="store_true",
+                        help="start the section-3 machine with --cpu-instances serving, print the supervisor's pid and "
+                             "keep it up until Ctrl-C (for perf, strace, /proc)")
     args = parser.parse_args()
+    if args.compare:
+        return compare(args)
+    if args.hold:
+        return hold(args)
     print(f"provision: {BIN}; stand-in ComfyUI on {sys.executable}")
 
     # 1. install jobs done -> machine_ready, N instances started fresh each round (a new plan restarts them).
@@ -178,30 +200,72 @@ def main():
             machine.stop()
 
     # 3. supervisor CPU with 8 instances serving (default liveness interval 5 s).
+    supervisor_cpu(args, BIN, verbose=True)
+
+
+def supervisor_cpu(args, binary, verbose=False):
+    """The supervisor process's CPU and wake-ups before any plan and with N instances serving."""
     with tempfile.TemporaryDirectory(prefix="bench-services-") as tmp:
-        machine = Machine(tmp, args.cpu_instances)
+        machine = Machine(tmp, args.cpu_instances, binary=binary)
+        pid = machine.worker.pid
         try:
             time.sleep(2)
-            before = machine.cpu_seconds(machine.worker.pid)
+            before, runs = machine.cpu_seconds(pid), machine.runs(pid)
             time.sleep(args.cpu_seconds / 2)
-            idle = machine.cpu_seconds(machine.worker.pid) - before
-            print(f"\n3. the supervisor process before any plan (health server, announcer, services waiting): "
-                  f"{100 * idle / (args.cpu_seconds / 2):.2f}% of a core")
+            idle = 100 * (machine.cpu_seconds(pid) - before) / (args.cpu_seconds / 2)
+            idle_runs = (machine.runs(pid) - runs) / (args.cpu_seconds / 2)
             machine.enqueue("cpu")
             assert machine.wait() == "ready"
             time.sleep(2)
-            children = [int(p) for p in Path(f"/proc/{machine.worker.pid}/task/{machine.worker.pid}/children").read_text().split()]
+            children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
             workers = [p for p in children if "worker-process" in Path(f"/proc/{p}/cmdline").read_text()]
-            before = machine.cpu_seconds(machine.worker.pid)
+            before, runs = machine.cpu_seconds(pid), machine.runs(pid)
             before_w = sum(machine.cpu_seconds(p) for p in workers)
             time.sleep(args.cpu_seconds)
-            used = machine.cpu_seconds(machine.worker.pid) - before
-            used_w = sum(machine.cpu_seconds(p) for p in workers) - before_w
-            print(f"   {args.cpu_instances} instances serving, {args.cpu_seconds:g} s: supervisor process (provision worker: "
-                  f"services, health server, announcer) {100 * used / args.cpu_seconds:.2f}% of a core (target <= 1%); "
-                  f"its worker process (idle) {100 * used_w / args.cpu_seconds:.2f}%")
+            used = 100 * (machine.cpu_seconds(pid) - before) / args.cpu_seconds
+            used_runs = (machine.runs(pid) - runs) / args.cpu_seconds
+            used_w = 100 * (sum(machine.cpu_seconds(p) for p in workers) - before_w) / args.cpu_seconds
+            if verbose:
+                print(f"\n3. the supervisor process before any plan (health server, announcer, services waiting): "
+                      f"{idle:.2f}% of a core, {idle_runs:.0f} wake-ups/s")
+                print(f"   {args.cpu_instances} instances serving, {args.cpu_seconds:g} s: supervisor process (provision worker: "
+                      f"services, health server, announcer) {used:.2f}% of a core (target <= 1%), {used_runs:.0f} wake-ups/s; "
+                      f"its worker process (idle) {used_w:.2f}%")
+            return idle, idle_runs, used, used_runs
         finally:
             machine.stop()
+
+
+def hold(args):
+    with tempfile.TemporaryDirectory(prefix="bench-services-") as tmp:
+        machine = Machine(tmp, args.cpu_instances)
+        try:
+            machine.enqueue("cpu")
+            assert machine.wait() == "ready"
+            print(f"{args.cpu_instances} instances serving; provision worker (the supervisor) is pid {machine.worker.pid}; "
+                  f"Ctrl-C stops it", flush=True)
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            machine.stop()
+
+
+def compare(args):
+    """Section 3 only, for several binaries in turn (A B A B ...), one line per run and medians."""
+    figures = {binary: [] for binary in args.compare}
+    for r in range(args.rounds):
+        for binary in (args.compare if r % 2 == 0 else args.compare[::-1]):
+            load = os.getloadavg()[0]
+            figure = supervisor_cpu(args, binary)
+            figures[binary].append(figure)
+            print(f"round {r + 1} {binary}: idle {figure[0]:.2f}% {figure[1]:.0f}/s; {args.cpu_instances} serving "
+                  f"{figure[2]:.2f}% {figure[3]:.0f}/s (load average {load:.2f} -> {os.getloadavg()[0]:.2f})", flush=True)
+    print("\nmedians (CPU % of a core, wake-ups/s):")
+    for binary, rows in figures.items():
+        idle, idle_runs, used, used_runs = (median([row[i] for row in rows]) for i in range(4))
+        print(f"  {binary}: idle {idle:.2f}% {idle_runs:.0f}/s; {args.cpu_instances} serving {used:.2f}% {used_runs:.0f}/s")
 
 
 if __name__ == "__main__":

@@ -362,11 +362,28 @@ public final class JobQueue: Sendable {
         try await call("release", [lease.plan, lease.job, lease.token]).string == "released"
     }
 
-    /// Cancels every unfinished job of the plan; returns how many were cancelled.
+    /// Cancels every unfinished job of the plan; returns how many were cancelled. The plan is
+    /// cancelled by the first call; its records follow in slices of `slice` jobs, one script call
+    /// each, so a big plan never holds Redis for long (a call that fails midway is finished by the
+    /// next cancel).
     @discardableResult
-    public func cancel(plan: String, reason: String) async throws(JobQueueError) -> Int {
-        let reply = try await call("cancel", [plan, reason])
-        return Int(reply.array?.last?.int ?? 0)
+    public func cancel(plan: String, reason: String, slice: Int = 2000) async throws(JobQueueError) -> Int {
+        var cancelled = 0
+        while true {
+            let step = try await cancelSlice(plan: plan, reason: reason, limit: slice)
+            cancelled += step.cancelled
+            if !step.more { return cancelled }
+        }
+    }
+
+    /// One call of a sliced cancel: the first flips the plan and cancels what runs, each later one
+    /// up to `limit` more records; `more` until the last.
+    public func cancelSlice(plan: String, reason: String, limit: Int) async throws(JobQueueError) -> (cancelled: Int, more: Bool) {
+        let reply = try await call("cancel", [plan, reason, String(max(1, limit))])
+        guard let items = reply.array, items.count == 3, let cancelled = items[1].int else {
+            throw .protocolViolation("cancel returned \(reply)")
+        }
+        return (Int(cancelled), items[2].int == 1)
     }
 
     /// Registers a worker (its info is JSON: id, host, pid, capabilities, …) and records a heartbeat.

@@ -314,6 +314,36 @@ struct QueueProtocolTests {
         #expect(try await h.claimAll().isEmpty)
     }
 
+    /// A big plan is cancelled in slices: the first call flips the plan and cancels what runs,
+    /// later calls the other records; an interrupted cancel is finished by the next one.
+    @Test func aBigPlanIsCancelledInSlicesAndAnInterruptedCancelIsFinished() async throws {
+        let h = try await Harness()
+        defer { h.redis.stop() }
+        let jobs = [job("root")] + (1...30).map { job("j\($0)", deps: $0.isMultiple(of: 3) ? ["root"] : []) }
+        _ = try await h.queue.enqueue(planJSON: planJSON("p1", jobs))
+        let running = try await h.claimAll(count: 2)
+        #expect(running.count == 2)
+        #expect(try await h.queue.cancel(plan: "p1", reason: "sliced", slice: 4) == 31)
+        var status = try await h.queue.status()
+        #expect(status.state == .cancelled && status.count("cancelled") == 31 && status.count("ready") == 0 && status.count("waiting") == 0)
+        #expect(try await h.client.send("HEXISTS", h.queue.keys.status, "cancel_cursor").int == 0)
+        #expect(try await h.queue.complete(running[0].lease).outcome == .stale)
+
+        // One slice by hand (what a client that died after it would leave), then cancel again.
+        _ = try await h.queue.enqueue(planJSON: planJSON("p2", (1...10).map { job("k\($0)") }))
+        let first = try await h.queue.cancelSlice(plan: "p2", reason: "first", limit: 3)
+        #expect(first.cancelled == 3 && first.more)
+        status = try await h.queue.status()
+        #expect(status.state == .cancelled, "the plan is cancelled by the first slice")
+        #expect(status.count("cancelled") == 3 && status.count("ready") == 7)
+        #expect(try await h.claimAll().isEmpty, "nothing can be claimed after the first slice")
+        #expect(try await h.queue.cancel(plan: "p2", reason: "second") == 7)
+        status = try await h.queue.status()
+        #expect(status.count("cancelled") == 10 && status.count("ready") == 0)
+        #expect(try await h.queue.job(plan: "p2", id: "k9")?["error"] == "first", "the reason of the cancel that began it")
+        #expect(try await h.queue.cancel(plan: "p2", reason: "again") == 0)
+    }
+
     @Test func theMachineFlipsExactlyOnceUnderConcurrentCompletions() async throws {
         let h = try await Harness()
         defer { h.redis.stop() }

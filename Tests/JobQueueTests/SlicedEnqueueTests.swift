@@ -126,7 +126,9 @@ struct SlicedEnqueueTests {
                 status = poller.status()
                 seen.append((staged, status["state"], len(poller.call("claim", "poller", 10, 0)) - 2))
             result = q.enqueue({"version": 1, "plan_id": "py", "jobs": jobs}, slice_jobs=150, between_slices=between)
-            print(json.dumps({"result": result, "seen": seen, "last": q.job("py", "last"), "j5": q.job("py", "j5")}))
+            snapshot = {"last": q.job("py", "last"), "j5": q.job("py", "j5")}
+            cancelled = q.cancel("py", reason="sliced from python", slice=300)
+            print(json.dumps({"result": result, "seen": seen, **snapshot, "cancelled": cancelled, "after": q.status()}))
             """#
         let client = packageRoot().appendingPathComponent("protocols/clients/python").path
         let out = try await runPython(program, [h.redis.url, client])
@@ -138,9 +140,15 @@ struct SlicedEnqueueTests {
         let last = decoded["last"] as? [String: Any] ?? [:]
         #expect(last["state"] as? String == "waiting" && last["pending"] as? Int == 1000)
         #expect((decoded["j5"] as? [String: Any])?["dependents"] as? String == #"["last"]"#)
+        // Then the client cancelled the plan 300 records a call (4 calls).
+        #expect(decoded["cancelled"] as? Int == 1001)
+        let after = decoded["after"] as? [String: Any] ?? [:]
+        #expect(after["state"] as? String == "cancelled", "\(after)")
         let status = try await h.queue.status()
-        #expect(status.state == .pending && status.count("total") == 1001 && status.count("ready") == 1000)
-        #expect(try await h.client.send("LLEN", h.queue.keys.ready).int == 1000)
+        #expect(status.state == .cancelled && status.count("total") == 1001 && status.count("cancelled") == 1001)
+        #expect(try await h.client.send("EXISTS", h.queue.keys.ready).int == 0)
+        #expect(try await h.client.send("HEXISTS", h.queue.keys.status, "cancel_cursor").int == 0)
+        #expect(try await h.queue.job(plan: "py", id: "j999")?["error"] == "sliced from python")
     }
 
     @Test func anEnqueueInterruptedBetweenSlicesLeavesNothingVisible() async throws {

@@ -739,7 +739,7 @@ local function commit_staging(upload)
              "total", total, "waiting", total - ready, "ready", ready, "active", 0,
              "delayed", 0, "succeeded", 0, "failed", 0, "dead", 0, "cancelled", 0, "retries", 0,
              "reclaimed", 0, "enqueued_at", now, "announced", 0, "protocol", PROTOCOL, "retention", retention)
-  redis.call("HDEL", K_STATUS, "started_at", "finished_at", "cancel_reason", "announced_at")
+  redis.call("HDEL", K_STATUS, "started_at", "finished_at", "cancel_reason", "cancel_cursor", "announced_at")
   wake(ready)
   return { generation, total, ready }
 end
@@ -1100,35 +1100,66 @@ local function release()
 end
 
 ---------------------------------------------------------------------------------------------------
--- cancel <plan> <reason>
+-- cancel <plan> <reason> [<limit>]
 -- Input:  KEYS[1..15]; writes status, ready, active, delayed, jobs.
--- Output: { "cancelled", n } | { state, 0 } (already ready/cancelled) | BAD_REQUEST (not the current plan).
+-- Output: { "cancelled", n, more } | { state, 0, 0 } (already ready/cancelled) | BAD_REQUEST (not the current plan).
 -- Every job not finished becomes cancelled; running jobs learn it at their next heartbeat.
+-- With a limit the records are cancelled in slices, so that no call holds Redis for long (50,000
+-- jobs in one call took 0.6 s): the first call cancels the active and delayed jobs and flips the
+-- plan (nothing can be claimed after it), then up to <limit> records per call in plan order;
+-- more = 1 until the last slice. Calling cancel again goes on where an interrupted one stopped.
 ---------------------------------------------------------------------------------------------------
+local function cancel_record(id, r, reason, now)
+  local state = r and r.state
+  if state == "waiting" or state == "ready" or state == "active" or state == "delayed" then
+    move(r, state, "cancelled")
+    r.error_type, r.error, r.finished_at, r.owner, r.lease_until = "cancelled", reason, now, nil, nil
+    save(id, r)
+    return 1
+  end
+  return 0
+end
+
 local function cancel()
   local plan, reason = ARGV[3], cut(ARGV[4] or "cancelled", 1000)
-  local s = redis.call("HMGET", K_STATUS, "plan_id", "state")
+  local limit = tonumber(ARGV[5] or "")
+  if limit and limit < 1 then return fail("BAD_REQUEST", "cancel's slice limit must be at least 1") end
+  local s = redis.call("HMGET", K_STATUS, "plan_id", "state", "cancel_cursor", "cancel_reason")
   if s[1] ~= plan then return fail("BAD_REQUEST", "plan '" .. plan .. "' is not the machine's current plan") end
-  if s[2] ~= "pending" and s[2] ~= "running" and s[2] ~= "failed" then return { s[2], 0 } end
   local now, n = now_ms(), 0
-  for id in string.gmatch(redis.call("HGET", K_JOBS, "|ids") or "", "%S+") do
-    local r = load(id)
-    local state = r and r.state
-    if state == "waiting" or state == "ready" or state == "active" or state == "delayed" then
-      move(r, state, "cancelled")
-      r.error_type, r.error, r.finished_at, r.owner, r.lease_until = "cancelled", reason, now, nil, nil
-      save(id, r)
-      n = n + 1
+  local cursor = tonumber(s[3] or "")
+  if cursor then
+    reason = s[4] or reason
+  elseif s[2] == "pending" or s[2] == "running" or s[2] == "failed" then
+    for _, set in ipairs({ K_ACTIVE, K_DELAYED }) do
+      for _, id in ipairs(redis.call("ZRANGE", set, 0, -1)) do n = n + cancel_record(id, load(id), reason, now) end
     end
+    redis.call("DEL", K_READY, K_ACTIVE, K_DELAYED)
+    redis.call("HSET", K_STATUS, "cancel_reason", reason)
+    if s[2] ~= "failed" then
+      redis.call("HSET", K_STATUS, "state", "cancelled", "finished_at", now)
+    end
+    redis.call("HSET", K_JOBS, "|state", "cancelled")
+    retain_finished()
+    cursor = 1
+  else
+    return { s[2], 0, 0 }
   end
-  redis.call("DEL", K_READY, K_ACTIVE, K_DELAYED)
-  redis.call("HSET", K_STATUS, "cancel_reason", reason)
-  if s[2] ~= "failed" then
-    redis.call("HSET", K_STATUS, "state", "cancelled", "finished_at", now)
+  -- The rest in plan order, from a byte offset into the id list, up to limit records.
+  local ids = redis.call("HGET", K_JOBS, "|ids") or ""
+  local seen = 0
+  while not limit or seen < limit do
+    local from, to = string.find(ids, "%S+", cursor)
+    if not from then cursor = nil; break end
+    n = n + cancel_record(ids:sub(from, to), load(ids:sub(from, to)), reason, now)
+    cursor, seen = to + 1, seen + 1
   end
-  redis.call("HSET", K_JOBS, "|state", "cancelled")
-  retain_finished()
-  return { "cancelled", n }
+  if cursor and string.find(ids, "%S", cursor) then
+    redis.call("HSET", K_STATUS, "cancel_cursor", cursor)
+    return { "cancelled", n, 1 }
+  end
+  redis.call("HDEL", K_STATUS, "cancel_cursor")
+  return { "cancelled", n, 0 }
 end
 
 ---------------------------------------------------------------------------------------------------

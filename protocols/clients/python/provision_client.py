@@ -307,18 +307,26 @@ class ProvisionQueue:
         status["failures"] = failures
         return status
 
-    def cancel(self, plan_id: str, reason: str = "cancelled") -> int:
+    def cancel(self, plan_id: str, reason: str = "cancelled", slice: int = 2000) -> int:
         """Cancels every unfinished job of the machine's current plan ``plan_id``.
 
         Running jobs learn it at their next heartbeat. A plan already ready or cancelled is left as
         it is. ``reason`` is stored (first 1000 bytes) on each cancelled job and as the status hash's
         ``cancel_reason``.
 
+        The plan is cancelled by the first call; its job records follow in slices of ``slice`` jobs,
+        one script call each, so that a big plan never holds Redis for long. A cancel interrupted
+        midway is finished by the next one.
+
         :returns: how many jobs were cancelled (0 when the plan had already settled).
         :raises BadRequest: ``plan_id`` is not the machine's current plan.
         """
-        reply = self.call("cancel", plan_id, reason)
-        return int(reply[1])
+        cancelled = 0
+        while True:
+            reply = self.call("cancel", plan_id, reason, str(max(1, int(slice))))
+            cancelled += int(reply[1])
+            if len(reply) < 3 or int(reply[2]) != 1:
+                return cancelled
 
     def retire(self, force: bool = False) -> int:
         """Removes every key of the machine (stop its workers first), and its entry in the fleet

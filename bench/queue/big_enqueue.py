@@ -77,28 +77,35 @@ def measure(r, port, name, action, pid, calls_cpu=None):
     return result
 
 
+def start_redis(work):
+    """A private redis-server on a free loopback port, its files in `work`, logging every call in
+    SLOWLOG: the process, its port and a client that has had its first PING answered."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                               "--dir", work, "--slowlog-log-slower-than", "0", "--slowlog-max-len", "1000000"],
+                              stdout=subprocess.DEVNULL)
+    r = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            r.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return server, port, r
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=50000)
     ap.add_argument("--bin", default=None)
     a = ap.parse_args()
     binary = a.bin or os.environ.get("PROVISION_BIN") or str(ROOT / ".build-bench" / "release" / "provision")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     work = tempfile.mkdtemp(prefix="big-enqueue-")
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                               "--dir", work, "--slowlog-log-slower-than", "0", "--slowlog-max-len", "1000000"],
-                              stdout=subprocess.DEVNULL)
+    server, port, r = start_redis(work)
     pid = server.pid
     try:
-        r = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         print(f"load average {os.getloadavg()[0]:.2f}; {a.jobs} jobs (the last a services job depending on all the others)", flush=True)
         results = {}
         q = ProvisionQueue(r, "py")

@@ -52,19 +52,59 @@ package struct Git: Sendable {
 
     /// The commits of the git repositories a node's `requirements.txt` names at `commit`
     /// (`git+https://…[@ref]`), by pin key; each ref (or the default branch) resolved like a node's.
+    /// Files it includes (`-r FILE`, `--requirement FILE`) are read too, as the worker reads them:
+    /// inside the node, five levels at most, each once.
     package func gitRequirementPins(_ url: String, commit: String) async throws(GitError) -> [String: String] {
         let client = self.client
-        let text = try await client.withScratch(url, commit: commit, blobs: true) { scratch throws(GitError) -> String? in
-            let shown = try await client.run(["-C", scratch, "cat-file", "blob", "\(commit):requirements.txt"], outputLimit: 1 << 20)
-            return shown.succeeded ? shown.output : nil
+        let lines = try await client.withScratch(url, commit: commit, blobs: true) { scratch throws(GitError) -> [String] in
+            var lines: [String] = []
+            var files: [(path: String, depth: Int)] = [("requirements.txt", 0)]
+            var read = Set<String>()
+            var next = 0
+            while next < files.count {
+                let (path, depth) = files[next]
+                next += 1
+                guard depth < 5, read.insert(path).inserted else { continue }
+                let shown = try await client.run(["-C", scratch, "cat-file", "blob", "\(commit):\(path)"], outputLimit: 1 << 20)
+                guard shown.succeeded else { continue }
+                for raw in shown.output.split(whereSeparator: \.isNewline) {
+                    let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+                    if let included = Self.includedFile(line, from: path) {
+                        files.append((included, depth + 1))
+                    } else {
+                        lines.append(line)
+                    }
+                }
+            }
+            return lines
         }
         var pins: [String: String] = [:]
-        for raw in (text ?? "").split(whereSeparator: \.isNewline) {
-            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        for line in lines {
             guard let requirement = GitRequirement(line), pins[requirement.pinKey] == nil else { continue }
             pins[requirement.pinKey] = try await resolve(requirement.url, anyRef: requirement.ref)
         }
         return pins
+    }
+
+    /// The node-relative path a `-r`/`--requirement` line of the requirements file `file` includes;
+    /// nil for other lines and for paths that leave the node (absolute, a URL, `..` past its root).
+    static func includedFile(_ line: String, from file: String) -> String? {
+        // Split as the worker's requirements reader does (NodeInstaller/Requirements.swift).
+        let parts = line.split(maxSplits: 1, whereSeparator: { $0 == " " || $0 == "\t" || $0 == "=" })
+        guard parts.count == 2, parts[0] == "-r" || parts[0] == "--requirement" else { return nil }
+        let target = parts[1].trimmingCharacters(in: .whitespaces)
+        guard !target.isEmpty, !target.hasPrefix("/"), !target.contains("://"), !target.contains(":"), !target.contains("\\") else { return nil }
+        var components = file.split(separator: "/").dropLast().map(String.init)
+        for part in target.split(separator: "/") {
+            switch part {
+            case ".": continue
+            case "..":
+                guard !components.isEmpty else { return nil }
+                components.removeLast()
+            default: components.append(String(part))
+            }
+        }
+        return components.isEmpty ? nil : components.joined(separator: "/")
     }
 
     /// A ref that may be a commit, a tag or a branch (pip's `@ref` does not say which).

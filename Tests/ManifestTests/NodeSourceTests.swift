@@ -1,6 +1,6 @@
 import Foundation
 import JobCore
-import ComponentSpec
+@testable import ComponentSpec
 import Planning
 import TestSupport
 import Testing
@@ -84,6 +84,16 @@ struct NodeSourceTests {
         #expect(lock.workflows?.first?.unresolved == nil && lock.workflows?.first?.ambiguous == nil)
     }
 
+    @Test func anIncludedRequirementsFileIsFollowedOnlyInsideTheNode() {
+        #expect(Git.includedFile("-r extra.txt", from: "requirements.txt") == "extra.txt")
+        #expect(Git.includedFile("--requirement=sub/b.txt", from: "reqs/r.txt") == "reqs/sub/b.txt")
+        #expect(Git.includedFile("-r ../base.txt", from: "reqs/r.txt") == "base.txt")
+        #expect(Git.includedFile("-r ./a/../b.txt", from: "requirements.txt") == "b.txt")
+        for outside in ["-r ../x.txt", "-r /etc/passwd", "-r https://example.com/r.txt", "-r C:\\r.txt", "-r ..", "numpy", "-e .", "-r"] {
+            #expect(Git.includedFile(outside, from: "requirements.txt") == nil, "\(outside)")
+        }
+    }
+
     @Test func lockPinsGitRequirementLinesAndThePlanCarriesThePinsAndAllowances() async throws {
         let f = try await LockFixture()
         let mirror = f.folder.appendingPathComponent("github")
@@ -96,7 +106,10 @@ struct NodeSourceTests {
         // A tag that looks like an abbreviated commit is still a tag.
         try await git(["tag", "20240101"], in: helper.path)
         let node = try await LocalRepository.create(at: mirror.appendingPathComponent("acme/was-like-node.git"), files: [
-            "requirements.txt": "numpy\r\ngit+https://github.com/acme/gitpkg.git@v1#egg=gitpkg\r\nhelper @ git+https://github.com/acme/helper@20240101  # a date-like tag\n",
+            "requirements.txt": "numpy\r\ngit+https://github.com/acme/gitpkg.git@v1#egg=gitpkg\r\n-r requirements/extra.txt\n",
+            // An included file's git lines are pinned too; an include back to the first file is read
+            // once, and one that leaves the node is not followed.
+            "requirements/extra.txt": "helper @ git+https://github.com/acme/helper@20240101  # a date-like tag\n--requirement=../requirements.txt\n-r ../../outside.txt\n",
         ])
         let manifest = try write(json(["custom_nodes": [
             ["name": "was-like", "url": "https://github.com/acme/was-like-node", "allow_outside": true],

@@ -119,6 +119,9 @@ package final class ChildProcess: Sendable {
     }
 
     /// The blocking twin of `wait`, for `deinit` and other synchronous places.
+    /// What the exit signal still holds for waits; 0 once every wait has returned (a test's view).
+    package var heldWaits: Int { exit.heldWaits }
+
     package func waitBlocking(timeout: Duration) -> Termination? {
         if let done = poll() { return done }
         _ = exit.group.wait(timeout: .now() + .nanoseconds(Int(ExitSignal.nanoseconds(timeout))))
@@ -272,6 +275,8 @@ final class ExitSignal: Sendable {
         var exited = false
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var cancelled: Set<Int> = []
+        /// Waits that have not returned: only their late timers or cancellations are remembered.
+        var open: Set<Int> = []
         var next = 0
     }
 
@@ -309,13 +314,16 @@ final class ExitSignal: Sendable {
     func wait(timeout: Duration, cancellable: Bool) async {
         let id = state.withLock { state -> Int in
             state.next += 1
+            state.open.insert(state.next)
             return state.next
         }
         let resume: @Sendable () -> Void = { [self] in
             let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
                 if let waiter = state.waiters.removeValue(forKey: id) { return waiter }
-                // Not registered yet: the registration sees this and returns at once.
-                state.cancelled.insert(id)
+                // Not registered yet: the registration sees this and returns at once. A timer that
+                // fires after the wait returned (it was cancelled, or the child exited) is dropped:
+                // remembering it would keep one id per such wait for good.
+                if state.open.contains(id) { state.cancelled.insert(id) }
                 return nil
             }
             waiter?.resume()
@@ -336,7 +344,12 @@ final class ExitSignal: Sendable {
         } onCancel: {
             if cancellable { resume() }
         }
-        // A timer or a cancellation that fired after the waiter was gone leaves its id behind: drop it.
-        state.withLock { _ = $0.cancelled.remove(id) }
+        state.withLock { state in
+            state.open.remove(id)
+            state.cancelled.remove(id)
+        }
     }
+
+    /// Ids the signal still holds for waits (waiting, cancelled early or not returned): 0 when idle.
+    var heldWaits: Int { state.withLock { $0.waiters.count + $0.cancelled.count + $0.open.count } }
 }

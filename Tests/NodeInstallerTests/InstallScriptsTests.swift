@@ -198,6 +198,23 @@ struct InstallScriptsTests {
     }
 
 
+    /// A supervisor waits on every child with a timeout and cancels the waits that lose: their timers,
+    /// firing later, must not leave anything behind (one id per wait, for as long as the child runs).
+    @Test func cancelledWaitsLeaveNothingBehindWhenTheirTimersFire() async throws {
+        let child = try ChildProcess("/bin/sleep", ["30"])
+        defer { child.signal(SIGKILL); _ = child.waitBlocking(timeout: .seconds(5)) }
+        for _ in 0..<50 {
+            let waiting = Task { await child.wait(timeout: .milliseconds(300), cancellable: true) }
+            try await Task.sleep(for: .milliseconds(5))  // registered, its timer set
+            waiting.cancel()
+            #expect(await waiting.value == nil)
+        }
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(child.heldWaits == 0)
+        #expect(await child.wait(timeout: .milliseconds(50)) == nil)
+        #expect(child.heldWaits == 0)
+    }
+
     @Test func aCommandStoppedByCancellationIsNotReportedAsTimedOut() async throws {
         // A deadline that passes: timed out.
         let late = try await ChildProcess.run("/bin/sleep", ["30"], timeout: .milliseconds(200), grace: .milliseconds(200))

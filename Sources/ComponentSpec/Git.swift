@@ -89,11 +89,7 @@ package struct Git: Sendable {
     /// The node-relative path a `-r`/`--requirement` line of the requirements file `file` includes;
     /// nil for other lines and for paths that leave the node (absolute, a URL, `..` past its root).
     static func includedFile(_ line: String, from file: String) -> String? {
-        // Split as the worker's requirements reader does (NodeInstaller/Requirements.swift).
-        let parts = line.split(maxSplits: 1, whereSeparator: { $0 == " " || $0 == "\t" || $0 == "=" })
-        guard parts.count == 2, parts[0] == "-r" || parts[0] == "--requirement" else { return nil }
-        let target = parts[1].trimmingCharacters(in: .whitespaces)
-        guard !target.isEmpty, !target.hasPrefix("/"), !target.contains("://"), !target.contains(":"), !target.contains("\\") else { return nil }
+        guard let target = RequirementsInclude.path(in: line), !target.isEmpty, !target.hasPrefix("/"), !target.contains("://"), !target.contains(":"), !target.contains("\\") else { return nil }
         var components = file.split(separator: "/").dropLast().map(String.init)
         for part in target.split(separator: "/") {
             switch part {

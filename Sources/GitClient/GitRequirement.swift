@@ -74,3 +74,15 @@ package struct GitRequirement: Sendable, Equatable {
         (name.map { "\($0) @ " } ?? "") + "git+" + url + (ref.map { "@" + $0 } ?? "") + fragment + (marker.isEmpty ? "" : " " + marker)
     }
 }
+
+/// How requirements files name the files they include: the same reading for the lock that pins
+/// their git lines and the worker that installs them.
+package enum RequirementsInclude {
+    /// The path a `-r FILE`, `-r=FILE`, `--requirement FILE` or `--requirement=FILE` line names, as
+    /// written (unchecked); nil for any other line.
+    package static func path(in line: String) -> String? {
+        let parts = line.split(maxSplits: 1, whereSeparator: { $0 == " " || $0 == "\t" || $0 == "=" })
+        guard parts.count == 2, parts[0] == "-r" || parts[0] == "--requirement" else { return nil }
+        return parts[1].trimmingCharacters(in: .whitespaces)
+    }
+}

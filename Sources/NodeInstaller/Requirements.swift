@@ -68,10 +68,7 @@ enum RequirementsReader {
             }
             guard !line.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" }) else { throw refuse("contains control characters") }
             if line.hasPrefix("-") {
-                let parts = line.split(maxSplits: 1, whereSeparator: { $0 == " " || $0 == "\t" || $0 == "=" }).map(String.init)
-                let option = parts[0]
-                if (option == "-r" || option == "--requirement") && parts.count == 2 {
-                    let path = parts[1].trimmingCharacters(in: .whitespaces)
+                if let path = RequirementsInclude.path(in: line) {
                     guard !path.hasPrefix("/"), !path.contains("://") else { throw refuse("includes a file outside the node") }
                     let included = ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
                     let resolved = URL(fileURLWithPath: included).resolvingSymlinksInPath().path
@@ -80,6 +77,7 @@ enum RequirementsReader {
                     continue
                 }
                 if allowOutside { result.append(Requirement(node: node, line: line, name: "")); continue }
+                let option = line.prefix { $0 != " " && $0 != "\t" && $0 != "=" }
                 throw refuse("uses the option \(option), which reaches outside the node")
             }
             let lower = line.lowercased()

@@ -1151,7 +1151,8 @@ local function cancel()
   while not limit or seen < limit do
     local from, to = string.find(ids, "%S+", cursor)
     if not from then cursor = nil; break end
-    n = n + cancel_record(ids:sub(from, to), load(ids:sub(from, to)), reason, now)
+    local id = ids:sub(from, to)
+    n = n + cancel_record(id, load(id), reason, now)
     cursor, seen = to + 1, seen + 1
   end
   if cursor and string.find(ids, "%S", cursor) then

@@ -8,6 +8,7 @@ final class ChunkTable: @unchecked Sendable {
     let size: Int64
     let chunkSize: Int64
     let taper: Int64
+    let ramp: Int64
     /// Where each chunk starts (`ChunkPlan.starts`).
     let starts: [Int64]
     private(set) var written: [Int64]
@@ -16,15 +17,17 @@ final class ChunkTable: @unchecked Sendable {
     private var hashedOffset: Int64 = 0
     private var hashState = Data()
     private var stopped = false
+    private var hasherRunning = true
     /// The first chunk not yet complete: only writes there (or a chunk completing) can move the
     /// hashable prefix, so only they wake the hasher.
     private var firstOpen = 0
 
-    init(size: Int64, chunkSize: Int64, taper: Int64, written: [Int64]? = nil) {
+    init(size: Int64, chunkSize: Int64, taper: Int64, ramp: Int64 = 1, written: [Int64]? = nil) {
         self.size = size
         self.chunkSize = max(1, chunkSize)
         self.taper = max(1, taper)
-        self.starts = ChunkPlan.starts(size: size, chunkSize: self.chunkSize, taper: self.taper)
+        self.ramp = max(1, ramp)
+        self.starts = ChunkPlan.starts(size: size, chunkSize: self.chunkSize, taper: self.taper, ramp: self.ramp)
         self.written = (written?.count == starts.count ? written : nil) ?? Array(repeating: 0, count: starts.count)
         while firstOpen < self.written.count && self.written[firstOpen] >= length(of: firstOpen) { firstOpen += 1 }
     }
@@ -66,16 +69,33 @@ final class ChunkTable: @unchecked Sendable {
         firstOpen < written.count ? starts[firstOpen] + written[firstOpen] : size
     }
 
-    /// Waits until the written prefix passes `offset` (or a stop); returns the new prefix end.
-    func waitForPrefix(beyond offset: Int64) -> Int64? {
+    /// Waits until the written prefix reaches `minimum` bytes past `offset` (or the end of the
+    /// file); returns the new prefix end. After a stop it returns what is there, nil once that is
+    /// nothing.
+    func waitForPrefix(beyond offset: Int64, minimum: Int64 = 1) -> Int64? {
         condition.lock()
         defer { condition.unlock() }
+        let wanted = min(size, offset + max(1, minimum))
         while true {
             let mark = watermarkLocked()
-            if mark > offset { return mark }
+            if mark >= wanted || (stopped && mark > offset) { return mark }
             if stopped { return nil }
             condition.wait()
         }
+    }
+
+    /// Bytes the hasher could hash but has not yet; 0 once it has ended.
+    var hashLag: Int64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return hasherRunning ? watermarkLocked() - hashedOffset : 0
+    }
+
+    /// The hasher has ended: it hashed the last byte, failed to read one, or was stopped.
+    func hasherEnded() {
+        condition.lock()
+        hasherRunning = false
+        condition.unlock()
     }
 
     /// The hasher's position and state, for the resume file; nobody waits on it.

@@ -91,13 +91,14 @@ final class DownloadSession {
         var restarts = restarts
         let connections = max(1, min(request.connections, 64))
         let chunkSize = request.chunkSize ?? ChunkPlan.chunkSize(for: size, connections: connections)
-        var table = ChunkTable(size: size, chunkSize: chunkSize, taper: ChunkPlan.taper(connections: connections))
+        var table = ChunkTable(
+            size: size, chunkSize: chunkSize, taper: ChunkPlan.taper(connections: connections), ramp: ChunkPlan.ramp(connections: connections))
         var hasher = SHA256Hasher()
         var hashedOffset: Int64 = 0
 
         let saved = partial.loadState()
         if let state = saved, state.matches(remote, size: size), partial.size == size {
-            table = ChunkTable(size: size, chunkSize: state.chunkSize, taper: state.chunkTaper, written: state.written)
+            table = ChunkTable(size: size, chunkSize: state.chunkSize, taper: state.chunkTaper, ramp: state.chunkRamp, written: state.written)
             if let restored = state.hasher {
                 hasher = restored
                 hashedOffset = state.hashedOffset

@@ -94,7 +94,7 @@ struct PartialFile {
     func saveState(url: String, validator: String?, table: ChunkTable) {
         let snapshot = table.snapshot()
         let state = ResumeState(
-            url: URLPolicy.redact(url), size: table.size, validator: validator, chunkSize: table.chunkSize, taper: table.taper,
+            url: URLPolicy.redact(url), size: table.size, validator: validator, chunkSize: table.chunkSize, taper: table.taper, ramp: table.ramp,
             written: snapshot.written, hashedOffset: snapshot.hashedOffset, hashState: snapshot.hashState.base64EncodedString())
         state.save(statePath)
     }

@@ -5,8 +5,11 @@ import Foundation
 /// what is missing and does not re-read the hashed prefix. Trusted only while the remote file is unchanged.
 struct ResumeState: Codable, Equatable {
     /// 2: chunks follow `ChunkPlan.starts` (tapered). 3: `hash_state` is provision's own SHA-256
-    /// state format (CSHA256.h), not libcrypto's struct. Older states are not trusted.
-    static let currentVersion = 3
+    /// state format (CSHA256.h), not libcrypto's struct. 4: the chunks may start with a ramp, which
+    /// a build that reads only version 3 would not know of and place bytes wrongly. Version 3 is
+    /// still read (no ramp); older states are not trusted.
+    static let currentVersion = 4
+    static let readableVersions = 3...4
     var version = ResumeState.currentVersion
     /// The URL without secrets, for people reading the file.
     var url: String
@@ -16,17 +19,19 @@ struct ResumeState: Codable, Equatable {
     /// `ChunkPlan.taper` of the download that saved it; absent in states saved before it depended
     /// on the number of connections, whose chunks were cut with 16.
     var taper: Int64?
+    /// `ChunkPlan.ramp` of the download that saved it; absent in version 3 states, which had none.
+    var ramp: Int64?
     var written: [Int64]
     var hashedOffset: Int64
     var hashState: String
 
     enum CodingKeys: String, CodingKey {
-        case version, url, size, validator, chunkSize = "chunk_size", taper, written, hashedOffset = "hashed_offset", hashState = "hash_state"
+        case version, url, size, validator, chunkSize = "chunk_size", taper, ramp, written, hashedOffset = "hashed_offset", hashState = "hash_state"
     }
 
     static func load(_ path: String) -> ResumeState? {
         guard let data = FileManager.default.contents(atPath: path), data.count < 16 << 20,
-            let state = try? JSONDecoder().decode(ResumeState.self, from: data), state.version == currentVersion
+            let state = try? JSONDecoder().decode(ResumeState.self, from: data), readableVersions.contains(state.version)
         else { return nil }
         return state
     }
@@ -35,8 +40,8 @@ struct ResumeState: Codable, Equatable {
     /// saved numbers are consistent with the chunk plan.
     func matches(_ remote: RemoteFile, size remoteSize: Int64) -> Bool {
         guard size == remoteSize, validator == remote.validator, validator != nil, chunkSize > 0 else { return false }
-        guard chunkTaper > 0 else { return false }
-        let starts = ChunkPlan.starts(size: size, chunkSize: chunkSize, taper: chunkTaper)
+        guard chunkTaper > 0, (1...64).contains(chunkRamp) else { return false }
+        let starts = ChunkPlan.starts(size: size, chunkSize: chunkSize, taper: chunkTaper, ramp: chunkRamp)
         guard written.count == starts.count else { return false }
         for (index, bytes) in written.enumerated() {
             if bytes < 0 || bytes > ChunkPlan.length(of: index, starts: starts, size: size) { return false }
@@ -46,6 +51,9 @@ struct ResumeState: Codable, Equatable {
 
     /// The taper the saved chunks were cut with.
     var chunkTaper: Int64 { taper ?? 16 }
+
+    /// The ramp the saved chunks start with (1: none).
+    var chunkRamp: Int64 { ramp ?? 1 }
 
     var hasher: SHA256Hasher? {
         // The state must have hashed exactly the prefix the file says (bytes 33-40: the count).

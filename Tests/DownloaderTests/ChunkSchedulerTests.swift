@@ -1,4 +1,5 @@
 @testable import Downloader
+import TestSupport
 import Foundation
 import Testing
 
@@ -17,7 +18,7 @@ struct ChunkSchedulerTests {
             let lengths = starts.indices.map { ChunkPlan.length(of: $0, starts: starts, size: size) }
             #expect(lengths.reduce(0, +) == size)
             #expect(lengths.allSatisfy { $0 > 0 && $0 <= chunk })
-            #expect(zip(lengths, lengths.dropFirst()).allSatisfy { $0 >= $1 || $1 == lengths.last }, "chunks never grow, size \(size)")
+            #expect(zip(lengths, lengths.dropFirst()).allSatisfy { $0 >= $1 || $1 == lengths.last }, "without a ramp chunks never grow, size \(size)")
             if size >= 64 * Self.mib { #expect(lengths.dropLast().last == 2 * Self.mib || lengths.count < 2) }
         }
         #expect(ChunkPlan.chunkSize(for: 2048 * Self.mib, connections: 8) == 32 * Self.mib)
@@ -39,6 +40,42 @@ struct ChunkSchedulerTests {
         let json = #"{"version":3,"url":"https://h/f","size":100,"validator":"\"e\"","chunk_size":10,"written":[],"hashed_offset":0,"hash_state":""}"#
         let state = try JSONDecoder().decode(ResumeState.self, from: Data(json.utf8))
         #expect(state.taper == nil && state.chunkTaper == 16)
+    }
+
+    @Test func theFirstChunksRampUpOnePerConnectionAndVersionThreeStatesHaveNoRamp() throws {
+        #expect(ChunkPlan.ramp(connections: 1) == 1)
+        #expect(ChunkPlan.ramp(connections: 8) == 8)
+        #expect(ChunkPlan.ramp(connections: 500) == 64)
+        let size = 2048 * Self.mib
+        let starts = ChunkPlan.starts(size: size, chunkSize: 32 * Self.mib, taper: 24, ramp: 8)
+        let lengths = starts.indices.map { ChunkPlan.length(of: $0, starts: starts, size: size) }
+        #expect(Array(lengths.prefix(9)) == [4, 8, 12, 16, 20, 24, 28, 32, 32].map { $0 * Self.mib })
+        #expect(lengths.reduce(0, +) == size)
+        // At N=16 the first steps (1 and 2 MiB of 16) are raised to the 2 MiB floor.
+        let n16 = ChunkPlan.starts(size: size, chunkSize: 16 * Self.mib, taper: 48, ramp: 16)
+        #expect(Array(n16.indices.prefix(4).map { ChunkPlan.length(of: $0, starts: n16, size: size) }) == [2, 2, 3, 4].map { $0 * Self.mib })
+        // A ramp of 1 is the layout of the states saved before there was a ramp.
+        #expect(ChunkPlan.starts(size: size, chunkSize: 32 * Self.mib, taper: 24, ramp: 1) == ChunkPlan.starts(size: size, chunkSize: 32 * Self.mib, taper: 24))
+
+        // A version 3 state (no ramp) is still read, and its chunks are cut without one.
+        let v3 = ChunkPlan.starts(size: 100 * Self.mib, chunkSize: 10 * Self.mib, taper: 24)
+        let written = v3.map { _ in Int64(0) }
+        let json = #"{"version":3,"url":"https://h/f","size":\#(100 * Self.mib),"validator":"\"e\"","chunk_size":\#(10 * Self.mib),"taper":24,"written":\#(written),"hashed_offset":0,"hash_state":""}"#
+        let folder = try makeTemporaryDirectory("ramp-state")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("f.partial.state").path
+        try Data(json.utf8).write(to: URL(fileURLWithPath: path))
+        let state = try #require(ResumeState.load(path))
+        #expect(state.ramp == nil && state.chunkRamp == 1)
+        let remote = RemoteFile(url: "https://h/f", credentialOrigin: "https://h", size: 100 * Self.mib, acceptsRanges: true, etag: "\"e\"", lastModified: nil)
+        #expect(state.matches(remote, size: 100 * Self.mib))
+        // The same written counts under a ramp of 8 no longer fit: the chunk count differs.
+        var ramped = state
+        ramped.ramp = 8
+        #expect(!ramped.matches(remote, size: 100 * Self.mib))
+        // Versions before 3 are not read.
+        try Data(json.replacingOccurrences(of: #""version":3"#, with: #""version":2"#).utf8).write(to: URL(fileURLWithPath: path))
+        #expect(ResumeState.load(path) == nil)
     }
 
     @Test func freeConnectionsTakeTheLowestChunksAndCompleteOnesAreSkipped() {
@@ -142,5 +179,32 @@ struct ChunkSchedulerTests {
         // A resumed table knows its prefix at once.
         let resumed = ChunkTable(size: 30, chunkSize: 10, taper: 16, written: [10, 10, 3])
         #expect(resumed.waitForPrefix(beyond: 0) == 23)
+    }
+
+    @Test func theHasherWaitsForAWholeWindowUnlessTheFileEndsOrStops() async throws {
+        let table = ChunkTable(size: 30, chunkSize: 10, taper: 16)
+        table.add(4, to: 0)
+        let waiter = Task.detached { table.waitForPrefix(beyond: 0, minimum: 8) }
+        try await Task.sleep(for: .milliseconds(50))
+        table.add(2, to: 0)
+        try await Task.sleep(for: .milliseconds(50))
+        table.add(4, to: 0)
+        #expect(await waiter.value == 10, "6 bytes are less than the window; 10 are enough")
+        table.add(10, to: 1)
+        table.add(10, to: 2)
+        #expect(table.waitForPrefix(beyond: 20, minimum: 1 << 20) == 30, "the end of the file is enough")
+        #expect(table.hashLag == 30, "nothing recorded as hashed yet")
+        table.recordHash(offset: 30, state: Data())
+        #expect(table.hashLag == 0)
+
+        let stopping = ChunkTable(size: 30, chunkSize: 10, taper: 16)
+        stopping.add(3, to: 0)
+        let partial = Task.detached { stopping.waitForPrefix(beyond: 0, minimum: 8) }
+        try await Task.sleep(for: .milliseconds(50))
+        stopping.stop()
+        #expect(await partial.value == 3, "after a stop the hasher takes what is there")
+        #expect(stopping.waitForPrefix(beyond: 3, minimum: 8) == nil)
+        stopping.hasherEnded()
+        #expect(stopping.hashLag == 0, "an ended hasher holds nothing back")
     }
 }

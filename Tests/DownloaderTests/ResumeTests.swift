@@ -107,8 +107,8 @@ struct ResumeTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == data)
     }
 
-    /// The chunks' cut depends on the number of connections (`ChunkPlan.taper`), and the state
-    /// saves it: a download killed at 8 connections and resumed at 4 keeps what it had.
+    /// The chunks' cut depends on the number of connections (`ChunkPlan.taper` and `ramp`), and
+    /// the state saves both: a download killed at 8 connections and resumed at 4 keeps what it had.
     @Test func aResumeWithFewerConnectionsKeepsTheSavedChunks() async throws {
         let origin = try await TestOrigin()
         defer { origin.stop() }
@@ -123,7 +123,7 @@ struct ResumeTests {
         try await killMidway(try TestProcess.provision(arguments(origin.url("f.bin", "throttle=250000"), connections: 8)), output: output)
         let saved = try #require(FileManager.default.contents(atPath: output + ".partial.state"))
         let state = try #require(try JSONSerialization.jsonObject(with: saved) as? [String: Any])
-        #expect(state["taper"] as? Int == 24)
+        #expect(state["taper"] as? Int == 24 && state["ramp"] as? Int == 8 && state["version"] as? Int == 4)
 
         let second = try await run(provisionExecutable(), arguments(origin.url("f.bin"), connections: 4) + ["--sha256", sha256(data)])
         #expect(second.status == 0, "\(second.output)")

@@ -22,23 +22,25 @@ enum ChunkPlan {
         Int64(min(192, max(16, 3 * connections)))
     }
 
-    /// How many chunks at the start grow to the full size: one per connection. Connections that
-    /// start together at one rate and take equal chunks finish them together, so the written
-    /// prefix, which the hasher follows, moved only at one connection's rate until the first chunk
-    /// ended, and then all at once: the hasher waited 0.1-0.2 s at the start of a 2 GiB download
-    /// at N=8 and was 300-600 MiB behind at the end. First chunks of 1/N, 2/N … N/N of the full
-    /// size end one after another, and so do the chunks the connections take next: the prefix
-    /// moves at the download's rate from the start (bench/downloads/README.md).
-    static func ramp(connections: Int) -> Int64 {
-        Int64(min(64, max(1, connections)))
+    /// How many chunks at the start grow to the full size: one per connection where the first
+    /// round of chunks is large (N × chunk ≥ 256 MiB), none otherwise. Connections that start
+    /// together at one rate and take equal chunks finish them together, so the written prefix,
+    /// which the hasher follows, moved only at one connection's rate until the first chunk ended,
+    /// and then all at once: the hasher waited 0.1-0.2 s at the start of a 2 GiB download at N=8
+    /// (32 MiB chunks) and ended 300-600 MiB behind. First chunks of 1/N, 2/N … N/N of the full
+    /// size end one after another, and so do the chunks the connections take next. Over small
+    /// rounds the wait is short and the extra requests cost more than it: five files of 32-192 MiB
+    /// at once (8 MiB chunks, throttled) took 4 % longer with the ramp (bench/downloads/README.md).
+    static func ramp(connections: Int, chunkSize: Int64) -> Int64 {
+        let n = Int64(min(64, max(1, connections)))
+        return chunkSize >= (256 << 20) / n ? n : 1
     }
 
     /// Where each chunk starts: `ramp` chunks growing from 1/`ramp` of `chunkSize` (2 MiB at
-    /// least) to it, then
-    /// `chunkSize` chunks, then, over the last part of the file, chunks of 1/`taper` of what is
-    /// left (guided self-scheduling), down to 2 MiB. The last chunks are short, so connections run
-    /// out of work within a few tens of milliseconds of each other instead of idling for up to one
-    /// whole chunk while the last long one finishes.
+    /// least) to it, then `chunkSize` chunks, then, over the last part of the file, chunks of
+    /// 1/`taper` of what is left (guided self-scheduling), down to 2 MiB. The last chunks are
+    /// short, so connections run out of work within a few tens of milliseconds of each other
+    /// instead of idling for up to one whole chunk while the last long one finishes.
     static func starts(size: Int64, chunkSize: Int64, taper: Int64, ramp: Int64 = 1) -> [Int64] {
         let chunkSize = max(1, chunkSize)
         let taper = max(1, taper)

@@ -92,7 +92,7 @@ final class DownloadSession {
         let connections = max(1, min(request.connections, 64))
         let chunkSize = request.chunkSize ?? ChunkPlan.chunkSize(for: size, connections: connections)
         var table = ChunkTable(
-            size: size, chunkSize: chunkSize, taper: ChunkPlan.taper(connections: connections), ramp: ChunkPlan.ramp(connections: connections))
+            size: size, chunkSize: chunkSize, taper: ChunkPlan.taper(connections: connections), ramp: ChunkPlan.ramp(connections: connections, chunkSize: chunkSize))
         var hasher = SHA256Hasher()
         var hashedOffset: Int64 = 0
 

@@ -42,10 +42,14 @@ struct ChunkSchedulerTests {
         #expect(state.taper == nil && state.chunkTaper == 16)
     }
 
-    @Test func theFirstChunksRampUpOnePerConnectionAndVersionThreeStatesHaveNoRamp() throws {
-        #expect(ChunkPlan.ramp(connections: 1) == 1)
-        #expect(ChunkPlan.ramp(connections: 8) == 8)
-        #expect(ChunkPlan.ramp(connections: 500) == 64)
+    @Test func largeFirstRoundsRampUpOnePerConnectionAndVersionThreeStatesHaveNoRamp() throws {
+        #expect(ChunkPlan.ramp(connections: 1, chunkSize: 64 * Self.mib) == 1)
+        #expect(ChunkPlan.ramp(connections: 8, chunkSize: 32 * Self.mib) == 8)
+        #expect(ChunkPlan.ramp(connections: 16, chunkSize: 16 * Self.mib) == 16)
+        #expect(ChunkPlan.ramp(connections: 500, chunkSize: 64 * Self.mib) == 64)
+        // A first round under 256 MiB is not ramped: 8 MiB chunks on 8 connections.
+        #expect(ChunkPlan.ramp(connections: 8, chunkSize: 8 * Self.mib) == 1)
+        #expect(ChunkPlan.ramp(connections: 8, chunkSize: Int64.max) == 8)
         let size = 2048 * Self.mib
         let starts = ChunkPlan.starts(size: size, chunkSize: 32 * Self.mib, taper: 24, ramp: 8)
         let lengths = starts.indices.map { ChunkPlan.length(of: $0, starts: starts, size: size) }
@@ -76,6 +80,25 @@ struct ChunkSchedulerTests {
         // Versions before 3 are not read.
         try Data(json.replacingOccurrences(of: #""version":3"#, with: #""version":2"#).utf8).write(to: URL(fileURLWithPath: path))
         #expect(ResumeState.load(path) == nil)
+    }
+
+    @Test func aRampedStateIsSavedAndReadBackWithItsRamp() throws {
+        let folder = try makeTemporaryDirectory("ramped-state")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let partial = PartialFile(destination: folder.appendingPathComponent("m.bin").path)
+        let size = 2048 * Self.mib
+        let table = ChunkTable(size: size, chunkSize: 32 * Self.mib, taper: 24, ramp: 8)
+        table.add(3 * Self.mib, to: 0)
+        table.add(4 * Self.mib, to: 1)
+        partial.saveState(url: "https://h/f", validator: "\"e\"", table: table)
+        let state = try #require(partial.loadState())
+        #expect(state.version == 4 && state.ramp == 8 && state.chunkTaper == 24)
+        let remote = RemoteFile(url: "https://h/f", credentialOrigin: "https://h", size: size, acceptsRanges: true, etag: "\"e\"", lastModified: nil)
+        #expect(state.matches(remote, size: size))
+        // Resumed at any number of connections, the table is cut as it was saved.
+        let resumed = ChunkTable(size: size, chunkSize: state.chunkSize, taper: state.chunkTaper, ramp: state.chunkRamp, written: state.written)
+        #expect(resumed.starts == table.starts && resumed.bytesDone == 7 * Self.mib)
+        #expect(resumed.waitForPrefix(beyond: 0) == 3 * Self.mib)
     }
 
     @Test func freeConnectionsTakeTheLowestChunksAndCompleteOnesAreSkipped() {

@@ -197,7 +197,18 @@ def measure_limits(args, size):
 # ---------------------------------------------------------------- runs
 
 def is_https(route):
-    return route.startswith("https-")
+    """TLS routes: https- (HTTP/1.1, as axel and aria2c need) and h2- (the same nginx offering HTTP/2
+    too, as real CDNs do; each client takes what it asks for)."""
+    return route.startswith(("https-", "h2-"))
+
+
+def route_base(args, route):
+    """The origin's base URL and path folder of a route."""
+    if route.startswith("h2-"):
+        return args.h2_base, route[len("h2-"):]
+    if route.startswith("https-"):
+        return args.tls_base, route[len("https-"):]
+    return args.base, route
 
 
 def is_throttled(route):
@@ -209,7 +220,7 @@ def command(args, tool, n, route, output):
     self-signed certificate with its own option (axel and hf_transfer through SSL_CERT_FILE, see
     tool_env); verification stays on for all."""
     tls = is_https(route)
-    base, path = (args.tls_base, route[len("https-"):]) if tls else (args.base, route)
+    base, path = route_base(args, route)
     url = f"{base}/{path}/{os.path.basename(args.source)}"
     if tool in args.variants or tool == "provision":
         binary = args.variants[tool][0] if tool in args.variants else args.bin
@@ -588,6 +599,7 @@ def main():
     parser.add_argument("--bin", required=True)
     parser.add_argument("--base", required=True)
     parser.add_argument("--tls-base", default="", help="https://127.0.0.1:PORT of the same nginx's TLS server")
+    parser.add_argument("--h2-base", default="", help="https://127.0.0.1:PORT of the same nginx's TLS server that offers HTTP/2")
     parser.add_argument("--ca-file", default="", help="the TLS server's self-signed certificate, for the clients to trust")
     parser.add_argument("--series", action="store_true", help="(recorded only) the run is a series: targets on the worst run")
     parser.add_argument("--source", required=True)
@@ -614,8 +626,10 @@ def main():
     args.connections = [int(x) for x in re.split(r"[ ,]+", args.connections.strip())]
     args.only = set(args.only.split(","))
     args.routes = [r for r in args.routes.split(",") if r]
-    if any(is_https(r) for r in args.routes) and not (args.tls_base and args.ca_file):
+    if any(r.startswith("https-") for r in args.routes) and not (args.tls_base and args.ca_file):
         parser.error("https- routes need --tls-base and --ca-file")
+    if any(r.startswith("h2-") for r in args.routes) and not (args.h2_base and args.ca_file):
+        parser.error("h2- routes need --h2-base and --ca-file")
     args.variants = {}
     for spec in args.variant:
         label, binary, *assignments = spec.split()

@@ -89,9 +89,8 @@ final class EasyHandle {
         set(CURLOPT_PROTOCOLS_STR, "http,https")
         // HTTP/1.1 also over TLS, where HTTP/2 was offered before: each connection carries one
         // request at a time (a CDN caps each connection, so multiplexing would not help), and
-        // HTTP/2's framing then only costs CPU. 2 GiB at N=8 from an nginx offering both, 4
-        // alternating rounds: 3.38-3.76 s with HTTP/1.1, 3.64-4.87 s with HTTP/2
-        // (bench/downloads/README.md).
+        // HTTP/2's framing then only costs CPU: 2 GiB at N=8 from an nginx offering both
+        // (bench/downloads, route h2-full) took a median 3.19 s with HTTP/1.1, 3.40 s with HTTP/2.
         set(CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1))
         set(CURLOPT_USERAGENT, userAgent)
         set(CURLOPT_CONNECTTIMEOUT, connectTimeoutSeconds)
